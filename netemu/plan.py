@@ -1,0 +1,239 @@
+"""The planner: scenario → orbits → topology → routing, and the plan's files.
+
+`make_plan` is pure (no files written, no root); `write_plan` writes the output contract:
+
+- `nodes.csv`: name, kind (satellite|ground|compute), group, norad_id
+- `links.parquet`: t_s, a, b, kind (isl|gsl), distance_km, delay_ms, rate_mbps, up (+ step, loss_pct)
+- `paths.parquet`: t_s, src, dst, delay_ms, hops (+ step), reachable pairs only
+- `routes.parquet`: t_s, src, dst, path (+ step), at t = 0 and whenever a pair's path changes
+- `events.csv`: t_s, event (link_up|link_down|handover|path_change), a, b, detail
+- `summary.json`, and `scenario.toml` (a copy of the input)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import PlanError
+from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
+from .routing import Routes, compute_routes, path_events
+from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
+from .topology import Schedule, build_schedule
+
+__all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "PLAN_FILES"]
+
+PLAN_FILES = ("nodes.csv", "links.parquet", "paths.parquet", "routes.parquet", "events.csv", "summary.json")
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    track: Track
+    station_xyz_km: np.ndarray
+    schedule: Schedule
+    routes: Routes
+    events: pd.DataFrame
+    timings_s: dict
+
+    def summary(self) -> dict:
+        return plan_summary(self)
+
+
+def satellite_track(scenario: Scenario, t_s: np.ndarray | None = None) -> Track:
+    """Propagate every satellite of the scenario (groups in order) over its time grid."""
+    from sgp4.api import Satrec
+    if t_s is None:
+        t_s = time_grid_s(scenario.duration_s, scenario.step_s)
+    satrecs, names = [], []
+    for g in scenario.satellites:
+        if isinstance(g, WalkerShell):
+            satrecs += walker_satrecs(g, scenario.epoch, len(satrecs) + 1)
+        elif isinstance(g, Formation):
+            satrecs += formation_satrecs(g, scenario.epoch, len(satrecs) + 1)
+        elif isinstance(g, TLEGroup):
+            satrecs += [Satrec.twoline2rv(r.line1, r.line2) for r in g.records]
+        names += group_node_names(g)
+    return propagate(satrecs, names, scenario.epoch, t_s)
+
+
+def make_plan(scenario: Scenario, workers: int | None = None,
+              progress: Callable[[str], None] | None = None) -> Plan:
+    """Compute the whole plan of a scenario: track, schedule, routes and events."""
+    say = progress or (lambda msg: None)
+    timings = {}
+    t0 = time.perf_counter()
+    track = satellite_track(scenario)
+    st = scenario.ground_stations
+    xyz, up = station_ecef_km([s.lat_deg for s in st], [s.lon_deg for s in st], [s.alt_m for s in st])
+    timings["orbits"] = time.perf_counter() - t0
+    n_bad = int((~track.ok).any(axis=0).sum())
+    say(f"orbits: {len(track.names):,} satellites × {len(track.t_s):,} steps "
+        f"({timings['orbits']:.1f} s{f', {n_bad} failed to propagate' if n_bad else ''})")
+
+    t0 = time.perf_counter()
+    schedule = build_schedule(scenario, track, xyz, up, progress=lambda m: say("  " + m))
+    timings["topology"] = time.perf_counter() - t0
+    say(f"topology: {len(schedule.links):,} link-steps ({timings['topology']:.1f} s)")
+
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def route_progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 2.0 or done == total:
+            last[0] = now
+            say(f"  routing: {done:,}/{total:,} steps ({100 * done / total:.0f} %)")
+
+    routes = compute_routes(schedule, scenario.endpoints, scenario.routing.metric,
+                            scenario.routing.ground_relay, workers=workers, progress=route_progress)
+    timings["routing"] = time.perf_counter() - t0
+    say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
+        f"({timings['routing']:.1f} s)")
+
+    t0 = time.perf_counter()
+    events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
+    events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
+    timings["events"] = time.perf_counter() - t0
+    return Plan(scenario, track, xyz, schedule, routes, events, timings)
+
+
+def plan_summary(plan: Plan) -> dict:
+    sc, sched, routes = plan.scenario, plan.schedule, plan.routes
+    L = sched.links
+    T = len(sched.t_s)
+    ev = plan.events["event"].value_counts()
+    E = len(sc.endpoints)
+    n_pairs = E * (E - 1) // 2
+    by_kind = {}
+    for kind in ("isl", "gsl"):
+        k = L[L["kind"] == kind]
+        per_step = k.groupby("step", observed=True).size().reindex(range(T), fill_value=0)
+        by_kind[kind] = {
+            "links_per_step_mean": round(float(per_step.mean()), 2) if T else 0.0,
+            "links_per_step_min": int(per_step.min()) if T else 0,
+            "links_per_step_max": int(per_step.max()) if T else 0,
+            "distance_km_mean": round(float(k["distance_km"].mean()), 1) if len(k) else None,
+            "distance_km_max": round(float(k["distance_km"].max()), 1) if len(k) else None,
+            "up_fraction": round(float(k["up"].mean()), 4) if len(k) else None,
+        }
+    p = routes.paths
+    reach = p.groupby("step").size().reindex(range(T), fill_value=0) / max(n_pairs, 1)
+    kinds = sched.nodes["kind"].value_counts()
+    return {
+        "netemu_version": __version__,
+        "scenario": sc.name,
+        "scenario_file": sc.path.name,
+        "epoch": sc.epoch.isoformat().replace("+00:00", "Z"),
+        "duration_s": sc.duration_s,
+        "step_s": sc.step_s,
+        "steps": T,
+        "nodes": {"satellite": int(kinds.get("satellite", 0)), "compute": int(kinds.get("compute", 0)),
+                  "ground": int(kinds.get("ground", 0))},
+        "satellites_failed_to_propagate": int((~plan.track.ok).any(axis=0).sum()),
+        "links": by_kind,
+        "endpoints": E,
+        "endpoint_pairs": n_pairs,
+        "reachable_pair_fraction_mean": round(float(reach.mean()), 4) if T else 0.0,
+        "reachable_pair_fraction_min": round(float(reach.min()), 4) if T else 0.0,
+        "path_delay_ms": {
+            "min": round(float(p["delay_ms"].min()), 3) if len(p) else None,
+            "median": round(float(p["delay_ms"].median()), 3) if len(p) else None,
+            "max": round(float(p["delay_ms"].max()), 3) if len(p) else None,
+        },
+        "path_hops_median": float(p["hops"].median()) if len(p) else None,
+        "path_delay_ms_by_pair_kind": _delay_by_pair_kind(p, sched.nodes, sc.endpoints),
+        "events": {e: int(ev.get(e, 0)) for e in ("link_up", "link_down", "handover", "path_change")},
+        "routing_metric": sc.routing.metric,
+        "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
+    }
+
+
+def _delay_by_pair_kind(paths: pd.DataFrame, nodes: pd.DataFrame, endpoints) -> dict:
+    """Path delay statistics per kind of pair (e.g. ground-compute), over all steps."""
+    kind_of = dict(zip(nodes["name"], nodes["kind"]))
+    ep_kind = np.array([kind_of[e] for e in endpoints], dtype=object)
+    src, dst = paths["src"].cat.codes.to_numpy(), paths["dst"].cat.codes.to_numpy()
+    labels = np.array(["-".join(sorted((x, y))) for x in ep_kind for y in ep_kind], dtype=object)
+    code = src.astype(np.int64) * len(endpoints) + dst
+    out = {}
+    for label in sorted(set(labels[np.unique(code)])) if len(code) else []:
+        mask = np.isin(code, np.nonzero(labels == label)[0])
+        d = paths["delay_ms"].to_numpy()[mask]
+        out[label] = {"min": round(float(d.min()), 3), "median": round(float(np.median(d)), 3),
+                      "p99": round(float(np.percentile(d, 99)), 3), "max": round(float(d.max()), 3)}
+    return out
+
+
+def summary_text(s: dict) -> str:
+    """The summary in plain words, a few lines."""
+    n = s["nodes"]
+    isl, gsl = s["links"]["isl"], s["links"]["gsl"]
+    lines = [
+        f"Scenario {s['scenario']}: {n['satellite']} satellites, {n['compute']} compute satellites, "
+        f"{n['ground']} ground stations; {s['steps']:,} steps of {s['step_s']:g} s from {s['epoch']}.",
+        f"Laser ISLs: {isl['links_per_step_mean']:g} per step on average (min {isl['links_per_step_min']}, "
+        f"max {isl['links_per_step_max']}), mean length {isl['distance_km_mean'] or 0:g} km.",
+        f"Ground links: {gsl['links_per_step_mean']:g} per step on average (min {gsl['links_per_step_min']}, "
+        f"max {gsl['links_per_step_max']}).",
+        f"Endpoints: {s['endpoints']} ({s['endpoint_pairs']:,} pairs); on average "
+        f"{100 * s['reachable_pair_fraction_mean']:.1f} % of pairs reachable (worst step "
+        f"{100 * s['reachable_pair_fraction_min']:.1f} %).",
+    ]
+    d = s["path_delay_ms"]
+    if d["median"] is not None:
+        lines.append(f"One-way path delay: min {d['min']:g} ms, median {d['median']:g} ms, max {d['max']:g} ms; "
+                     f"median {s['path_hops_median']:g} hops.")
+    for label, st in s["path_delay_ms_by_pair_kind"].items():
+        lines.append(f"  {label} pairs: median {st['median']:g} ms, p99 {st['p99']:g} ms, max {st['max']:g} ms.")
+    e = s["events"]
+    lines.append(f"Events: {e['link_up']:,} link up, {e['link_down']:,} link down, {e['handover']:,} handovers, "
+                 f"{e['path_change']:,} path changes.")
+    if s["satellites_failed_to_propagate"]:
+        lines.append(f"Warning: {s['satellites_failed_to_propagate']} satellites failed to propagate at some step "
+                     "(their links are absent there).")
+    return "\n".join(lines)
+
+
+def write_plan(plan: Plan, out_dir: str | Path) -> dict:
+    """Write the plan's files into `out_dir` (created if needed). Returns the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sched, routes = plan.schedule, plan.routes
+    # Parquet encoding releases the GIL: the large tables are written side by side.
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(sched.links.to_parquet, out / "links.parquet", index=False),
+                pool.submit(routes.paths.to_parquet, out / "paths.parquet", index=False),
+                pool.submit(routes.routes.to_parquet, out / "routes.parquet", index=False)]
+        sched.nodes.to_csv(out / "nodes.csv", index=False)
+        plan.events.to_csv(out / "events.csv", index=False, float_format="%.6f")
+        shutil.copyfile(plan.scenario.path, out / "scenario.toml")
+        summary = plan.summary()
+        for j in jobs:
+            j.result()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def read_plan(out_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Read a plan directory's tables back (nodes, links, paths, routes, events)."""
+    out = Path(out_dir)
+    missing = [f for f in PLAN_FILES if not (out / f).exists()]
+    if missing:
+        raise PlanError(f"{out}: not a plan directory; expected {', '.join(PLAN_FILES)}, missing {', '.join(missing)}")
+    return {
+        "nodes": pd.read_csv(out / "nodes.csv", dtype={"norad_id": "Int64"}),
+        "links": pd.read_parquet(out / "links.parquet"),
+        "paths": pd.read_parquet(out / "paths.parquet"),
+        "routes": pd.read_parquet(out / "routes.parquet"),
+        "events": pd.read_csv(out / "events.csv"),
+    }

@@ -1,0 +1,265 @@
+"""Routing: shortest paths between endpoints at every step of a Schedule.
+
+Paths follow destination-based forwarding, as the emulated routers will: for each endpoint `d`, a
+shortest-path tree rooted at `d` over the usable (`up`) links gives every node's next hop toward
+`d`; the path of the pair (src, dst) is what a packet from src to dst follows in dst's tree.
+Weights are link delays (default) or hop counts. Unless the scenario allows it, no path transits a
+ground station: each station is split into a source half (edges out only) and a sink half (edges
+in only), so a station can start or end a path but never relay one.
+
+Paths are symmetric in delay (links are), so outputs list each unordered pair once, `src` before
+`dst` in endpoint order. Steps are processed in chunks, in parallel processes.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from .topology import Schedule
+
+__all__ = ["Routes", "compute_routes", "path_events"]
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Shortest paths of every endpoint pair at every step.
+
+    paths: `t_s, src, dst, delay_ms, hops` for every reachable pair at every step (plus `step`);
+    routes: `t_s, src, dst, path, delay_ms, hops` whenever a pair's path changes, and at t = 0
+    (path `a>b>c`; an empty path, with null delay and hops, means the pair became unreachable).
+    """
+
+    endpoints: tuple[str, ...]
+    paths: pd.DataFrame
+    routes: pd.DataFrame
+
+    def path_at(self, src: str, dst: str, t_s: float) -> list[str]:
+        """Node names of the path src→dst in force at `t_s` ([] if unreachable or unknown)."""
+        rev = False
+        r = self.routes[(self.routes["src"] == src) & (self.routes["dst"] == dst)]
+        if r.empty:
+            r, rev = self.routes[(self.routes["src"] == dst) & (self.routes["dst"] == src)], True
+        r = r[r["t_s"] <= t_s + 1e-9]
+        if r.empty or not r["path"].iloc[-1]:
+            return []
+        nodes = r["path"].iloc[-1].split(">")
+        return nodes[::-1] if rev else nodes
+
+
+@dataclass(frozen=True)
+class _Graphs:
+    """What a worker needs: per-step usable links as index arrays, sorted by step."""
+
+    step: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    delay_ms: np.ndarray
+    n_nodes: int
+    is_ground: np.ndarray      # [n_nodes] bool
+    endpoints: np.ndarray      # [E] node indices
+    metric: str
+    ground_relay: bool
+
+
+def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str = "delay",
+                   ground_relay: bool = False, workers: int | None = None, progress=None) -> Routes:
+    """Shortest paths between all endpoint pairs at every step of `schedule`.
+
+    metric: "delay" (sum of link delay_ms) or "hops". `workers` processes (default: one per core)
+    share the steps; `progress(done_steps, total_steps)` is called as chunks finish.
+    """
+    names = schedule.node_names
+    index = {n: i for i, n in enumerate(names)}
+    L = schedule.links[schedule.links["up"]]
+    g = _Graphs(step=L["step"].to_numpy(np.int64), a=L["a"].cat.codes.to_numpy(np.int64),
+                b=L["b"].cat.codes.to_numpy(np.int64), delay_ms=L["delay_ms"].to_numpy(np.float64),
+                n_nodes=len(names), is_ground=(schedule.nodes["kind"] == "ground").to_numpy(),
+                endpoints=np.array([index[e] for e in endpoints], np.int64), metric=metric,
+                ground_relay=ground_relay)
+    T = len(schedule.t_s)
+    workers = workers or os.cpu_count() or 1
+    n_chunks = max(1, min(T, 8 * workers))
+    edges = np.linspace(0, T, n_chunks + 1).astype(int)
+    bounds = np.searchsorted(g.step, edges)
+    jobs = [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
+            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            for r in pool.map(_route_chunk, jobs):
+                results.append(r)
+                if progress:
+                    progress(r["k1"], T)
+    else:
+        for job in jobs:
+            results.append(_route_chunk(job))
+            if progress:
+                progress(results[-1]["k1"], T)
+    return _assemble(results, schedule, endpoints, names)
+
+
+def _slice(g: _Graphs, lo: int, hi: int) -> _Graphs:
+    return _Graphs(g.step[lo:hi], g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi], g.n_nodes, g.is_ground,
+                   g.endpoints, g.metric, g.ground_relay)
+
+
+def _route_chunk(job) -> dict:
+    """Routes for steps [k0, k1). Path arrays hold node indices from src to dst, padded with -1."""
+    g, k0, k1 = job
+    n, E = g.n_nodes, len(g.endpoints)
+    split = not g.ground_relay
+    ground = np.nonzero(g.is_ground)[0]
+    sink = np.arange(n)
+    if split:  # the sink half of station i is node n + (rank of i among stations)
+        sink[ground] = n + np.arange(len(ground))
+    V = n + (len(ground) if split else 0)
+    to_node = np.concatenate([np.arange(n), ground]) if split else np.arange(n)
+    ep = g.endpoints
+    pi, pj = np.triu_indices(E, k=1)
+    bounds = np.searchsorted(g.step, np.arange(k0, k1 + 1))
+    out_step, out_pair, out_delay, out_hops = [], [], [], []
+    r_step, r_pair, r_path, r_delay, r_hops = [], [], [], [], []
+    prev = None
+    first_paths = None
+    for k in range(k0, k1):
+        lo, hi = bounds[k - k0], bounds[k - k0 + 1]
+        a, b, d = g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi]
+        w = np.maximum(d, 1e-9) if g.metric == "delay" else np.ones_like(d)
+        # Directed edges: a→b and b→a, but into a station only its sink half.
+        rows = np.concatenate([a, b])
+        cols = np.concatenate([sink[b], sink[a]])
+        ww = np.concatenate([w, w])
+        dd = np.concatenate([d, d])
+        M = sp.csr_matrix((ww, (rows, cols)), shape=(V, V))
+        # Trees rooted at each destination endpoint; a packet src→dst walks dst's tree from src.
+        dist, pred = dijkstra(M, directed=True, indices=ep, return_predecessors=True)
+        start = sink[ep[pi]]          # src's node as reached in dst's tree
+        row = pj                      # tree of dst
+        reach = np.isfinite(dist[row, start])
+        P = _walk(pred, row, start, reach)
+        P = np.where(P >= 0, to_node[np.maximum(P, 0)], -1)
+        hops = (P >= 0).sum(axis=1) - 1
+        if g.metric == "delay":
+            delay = dist[row, start]
+        else:
+            D = sp.csr_matrix((dd, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
+            hop_a, hop_b = P[:, :-1], P[:, 1:]
+            m = (hop_a >= 0) & (hop_b >= 0)
+            delay = np.zeros(len(P))
+            np.add.at(delay, np.nonzero(m)[0], np.asarray(D[hop_a[m], hop_b[m]]).ravel())
+            delay[~reach] = np.inf
+        out_step.append(np.full(reach.sum(), k, np.int32))
+        out_pair.append(np.nonzero(reach)[0].astype(np.int32))
+        out_delay.append(delay[reach])
+        out_hops.append(hops[reach].astype(np.int16))
+        if prev is None:
+            changed = np.ones(len(P), bool)
+            first_paths = P
+        else:
+            w_ = max(prev.shape[1], P.shape[1])
+            changed = (_pad(prev, w_) != _pad(P, w_)).any(axis=1)
+        for p in np.nonzero(changed)[0].tolist():
+            r_step.append(k)
+            r_pair.append(p)
+            r_path.append(P[p][P[p] >= 0].tolist())
+            r_delay.append(delay[p])
+            r_hops.append(hops[p] if reach[p] else -1)
+        prev = P
+    return {"k0": k0, "k1": k1, "step": _cat(out_step, np.int32), "pair": _cat(out_pair, np.int32),
+            "delay_ms": _cat(out_delay, np.float64), "hops": _cat(out_hops, np.int16),
+            "r_step": np.array(r_step, np.int32), "r_pair": np.array(r_pair, np.int32), "r_path": r_path,
+            "r_delay": np.array(r_delay, np.float64), "r_hops": np.array(r_hops, np.int16),
+            "first": first_paths, "last": prev}
+
+
+def _walk(pred: np.ndarray, row: np.ndarray, start: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Follow predecessor trees from `start` (in tree `row`) to the root, for all pairs at once.
+
+    Returns [pairs, hops + 1] node indices from start to root, padded with -1 (all -1 where not
+    `reach`)."""
+    V = pred.shape[1]
+    flat = pred.ravel()
+    base = row.astype(np.int64) * V
+    cols = [np.where(reach, start, -1)]
+    idx = np.nonzero(reach)[0]
+    cur = start[idx].astype(np.int64)
+    while len(idx):
+        nxt = flat[base[idx] + cur]
+        col = np.full(len(row), -1, np.int64)
+        ok = nxt >= 0
+        idx, cur = idx[ok], nxt[ok]
+        col[idx] = cur
+        if len(idx):
+            cols.append(col)
+    return np.stack(cols, axis=1)
+
+
+def _pad(P: np.ndarray, width: int) -> np.ndarray:
+    if P.shape[1] == width:
+        return P
+    return np.pad(P, ((0, 0), (0, width - P.shape[1])), constant_values=-1)
+
+
+def _cat(parts, dtype):
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...], names: list[str]) -> Routes:
+    E = len(endpoints)
+    pi, pj = np.triu_indices(E, k=1)
+    ep_cat = pd.CategoricalDtype(list(endpoints), ordered=True)
+    t_s = schedule.t_s
+    step = np.concatenate([r["step"] for r in results])
+    pair = np.concatenate([r["pair"] for r in results])
+    paths = pd.DataFrame({
+        "step": step, "t_s": t_s[step],
+        "src": pd.Categorical.from_codes(pi[pair], dtype=ep_cat),
+        "dst": pd.Categorical.from_codes(pj[pair], dtype=ep_cat),
+        "delay_ms": np.concatenate([r["delay_ms"] for r in results]),
+        "hops": np.concatenate([r["hops"] for r in results])})
+    # Route rows: drop those at a chunk's first step whose path did not change across the boundary.
+    name_arr = np.asarray(names, dtype=object)
+    keep_all, r_path = [], []
+    prev_last = None
+    for r in results:
+        keep = np.ones(len(r["r_step"]), bool)
+        if prev_last is not None and r["first"] is not None:
+            w_ = max(prev_last.shape[1], r["first"].shape[1])
+            same = (_pad(prev_last, w_) == _pad(r["first"], w_)).all(axis=1)
+            keep = ~((r["r_step"] == r["k0"]) & same[r["r_pair"]])
+        keep_all.append(keep)
+        r_path.extend(p for p, k in zip(r["r_path"], keep) if k)
+        if r["last"] is not None:
+            prev_last = r["last"]
+
+    def cat(key, dtype):
+        parts = [r[key][k] for r, k in zip(results, keep_all)]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    rs, rp = cat("r_step", np.int32), cat("r_pair", np.int32)
+    hops = cat("r_hops", np.int16)
+    routes = pd.DataFrame({
+        "step": rs, "t_s": t_s[rs],
+        "src": pd.Categorical.from_codes(pi[rp], dtype=ep_cat),
+        "dst": pd.Categorical.from_codes(pj[rp], dtype=ep_cat),
+        "path": [">".join(name_arr[p]) for p in r_path],
+        "delay_ms": np.where(hops >= 0, cat("r_delay", np.float64), np.nan),
+        "hops": pd.arrays.IntegerArray(np.maximum(hops, 0), mask=hops < 0)})
+    return Routes(endpoints=tuple(endpoints), paths=paths, routes=routes)
+
+
+def path_events(routes: Routes) -> pd.DataFrame:
+    """path_change events after t = 0: `t_s, event, a (src), b (dst), detail` (new hops and delay)."""
+    r = routes.routes[routes.routes["step"] > 0]
+    detail = np.where(r["path"] == "", "unreachable",
+                      r["hops"].astype(str) + " hops, " + r["delay_ms"].round(3).astype(str) + " ms")
+    return pd.DataFrame({"t_s": r["t_s"].to_numpy(), "event": "path_change", "a": r["src"].astype(str).to_numpy(),
+                         "b": r["dst"].astype(str).to_numpy(), "detail": detail})

@@ -1,0 +1,622 @@
+"""Scenario files: one TOML file read into frozen dataclasses, validated completely at load.
+
+A scenario says *what* to emulate: the time window, satellite groups (Walker shells, formation-flying
+compute clusters, TLE files), ground stations, the laser ISL models, the ground-link (GSL) model,
+the endpoints workloads will use and the routing metric. Paths inside a scenario are relative to
+the scenario file. Every problem raises one `ScenarioError` naming the file, the key and what was
+expected; nothing is computed before the whole file has been checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ScenarioError, TLEError
+from .orbits import TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg
+
+__all__ = [
+    "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
+    "Routing", "load_scenario", "NAME_MAX_CHARS",
+]
+
+NAME_MAX_CHARS = 10
+"""Longest node name: Linux interface names hold 15 characters and netemu appends `-eNNN`."""
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+ISL_PATTERNS = ("plus-grid", "nearest-k", "cluster-mesh", "explicit")
+GSL_POLICIES = ("nearest", "longest-visible", "all")
+ROUTING_METRICS = ("delay", "hops")
+
+
+@dataclass(frozen=True, slots=True)
+class WalkerShell:
+    """A Walker delta (RAAN spread 360°) or star (180°) shell of circular orbits."""
+
+    name: str
+    prefix: str
+    altitude_km: float
+    inclination_deg: float
+    planes: int
+    sats_per_plane: int
+    phasing: int
+    raan_spread_deg: float
+    raan0_deg: float
+    compute: bool = False
+
+    @property
+    def count(self) -> int:
+        return self.planes * self.sats_per_plane
+
+
+@dataclass(frozen=True, slots=True)
+class Formation:
+    """A formation-flying cluster: `count` satellites around one reference orbit, laid out on a
+    grid of `columns` cross-track columns spaced `cross_track_km`, and rows spaced
+    `along_track_km` along the track."""
+
+    name: str
+    prefix: str
+    count: int
+    altitude_km: float
+    inclination_deg: float
+    raan_deg: float
+    mean_anomaly_deg: float
+    along_track_km: float
+    cross_track_km: float
+    columns: int
+    compute: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TLEGroup:
+    """Satellites from a 3-line TLE file, already read, checked and filtered at load."""
+
+    name: str
+    prefix: str
+    path: Path
+    records: tuple[TLERecord, ...]
+    compute: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+
+SatelliteGroup = WalkerShell | Formation | TLEGroup
+
+
+@dataclass(frozen=True, slots=True)
+class GroundStation:
+    name: str
+    lat_deg: float
+    lon_deg: float
+    alt_m: float = 0.0
+    terminals: int | None = None
+    """Overrides the GSL model's terminals for this station."""
+
+
+@dataclass(frozen=True, slots=True)
+class ISLModel:
+    """Laser inter-satellite links within one satellite group or between two."""
+
+    groups: tuple[str, ...]
+    pattern: str
+    rate_mbps: float
+    max_range_km: float = math.inf
+    grazing_altitude_km: float = 80.0
+    polar_cutoff_deg: float | None = None
+    terminals: int | None = None
+    acquisition_s: float = 0.0
+    loss_pct: float = 0.0
+    k: int = 4
+    isl_shift: int = 0
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GSLModel:
+    """Ground-satellite links: visibility by elevation (or slant range), selection policy."""
+
+    rate_mbps: float
+    min_elevation_deg: float | None = 25.0
+    max_range_km: float | None = None
+    terminals: int = 1
+    policy: str = "nearest"
+    handover_gap_s: float = 0.0
+    loss_pct: float = 0.0
+    groups: tuple[str, ...] = ()
+    """Satellite groups that carry ground terminals; empty means every group."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    metric: str = "delay"
+    ground_relay: bool = False
+    """Whether a path may transit a ground station (bent pipe through the ground)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    path: Path
+    name: str
+    description: str
+    epoch: datetime
+    duration_s: float
+    step_s: float
+    satellites: tuple[SatelliteGroup, ...]
+    ground_stations: tuple[GroundStation, ...]
+    isls: tuple[ISLModel, ...]
+    gsl: GSLModel | None
+    endpoints: tuple[str, ...]
+    routing: Routing = field(default_factory=Routing)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of time steps: t_s = 0, step_s, ... up to and including duration_s."""
+        return int(math.floor(self.duration_s / self.step_s + 1e-9)) + 1
+
+    def group(self, name: str) -> SatelliteGroup:
+        for g in self.satellites:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- table reader
+
+
+class _Table:
+    """Typed access to one TOML table; remembers which keys were read so unknown keys are errors."""
+
+    def __init__(self, path: Path, where: str, data: Any):
+        if not isinstance(data, dict):
+            raise ScenarioError(path, where, f"expected a table, found {_show(data)}")
+        self.path, self.where, self.data = path, where, data
+        self.seen: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.where}.{k}" if self.where else k
+
+    def error(self, k: str, message: str) -> ScenarioError:
+        return ScenarioError(self.path, self.key(k), message)
+
+    def has(self, k: str) -> bool:
+        return k in self.data
+
+    def get(self, k: str, kind: str, default: Any = ..., check: Callable[[Any], str | None] | None = None) -> Any:
+        self.seen.add(k)
+        if k not in self.data:
+            if default is ...:
+                raise self.error(k, f"missing; expected {kind}")
+            return default
+        v = self.data[k]
+        ok = {
+            "a number": isinstance(v, (int, float)) and not isinstance(v, bool),
+            "an integer": isinstance(v, int) and not isinstance(v, bool),
+            "a string": isinstance(v, str),
+            "true or false": isinstance(v, bool),
+            "a list": isinstance(v, list),
+            "a date-time": isinstance(v, (datetime, str)),
+        }[kind]
+        if not ok:
+            raise self.error(k, f"expected {kind}, found {_show(v)}")
+        if kind == "a number":
+            v = float(v)
+            if not math.isfinite(v):
+                raise self.error(k, f"expected a finite number, found {v}")
+        if check is not None:
+            problem = check(v)
+            if problem:
+                raise self.error(k, f"expected {problem}, found {_show(v)}")
+        return v
+
+    def table(self, k: str) -> "_Table":
+        self.seen.add(k)
+        return _Table(self.path, self.key(k), self.data.get(k, {}))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise self.error(unknown[0], f"unknown key; expected one of: {known}")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, list):
+        return "a list"
+    return f"{type(v).__name__} {v!r}"
+
+
+def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        bad = v <= lo if lo_open else v < lo
+        if bad or v > hi:
+            return f"a value in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        return None
+    return check
+
+
+def _name_check(v: str) -> str | None:
+    if not _NAME_RE.match(v) or len(v) > NAME_MAX_CHARS:
+        return (f"a node name of at most {NAME_MAX_CHARS} characters, lower-case letters, digits and "
+                "'-', starting with a letter")
+    return None
+
+
+def _prefix_check(v: str) -> str | None:
+    if not re.match(r"^[a-z][a-z0-9-]{0,5}$", v):
+        return "a node-name prefix of 1-6 characters (lower-case letters, digits, '-'), starting with a letter"
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file.
+
+    Raises `ScenarioError` (naming file, key and expectation) on any problem: unreadable file,
+    malformed TOML, unknown keys, values out of range, missing or malformed referenced files
+    (TLE, station list, pairs), duplicate or over-long node names, dangling references.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ScenarioError(path, "", f"cannot read the scenario file ({e.strerror or e})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ScenarioError(path, "", f"expected UTF-8 text ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(path, "", f"malformed TOML: {e}") from None
+
+    top = _Table(path, "", data)
+    base = path.parent
+
+    s = top.table("scenario")
+    name = s.get("name", "a string", path.stem)
+    description = s.get("description", "a string", "")
+    epoch = _epoch(s, "epoch")
+    duration_s = s.get("duration_s", "a number", check=_range(0, 10 * 86_400))
+    step_s = s.get("step_s", "a number", check=_range(0, 86_400, lo_open=True))
+    if duration_s / step_s > 1_000_000:
+        raise s.error("step_s", f"at most 1,000,000 steps; duration_s/step_s = {duration_s / step_s:,.0f}")
+    stations_file = s.get("ground_stations_file", "a string", None)
+    s.done()
+
+    groups = _satellites(top, path, base, epoch)
+    stations = _ground_stations(top, path, base, stations_file)
+    gsl = _gsl(top, groups) if top.has("gsl") else None
+    top.seen.add("gsl")
+
+    node_names: dict[str, str] = {}  # name -> where it was defined
+    for g in groups:
+        for n in group_node_names(g):
+            _claim(path, node_names, n, f"satellites[{g.name}]")
+    for i, st in enumerate(stations):
+        _claim(path, node_names, st.name, f"ground_stations[{i}]")
+
+    isls = _isls(top, path, base, groups)
+    routing = _routing(top)
+    endpoints = _endpoints(top, groups, stations, node_names)
+    top.done()
+
+    if not groups:
+        raise ScenarioError(path, "satellites", "expected at least one [[satellites]] group")
+    return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
+                    step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
+                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing)
+
+
+def _claim(path: Path, names: dict[str, str], name: str, where: str) -> None:
+    if name in names:
+        raise ScenarioError(path, where, f"node name {name!r} is already used by {names[name]}; "
+                                         "expected unique names (change a prefix or station name)")
+    names[name] = where
+
+
+def _epoch(t: _Table, k: str) -> datetime:
+    v = t.get(k, "a date-time")
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise t.error(k, f"expected an ISO 8601 UTC date-time like 2026-03-20T00:00:00Z, found {v!r}") from None
+    if not isinstance(v, datetime) or v.tzinfo is None:
+        raise t.error(k, f"expected a UTC date-time with its zone, like 2026-03-20T00:00:00Z, found {v!r}")
+    return v.astimezone(timezone.utc)
+
+
+def _inclination(t: _Table, altitude_km: float) -> float:
+    sso = t.get("sun_synchronous", "true or false", False)
+    if sso:
+        if t.has("inclination_deg"):
+            raise t.error("inclination_deg", "expected either inclination_deg or sun_synchronous = true, not both")
+        return sso_inclination_deg(altitude_km)
+    return t.get("inclination_deg", "a number", check=_range(0, 180))
+
+
+def _raan(t: _Table, epoch: datetime, key: str) -> float:
+    if t.has("ltan_h"):
+        if t.has(key):
+            raise t.error(key, f"expected either {key} or ltan_h, not both")
+        ltan_h = t.get("ltan_h", "a number", check=_range(0, 24))
+        return ltan_raan_deg(epoch, ltan_h)
+    t.seen.add("ltan_h")
+    return t.get(key, "a number", 0.0, check=_range(-360, 360))
+
+
+def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[SatelliteGroup]:
+    top.seen.add("satellites")
+    items = top.data.get("satellites", [])
+    if not isinstance(items, list):
+        raise ScenarioError(path, "satellites", "expected an array of tables [[satellites]]")
+    groups: list[SatelliteGroup] = []
+    seen_names: set[str] = set()
+    for i, item in enumerate(items):
+        t = _Table(path, f"satellites[{i}]", item)
+        name = t.get("name", "a string", check=lambda v: None if re.match(r"^[A-Za-z0-9_-]+$", v) else "a group name (letters, digits, '-', '_')")
+        if name in seen_names:
+            raise t.error("name", f"expected a unique group name, {name!r} is used twice")
+        seen_names.add(name)
+        t.where = f"satellites[{name}]"
+        source = t.get("source", "a string", check=lambda v: None if v in ("walker", "formation", "tle") else "one of walker, formation, tle")
+        prefix = t.get("prefix", "a string", check=_prefix_check)
+        altitude = _range(100, 50_000)
+        if source == "walker":
+            alt = t.get("altitude_km", "a number", check=altitude)
+            planes = t.get("planes", "an integer", check=_range(1, 1000))
+            per_plane = t.get("sats_per_plane", "an integer", check=_range(1, 1000))
+            g: SatelliteGroup = WalkerShell(
+                name=name, prefix=prefix, altitude_km=alt, inclination_deg=_inclination(t, alt),
+                planes=planes, sats_per_plane=per_plane,
+                phasing=t.get("phasing", "an integer", 0, check=_range(0, planes - 1)),
+                raan_spread_deg=t.get("raan_spread_deg", "a number", 360.0, check=_range(0, 360, lo_open=True)),
+                raan0_deg=_raan(t, epoch, "raan0_deg"),
+                compute=t.get("compute", "true or false", False))
+        elif source == "formation":
+            alt = t.get("altitude_km", "a number", check=altitude)
+            count = t.get("count", "an integer", check=_range(1, 10_000))
+            g = Formation(
+                name=name, prefix=prefix, count=count, altitude_km=alt, inclination_deg=_inclination(t, alt),
+                raan_deg=_raan(t, epoch, "raan_deg"),
+                mean_anomaly_deg=t.get("mean_anomaly_deg", "a number", 0.0, check=_range(-360, 360)),
+                along_track_km=t.get("along_track_km", "a number", 0.0, check=_range(0, 5000)),
+                cross_track_km=t.get("cross_track_km", "a number", 0.0, check=_range(0, 1000)),
+                columns=t.get("columns", "an integer", 1, check=_range(1, count)),
+                compute=t.get("compute", "true or false", True))
+            if g.count > 1 and g.along_track_km == 0 and (g.columns == 1 or g.cross_track_km == 0):
+                raise t.error("along_track_km", "a spacing > 0 (along_track_km, or cross_track_km with columns > 1); "
+                                                "satellites of a formation must not coincide")
+        else:
+            file_ = t.get("file", "a string")
+            tle_path = (base / file_).resolve()
+            pattern = t.get("name_pattern", "a string", "*")
+            incl = _pair(t, "inclination_deg_range", (0.0, 180.0))
+            alt_range = _pair(t, "altitude_km_range", (0.0, 1e9))
+            limit = t.get("limit", "an integer", None, check=_range(1, 1_000_000))
+            try:
+                text = tle_path.read_text(encoding="ascii")
+            except FileNotFoundError:
+                raise t.error("file", f"expected a readable TLE file, {tle_path} does not exist") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise t.error("file", f"expected a readable ASCII TLE file: {e}") from None
+            try:
+                records = parse_tle_text(text, tle_path)
+            except TLEError as e:
+                raise TLEError(path, t.key("file"), f"{tle_path} {e.key}: {e.message}") from None
+            chosen = [r for r in records
+                      if fnmatch.fnmatchcase(r.name, pattern)
+                      and incl[0] <= r.inclination_deg <= incl[1]
+                      and alt_range[0] <= r.altitude_km <= alt_range[1]]
+            chosen.sort(key=lambda r: r.norad_id)
+            if limit is not None:
+                chosen = chosen[:limit]
+            if not chosen:
+                raise t.error("name_pattern", f"at least one satellite of {tle_path.name} to match the "
+                                              f"pattern and ranges; none of {len(records)} does")
+            g = TLEGroup(name=name, prefix=prefix, path=tle_path, records=tuple(chosen),
+                         compute=t.get("compute", "true or false", False))
+        t.done()
+        for n in group_node_names(g)[:1] + group_node_names(g)[-1:]:
+            if len(n) > NAME_MAX_CHARS:
+                raise t.error("prefix", f"node names of at most {NAME_MAX_CHARS} characters, {n!r} is longer; "
+                                        "use a shorter prefix")
+        groups.append(g)
+    return groups
+
+
+def _pair(t: _Table, k: str, default: tuple[float, float]) -> tuple[float, float]:
+    v = t.get(k, "a list", list(default))
+    if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) or v[0] > v[1]:
+        raise t.error(k, f"expected [low, high] with two numbers, low ≤ high, found {v!r}")
+    return float(v[0]), float(v[1])
+
+
+def group_node_names(g: SatelliteGroup) -> list[str]:
+    """Node names of a group's satellites, in the group's order (plane-major for Walker shells)."""
+    if isinstance(g, WalkerShell):
+        wp, ws = max(2, len(str(g.planes - 1))), max(2, len(str(g.sats_per_plane - 1)))
+        return [f"{g.prefix}{p:0{wp}d}-{s:0{ws}d}" for p in range(g.planes) for s in range(g.sats_per_plane)]
+    if isinstance(g, Formation):
+        w = max(2, len(str(g.count - 1)))
+        return [f"{g.prefix}{i:0{w}d}" for i in range(g.count)]
+    return [f"{g.prefix}{r.norad_id}" for r in g.records]
+
+
+def _ground_stations(top: _Table, path: Path, base: Path, stations_file: str | None) -> list[GroundStation]:
+    stations: list[GroundStation] = []
+    if stations_file is not None:
+        stations.extend(_read_stations_csv(path, (base / stations_file).resolve()))
+    top.seen.add("ground_stations")
+    items = top.data.get("ground_stations", [])
+    if not isinstance(items, list):
+        raise ScenarioError(path, "ground_stations", "expected an array of tables [[ground_stations]]")
+    for i, item in enumerate(items):
+        t = _Table(path, f"ground_stations[{i}]", item)
+        stations.append(GroundStation(
+            name=t.get("name", "a string", check=_name_check),
+            lat_deg=t.get("lat_deg", "a number", check=_range(-90, 90)),
+            lon_deg=t.get("lon_deg", "a number", check=_range(-180, 180)),
+            alt_m=t.get("alt_m", "a number", 0.0, check=_range(-500, 9000)),
+            terminals=t.get("terminals", "an integer", None, check=_range(1, 64))))
+        t.done()
+    return stations
+
+
+def _read_stations_csv(scenario_path: Path, csv_path: Path) -> list[GroundStation]:
+    key = "scenario.ground_stations_file"
+    try:
+        numbered = [(i, ln) for i, ln in enumerate(csv_path.read_text(encoding="utf-8").splitlines(), start=1)
+                    if ln.strip() and not ln.lstrip().startswith("#")]
+        rows = list(zip((i for i, _ in numbered[1:]), csv.DictReader(ln for _, ln in numbered)))
+    except FileNotFoundError:
+        raise ScenarioError(scenario_path, key, f"expected a readable CSV file, {csv_path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ScenarioError(scenario_path, key, f"expected a readable CSV file {csv_path}: {e}") from None
+    out = []
+    for line, row in rows:
+        where = f"{csv_path.name} line {line}"
+        try:
+            name = (row.get("name") or "").strip()
+            lat, lon = float(row["lat_deg"]), float(row["lon_deg"])
+            alt = float(row.get("alt_m") or 0.0)
+        except (KeyError, TypeError, ValueError):
+            raise ScenarioError(scenario_path, key, f"{where}: expected columns name,lat_deg,lon_deg[,alt_m] "
+                                                    f"with numbers, found {row}") from None
+        problem = _name_check(name) or (_range(-90, 90)(lat) and "lat_deg in [-90, 90]") \
+            or (_range(-180, 180)(lon) and "lon_deg in [-180, 180]")
+        if problem:
+            raise ScenarioError(scenario_path, key, f"{where}: expected {problem}, found {row}")
+        out.append(GroundStation(name=name, lat_deg=lat, lon_deg=lon, alt_m=alt))
+    return out
+
+
+def _isls(top: _Table, path: Path, base: Path, groups: list[SatelliteGroup]) -> list[ISLModel]:
+    top.seen.add("isl")
+    items = top.data.get("isl", [])
+    if not isinstance(items, list):
+        raise ScenarioError(path, "isl", "expected an array of tables [[isl]]")
+    by_name = {g.name: g for g in groups}
+    out = []
+    for i, item in enumerate(items):
+        t = _Table(path, f"isl[{i}]", item)
+        gnames = tuple(t.get("groups", "a list"))
+        if not 1 <= len(gnames) <= 2 or any(g not in by_name for g in gnames) or len(set(gnames)) != len(gnames):
+            raise t.error("groups", f"one or two distinct satellite group names out of {sorted(by_name)}, found {list(gnames)}")
+        pattern = t.get("pattern", "a string", check=lambda v: None if v in ISL_PATTERNS else "one of " + ", ".join(ISL_PATTERNS))
+        if pattern == "plus-grid" and (len(gnames) != 1 or not isinstance(by_name[gnames[0]], WalkerShell)):
+            raise t.error("pattern", "plus-grid to name exactly one Walker shell in groups")
+        k = t.get("k", "an integer", 4, check=_range(1, 64)) if pattern == "nearest-k" else 4
+        pairs: tuple[tuple[str, str], ...] = ()
+        if pattern == "explicit":
+            pairs = _read_pairs(t, base, [n for g in gnames for n in group_node_names(by_name[g])])
+        default_terminals = {"plus-grid": 4, "nearest-k": k}.get(pattern)
+        m = ISLModel(
+            groups=gnames, pattern=pattern,
+            rate_mbps=t.get("rate_mbps", "a number", check=_range(0, 1e8, lo_open=True)),
+            max_range_km=t.get("max_range_km", "a number", math.inf, check=_range(0, 1e6, lo_open=True)),
+            grazing_altitude_km=t.get("grazing_altitude_km", "a number", 80.0, check=_range(0, 1000)),
+            polar_cutoff_deg=t.get("polar_cutoff_deg", "a number", None, check=_range(0, 90)),
+            terminals=t.get("terminals", "an integer", default_terminals, check=_range(1, 64)),
+            acquisition_s=t.get("acquisition_s", "a number", 0.0, check=_range(0, 3600)),
+            loss_pct=t.get("loss_pct", "a number", 0.0, check=_range(0, 100)),
+            k=k,
+            isl_shift=t.get("isl_shift", "an integer", 0, check=_range(-1000, 1000)) if pattern == "plus-grid" else 0,
+            pairs=pairs)
+        if m.polar_cutoff_deg is not None and pattern != "plus-grid":
+            raise t.error("polar_cutoff_deg", "polar_cutoff_deg only with pattern plus-grid (it switches off cross-plane links)")
+        t.done()
+        out.append(m)
+    return out
+
+
+def _read_pairs(t: _Table, base: Path, allowed: list[str]) -> tuple[tuple[str, str], ...]:
+    file_ = t.get("pairs_file", "a string")
+    p = (base / file_).resolve()
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except FileNotFoundError:
+        raise t.error("pairs_file", f"expected a readable CSV file of node pairs, {p} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise t.error("pairs_file", f"expected a readable CSV file of node pairs: {e}") from None
+    if rows and [c.strip() for c in rows[0]] == ["a", "b"]:
+        rows = rows[1:]
+    ok = set(allowed)
+    pairs = []
+    for n, r in enumerate(rows, start=1):
+        names = [c.strip() for c in r]
+        if len(names) != 2 or names[0] == names[1] or not ok.issuperset(names):
+            raise t.error("pairs_file", f"{p.name} row {n}: expected two distinct satellites of groups "
+                                        f"{list(t.data.get('groups', []))}, found {r}")
+        pairs.append((names[0], names[1]))
+    if not pairs:
+        raise t.error("pairs_file", f"at least one pair in {p.name}")
+    return tuple(pairs)
+
+
+def _gsl(top: _Table, groups: list[SatelliteGroup]) -> GSLModel:
+    t = top.table("gsl")
+    names = [g.name for g in groups]
+    gnames = tuple(t.get("groups", "a list", []))
+    if any(g not in names for g in gnames):
+        raise t.error("groups", f"names of satellite groups out of {names}, found {list(gnames)}")
+    has_elev, has_range = t.has("min_elevation_deg"), t.has("max_range_km")
+    if has_elev == has_range:
+        raise t.error("min_elevation_deg", "exactly one of min_elevation_deg or max_range_km")
+    m = GSLModel(
+        rate_mbps=t.get("rate_mbps", "a number", check=_range(0, 1e8, lo_open=True)),
+        min_elevation_deg=t.get("min_elevation_deg", "a number", None, check=_range(0, 90)),
+        max_range_km=t.get("max_range_km", "a number", None, check=_range(0, 1e6, lo_open=True)),
+        terminals=t.get("terminals", "an integer", 1, check=_range(1, 64)),
+        policy=t.get("policy", "a string", "nearest", check=lambda v: None if v in GSL_POLICIES else "one of " + ", ".join(GSL_POLICIES)),
+        handover_gap_s=t.get("handover_gap_s", "a number", 0.0, check=_range(0, 3600)),
+        loss_pct=t.get("loss_pct", "a number", 0.0, check=_range(0, 100)),
+        groups=gnames)
+    t.done()
+    return m
+
+
+def _routing(top: _Table) -> Routing:
+    t = top.table("routing")
+    r = Routing(metric=t.get("metric", "a string", "delay", check=lambda v: None if v in ROUTING_METRICS else "one of " + ", ".join(ROUTING_METRICS)),
+                ground_relay=t.get("ground_relay", "true or false", False))
+    t.done()
+    return r
+
+
+def _endpoints(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
+               node_names: dict[str, str]) -> tuple[str, ...]:
+    t = top.table("endpoints")
+    by_group = {g.name: group_node_names(g) for g in groups}
+    if t.has("nodes"):
+        out: list[str] = []
+        for v in t.get("nodes", "a list"):
+            if isinstance(v, str) and v in by_group:
+                out.extend(by_group[v])
+            elif isinstance(v, str) and v in node_names:
+                out.append(v)
+            else:
+                raise t.error("nodes", f"node or group names defined in this scenario, found {v!r}")
+    else:
+        out = [st.name for st in stations] + [n for g in groups if g.compute for n in by_group[g.name]]
+    t.done()
+    out = list(dict.fromkeys(out))
+    if len(out) < 2:
+        raise t.error("nodes", f"at least two endpoints (by default every ground station and compute "
+                               f"satellite), found {len(out)}")
+    return tuple(out)

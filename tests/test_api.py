@@ -1,0 +1,19 @@
+import netemu
+
+
+def test_public_api_is_pinned():
+    assert sorted(netemu.__all__) == sorted([
+        "__version__",
+        "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError",
+        "Scenario", "load_scenario",
+        "Track", "Schedule", "Routes",
+        "Plan", "make_plan", "write_plan", "read_plan",
+    ])
+    for name in netemu.__all__:
+        assert hasattr(netemu, name), name
+
+
+def test_errors_form_one_tree():
+    for cls in (netemu.ScenarioError, netemu.TLEError, netemu.PlanError, netemu.TraceError, netemu.EmulationError):
+        assert issubclass(cls, netemu.NetemuError)
+    assert issubclass(netemu.TLEError, netemu.ScenarioError)
