@@ -1,0 +1,105 @@
+"""The planner end to end: output contract, golden plan, CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import netemu
+from conftest import DATA, ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_golden import golden_tables  # noqa: E402
+
+GOLDEN = DATA / "golden-small"
+
+
+def test_golden_plan(small_plan):
+    """Rebuild with scripts/make_golden.py after a deliberate change."""
+    for name, df in golden_tables(small_plan).items():
+        want = pd.read_csv(GOLDEN / name, keep_default_na=False)
+        got = pd.read_csv(__import__("io").StringIO(df.to_csv(index=False, float_format="%.6f")), keep_default_na=False)
+        assert list(got.columns) == list(want.columns), name
+        assert len(got) == len(want), name
+        for col in want.columns:
+            if want[col].dtype.kind == "f":
+                assert np.allclose(got[col], want[col], atol=2e-6, rtol=0), (name, col)
+            else:
+                assert (got[col].astype(str) == want[col].astype(str)).all(), (name, col)
+
+
+def test_write_plan_contract(small_plan, tmp_path):
+    summary = netemu.write_plan(small_plan, tmp_path)
+    nodes = pd.read_csv(tmp_path / "nodes.csv")
+    assert list(nodes.columns[:4]) == ["name", "kind", "group", "norad_id"]
+    assert set(nodes["kind"]) == {"satellite", "compute", "ground"}
+    assert nodes["name"].str.len().max() <= 10
+    links = pd.read_parquet(tmp_path / "links.parquet")
+    assert {"t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "up"} <= set(links.columns)
+    assert set(links["kind"].astype(str)) == {"isl", "gsl"} and links["up"].dtype == bool
+    paths = pd.read_parquet(tmp_path / "paths.parquet")
+    assert {"t_s", "src", "dst", "delay_ms", "hops"} <= set(paths.columns)
+    routes = pd.read_parquet(tmp_path / "routes.parquet")
+    assert {"t_s", "src", "dst", "path"} <= set(routes.columns)
+    E = len(small_plan.scenario.endpoints)
+    assert len(routes[routes["t_s"] == 0]) == E * (E - 1) // 2   # every pair at t = 0
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert list(events.columns) == ["t_s", "event", "a", "b", "detail"]
+    assert set(events["event"]) == {"link_up", "link_down", "handover", "path_change"}
+    assert (events["t_s"] > 0).all() and events["t_s"].is_monotonic_increasing
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["events"]["path_change"] == (events["event"] == "path_change").sum()
+    assert on_disk["endpoint_pairs"] == E * (E - 1) // 2
+    read = netemu.read_plan(tmp_path)
+    assert len(read["links"]) == len(small_plan.schedule.links)
+
+
+def test_handover_events_pair_old_and_new(small_plan):
+    ev = small_plan.events
+    ho = ev[ev["event"] == "handover"]
+    L = small_plan.schedule.links
+    g = L[L["kind"] == "gsl"]
+    present = set(zip(g["step"], g["a"].astype(str), g["b"].astype(str)))
+    for r in ho.itertuples(index=False):
+        k = int(round(r.t_s / small_plan.scenario.step_s))
+        old = r.detail.removeprefix("from ")
+        assert (k, r.b, r.a) in present and (k - 1, r.b, r.a) not in present
+        assert (k - 1, old, r.a) in present and (k, old, r.a) not in present
+
+
+def test_read_plan_rejects_other_directories(tmp_path):
+    with pytest.raises(netemu.PlanError, match="not a plan directory"):
+        netemu.read_plan(tmp_path)
+
+
+def test_cli_plan_writes_files_and_summary(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for f in netemu.plan.PLAN_FILES + ("scenario.toml",):
+        assert (out / f).exists(), f
+    assert "Scenario small: 144 satellites, 4 compute satellites, 4 ground stations" in r.stdout
+    assert "routing:" in r.stderr and "orbits:" in r.stderr  # progress, one line per stage
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(out), "--json"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(r.stdout)["scenario"] == "small"
+
+
+def test_default_scenario_plan(tmp_path):
+    """`netemu plan` with no scenario plans the orbital data centre (shortened window)."""
+    sc = netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc.toml")
+    import dataclasses
+    plan = netemu.make_plan(dataclasses.replace(sc, duration_s=120.0), workers=2)
+    s = netemu.write_plan(plan, tmp_path)
+    assert s["nodes"] == {"satellite": 192, "compute": 16, "ground": 6}
+    assert s["links"]["isl"]["links_per_step_min"] > 400
+    assert s["links"]["gsl"]["links_per_step_min"] >= 6
+    assert s["reachable_pair_fraction_mean"] > 0.9
+    # compute-compute paths stay inside the cluster: kilometres, microseconds
+    assert s["path_delay_ms_by_pair_kind"]["compute-compute"]["max"] < 0.05
+    assert 2.0 < s["path_delay_ms_by_pair_kind"]["compute-ground"]["min"]

@@ -1,0 +1,106 @@
+"""Routing: paths against networkx on snapshots, path delay = sum of its links, no ground transit."""
+
+import dataclasses
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from netemu.routing import compute_routes
+
+
+def _link_delay(links):
+    return {(r.step, r.a, r.b): r.delay_ms for r in links[links["up"]].itertuples(index=False)}
+
+
+def test_path_delay_is_sum_of_its_links(small_plan):
+    delay = _link_delay(small_plan.schedule.links)
+    routes = small_plan.routes.routes
+    checked = 0
+    for r in routes.itertuples(index=False):
+        if not r.path:
+            continue
+        nodes = r.path.split(">")
+        assert nodes[0] == r.src and nodes[-1] == r.dst
+        total = sum(delay[(r.step, *sorted((u, v), key=small_plan.schedule.node_names.index))]
+                    for u, v in zip(nodes, nodes[1:]))
+        assert total == pytest.approx(r.delay_ms, rel=1e-9)
+        assert len(nodes) - 1 == r.hops
+        checked += 1
+    assert checked > 30
+
+
+def test_paths_match_networkx_and_never_transit_ground(small_plan):
+    sched, routes = small_plan.schedule, small_plan.routes
+    kinds = dict(zip(sched.nodes["name"], sched.nodes["kind"]))
+    ground = {n for n, k in kinds.items() if k == "ground"}
+    paths = routes.paths.set_index(["step", "src", "dst"])
+    eps = routes.endpoints
+    compared = 0
+    for step in (0, 17, 60, 120):
+        g = sched.snapshot(sched.t_s[step])
+        for i, s in enumerate(eps):
+            for d in eps[i + 1:]:
+                h = g.subgraph(set(g) - (ground - {s, d}))
+                try:
+                    ref = nx.dijkstra_path_length(h, s, d, weight="delay_ms")
+                except nx.NetworkXNoPath:
+                    assert (step, s, d) not in paths.index
+                    continue
+                assert paths.loc[(step, s, d), "delay_ms"] == pytest.approx(ref, rel=1e-9)
+                compared += 1
+    assert compared > 40
+    for p in routes.routes["path"]:
+        inner = p.split(">")[1:-1] if p else []
+        assert not ground.intersection(inner)
+
+
+def test_routes_recover_the_path_at_every_step(small_plan):
+    """Path at step k from routes.parquet equals the path that step's own tree gives."""
+    r = small_plan.routes
+    single = compute_routes(small_plan.schedule, r.endpoints, workers=1)
+    pd.testing.assert_frame_equal(single.paths.reset_index(drop=True), r.paths.reset_index(drop=True))
+    pd.testing.assert_frame_equal(single.routes.reset_index(drop=True), r.routes.reset_index(drop=True))
+    # every step's hop count agrees with the path in force then
+    in_force = r.routes.sort_values("step")
+    sample = r.paths.sample(300, random_state=1)
+    for row in sample.itertuples(index=False):
+        cur = in_force[(in_force["src"] == row.src) & (in_force["dst"] == row.dst) & (in_force["step"] <= row.step)]
+        assert len(cur["path"].iloc[-1].split(">")) - 1 == row.hops
+        assert r.path_at(row.src, row.dst, row.t_s) == cur["path"].iloc[-1].split(">")
+        assert r.path_at(row.dst, row.src, row.t_s) == cur["path"].iloc[-1].split(">")[::-1]
+
+
+def test_hops_metric_minimises_hops(small_plan):
+    sched = small_plan.schedule
+    by_hops = compute_routes(sched, small_plan.routes.endpoints, metric="hops", workers=1)
+    merged = by_hops.paths.merge(small_plan.routes.paths, on=["step", "src", "dst"], suffixes=("_h", "_d"))
+    assert len(merged) == len(small_plan.routes.paths)
+    assert (merged["hops_h"] <= merged["hops_d"]).all()
+    assert (merged["delay_ms_h"] >= merged["delay_ms_d"] - 1e-9).all()
+    assert (merged["hops_h"] < merged["hops_d"]).any() or (merged["delay_ms_h"] > merged["delay_ms_d"]).any()
+    g = sched.snapshot(sched.t_s[30])
+    ground = {n for n, k in zip(sched.nodes["name"], sched.nodes["kind"]) if k == "ground"}
+    for row in by_hops.paths[by_hops.paths["step"] == 30].itertuples(index=False):
+        h = g.subgraph(set(g) - (ground - {row.src, row.dst}))
+        assert row.hops == nx.shortest_path_length(h, row.src, row.dst)
+
+
+def test_ground_relay_allows_transit(small_plan):
+    sched = small_plan.schedule
+    relay = compute_routes(sched, small_plan.routes.endpoints, ground_relay=True, workers=1)
+    m = relay.paths.merge(small_plan.routes.paths, on=["step", "src", "dst"], how="left", suffixes=("_r", "_n"))
+    assert (m["delay_ms_r"] <= m["delay_ms_n"].fillna(np.inf) + 1e-9).all()
+    g = sched.snapshot(sched.t_s[60])
+    for row in relay.paths[relay.paths["step"] == 60].itertuples(index=False):
+        assert row.delay_ms == pytest.approx(nx.dijkstra_path_length(g, row.src, row.dst, weight="delay_ms"), rel=1e-9)
+
+
+def test_unreachable_pairs_have_no_path_rows_and_an_empty_route(small_plan):
+    r = small_plan.routes
+    E = len(r.endpoints)
+    per_step = r.paths.groupby("step").size()
+    assert per_step.min() < E * (E - 1) // 2        # the small scenario has gaps in coverage
+    empty = r.routes[r.routes["path"] == ""]
+    assert len(empty) > 0 and empty["delay_ms"].isna().all() and empty["hops"].isna().all()
