@@ -103,3 +103,17 @@ def test_default_scenario_plan(tmp_path):
     # compute-compute paths stay inside the cluster: kilometres, microseconds
     assert s["path_delay_ms_by_pair_kind"]["compute-compute"]["max"] < 0.05
     assert 2.0 < s["path_delay_ms_by_pair_kind"]["compute-ground"]["min"]
+
+
+@pytest.mark.parametrize("name", ["starlink-s1", "kuiper-k1", "telesat-t1", "starlink-tle"])
+def test_shipped_scenarios_plan(name):
+    """Each shipped scenario plans (three steps): full +Grid/nearest-k meshes, most pairs reachable."""
+    import dataclasses
+    sc = netemu.load_scenario(ROOT / "topologies" / f"{name}.toml")
+    plan = netemu.make_plan(dataclasses.replace(sc, duration_s=2 * sc.step_s), workers=1)
+    s = plan.summary()
+    n_sat = s["nodes"]["satellite"]
+    assert s["links"]["isl"]["links_per_step_min"] >= 1.9 * n_sat
+    assert s["links"]["gsl"]["links_per_step_min"] >= 95
+    assert s["reachable_pair_fraction_min"] > 0.9
+    assert 20 < s["path_delay_ms"]["median"] < 120
