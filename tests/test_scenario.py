@@ -181,9 +181,22 @@ def test_unreadable_scenario(tmp_path):
         netemu.load_scenario(tmp_path / "missing.toml")
 
 
-@pytest.mark.parametrize("edit", [("lat_deg = 10", "lat_deg = 95"), ("planes = 4", "planes = 4\nplanez = 4")])
-def test_cli_bad_input_exit_code_2_without_traceback(tmp_path, edit):
-    p = write_scenario(tmp_path, BASE.replace(*edit, 1))
+_TLE_LINES = (TOPOLOGIES / "tle" / "starlink_2026-01-31.tle").read_text().splitlines()[:3]
+_TLE_GROUP = '\n[[satellites]]\nname = "t"\nsource = "tle"\nprefix = "t"\nfile = "x.tle"\n'
+
+
+@pytest.mark.parametrize("text, tle", [
+    (BASE.replace("lat_deg = 10", "lat_deg = 95"), None),
+    (BASE.replace("planes = 4", "planes = 4\nplanez = 4"), None),
+    (BASE + "\n[isl\n", None),
+    (BASE.replace("altitude_km = 550", "altitude_km = 1e9"), None),
+    (BASE + _TLE_GROUP, None),
+    (BASE + _TLE_GROUP, "\n".join(_TLE_LINES[:2] + [_TLE_LINES[2][:68] + "0" if _TLE_LINES[2][68] != "0" else "1"])),
+])
+def test_cli_bad_input_exit_code_2_without_traceback(tmp_path, text, tle):
+    if tle is not None:
+        (tmp_path / "x.tle").write_text(tle + "\n")
+    p = write_scenario(tmp_path, text)
     r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
