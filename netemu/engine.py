@@ -1,0 +1,578 @@
+"""The link engine process: moves frames between TAP pairs with each link's delay, rate, queue,
+loss and up/down. Started and driven by `netemu.links.EngineLinks`; run as
+`python -m netemu.engine CONTROL_FD`.
+
+Per link direction, a frame entering at time t is admitted or dropped (down, random loss, full
+queue), serialised at the link rate behind the frames already queued (FIFO), and leaves at
+serialisation end + propagation delay, where the delay is the link's piecewise-linear delay
+profile evaluated at t (so it follows the geometry without steps), minus the engine's own
+measured per-traversal overhead. Departures are monotonic per direction unless reordering is
+allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; every TAP is drained
+until EAGAIN on each wake (a TAP read returns one frame).
+
+Control messages (length-prefixed pickles over a stream socket from the parent) add and remove
+links, schedule parameter changes at emulated times, extend delay profiles, read counters and
+stop the engine. The engine exits, closing its TAPs, when the parent goes away.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+from collections import deque
+from time import monotonic, time
+
+from .tap import Timer, die_with_parent, open_tap, unpersist_tap
+
+LATE_S = 0.0005          # a departure later than this counts as late (engine overload)
+EARLY_SLACK_S = 2e-6     # frames due within this are sent now
+SPIN_S = 300e-6          # wake this much before a departure and spin to it
+_DEFAULT_QUEUE_S = 0.1   # default queue bound: 100 ms at the link rate
+
+
+class DelayProfile:
+    """Piecewise-linear delay over monotonic time: breakpoints (t, delay_s), held flat outside."""
+
+    __slots__ = ("t", "d", "i")
+
+    def __init__(self, delay_s: float = 0.0):
+        self.t: list[float] = [0.0]
+        self.d: list[float] = [delay_s]
+        self.i = 0
+
+    def set_constant(self, delay_s: float) -> None:
+        self.t, self.d, self.i = [0.0], [delay_s], 0
+
+    def add_points(self, points: list[tuple[float, float]], now: float) -> None:
+        """Insert breakpoints (monotonic t, delay s); keeps the last point at or before `now`."""
+        merged = sorted(zip(self.t, self.d)) + sorted(points)
+        merged.sort(key=lambda p: p[0])
+        keep = 0
+        for j, (tj, _) in enumerate(merged):
+            if tj <= now:
+                keep = j
+        merged = merged[keep:]
+        self.t = [p[0] for p in merged]
+        self.d = [p[1] for p in merged]
+        self.i = 0
+
+    def at(self, now: float) -> float:
+        t, i = self.t, self.i
+        n = len(t)
+        while i + 1 < n and t[i + 1] <= now:
+            i += 1
+        self.i = i
+        if now <= t[i] or i + 1 == n:
+            return self.d[i]
+        f = (now - t[i]) / (t[i + 1] - t[i])
+        return self.d[i] + f * (self.d[i + 1] - self.d[i])
+
+
+class Direction:
+    """One direction of a link: admission (down, loss, queue), serialisation, departure time."""
+
+    __slots__ = ("link", "name", "in_fd", "out_fd", "profile", "rate_Bps", "loss", "up", "queue_bytes",
+                 "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
+                 "overhead_s", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
+                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap", "cold_s")
+
+    def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
+        self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
+        self.rate_Bps = 0.0
+        self.loss = 0.0
+        self.up = True
+        self.queue_bytes: float = float("inf")
+        self.queue_packets: float = float("inf")
+        self.reorder = False
+        self.rng = random.Random(seed).random
+        self.next_free = 0.0
+        self.last_dep = 0.0
+        self.tx_ends: deque = deque()
+        self.q: deque = deque()
+        self.epoch = 0
+        self.overhead_s = 0.0
+        self.cold_s = 0.0
+        self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
+        self.drop_down = self.drop_loss = self.drop_queue = self.drop_error = 0
+        self.queue_hwm_bytes = 0.0
+        self.late = 0
+        self.max_late_s = 0.0
+        self.record: list | None = None
+        self.pcap = None
+
+    def configure(self, p: dict) -> None:
+        if "rate_mbps" in p:
+            self.rate_Bps = p["rate_mbps"] * 1e6 / 8
+        if "loss_pct" in p:
+            self.loss = p["loss_pct"] / 100.0
+        if "up" in p and p["up"] != self.up:
+            self.up = p["up"]
+            if not self.up:
+                self.epoch += 1      # frames on the wire when a link goes down are lost
+        if "reorder" in p:
+            self.reorder = p["reorder"]
+        if "queue_bytes" in p or "rate_mbps" in p:
+            qb = p.get("queue_bytes")
+            self.queue_bytes = qb if qb else (max(64_000.0, self.rate_Bps * _DEFAULT_QUEUE_S) if self.rate_Bps else float("inf"))
+        if "queue_packets" in p:
+            self.queue_packets = p["queue_packets"] or float("inf")
+
+    def admit(self, now: float, size: int, cold: bool = False) -> float:
+        """Departure time of a frame of `size` bytes entering now, or -1 (down), -2 (loss), -3 (queue).
+        `cold`: the frame was read right after the engine woke from sleep."""
+        self.frames_in += 1
+        self.bytes_in += size
+        if not self.up:
+            self.drop_down += 1
+            return -1.0
+        if self.loss and self.rng() < self.loss:
+            self.drop_loss += 1
+            return -2.0
+        if self.rate_Bps:
+            start = self.next_free if self.next_free > now else now
+            backlog = (start - now) * self.rate_Bps
+            if self.queue_packets != float("inf"):
+                ends = self.tx_ends
+                while ends and ends[0] <= now:
+                    ends.popleft()
+                if len(ends) >= self.queue_packets:
+                    self.drop_queue += 1
+                    return -3.0
+            if backlog + size > self.queue_bytes:
+                self.drop_queue += 1
+                return -3.0
+            if backlog + size > self.queue_hwm_bytes:
+                self.queue_hwm_bytes = backlog + size
+            self.next_free = start + size / self.rate_Bps
+            if self.queue_packets != float("inf"):
+                self.tx_ends.append(self.next_free)
+            sent = self.next_free
+        else:
+            sent = now
+        delay = self.profile.at(now) - (self.cold_s if cold else self.overhead_s)
+        dep = sent + (delay if delay > 0 else 0.0)
+        if dep < self.last_dep and not self.reorder:
+            dep = self.last_dep
+        self.last_dep = dep
+        return dep
+
+    def counters(self) -> dict:
+        return {"link": self.link, "direction": self.name, "frames_in": self.frames_in, "bytes_in": self.bytes_in,
+                "frames_out": self.frames_out, "bytes_out": self.bytes_out, "drop_down": self.drop_down,
+                "drop_loss": self.drop_loss, "drop_queue": self.drop_queue, "drop_error": self.drop_error,
+                "queue_hwm_bytes": int(self.queue_hwm_bytes), "late": self.late,
+                "max_late_ms": round(self.max_late_s * 1e3, 4)}
+
+
+class _Pcap:
+    """Minimal pcap writer (Ethernet link type); timestamps in wall-clock seconds."""
+
+    def __init__(self, path: str, snaplen: int = 262_144):
+        self.f = open(path, "wb", buffering=1 << 20)
+        self.f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1))
+
+    def write(self, t_wall: float, frame: bytes) -> None:
+        sec = int(t_wall)
+        self.f.write(struct.pack("<IIII", sec, int((t_wall - sec) * 1e6), len(frame), len(frame)))
+        self.f.write(frame)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class Engine:
+    def __init__(self, ctl: socket.socket):
+        self.ctl = ctl
+        self.ctl.setblocking(False)
+        self.ep = select.epoll()
+        self.timer = Timer()
+        self.ep.register(self.timer.fd, select.EPOLLIN)
+        self.ep.register(ctl.fileno(), select.EPOLLIN)
+        self.by_fd: dict[int, Direction] = {}
+        self.links: dict[str, tuple[Direction, Direction, list[int]]] = {}
+        self.heap: list = []
+        self.seq = 0
+        self.pending: list = []          # scheduled parameter changes: (t_mono, seq, link, params)
+        self.overhead_s = 0.0
+        self.cold_s = 0.0
+        self.origin_mono = monotonic()   # monotonic time of emulated t = 0
+        self.scale = 1.0                 # wall seconds per emulated second (time dilation)
+        self.vnet_hdr = False
+        self.wall_offset = time() - monotonic()
+        self.buf = b""
+        self.running = True
+        self.busy_s = 0.0
+        self.cold = False
+        self.busy_poll = False
+        self.max_frame = 1522
+        self.started = monotonic()
+        self.frames = 0
+        self.vnet = 0
+
+    # ------------------------------------------------------------------ time
+
+    def mono(self, t_s: float) -> float:
+        return self.origin_mono + t_s * self.scale
+
+    # ------------------------------------------------------------------ data path
+
+    def drain(self, fd: int) -> None:
+        """Read every frame waiting on `fd` (a TAP read returns one frame) and schedule it."""
+        d = self.by_fd[fd]
+        read, admit, vnet, cold, record = os.read, d.admit, self.vnet, self.cold, d.record
+        max_frame = self.max_frame
+        q = d.q
+        n = 0
+        while True:
+            try:
+                frame = read(fd, max_frame)
+            except BlockingIOError:
+                break
+            except OSError:
+                d.drop_error += 1
+                break
+            n += 1
+            now = monotonic()
+            size = len(frame) - vnet
+            dep = admit(now, size, cold)
+            if record is not None:
+                record.append((now, dep, size))
+            if dep < 0:
+                continue
+            if d.reorder:
+                self.seq += 1
+                heapq.heappush(self.heap, (dep, self.seq, d, frame, d.epoch))
+            else:
+                q.append((dep, frame, d.epoch))
+                if len(q) == 1:
+                    self.seq += 1
+                    heapq.heappush(self.heap, (dep, self.seq, d, None, 0))
+        self.frames += n
+        if q and q[0][0] <= monotonic() + EARLY_SLACK_S:
+            self.send_due(d, monotonic())
+
+    def send_due(self, d: Direction, now: float) -> None:
+        """Write out the frames of `d` whose departure time has come (FIFO directions)."""
+        q, write, out_fd, epoch_now, vnet, pcap = d.q, os.write, d.out_fd, d.epoch, self.vnet, d.pcap
+        horizon = now + EARLY_SLACK_S
+        n = nbytes = late = 0
+        max_late = d.max_late_s
+        while q and q[0][0] <= horizon:
+            dep, frame, epoch = q.popleft()
+            if epoch != epoch_now:
+                d.drop_down += 1
+                continue
+            try:
+                write(out_fd, frame)
+            except OSError:
+                d.drop_error += 1
+                continue
+            n += 1
+            nbytes += len(frame)
+            lateness = now - dep
+            if lateness > LATE_S:
+                late += 1
+            if lateness > max_late:
+                max_late = lateness
+            if pcap is not None:
+                pcap.write(now + self.wall_offset, frame[vnet:])
+        d.frames_out += n
+        d.bytes_out += nbytes - n * vnet
+        d.late += late
+        d.max_late_s = max_late
+
+    def _send_one(self, d: Direction, frame: bytes, now: float, dep: float) -> None:
+        try:
+            os.write(d.out_fd, frame)
+        except OSError:
+            d.drop_error += 1
+            return
+        d.frames_out += 1
+        d.bytes_out += len(frame) - self.vnet
+        lateness = now - dep
+        if lateness > LATE_S:
+            d.late += 1
+        if lateness > d.max_late_s:
+            d.max_late_s = lateness
+        if d.pcap is not None:
+            d.pcap.write(now + self.wall_offset, frame[self.vnet:])
+
+    def deliver(self) -> None:
+        heap = self.heap
+        now = monotonic()
+        horizon = now + EARLY_SLACK_S
+        while heap and heap[0][0] <= horizon:
+            dep, _, d, frame, epoch = heapq.heappop(heap)
+            if frame is not None:       # reorder-allowed direction: one heap entry per frame
+                if epoch == d.epoch:
+                    self._send_one(d, frame, now, dep)
+                else:
+                    d.drop_down += 1
+                continue
+            if not d.q:                 # already sent by drain()
+                continue
+            self.send_due(d, now)
+            if d.q:
+                self.seq += 1
+                heapq.heappush(heap, (d.q[0][0], self.seq, d, None, 0))
+
+    def apply_due(self) -> None:
+        now = monotonic()
+        while self.pending and self.pending[0][0] <= now:
+            _, _, link, params = heapq.heappop(self.pending)
+            self._configure(link, params)
+
+    def next_wake(self) -> float:
+        t = self.heap[0][0] if self.heap else 0.0
+        if self.pending and (t == 0.0 or self.pending[0][0] < t):
+            t = self.pending[0][0]
+        return t
+
+    def run(self) -> None:
+        ep, timer = self.ep, self.timer
+        while self.running:
+            wake = self.next_wake()
+            # Wake SPIN_S early and spin to the exact instant: a sleeping timerfd wakes 30-150 µs
+            # late (more after longer sleeps), which would add a varying error to every delay.
+            target = max(wake - SPIN_S, 1e-9) if wake else 0.0
+            if target != timer.armed_at:
+                timer.arm(target)
+            events = ep.poll(0)
+            while self.busy_poll and not events:
+                events = ep.poll(0)
+            if not events:
+                # Frames that wake a sleeping engine waited for the wake-up (tens of µs in a VM):
+                # they are "cold" and get the larger calibrated overhead taken off their delay.
+                events = ep.poll(-1)
+                self.cold = True
+            t0 = monotonic()
+            self.handle(events)
+            self.cold = False
+            if self.pending:
+                self.apply_due()
+            heap = self.heap
+            work = monotonic() - t0
+            while heap and self.running:
+                t1 = monotonic()
+                self.deliver()
+                work += monotonic() - t1
+                if not heap or heap[0][0] - monotonic() > SPIN_S:
+                    break
+                events = ep.poll(0)         # keep serving arrivals while spinning
+                if events:
+                    t1 = monotonic()
+                    self.handle(events)
+                    work += monotonic() - t1
+            self.busy_s += work
+
+    def handle(self, events) -> None:
+        timer_fd, ctl_fd, by_fd = self.timer.fd, self.ctl.fileno(), self.by_fd
+        for fd, _ in events:
+            if fd == timer_fd:
+                self.timer.clear()
+            elif fd == ctl_fd:
+                self.control()
+            elif fd in by_fd:
+                self.drain(fd)
+
+    # ------------------------------------------------------------------ control
+
+    def control(self) -> None:
+        try:
+            chunk = self.ctl.recv(1 << 20)
+        except BlockingIOError:
+            return
+        if not chunk:                     # the parent is gone
+            self.running = False
+            return
+        self.buf += chunk
+        while len(self.buf) >= 4:
+            n = struct.unpack("!I", self.buf[:4])[0]
+            if len(self.buf) < 4 + n:
+                break
+            msg, self.buf = pickle.loads(self.buf[4:4 + n]), self.buf[4 + n:]
+            try:
+                reply = ("ok", getattr(self, "cmd_" + msg[0])(*msg[1:]))
+            except Exception as e:  # reported to the parent, which raises EmulationError
+                reply = ("error", f"{type(e).__name__}: {e}")
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            self.ctl.setblocking(True)
+            self.ctl.sendall(struct.pack("!I", len(data)) + data)
+            self.ctl.setblocking(False)
+
+    def cmd_hello(self, vnet_hdr: bool, busy_poll: bool = False, mtu: int = 1500) -> dict:
+        self.vnet_hdr, self.busy_poll = vnet_hdr, busy_poll
+        # Reads allocate this much per frame: size it to the MTU (a larger frame would be cut).
+        self.max_frame = 65_600 if vnet_hdr else mtu + 22
+        from .tap import VNET_HDR_BYTES
+        self.vnet = VNET_HDR_BYTES if vnet_hdr else 0
+        return {"pid": os.getpid()}
+
+    def cmd_clock(self, origin_mono: float, scale: float) -> None:
+        self.origin_mono, self.scale = origin_mono, scale
+
+    def cmd_overhead(self, warm_us: float, cold_us: float) -> None:
+        """Per-traversal overheads to take off delays: frames read while the engine was awake
+        (`warm_us`) and frames that woke it (`cold_us`)."""
+        self.overhead_s, self.cold_s = warm_us * 1e-6, cold_us * 1e-6
+        for d in self.by_fd.values():
+            d.overhead_s, d.cold_s = self.overhead_s, self.cold_s
+
+    def cmd_add(self, link: str, ends: list, params: dict, seed: int) -> None:
+        """ends: [(tmp_name, netns_path, ifname), (…)] for side a and side b."""
+        if link in self.links:
+            raise ValueError(f"link {link!r} exists")
+        from pyroute2 import IPRoute
+        fds = []
+        try:
+            for tmp, _, _ in ends:
+                fds.append(open_tap(tmp, self.vnet_hdr))
+            with IPRoute() as ipr:
+                for tmp, ns_path, ifname in ends:
+                    idx = ipr.link_lookup(ifname=tmp)[0]
+                    ns_fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        ipr.link("set", index=idx, net_ns_fd=ns_fd, ifname=ifname)
+                    finally:
+                        os.close(ns_fd)
+        except Exception:
+            for fd in fds:
+                unpersist_tap(fd)
+                os.close(fd)
+            raise
+        profile = DelayProfile()
+        ab = Direction(link, "ab", fds[0], fds[1], profile, seed * 2 + 1)
+        ba = Direction(link, "ba", fds[1], fds[0], profile, seed * 2 + 2)
+        for d in (ab, ba):
+            d.overhead_s, d.cold_s = self.overhead_s, self.cold_s
+            self.by_fd[d.in_fd] = d
+            self.ep.register(d.in_fd, select.EPOLLIN)
+        self.links[link] = (ab, ba, fds)
+        self._configure(link, params)
+
+    def cmd_remove(self, link: str) -> None:
+        ab, ba, fds = self.links.pop(link)
+        for fd in fds:
+            self.ep.unregister(fd)
+            del self.by_fd[fd]
+            unpersist_tap(fd)     # the device goes away with its fd
+            os.close(fd)
+        for d in (ab, ba):
+            d.q.clear()
+            d.epoch += 1
+            if d.pcap:
+                d.pcap.close()
+
+    def _configure(self, link: str, params: dict) -> None:
+        entry = self.links.get(link)
+        if entry is None:
+            return
+        ab, ba, _ = entry
+        if "delay_ms" in params:
+            ab.profile.set_constant(params["delay_ms"] * 1e-3)
+        for d in (ab, ba):
+            d.configure(params)
+
+    def cmd_set(self, updates: list, at_t_s: float | None) -> int:
+        """updates: [(link, params)]; applied now, or when emulated time reaches `at_t_s`."""
+        if at_t_s is None or self.mono(at_t_s) <= monotonic():
+            for link, params in updates:
+                if link not in self.links:
+                    raise KeyError(f"unknown link {link!r}")
+                self._configure(link, params)
+        else:
+            t = self.mono(at_t_s)
+            for link, params in updates:
+                if link not in self.links:
+                    raise KeyError(f"unknown link {link!r}")
+                self.seq += 1
+                heapq.heappush(self.pending, (t, self.seq, link, params))
+        return len(updates)
+
+    def cmd_delay_points(self, updates: list) -> int:
+        """updates: [(link, [(t_s, delay_ms), …])]: extend each link's piecewise-linear delay."""
+        now = monotonic()
+        for link, points in updates:
+            ab = self.links[link][0]
+            ab.profile.add_points([(self.mono(t), d * 1e-3) for t, d in points], now)
+        return len(updates)
+
+    def cmd_record(self, links: list, on: bool) -> None:
+        for link in links:
+            for d in self.links[link][:2]:
+                d.record = [] if on else None
+
+    def cmd_take_records(self) -> list:
+        out = []
+        for link, (ab, ba, _) in self.links.items():
+            for d in (ab, ba):
+                if d.record:
+                    out.append((link, d.name, d.record))
+                    d.record = []
+        return [(link, name, [(t_in - self.origin_mono, (t_out - self.origin_mono) if t_out >= 0 else t_out, size)
+                              for t_in, t_out, size in rec]) for link, name, rec in out]
+
+    def cmd_pcap(self, links: list, directory: str) -> list:
+        paths = []
+        for link in links:
+            for d in self.links[link][:2]:
+                path = os.path.join(directory, f"{link}-{d.name}.pcap")
+                d.pcap = _Pcap(path)
+                paths.append(path)
+        return paths
+
+    def cmd_counters(self) -> dict:
+        rows = [d.counters() for ab, ba, _ in self.links.values() for d in (ab, ba)]
+        up = monotonic() - self.started
+        return {"links": rows, "busy_fraction": self.busy_s / up if up > 0 else 0.0, "frames": self.frames,
+                "pending_updates": len(self.pending)}
+
+    def cmd_stop(self) -> None:
+        self.running = False
+        self.close()
+
+    def close(self) -> None:
+        for link in list(self.links):
+            ab, ba, fds = self.links.pop(link)
+            for d in (ab, ba):
+                if d.pcap:
+                    d.pcap.close()
+                    d.pcap = None
+            for fd in fds:
+                # Persistent TAPs stay in their namespaces, which the emulation deletes in one batch.
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.by_fd.clear()
+
+
+def main(argv: list[str]) -> int:
+    ctl = socket.socket(fileno=int(argv[1]))
+    die_with_parent(signal.SIGTERM)
+    engine = Engine(ctl)
+
+    def on_term(signum, frame):
+        engine.close()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    if os.getppid() == 1:
+        return 0
+    try:
+        engine.run()
+    finally:
+        engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,517 @@
+"""Emulated point-to-point links between network namespaces: one interface, two backends.
+
+- `EngineLinks` (default): TAP pairs served by netemu's link-engine processes (`netemu.engine`),
+  sharded over cores. Works on any kernel with TUN/TAP. Delay follows a piecewise-linear profile
+  per frame; rate, loss, queue and up/down change at scheduled emulated times.
+- `KernelLinks`: veth pairs shaped with tc (netem delay/loss, TBF rate), for kernels with
+  `sch_netem`. Delay changes are steps.
+
+Both take `LinkParams` and `LinkEnd`s (namespace file + interface name); MTU and addresses are
+the caller's business.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Iterable, Mapping, Protocol, Sequence
+
+import pandas as pd
+
+from .errors import EmulationError
+from .netns import TAP_PREFIX, Namespaces, new_run_id
+
+__all__ = ["LinkParams", "LinkEnd", "LinkBackend", "EngineLinks", "KernelLinks", "netem_available",
+           "tc_commands", "EngineOverloadWarning"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkParams:
+    """Parameters of a link, the same in both directions."""
+
+    delay_ms: float = 0.0
+    rate_mbps: float = 0.0            # 0 = unlimited
+    loss_pct: float = 0.0
+    up: bool = True
+    queue_bytes: int | None = None    # None: 100 ms at the link rate, at least 64 kB
+    queue_packets: int | None = None  # None: no packet limit
+    reorder: bool = False             # allow frames to overtake (delay drops faster than time)
+
+    def __post_init__(self):
+        for name, lo in (("delay_ms", 0.0), ("rate_mbps", 0.0), ("loss_pct", 0.0)):
+            v = getattr(self, name)
+            if not (v >= lo):
+                raise EmulationError(f"LinkParams.{name}: expected a number ≥ {lo:g}, found {v!r}")
+        if self.loss_pct > 100:
+            raise EmulationError(f"LinkParams.loss_pct: expected ≤ 100, found {self.loss_pct!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEnd:
+    """One end of a link: a network namespace (its file: /var/run/netns/NAME or /proc/PID/ns/net)
+    and the interface name to create there (≤ 15 characters)."""
+
+    netns: str
+    ifname: str
+
+    def __post_init__(self):
+        if not 0 < len(self.ifname) <= 15 or not re.match(r"^[A-Za-z0-9_.-]+$", self.ifname):
+            raise EmulationError(f"LinkEnd.ifname: expected 1-15 characters [A-Za-z0-9_.-], found {self.ifname!r}")
+
+
+class LinkBackend(Protocol):
+    def add_link(self, link_id: str, a: LinkEnd, b: LinkEnd, params: LinkParams) -> None: ...
+    def remove_link(self, link_id: str) -> None: ...
+    def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None: ...
+    def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None: ...
+    def counters(self) -> pd.DataFrame: ...
+    def stop(self) -> None: ...
+
+
+class EngineOverloadWarning(UserWarning):
+    """The link engine could not keep up: frames left late, so emulated delays are too long."""
+
+
+def _params_dict(p: LinkParams | dict) -> dict:
+    if isinstance(p, LinkParams):
+        return p.as_dict()
+    unknown = set(p) - set(LinkParams.__dataclass_fields__)
+    if unknown:
+        raise EmulationError(f"link parameters: unknown keys {sorted(unknown)}; expected {list(LinkParams.__dataclass_fields__)}")
+    if "delay_ms" in p or "rate_mbps" in p or "loss_pct" in p:
+        LinkParams(**{k: v for k, v in p.items() if k in ("delay_ms", "rate_mbps", "loss_pct")})
+    return dict(p)
+
+
+class _Shard:
+    """One engine process and its control socket."""
+
+    def __init__(self, index: int, vnet_hdr: bool, busy_poll: bool, mtu: int):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.index = index
+        self.sock = parent
+        self.proc = subprocess.Popen([sys.executable, "-m", "netemu.engine", str(child.fileno())],
+                                     pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
+        child.close()
+        self.links: set[str] = set()
+        self.call("hello", vnet_hdr, busy_poll, mtu)
+
+    def call(self, cmd: str, *args):
+        data = pickle.dumps((cmd, *args), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.sock.sendall(struct.pack("!I", len(data)) + data)
+            head = self._recv(4)
+            status, result = pickle.loads(self._recv(struct.unpack("!I", head)[0]))
+        except (OSError, EOFError) as e:
+            raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}) is gone: {e}") from None
+        if status != "ok":
+            raise EmulationError(f"link engine {self.index}: {cmd} failed: {result}")
+        return result
+
+    def _recv(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("connection closed")
+            buf += chunk
+        return buf
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.call("stop")
+        except EmulationError:
+            pass
+        self.sock.close()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class EngineLinks:
+    """Links served by netemu's link engine (TAP pairs), sharded over `shards` processes.
+
+    Use as a context manager; `stop()` ends the engines. The engines die with this process.
+    With `vnet_hdr`, TAPs pass GSO super-frames (up to 64 KB) with offloads: several times the
+    throughput, but queueing and loss then act on those chunks rather than on MTU frames.
+    With `busy_poll`, each engine polls instead of sleeping: one core per shard is always busy,
+    and in exchange frames never wait for an engine to wake up (tighter, steadier delays).
+    `mtu` is the largest MTU the callers will give these interfaces (frames are read into
+    buffers of that size).
+    """
+
+    def __init__(self, shards: int | None = None, run_id: str | None = None, seed: int = 0,
+                 vnet_hdr: bool = False, busy_poll: bool = False, overhead_us: float = 0.0, mtu: int = 1500):
+        if os.geteuid() != 0:
+            raise EmulationError("the link engine needs root (TAP devices, namespaces); run with sudo")
+        self.run_id = run_id or new_run_id()
+        self.seed = seed
+        self.vnet_hdr = vnet_hdr
+        n = shards or os.cpu_count() or 1
+        self._shards: list[_Shard] = []
+        self._where: dict[str, _Shard] = {}
+        self._count = 0
+        self.overhead_us = self.cold_overhead_us = 0.0
+        try:
+            for i in range(n):
+                self._shards.append(_Shard(i, vnet_hdr, busy_poll, mtu))
+            self.set_overhead(overhead_us)
+        except BaseException:
+            self.stop()
+            raise
+
+    # ------------------------------------------------------------------ links
+
+    def add_link(self, link_id: str, a: LinkEnd, b: LinkEnd, params: LinkParams = LinkParams()) -> None:
+        if link_id in self._where:
+            raise EmulationError(f"link {link_id!r} exists already")
+        shard = min(self._shards, key=lambda s: len(s.links))
+        self._count += 1
+        tmp = f"{TAP_PREFIX}{self.run_id}{chr(97 + shard.index % 26)}{self._count}"
+        if len(tmp) + 1 > 15:
+            raise EmulationError("too many links for netemu's TAP naming (over 10^8)")
+        seed = (self.seed * 1_000_003 + self._count) & 0x7FFFFFFF
+        shard.call("add", link_id, [(tmp + "a", a.netns, a.ifname), (tmp + "b", b.netns, b.ifname)],
+                   _params_dict(params), seed)
+        shard.links.add(link_id)
+        self._where[link_id] = shard
+
+    def remove_link(self, link_id: str) -> None:
+        shard = self._shard_of(link_id)
+        shard.call("remove", link_id)
+        shard.links.discard(link_id)
+        del self._where[link_id]
+
+    def _shard_of(self, link_id: str) -> _Shard:
+        try:
+            return self._where[link_id]
+        except KeyError:
+            raise EmulationError(f"unknown link {link_id!r}") from None
+
+    def _by_shard(self, items: Iterable[tuple[str, object]]) -> dict[_Shard, list]:
+        out: dict[_Shard, list] = {}
+        for link_id, value in items:
+            out.setdefault(self._shard_of(link_id), []).append((link_id, value))
+        return out
+
+    def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None:
+        """Change parameters of many links, now or when emulated time reaches `at_t_s`.
+        A dict sets only the keys it has (e.g. {"up": False})."""
+        for shard, items in self._by_shard((k, _params_dict(v)) for k, v in updates.items()).items():
+            shard.call("set", items, at_t_s)
+
+    def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None:
+        """Extend links' delay profiles with (t_s, delay_ms) points; delay is linear in between."""
+        for shard, items in self._by_shard((k, [(float(t), float(d)) for t, d in v]) for k, v in points.items()).items():
+            shard.call("delay_points", items)
+
+    def set_clock(self, origin_monotonic: float | None = None, scale: float = 1.0) -> float:
+        """Emulated t_s = 0 is `origin_monotonic` (time.monotonic(); default now); one emulated
+        second lasts `scale` wall seconds (time dilation). Returns the origin."""
+        origin = time.monotonic() if origin_monotonic is None else origin_monotonic
+        for s in self._shards:
+            s.call("clock", origin, scale)
+        return origin
+
+    def set_overhead(self, warm_us: float, cold_us: float | None = None) -> None:
+        """Engine latency per traversal to take off every link's delay (never below zero): for
+        frames read while the engine was busy (`warm_us`) and for frames that had to wake it
+        (`cold_us`, default the same). `calibrate()` measures both."""
+        self.overhead_us = max(0.0, float(warm_us))
+        self.cold_overhead_us = max(0.0, float(warm_us if cold_us is None else cold_us))
+        for s in self._shards:
+            s.call("overhead", self.overhead_us, self.cold_overhead_us)
+
+    # ------------------------------------------------------------------ observation
+
+    def counters(self) -> pd.DataFrame:
+        """Per link and direction: frames/bytes in and out, drops by cause (down, loss, queue,
+        error), queue high-water mark (bytes), late departures and the largest lateness (ms)."""
+        rows = [r for s in self._shards for r in s.call("counters")["links"]]
+        cols = ["link", "direction", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
+                "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_ms"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def status(self) -> list[dict]:
+        """Per engine process: pid, links, frames handled, busy fraction (1.0 = saturated)."""
+        out = []
+        for s in self._shards:
+            c = s.call("counters")
+            late = sum(r["late"] for r in c["links"])
+            out.append({"shard": s.index, "pid": s.proc.pid, "links": len(s.links), "frames": c["frames"],
+                        "busy_fraction": round(c["busy_fraction"], 4), "late_frames": late})
+        return out
+
+    def check_overload(self, late_fraction: float = 0.01) -> list[str]:
+        """Warn (EngineOverloadWarning) and return messages for saturated engines: more than
+        `late_fraction` of frames left over 0.5 ms late, or the loop was busy > 90 % of the time."""
+        msgs = []
+        for st in self.status():
+            if st["frames"] and st["late_frames"] > late_fraction * st["frames"]:
+                msgs.append(f"link engine {st['shard']}: {st['late_frames']:,} of {st['frames']:,} frames left more "
+                            "than 0.5 ms late; emulated delays are too long (use fewer links per core, "
+                            "time dilation, or more shards)")
+            if st["busy_fraction"] > 0.9:
+                msgs.append(f"link engine {st['shard']} was busy {100 * st['busy_fraction']:.0f} % of the time "
+                            "(saturated)")
+        for m in msgs:
+            warnings.warn(m, EngineOverloadWarning, stacklevel=2)
+        return msgs
+
+    def record(self, link_ids: Iterable[str], on: bool = True) -> None:
+        """Keep per-frame records (enter time, leave time, size) for these links."""
+        for shard, items in self._by_shard((k, None) for k in link_ids).items():
+            shard.call("record", [k for k, _ in items], on)
+
+    def take_records(self) -> pd.DataFrame:
+        """Per-frame records since the last call: link, direction, t_in_s, t_out_s (emulated
+        seconds; NaN when dropped), size_bytes, dropped (down|loss|queue or empty)."""
+        rows = []
+        reasons = {-1.0: "down", -2.0: "loss", -3.0: "queue"}
+        for s in self._shards:
+            for link, direction, rec in s.call("take_records"):
+                for t_in, t_out, size in rec:
+                    rows.append((link, direction, t_in, t_out if t_out >= -0.5 else float("nan"), size,
+                                 reasons.get(t_out, "")))
+        return pd.DataFrame(rows, columns=["link", "direction", "t_in_s", "t_out_s", "size_bytes", "dropped"])
+
+    def pcap(self, link_ids: Iterable[str], directory: str) -> list[str]:
+        """Write the frames leaving these links (both directions) to pcap files in `directory`."""
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        for shard, items in self._by_shard((k, None) for k in link_ids).items():
+            paths += shard.call("pcap", [k for k, _ in items], os.path.abspath(directory))
+        return paths
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self._shards]
+
+    @property
+    def link_ids(self) -> list[str]:
+        return list(self._where)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def stop(self) -> None:
+        """Stop the engines. TAPs stay in their namespaces (persistent) and go when those are
+        deleted; remove links first to delete their TAPs now."""
+        for s in self._shards:
+            s.stop()
+        self._shards.clear()
+        self._where.clear()
+
+    def __enter__(self) -> "EngineLinks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ calibration
+
+    def calibrate(self, probes: int = 100, delay_ms: float = 2.0, hops: int = 4) -> dict:
+        """Measure the engine's own latency per traversal and take it off every link's delay.
+
+        Throw-away namespaces: a chain of `hops` engine links (`delay_ms` each, placed on the
+        shards as real links are) and, beside its first link, a veth pair as the reference for
+        what a real link costs the end hosts. Then, from median ping RTTs:
+        1. one link, no compensation: each of the two traversals woke the engine, so the cold
+           overhead is (RTT_1 − 2 delay_ms − RTT_veth) / 2;
+        2. with that applied, the chain's slope over its hops is the overhead of the remaining
+           traversals, read while the engine was awake (warm);
+        3. with both applied, the same two figures again are the residuals.
+        Returns {cold_overhead_us, warm_overhead_us, residual_one_link_us, residual_per_hop_us}.
+        """
+        saved = (self.overhead_us, self.cold_overhead_us)
+        names = [f"cal{i}" for i in range(hops + 1)]
+        links = [f"_cal{i}_{self.run_id}" for i in range(hops)]
+        with Namespaces(self.run_id) as ns:
+            try:
+                for n in names:
+                    ns.add(n)
+                    ns.run(n, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+                ref = f"{TAP_PREFIX}{self.run_id}r"
+                subprocess.run(["ip", "link", "add", ref + "a", "type", "veth", "peer", "name", ref + "b"], check=True)
+                for side, n, addr in (("a", names[0], "10.254.0.0/31"), ("b", names[1], "10.254.0.1/31")):
+                    subprocess.run(["ip", "link", "set", ref + side, "netns", ns.full(n), "name", "ref0"], check=True)
+                    ns.run(n, ["ip", "addr", "add", addr, "dev", "ref0"])
+                    ns.run(n, ["ip", "link", "set", "ref0", "up"])
+                for i, link in enumerate(links):
+                    self.add_link(link, LinkEnd(ns.path(names[i]), "right"), LinkEnd(ns.path(names[i + 1]), "left"),
+                                  LinkParams(delay_ms=delay_ms))
+                    ns.run(names[i], ["ip", "addr", "add", f"10.255.{i}.0/31", "dev", "right"])
+                    ns.run(names[i], ["ip", "link", "set", "right", "up"])
+                    ns.run(names[i + 1], ["ip", "addr", "add", f"10.255.{i}.1/31", "dev", "left"])
+                    ns.run(names[i + 1], ["ip", "link", "set", "left", "up"])
+                for i, n in enumerate(names):
+                    for j in range(hops):
+                        if j > i:
+                            ns.run(n, ["ip", "route", "add", f"10.255.{j}.0/31", "via", f"10.255.{i}.1"])
+                        elif j < i - 1:
+                            ns.run(n, ["ip", "route", "add", f"10.255.{j}.0/31", "via", f"10.255.{i - 1}.0"])
+
+                def median_rtt(dst: str) -> float:
+                    return statistics.median(_ping_rtts_ms(ns, names[0], dst, probes))
+
+                def excess_us() -> tuple[float, float]:
+                    one = median_rtt("10.255.0.1")
+                    far = median_rtt(f"10.255.{hops - 1}.1")
+                    per_hop = (far - one - 2 * (hops - 1) * delay_ms) / (2 * (hops - 1)) * 1e3
+                    return (one - 2 * delay_ms - reference) * 1e3 / 2, per_hop
+
+                reference = median_rtt("10.254.0.1")
+                self.set_overhead(0.0, 0.0)
+                cold, _ = excess_us()
+                self.set_overhead(0.0, cold)
+                _, warm = excess_us()
+                self.set_overhead(warm, cold)
+                res_one, res_hop = excess_us()
+            except BaseException:
+                self.set_overhead(*saved)
+                raise
+            finally:
+                for link in links:
+                    if link in self._where:
+                        shard = self._where.pop(link)
+                        shard.links.discard(link)
+                        shard.call("remove", link)
+        return {"cold_overhead_us": round(self.cold_overhead_us, 1), "warm_overhead_us": round(self.overhead_us, 1),
+                "residual_one_link_us": round(res_one, 1), "residual_per_hop_us": round(res_hop, 1),
+                "reference_rtt_us": round(reference * 1e3, 1)}
+
+
+def _ping_rtts_ms(ns: Namespaces, name: str, dst: str, count: int, interval_s: float = 0.01) -> list[float]:
+    """RTTs of `count` pings (the first, which waits for ARP, is sent before and not counted)."""
+    ns.run(name, ["ping", "-n", "-c", "1", "-W", "2", dst], check=False, timeout=10)
+    r = ns.run(name, ["ping", "-n", "-c", str(count), "-i", str(interval_s), "-W", "2", dst],
+               check=False, timeout=count * interval_s + 30)
+    rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", r.stdout)]
+    if len(rtts) < count // 2:
+        raise EmulationError(f"ping {dst} in {ns.full(name)} answered {len(rtts)} of {count}: {r.stdout[-300:]}")
+    return rtts
+
+
+# --------------------------------------------------------------------------- kernel backend
+
+
+def netem_available() -> bool:
+    """Whether this kernel can attach a netem qdisc (tries it on a throw-away dummy device in a
+    throw-away namespace)."""
+    if os.geteuid() != 0:
+        return False
+    ns = f"netemu-probe-{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        cmds = [["ip", "link", "add", "p0", "type", "dummy"],
+                ["tc", "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms"]]
+        for c in cmds:
+            if subprocess.run(["ip", "netns", "exec", ns, *c], capture_output=True).returncode != 0:
+                return False
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def tc_commands(ifname: str, p: LinkParams, change: bool = False) -> list[str]:
+    """tc batch lines (for `tc -batch`, run inside the interface's namespace) that shape one
+    direction: netem (delay, loss) at the root, TBF (rate) below it."""
+    verb = "change" if change else "add"
+    netem = f"qdisc {verb} dev {ifname} root handle 1: netem delay {p.delay_ms:.6f}ms"
+    if p.loss_pct:
+        netem += f" loss {p.loss_pct:.6f}%"
+    limit = p.queue_packets or 100_000
+    netem += f" limit {limit}"
+    lines = [netem]
+    if p.rate_mbps:
+        burst = max(1600, int(p.rate_mbps * 1e6 / 8 / 250))      # 4 ms worth, at least one frame
+        queue_bytes = p.queue_bytes or max(64_000, int(p.rate_mbps * 1e6 / 8 * 0.1))
+        lines.append(f"qdisc {verb} dev {ifname} parent 1:1 handle 10: tbf rate {p.rate_mbps:.6f}mbit "
+                     f"burst {burst} limit {queue_bytes}")
+    elif change:
+        pass
+    return lines
+
+
+class KernelLinks:
+    """Links as veth pairs shaped with tc netem + TBF, for kernels that have `sch_netem`.
+
+    Delay changes are steps (tc qdisc change), applied immediately; `at_t_s` is honoured by
+    the caller's player, not here. Up/down is the interface's admin state.
+    """
+
+    def __init__(self, run_id: str | None = None):
+        if not netem_available():
+            raise EmulationError("the kernel backend needs tc netem (sch_netem), which this kernel lacks; "
+                                 "use the link engine (the default) or run `netemu doctor`")
+        self.run_id = run_id or new_run_id()
+        self._links: dict[str, tuple[LinkEnd, LinkEnd, LinkParams]] = {}
+
+    def _ns(self, end: LinkEnd) -> list[str]:
+        return ["nsenter", f"--net={end.netns}"]
+
+    def _run(self, end: LinkEnd, cmd: list[str], stdin: str | None = None) -> None:
+        r = subprocess.run(self._ns(end) + cmd, input=stdin, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulationError(f"{' '.join(cmd)} in {end.netns}: {r.stderr.strip()}")
+
+    def add_link(self, link_id: str, a: LinkEnd, b: LinkEnd, params: LinkParams = LinkParams()) -> None:
+        tmp = f"{TAP_PREFIX}{self.run_id}k{len(self._links) + 1}"
+        r = subprocess.run(["ip", "link", "add", tmp + "a", "type", "veth", "peer", "name", tmp + "b"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulationError(f"cannot create veth pair: {r.stderr.strip()}")
+        for name, end in ((tmp + "a", a), (tmp + "b", b)):
+            subprocess.run(["ip", "link", "set", name, "netns", end.netns.rsplit("/", 1)[-1] if
+                            end.netns.startswith("/var/run/netns/") else end.netns, "name", end.ifname], check=True)
+        for end in (a, b):
+            self._run(end, ["tc", "-batch", "-"], "\n".join(tc_commands(end.ifname, params)) + "\n")
+        self._links[link_id] = (a, b, params)
+
+    def remove_link(self, link_id: str) -> None:
+        a, _, _ = self._links.pop(link_id)
+        self._run(a, ["ip", "link", "del", a.ifname])
+
+    def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None:
+        batches: dict[str, list[str]] = {}
+        for link_id, p in updates.items():
+            a, b, old = self._links[link_id]
+            new = LinkParams(**{**old.as_dict(), **_params_dict(p)})
+            self._links[link_id] = (a, b, new)
+            for end in (a, b):
+                batches.setdefault(end.netns, []).extend(tc_commands(end.ifname, new, change=True))
+                if new.up != old.up:
+                    batches[end.netns].append("")  # placeholder keeps order; link state set below
+        for netns, lines in batches.items():
+            lines = [ln for ln in lines if ln]
+            if lines:
+                self._run(LinkEnd(netns, "x"), ["tc", "-batch", "-"], "\n".join(lines) + "\n")
+        for link_id, p in updates.items():
+            a, b, new = self._links[link_id]
+            for end in (a, b):
+                self._run(end, ["ip", "link", "set", end.ifname, "up" if new.up else "down"])
+
+    def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None:
+        # netem cannot interpolate: take each link's latest point as a step.
+        self.set_params({k: {"delay_ms": v[-1][1]} for k, v in points.items() if v})
+
+    def counters(self) -> pd.DataFrame:
+        return pd.DataFrame(columns=["link", "direction"])
+
+    def stop(self) -> None:
+        self._links.clear()

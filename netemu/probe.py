@@ -1,0 +1,166 @@
+"""UDP echo probes with microsecond timestamps (run inside emulated nodes).
+
+All namespaces of a machine share CLOCK_MONOTONIC, so besides the round trip each probe also
+measures both one-way delays exactly. `ping` prints RTTs at 3 significant digits (1 ms steps
+above 100 ms); these probes do not round.
+
+    python -m netemu.probe server [--port 7777]
+    python -m netemu.probe client DST [--port 7777] [--count 50] [--interval 0.02] [--size 64]
+    python -m netemu.probe icmp DST [--count 50] [--interval 0.02]     (root: raw socket)
+
+The client prints one CSV line per probe: seq,t_send_s,rtt_ms,fwd_ms,rev_ms (rtt empty if lost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import socket
+import struct
+import sys
+import time
+
+_FMT = "!Iqq"   # seq, client send ns, server receive ns
+DEFAULT_PORT = 7777
+_SO_TIMESTAMPNS = 35
+
+
+def serve(port: int = DEFAULT_PORT, max_s: float | None = None) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    if max_s:
+        s.settimeout(max_s)
+    end = time.monotonic() + max_s if max_s else None
+    while end is None or time.monotonic() < end:
+        try:
+            data, peer = s.recvfrom(65535)
+        except socket.timeout:
+            break
+        now = time.monotonic_ns()
+        if len(data) >= struct.calcsize(_FMT):
+            seq, t_send, _ = struct.unpack_from(_FMT, data)
+            s.sendto(struct.pack(_FMT, seq, t_send, now) + data[struct.calcsize(_FMT):], peer)
+
+
+def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float = 0.02, size: int = 64,
+          timeout_s: float = 2.0) -> list[tuple[int, float, float | None, float | None, float | None]]:
+    """Send `count` probes; returns (seq, t_send_s, rtt_ms, fwd_ms, rev_ms), None where lost."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    pad = b"\0" * max(0, size - struct.calcsize(_FMT))
+    sent: dict[int, int] = {}
+    got: dict[int, tuple[float, float, float]] = {}
+    start = time.monotonic()
+    last_send_deadline = start + count * interval_s
+    seq = 0
+    while True:
+        now = time.monotonic()
+        if seq < count and now >= start + seq * interval_s:
+            t = time.monotonic_ns()
+            sent[seq] = t
+            try:
+                s.sendto(struct.pack(_FMT, seq, t, 0) + pad, (dst, port))
+            except BlockingIOError:
+                pass
+            seq += 1
+            continue
+        if seq >= count and (len(got) == count or now > last_send_deadline + timeout_s):
+            break
+        # Block until a reply or the next send: the reply is stamped the moment it wakes us.
+        wait = (start + seq * interval_s - now) if seq < count else (last_send_deadline + timeout_s - now)
+        if select.select([s], [], [], max(0.0, wait))[0]:
+            try:
+                while True:
+                    data = s.recv(65535)
+                    t_back = time.monotonic_ns()
+                    q, t_send, t_srv = struct.unpack_from(_FMT, data)
+                    got[q] = ((t_back - t_send) / 1e6, (t_srv - t_send) / 1e6, (t_back - t_srv) / 1e6)
+            except BlockingIOError:
+                pass
+    return [(q, (sent[q] / 1e9) - start, *(got.get(q) or (None, None, None))) for q in range(count)]
+
+
+def _icmp_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def icmp_rtts_ms(dst: str, count: int = 50, interval_s: float = 0.02, timeout_s: float = 2.0) -> list[float | None]:
+    """ICMP echo round-trip times (ms, unrounded; None where lost), answered by the kernel of
+    `dst` like ping's, timed here with a monotonic clock. Needs root (raw socket)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # Kernel receive timestamps (as ping uses): the RTT excludes this process's own wake-up.
+    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    ident = (id(s) ^ time.monotonic_ns()) & 0xFFFF
+    sent: dict[int, int] = {}
+    rtt: dict[int, float] = {}
+    start = time.monotonic()
+    seq = 0
+    deadline = start + count * interval_s + timeout_s
+    while True:
+        now = time.monotonic()
+        if seq < count and now >= start + seq * interval_s:
+            body = b"netemu-probe" * 4
+            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
+            sent[seq] = time.time_ns()
+            s.sendto(pkt, (dst, 0))
+            seq += 1
+            continue
+        if (seq >= count and len(rtt) == count) or now > deadline:
+            break
+        wait = (start + seq * interval_s - now) if seq < count else deadline - now
+        if select.select([s], [], [], max(0.0, wait))[0]:
+            data, anc, _, _ = s.recvmsg(65535, 64)
+            t = time.time_ns()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    t = sec * 1_000_000_000 + nsec
+            ihl = (data[0] & 0x0F) * 4
+            typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+            if typ == 0 and rid == ident and rseq in sent and rseq not in rtt:
+                rtt[rseq] = (t - sent[rseq]) / 1e6
+    s.close()
+    return [rtt.get(q) for q in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m netemu.probe")
+    sub = ap.add_subparsers(dest="mode", required=True)
+    sv = sub.add_parser("server")
+    sv.add_argument("--port", type=int, default=DEFAULT_PORT)
+    sv.add_argument("--max-s", type=float, default=None)
+    cl = sub.add_parser("client")
+    cl.add_argument("dst")
+    cl.add_argument("--port", type=int, default=DEFAULT_PORT)
+    cl.add_argument("--count", type=int, default=50)
+    cl.add_argument("--interval", type=float, default=0.02)
+    cl.add_argument("--size", type=int, default=64)
+    ic = sub.add_parser("icmp")
+    ic.add_argument("dst")
+    ic.add_argument("--count", type=int, default=50)
+    ic.add_argument("--interval", type=float, default=0.02)
+    args = ap.parse_args(argv)
+    if args.mode == "icmp":
+        print("seq,rtt_ms")
+        for q, r in enumerate(icmp_rtts_ms(args.dst, args.count, args.interval)):
+            print(f"{q},{'' if r is None else f'{r:.4f}'}")
+        return 0
+    if args.mode == "server":
+        serve(args.port, args.max_s)
+        return 0
+    print("seq,t_send_s,rtt_ms,fwd_ms,rev_ms")
+    for q, t, rtt, fwd, rev in probe(args.dst, args.port, args.count, args.interval, args.size):
+        fmt = lambda v: "" if v is None else f"{v:.4f}"
+        print(f"{q},{t:.6f},{fmt(rtt)},{fmt(fwd)},{fmt(rev)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
