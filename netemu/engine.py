@@ -34,21 +34,24 @@ from .tap import Timer, die_with_parent, open_tap, unpersist_tap
 LATE_S = 0.0005          # a departure later than this counts as late (engine overload)
 EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
+WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
 _DEFAULT_QUEUE_S = 0.1   # default queue bound: 100 ms at the link rate
 
 
 class DelayProfile:
-    """Piecewise-linear delay over monotonic time: breakpoints (t, delay_s), held flat outside."""
+    """Piecewise-linear delay over monotonic time: breakpoints (t, delay_s), linear between
+    consecutive ones, held flat before the first and after the last."""
 
     __slots__ = ("t", "d", "i")
 
-    def __init__(self, delay_s: float = 0.0):
-        self.t: list[float] = [0.0]
+    def __init__(self, delay_s: float = 0.0, t: float = 0.0):
+        self.t: list[float] = [t]
         self.d: list[float] = [delay_s]
         self.i = 0
 
-    def set_constant(self, delay_s: float) -> None:
-        self.t, self.d, self.i = [0.0], [delay_s], 0
+    def set_constant(self, delay_s: float, now: float) -> None:
+        """`delay_s` from `now` on (a breakpoint at now; later points ramp from it)."""
+        self.t, self.d, self.i = [now], [delay_s], 0
 
     def add_points(self, points: list[tuple[float, float]], now: float) -> None:
         """Insert breakpoints (monotonic t, delay s); keeps the last point at or before `now`."""
@@ -124,7 +127,7 @@ class Direction:
         if "queue_packets" in p:
             self.queue_packets = p["queue_packets"] or float("inf")
 
-    def admit(self, now: float, size: int, cold: bool = False) -> float:
+    def admit(self, now: float, size: int, cold: bool = False, write_cost_s: float = 0.0) -> float:
         """Departure time of a frame of `size` bytes entering now, or -1 (down), -2 (loss), -3 (queue).
         `cold`: the frame was read right after the engine woke from sleep."""
         self.frames_in += 1
@@ -156,7 +159,7 @@ class Direction:
             sent = self.next_free
         else:
             sent = now
-        delay = self.profile.at(now) - (self.cold_s if cold else self.overhead_s)
+        delay = self.profile.at(now) - (self.cold_s if cold else self.overhead_s) - write_cost_s
         dep = sent + (delay if delay > 0 else 0.0)
         if dep < self.last_dep and not self.reorder:
             dep = self.last_dep
@@ -209,6 +212,7 @@ class Engine:
         self.buf = b""
         self.running = True
         self.busy_s = 0.0
+        self.write_cost_s = 0.0
         self.cold = False
         self.busy_poll = False
         self.max_frame = 1522
@@ -241,9 +245,9 @@ class Engine:
             n += 1
             now = monotonic()
             size = len(frame) - vnet
-            dep = admit(now, size, cold)
+            dep = admit(now, size, cold, self.write_cost_s)
             if record is not None:
-                record.append((now, dep, size))
+                record.append((now, dep, size, (d.cold_s if cold else d.overhead_s) + self.write_cost_s))
             if dep < 0:
                 continue
             if d.reorder:
@@ -269,11 +273,14 @@ class Engine:
             if epoch != epoch_now:
                 d.drop_down += 1
                 continue
+            t_w = monotonic()
             try:
                 write(out_fd, frame)
             except OSError:
                 d.drop_error += 1
                 continue
+            cost = monotonic() - t_w
+            self.write_cost_s += WRITE_COST_GAIN * (cost - self.write_cost_s)
             n += 1
             nbytes += len(frame)
             lateness = now - dep
@@ -289,11 +296,13 @@ class Engine:
         d.max_late_s = max_late
 
     def _send_one(self, d: Direction, frame: bytes, now: float, dep: float) -> None:
+        t_w = monotonic()
         try:
             os.write(d.out_fd, frame)
         except OSError:
             d.drop_error += 1
             return
+        self.write_cost_s += WRITE_COST_GAIN * (monotonic() - t_w - self.write_cost_s)
         d.frames_out += 1
         d.bytes_out += len(frame) - self.vnet
         lateness = now - dep
@@ -476,7 +485,7 @@ class Engine:
             return
         ab, ba, _ = entry
         if "delay_ms" in params:
-            ab.profile.set_constant(params["delay_ms"] * 1e-3)
+            ab.profile.set_constant(params["delay_ms"] * 1e-3, monotonic())
         for d in (ab, ba):
             d.configure(params)
 
@@ -516,8 +525,8 @@ class Engine:
                 if d.record:
                     out.append((link, d.name, d.record))
                     d.record = []
-        return [(link, name, [(t_in - self.origin_mono, (t_out - self.origin_mono) if t_out >= 0 else t_out, size)
-                              for t_in, t_out, size in rec]) for link, name, rec in out]
+        return [(link, name, [(t_in - self.origin_mono, (t_out - self.origin_mono) if t_out >= 0 else t_out, size, comp)
+                              for t_in, t_out, size, comp in rec]) for link, name, rec in out]
 
     def cmd_pcap(self, links: list, directory: str) -> list:
         paths = []
@@ -532,7 +541,7 @@ class Engine:
         rows = [d.counters() for ab, ba, _ in self.links.values() for d in (ab, ba)]
         up = monotonic() - self.started
         return {"links": rows, "busy_fraction": self.busy_s / up if up > 0 else 0.0, "frames": self.frames,
-                "pending_updates": len(self.pending)}
+                "pending_updates": len(self.pending), "write_cost_us": self.write_cost_s * 1e6}
 
     def cmd_stop(self) -> None:
         self.running = False

@@ -31,7 +31,7 @@ from .errors import EmulationError
 from .netns import TAP_PREFIX, Namespaces, new_run_id
 
 __all__ = ["LinkParams", "LinkEnd", "LinkBackend", "EngineLinks", "KernelLinks", "netem_available",
-           "tc_commands", "EngineOverloadWarning"]
+           "tc_commands", "EngineOverloadWarning", "build_chain", "icmp_medians_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +253,8 @@ class EngineLinks:
             c = s.call("counters")
             late = sum(r["late"] for r in c["links"])
             out.append({"shard": s.index, "pid": s.proc.pid, "links": len(s.links), "frames": c["frames"],
-                        "busy_fraction": round(c["busy_fraction"], 4), "late_frames": late})
+                        "busy_fraction": round(c["busy_fraction"], 4), "late_frames": late,
+                        "write_cost_us": round(c["write_cost_us"], 1)})
         return out
 
     def check_overload(self, late_fraction: float = 0.01) -> list[str]:
@@ -279,15 +280,17 @@ class EngineLinks:
 
     def take_records(self) -> pd.DataFrame:
         """Per-frame records since the last call: link, direction, t_in_s, t_out_s (emulated
-        seconds; NaN when dropped), size_bytes, dropped (down|loss|queue or empty)."""
+        seconds; NaN when dropped), size_bytes, dropped (down|loss|queue or empty), and the
+        engine overhead taken off that frame's delay (compensation_us)."""
         rows = []
         reasons = {-1.0: "down", -2.0: "loss", -3.0: "queue"}
         for s in self._shards:
             for link, direction, rec in s.call("take_records"):
-                for t_in, t_out, size in rec:
+                for t_in, t_out, size, comp in rec:
                     rows.append((link, direction, t_in, t_out if t_out >= -0.5 else float("nan"), size,
-                                 reasons.get(t_out, "")))
-        return pd.DataFrame(rows, columns=["link", "direction", "t_in_s", "t_out_s", "size_bytes", "dropped"])
+                                 reasons.get(t_out, ""), comp * 1e6))
+        return pd.DataFrame(rows, columns=["link", "direction", "t_in_s", "t_out_s", "size_bytes", "dropped",
+                                           "compensation_us"])
 
     def pcap(self, link_ids: Iterable[str], directory: str) -> list[str]:
         """Write the frames leaving these links (both directions) to pcap files in `directory`."""
@@ -323,7 +326,7 @@ class EngineLinks:
 
     # ------------------------------------------------------------------ calibration
 
-    def calibrate(self, probes: int = 100, delay_ms: float = 2.0, hops: int = 4) -> dict:
+    def calibrate(self, probes: int = 200, delay_ms: float = 10.0, hops: int = 4, refine: int = 2) -> dict:
         """Measure the engine's own latency per traversal and take it off every link's delay.
 
         Throw-away namespaces: a chain of `hops` engine links (`delay_ms` each, placed on the
@@ -333,7 +336,8 @@ class EngineLinks:
            overhead is (RTT_1 − 2 delay_ms − RTT_veth) / 2;
         2. with that applied, the chain's slope over its hops is the overhead of the remaining
            traversals, read while the engine was awake (warm);
-        3. with both applied, the same two figures again are the residuals.
+        3. `refine` times, the same two figures are measured again and taken off as corrections;
+        4. a last measurement gives the residuals.
         Returns {cold_overhead_us, warm_overhead_us, residual_one_link_us, residual_per_hop_us}.
         """
         saved = (self.overhead_us, self.cold_overhead_us)
@@ -343,43 +347,31 @@ class EngineLinks:
             try:
                 for n in names:
                     ns.add(n)
-                    ns.run(n, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
                 ref = f"{TAP_PREFIX}{self.run_id}r"
                 subprocess.run(["ip", "link", "add", ref + "a", "type", "veth", "peer", "name", ref + "b"], check=True)
                 for side, n, addr in (("a", names[0], "10.254.0.0/31"), ("b", names[1], "10.254.0.1/31")):
                     subprocess.run(["ip", "link", "set", ref + side, "netns", ns.full(n), "name", "ref0"], check=True)
                     ns.run(n, ["ip", "addr", "add", addr, "dev", "ref0"])
                     ns.run(n, ["ip", "link", "set", "ref0", "up"])
-                for i, link in enumerate(links):
-                    self.add_link(link, LinkEnd(ns.path(names[i]), "right"), LinkEnd(ns.path(names[i + 1]), "left"),
-                                  LinkParams(delay_ms=delay_ms))
-                    ns.run(names[i], ["ip", "addr", "add", f"10.255.{i}.0/31", "dev", "right"])
-                    ns.run(names[i], ["ip", "link", "set", "right", "up"])
-                    ns.run(names[i + 1], ["ip", "addr", "add", f"10.255.{i}.1/31", "dev", "left"])
-                    ns.run(names[i + 1], ["ip", "link", "set", "left", "up"])
-                for i, n in enumerate(names):
-                    for j in range(hops):
-                        if j > i:
-                            ns.run(n, ["ip", "route", "add", f"10.255.{j}.0/31", "via", f"10.255.{i}.1"])
-                        elif j < i - 1:
-                            ns.run(n, ["ip", "route", "add", f"10.255.{j}.0/31", "via", f"10.255.{i - 1}.0"])
-
-                def median_rtt(dst: str) -> float:
-                    return statistics.median(_ping_rtts_ms(ns, names[0], dst, probes))
+                build_chain(self, ns, names, links, LinkParams(delay_ms=delay_ms), net="10.255")
 
                 def excess_us() -> tuple[float, float]:
-                    one = median_rtt("10.255.0.1")
-                    far = median_rtt(f"10.255.{hops - 1}.1")
+                    ref, one, far = icmp_medians_ms(ns, names[0], ["10.254.0.1", "10.255.0.1", f"10.255.{hops - 1}.1"],
+                                                    3 * probes)
                     per_hop = (far - one - 2 * (hops - 1) * delay_ms) / (2 * (hops - 1)) * 1e3
-                    return (one - 2 * delay_ms - reference) * 1e3 / 2, per_hop
+                    return (one - 2 * delay_ms - ref) * 1e3 / 2, per_hop, ref
 
-                reference = median_rtt("10.254.0.1")
                 self.set_overhead(0.0, 0.0)
-                cold, _ = excess_us()
+                cold, _, reference = excess_us()
                 self.set_overhead(0.0, cold)
-                _, warm = excess_us()
+                _, warm, _ = excess_us()
                 self.set_overhead(warm, cold)
-                res_one, res_hop = excess_us()
+                # Refine: each round takes the measured residuals off (medians of noisy wake-ups
+                # scatter by tens of µs from one round to the next).
+                for _ in range(refine):
+                    res_one, res_hop, _ = excess_us()
+                    self.set_overhead(self.overhead_us + res_hop, self.cold_overhead_us + res_one)
+                res_one, res_hop, _ = excess_us()
             except BaseException:
                 self.set_overhead(*saved)
                 raise
@@ -394,15 +386,43 @@ class EngineLinks:
                 "reference_rtt_us": round(reference * 1e3, 1)}
 
 
-def _ping_rtts_ms(ns: Namespaces, name: str, dst: str, count: int, interval_s: float = 0.01) -> list[float]:
-    """RTTs of `count` pings (the first, which waits for ARP, is sent before and not counted)."""
-    ns.run(name, ["ping", "-n", "-c", "1", "-W", "2", dst], check=False, timeout=10)
-    r = ns.run(name, ["ping", "-n", "-c", str(count), "-i", str(interval_s), "-W", "2", dst],
-               check=False, timeout=count * interval_s + 30)
-    rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", r.stdout)]
-    if len(rtts) < count // 2:
-        raise EmulationError(f"ping {dst} in {ns.full(name)} answered {len(rtts)} of {count}: {r.stdout[-300:]}")
-    return rtts
+def build_chain(links: "EngineLinks", ns: Namespaces, names: list[str], link_ids: list[str],
+                params: LinkParams, net: str = "10.0") -> list[str]:
+    """Join existing namespaces `names` (forwarding on) into a routed chain with one link
+    between neighbours: link i is `{net}.{i}.0/31` (left end) – `{net}.{i}.1/31` (right end),
+    interfaces `right` and `left`, static routes both ways. Returns each node's first address."""
+    for i, link in enumerate(link_ids):
+        links.add_link(link, LinkEnd(ns.path(names[i]), "right"), LinkEnd(ns.path(names[i + 1]), "left"), params)
+        ns.run(names[i], ["ip", "addr", "add", f"{net}.{i}.0/31", "dev", "right"])
+        ns.run(names[i], ["ip", "link", "set", "right", "up"])
+        ns.run(names[i + 1], ["ip", "addr", "add", f"{net}.{i}.1/31", "dev", "left"])
+        ns.run(names[i + 1], ["ip", "link", "set", "left", "up"])
+    hops = len(link_ids)
+    for i, n in enumerate(names):
+        ns.run(n, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        for j in range(hops):
+            if j > i:
+                ns.run(n, ["ip", "route", "add", f"{net}.{j}.0/31", "via", f"{net}.{i}.1"])
+            elif j < i - 1:
+                ns.run(n, ["ip", "route", "add", f"{net}.{j}.0/31", "via", f"{net}.{i - 1}.0"])
+    return [f"{net}.0.0"] + [f"{net}.{i}.1" for i in range(hops)]
+
+
+def icmp_medians_ms(ns: Namespaces, name: str, dsts: list[str], count: int, interval_s: float = 0.01) -> list[float]:
+    """Median ICMP echo RTT (ms, µs resolution; iputils ping rounds to 3 digits) from namespace
+    `name` to each of `dsts`, probed in turn (`count` echoes in all), after an ARP round."""
+    for dst in dsts:
+        ns.run(name, ["ping", "-n", "-c", "2", "-i", "0.05", "-W", "2", dst], check=False, timeout=10)
+    r = ns.run(name, [sys.executable, "-m", "netemu.probe", "icmp", *dsts, "--count", str(count),
+                      "--interval", str(interval_s)], check=False, timeout=count * interval_s + 30)
+    out = []
+    for dst in dsts:
+        rtts = [float(m) for m in re.findall(rf"^\d+,{re.escape(dst)},([0-9.]+)$", r.stdout, re.M)]
+        if len(rtts) < count // (2 * len(dsts)):
+            raise EmulationError(f"ICMP echo {dst} from {ns.full(name)} answered {len(rtts)} of "
+                                 f"{count // len(dsts)}: {(r.stdout + r.stderr)[-300:]}")
+        out.append(statistics.median(rtts))
+    return out
 
 
 # --------------------------------------------------------------------------- kernel backend

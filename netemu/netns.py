@@ -46,10 +46,14 @@ class Namespaces:
         """Namespace file of `name`, as the link engine expects it."""
         return str(NETNS_DIR / self.full(name))
 
-    def add(self, name: str, loopback: bool = True) -> str:
+    def add(self, name: str, loopback: bool = True, ipv6: bool = False) -> str:
+        """Create namespace `name` (loopback up; IPv6 off unless asked: netemu's networks are IPv4,
+        and IPv6 autoconfiguration would put unsolicited frames on every link)."""
         full = self.full(name)
         _ip("netns", "add", full)
         self.names.append(name)
+        if not ipv6:
+            self.run(name, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
         if loopback:
             self.run(name, ["ip", "link", "set", "lo", "up"])
         return self.path(name)

@@ -6,9 +6,10 @@ above 100 ms); these probes do not round.
 
     python -m netemu.probe server [--port 7777]
     python -m netemu.probe client DST [--port 7777] [--count 50] [--interval 0.02] [--size 64]
-    python -m netemu.probe icmp DST [--count 50] [--interval 0.02]     (root: raw socket)
+    python -m netemu.probe icmp DST [DST ...] [--count 50] [--interval 0.02]   (root: raw socket)
 
-The client prints one CSV line per probe: seq,t_send_s,rtt_ms,fwd_ms,rev_ms (rtt empty if lost).
+The client prints one CSV line per probe: seq,t_send_s,rtt_ms,fwd_ms,rev_ms (rtt empty if lost;
+t_send_s on CLOCK_MONOTONIC).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def serve(port: int = DEFAULT_PORT, max_s: float | None = None) -> None:
 
 def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float = 0.02, size: int = 64,
           timeout_s: float = 2.0) -> list[tuple[int, float, float | None, float | None, float | None]]:
-    """Send `count` probes; returns (seq, t_send_s, rtt_ms, fwd_ms, rev_ms), None where lost."""
+    """Send `count` probes; returns (seq, t_send_s, rtt_ms, fwd_ms, rev_ms), None where lost.
+    t_send_s is CLOCK_MONOTONIC (shared by every namespace of the machine)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     pad = b"\0" * max(0, size - struct.calcsize(_FMT))
@@ -78,7 +80,7 @@ def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float
                     got[q] = ((t_back - t_send) / 1e6, (t_srv - t_send) / 1e6, (t_back - t_srv) / 1e6)
             except BlockingIOError:
                 pass
-    return [(q, (sent[q] / 1e9) - start, *(got.get(q) or (None, None, None))) for q in range(count)]
+    return [(q, sent[q] / 1e9, *(got.get(q) or (None, None, None))) for q in range(count)]
 
 
 def _icmp_checksum(data: bytes) -> int:
@@ -90,9 +92,13 @@ def _icmp_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_rtts_ms(dst: str, count: int = 50, interval_s: float = 0.02, timeout_s: float = 2.0) -> list[float | None]:
+def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02,
+                 timeout_s: float = 2.0) -> list[float | None]:
     """ICMP echo round-trip times (ms, unrounded; None where lost), answered by the kernel of
-    `dst` like ping's, timed here with a monotonic clock. Needs root (raw socket)."""
+    `dst` like ping's and timed like ping (send clock, kernel receive timestamp). With a list
+    of destinations, echo k goes to dst[k % len(dst)]: interleaving compares paths under the
+    same conditions. Needs root (raw socket)."""
+    dsts = [dst] if isinstance(dst, str) else list(dst)
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     # Kernel receive timestamps (as ping uses): the RTT excludes this process's own wake-up.
     s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
@@ -109,7 +115,7 @@ def icmp_rtts_ms(dst: str, count: int = 50, interval_s: float = 0.02, timeout_s:
             head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
             sent[seq] = time.time_ns()
-            s.sendto(pkt, (dst, 0))
+            s.sendto(pkt, (dsts[seq % len(dsts)], 0))
             seq += 1
             continue
         if (seq >= count and len(rtt) == count) or now > deadline:
@@ -143,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--interval", type=float, default=0.02)
     cl.add_argument("--size", type=int, default=64)
     ic = sub.add_parser("icmp")
-    ic.add_argument("dst")
+    ic.add_argument("dst", nargs="+", help="one or more destinations, probed in turn")
     ic.add_argument("--count", type=int, default=50)
     ic.add_argument("--interval", type=float, default=0.02)
     args = ap.parse_args(argv)
     if args.mode == "icmp":
-        print("seq,rtt_ms")
+        print("seq,dst,rtt_ms")
         for q, r in enumerate(icmp_rtts_ms(args.dst, args.count, args.interval)):
-            print(f"{q},{'' if r is None else f'{r:.4f}'}")
+            print(f"{q},{args.dst[q % len(args.dst)]},{'' if r is None else f'{r:.4f}'}")
         return 0
     if args.mode == "server":
         serve(args.port, args.max_s)

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Link-engine benchmark (root). Reports rates and ratios; never fails on time.
+
+1. TCP throughput (iperf3, unlimited rate) over one link and across an 8-hop chain of router
+   namespaces, at 10 ms and 1 ms per link; frames per second per engine core.
+2. The per-hop residual latency after compensation: one-way delays of UDP probes across the
+   chain minus the configured delay, divided by the hops (median, p99).
+3. Time to apply a batch of 5,000 link updates (one control message per engine).
+4. Optionally (--vnet-hdr) the same throughput with GSO super-frames.
+
+    sudo .venv/bin/python scripts/bench_links.py [--shards N] [--seconds 5] [--vnet-hdr]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from netemu.links import EngineLinks, LinkParams, build_chain
+from netemu.netns import Namespaces
+
+
+def iperf(ns: Namespaces, src: str, dst_name: str, dst_addr: str, seconds: float) -> float:
+    srv = ns.popen(dst_name, ["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    r = ns.run(src, ["iperf3", "-c", dst_addr, "-t", str(seconds), "-O", "1", "-J"], timeout=seconds + 30)
+    srv.wait(10)
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def frames(engine: EngineLinks) -> int:
+    return int(engine.counters()[["frames_in"]].sum().iloc[0])
+
+
+def chain_case(hops: int, delay_ms: float, args) -> dict:
+    with Namespaces() as ns, EngineLinks(shards=args.shards, vnet_hdr=args.vnet_hdr) as eng:
+        cal = eng.calibrate()
+        names = [f"r{i}" for i in range(hops + 1)]
+        for n in names:
+            ns.add(n)
+        links = [f"l{i}" for i in range(hops)]
+        addrs = build_chain(eng, ns, names, links, LinkParams(delay_ms=delay_ms))
+        ns.run(names[0], ["ping", "-c", "2", addrs[-1]])
+        f0, t0 = frames(eng), time.monotonic()
+        mbps = iperf(ns, names[0], names[-1], addrs[-1], args.seconds)
+        rate_fps = (frames(eng) - f0) / (time.monotonic() - t0)
+        late = eng.check_overload()
+        # residual per hop from UDP probes (one-way, shared monotonic clock)
+        srv = ns.popen(names[-1], [sys.executable, "-m", "netemu.probe", "server", "--max-s", "20"])
+        time.sleep(0.2)
+        out = ns.run(names[0], [sys.executable, "-m", "netemu.probe", "client", addrs[-1], "--count", "200",
+                                "--interval", "0.01"]).stdout
+        srv.kill()
+        fwd = sorted(float(r.split(",")[3]) for r in out.splitlines()[1:] if r.split(",")[3])
+        per_hop_us = [(f - hops * delay_ms) / hops * 1e3 for f in fwd]
+    return {"hops": hops, "delay_ms": delay_ms, "tcp_mbps": round(mbps, 1),
+            "frames_per_s_per_core": round(rate_fps / args.shards), "overloaded": bool(late),
+            "residual_per_hop_us_median": round(statistics.median(per_hop_us), 1),
+            "residual_per_hop_us_p99": round(per_hop_us[int(0.99 * (len(per_hop_us) - 1))], 1),
+            "calibration": cal}
+
+
+def update_batch(args, n_links: int = 5000) -> dict:
+    """Apply 5,000 link updates in one batch: wall time of the call (engines on all shards)."""
+    with Namespaces() as ns, EngineLinks(shards=args.shards) as eng:
+        pa, pb = ns.add("a"), ns.add("b")
+        from netemu.links import LinkEnd
+        t = time.monotonic()
+        for i in range(n_links):
+            eng.add_link(f"u{i}", LinkEnd(pa, f"u{i}"), LinkEnd(pb, f"u{i}"), LinkParams(delay_ms=5))
+        add_s = time.monotonic() - t
+        times = []
+        for k in range(5):
+            updates = {f"u{i}": {"delay_ms": 5 + (i + k) % 7, "rate_mbps": 100, "up": (i + k) % 11 != 0}
+                       for i in range(n_links)}
+            t = time.perf_counter()
+            eng.set_params(updates)
+            times.append(time.perf_counter() - t)
+        delays = {f"u{i}": [(1000.0, 5.0), (1001.0, 6.0)] for i in range(n_links)}
+        t = time.perf_counter()
+        eng.set_delay_points(delays)
+        points_s = time.perf_counter() - t
+        eng.stop()
+    return {"links": n_links, "add_links_s": round(add_s, 2), "batch_update_ms_median": round(1e3 * statistics.median(times), 1),
+            "delay_points_batch_ms": round(1e3 * points_s, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--vnet-hdr", action="store_true")
+    args = ap.parse_args()
+    results = {"shards": args.shards, "vnet_hdr": args.vnet_hdr, "cases": []}
+    for hops in (1, 8):
+        for delay in (10.0, 1.0):
+            r = chain_case(hops, delay, args)
+            results["cases"].append(r)
+            print(f"{hops} hop(s) × {delay:g} ms: TCP {r['tcp_mbps']:.0f} Mbit/s (× hops = {r['tcp_mbps'] * hops:.0f}), "
+                  f"{r['frames_per_s_per_core']:,} frames/s/core, residual per hop median "
+                  f"{r['residual_per_hop_us_median']} µs, p99 {r['residual_per_hop_us_p99']} µs"
+                  f"{', OVERLOADED' if r['overloaded'] else ''}", flush=True)
+    u = update_batch(args)
+    results["updates"] = u
+    print(f"{u['links']:,} links: added in {u['add_links_s']} s; batch of {u['links']:,} updates applied in "
+          f"{u['batch_update_ms_median']} ms (median of 5); delay-profile batch {u['delay_points_batch_ms']} ms")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The link engine's per-direction model and delay profiles (pure; no root)."""
+
+import pytest
+
+from netemu.engine import DelayProfile, Direction
+from netemu.links import LinkEnd, LinkParams, tc_commands
+from netemu.errors import EmulationError
+
+
+def _dir(**params):
+    d = Direction("l", "ab", 0, 1, DelayProfile(), seed=1)
+    d.configure({"rate_mbps": 0, "loss_pct": 0, **params})
+    if "delay_ms" in params:
+        d.profile.set_constant(params["delay_ms"] * 1e-3, 0.0)
+    return d
+
+
+def test_serialisation_and_propagation():
+    d = _dir(rate_mbps=8, delay_ms=10)           # 8 Mbit/s = 1 byte/µs
+    t1 = d.admit(0.0, 1000)
+    t2 = d.admit(0.0, 1000)                        # queued behind the first
+    assert t1 == pytest.approx(0.001 + 0.010)
+    assert t2 == pytest.approx(0.002 + 0.010)
+    assert d.admit(1.0, 500) == pytest.approx(1.0 + 0.0005 + 0.010)   # idle link: no queueing
+
+
+def test_queue_bound_in_bytes_and_packets():
+    d = _dir(rate_mbps=8, queue_bytes=3000)
+    deps = [d.admit(0.0, 1000) for _ in range(5)]
+    assert sum(x > 0 for x in deps) == 3 and deps[3] == -3.0 and d.drop_queue == 2
+    assert d.queue_hwm_bytes <= 3000
+    d = _dir(rate_mbps=8, queue_packets=2)
+    deps = [d.admit(0.0, 100) for _ in range(4)]
+    assert [x > 0 for x in deps] == [True, True, False, False]
+
+
+def test_departures_are_monotonic_unless_reordering_allowed():
+    d = _dir()
+    d.profile.add_points([(0.0, 0.020), (0.001, 0.005)], now=0.0)   # delay drops 15 ms in 1 ms
+    a, b = d.admit(0.0, 100), d.admit(0.001, 100)
+    assert a == pytest.approx(0.020) and b == pytest.approx(0.020)    # held behind the first
+    d = _dir(reorder=True)
+    d.profile.add_points([(0.0, 0.020), (0.001, 0.005)], now=0.0)
+    a, b = d.admit(0.0, 100), d.admit(0.001, 100)
+    assert b == pytest.approx(0.006) and b < a
+
+
+def test_delay_profile_interpolates_and_holds():
+    p = DelayProfile(0.010, t=4.0)                 # a constant set at t = 4
+    p.add_points([(10.0, 0.020), (12.0, 0.005)], now=4.0)
+    assert p.at(4.0) == pytest.approx(0.010)
+    assert p.at(7.0) == pytest.approx(0.015)       # linear from the last value to the next point
+    assert p.at(11.0) == pytest.approx(0.0125)
+    assert p.at(12.0) == pytest.approx(0.005)
+    assert p.at(99.0) == pytest.approx(0.005)
+
+
+def test_overhead_is_subtracted_never_below_zero():
+    d = _dir(delay_ms=1)
+    d.overhead_s, d.cold_s = 100e-6, 300e-6
+    assert d.admit(0.0, 100) == pytest.approx(0.0009)
+    assert d.admit(1.0, 100, cold=True) == pytest.approx(1.0007)
+    d = _dir(delay_ms=0.05)
+    d.overhead_s = 100e-6
+    assert d.admit(0.0, 100) == 0.0
+
+
+def test_loss_is_seeded_and_counted():
+    def run(seed):
+        d = Direction("l", "ab", 0, 1, DelayProfile(), seed=seed)
+        d.configure({"loss_pct": 10})
+        return [d.admit(i * 1e-3, 100) == -2.0 for i in range(5000)], d
+
+    a, da = run(7)
+    b, _ = run(7)
+    c, _ = run(8)
+    assert a == b and a != c
+    assert 400 < sum(a) < 600 and da.drop_loss == sum(a)
+
+
+def test_down_drops_everything():
+    d = _dir()
+    d.configure({"up": False})
+    assert all(d.admit(0.0, 100) == -1.0 for _ in range(10)) and d.drop_down == 10
+
+
+def test_tc_commands_for_the_kernel_backend():
+    lines = tc_commands("eth0", LinkParams(delay_ms=12.5, loss_pct=1.0, rate_mbps=100))
+    assert lines[0] == "qdisc add dev eth0 root handle 1: netem delay 12.500000ms loss 1.000000% limit 100000"
+    assert lines[1].startswith("qdisc add dev eth0 parent 1:1 handle 10: tbf rate 100.000000mbit burst 50000 limit ")
+    change = tc_commands("eth0", LinkParams(delay_ms=3), change=True)
+    assert change == ["qdisc change dev eth0 root handle 1: netem delay 3.000000ms limit 100000"]
+
+
+def test_bad_link_parameters_are_errors():
+    with pytest.raises(EmulationError, match="delay_ms"):
+        LinkParams(delay_ms=-1)
+    with pytest.raises(EmulationError, match="loss_pct"):
+        LinkParams(loss_pct=150)
+    with pytest.raises(EmulationError, match="ifname"):
+        LinkEnd("/var/run/netns/x", "an-interface-name-too-long")
