@@ -29,7 +29,7 @@ import sys
 from collections import deque
 from time import monotonic, time
 
-from .tap import Timer, die_with_parent, open_tap, unpersist_tap
+from .tap import Timer, die_with_parent, open_tap, setns, unpersist_tap
 
 LATE_S = 0.0005          # a departure later than this counts as late (engine overload)
 EARLY_SLACK_S = 2e-6     # frames due within this are sent now
@@ -213,6 +213,8 @@ class Engine:
         self.running = True
         self.busy_s = 0.0
         self.write_cost_s = 0.0
+        self.ns_fds: dict[str, int] = {}
+        self.home_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.cold = False
         self.busy_poll = False
         self.max_frame = 1522
@@ -435,22 +437,23 @@ class Engine:
             d.overhead_s, d.cold_s = self.overhead_s, self.cold_s
 
     def cmd_add(self, link: str, ends: list, params: dict, seed: int) -> None:
-        """ends: [(tmp_name, netns_path, ifname), (…)] for side a and side b."""
+        """ends: [(netns_path, ifname), (…)] for side a and side b."""
         if link in self.links:
             raise ValueError(f"link {link!r} exists")
-        from pyroute2 import IPRoute
         fds = []
         try:
-            for tmp, _, _ in ends:
-                fds.append(open_tap(tmp, self.vnet_hdr))
-            with IPRoute() as ipr:
-                for tmp, ns_path, ifname in ends:
-                    idx = ipr.link_lookup(ifname=tmp)[0]
-                    ns_fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        ipr.link("set", index=idx, net_ns_fd=ns_fd, ifname=ifname)
-                    finally:
-                        os.close(ns_fd)
+            # Create each TAP inside its node's namespace (setns there and back): moving devices
+            # between namespaces waits for an RCU grace period each (~15 ms), creating them in
+            # place does not.
+            for ns_path, ifname in ends:
+                ns_fd = self.ns_fds.get(ns_path)
+                if ns_fd is None:
+                    ns_fd = self.ns_fds[ns_path] = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+                setns(ns_fd)
+                try:
+                    fds.append(open_tap(ifname, self.vnet_hdr))
+                finally:
+                    setns(self.home_ns)
         except Exception:
             for fd in fds:
                 unpersist_tap(fd)
@@ -561,6 +564,9 @@ class Engine:
                 except OSError:
                     pass
         self.by_fd.clear()
+        for fd in self.ns_fds.values():
+            os.close(fd)
+        self.ns_fds.clear()
 
 
 def main(argv: list[str]) -> int:

@@ -181,12 +181,8 @@ class EngineLinks:
             raise EmulationError(f"link {link_id!r} exists already")
         shard = min(self._shards, key=lambda s: len(s.links))
         self._count += 1
-        tmp = f"{TAP_PREFIX}{self.run_id}{chr(97 + shard.index % 26)}{self._count}"
-        if len(tmp) + 1 > 15:
-            raise EmulationError("too many links for netemu's TAP naming (over 10^8)")
         seed = (self.seed * 1_000_003 + self._count) & 0x7FFFFFFF
-        shard.call("add", link_id, [(tmp + "a", a.netns, a.ifname), (tmp + "b", b.netns, b.ifname)],
-                   _params_dict(params), seed)
+        shard.call("add", link_id, [(a.netns, a.ifname), (b.netns, b.ifname)], _params_dict(params), seed)
         shard.links.add(link_id)
         self._where[link_id] = shard
 

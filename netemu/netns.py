@@ -7,6 +7,7 @@ what netemu made and nothing else.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -91,30 +92,25 @@ def list_netemu_namespaces() -> list[str]:
 
 def clean(run_id: str | None = None) -> dict:
     """Remove what netemu runs left behind: their namespaces (with the interfaces inside) and
-    TAP devices still in the root namespace. Only names with netemu's prefixes are touched;
+    netemu-named devices left in the root namespace (veth pairs of the kernel backend and of
+    calibration, between creation and their move). Only names with netemu's prefixes are touched;
     `run_id` limits it to one run."""
     ns_prefix = NETNS_PREFIX + (f"{run_id}-" if run_id else "")
-    tap_prefix = TAP_PREFIX + (run_id or "")
     removed_ns = []
     for name in list_netemu_namespaces():
         if name.startswith(ns_prefix):
             _ip("netns", "del", name, check=False)
             removed_ns.append(name)
     removed_links = []
-    for line in _ip("-o", "link", "show", "type", "tun", check=False).stdout.splitlines():
+    pattern = re.compile(rf"^{TAP_PREFIX}{run_id or '[0-9a-f]{4}'}[a-z][0-9]*[ab]$")
+    for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         parts = line.split(":")
         if len(parts) > 1:
             ifname = parts[1].strip().split("@")[0]
-            if ifname.startswith(tap_prefix) and _is_netemu_tap(ifname):
+            if pattern.match(ifname):
                 _ip("link", "del", ifname, check=False)
                 removed_links.append(ifname)
     return {"namespaces": removed_ns, "links": removed_links}
-
-
-def _is_netemu_tap(ifname: str) -> bool:
-    """netemu's temporary TAP names: 'ne' + 4 hex digits (run) + shard letter + number + side."""
-    rest = ifname[len(TAP_PREFIX):]
-    return len(rest) >= 7 and all(c in "0123456789abcdef" for c in rest[:4]) and rest[-1] in "ab"
 
 
 def running_as_root() -> bool:

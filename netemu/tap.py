@@ -14,7 +14,7 @@ import struct
 
 from .errors import EmulationError
 
-__all__ = ["open_tap", "unpersist_tap", "Timer", "die_with_parent", "TUN_DEVICE"]
+__all__ = ["open_tap", "unpersist_tap", "setns", "Timer", "die_with_parent", "TUN_DEVICE"]
 
 TUN_DEVICE = "/dev/net/tun"
 _TUNSETIFF = 0x400454CA
@@ -109,6 +109,13 @@ class Timer:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at `fd`."""
+    CLONE_NEWNET = 0x40000000
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        raise EmulationError(f"setns failed: {os.strerror(ctypes.get_errno())}")
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

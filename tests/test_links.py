@@ -288,13 +288,20 @@ def test_engine_dies_with_its_parent(root_env, tmp_path):
 def test_clean_removes_only_netemu_leftovers(root_env):
     ns = Namespaces()
     ns.add("left")
+    mine = f"ne{ns.run_id}r"
     subprocess.run(["ip", "netns", "add", "not-netemu-ns"], check=True)
+    subprocess.run(["ip", "link", "add", mine + "a", "type", "veth", "peer", "name", mine + "b"], check=True)
+    subprocess.run(["ip", "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1"], check=True)
     try:
         removed = clean(ns.run_id)
         assert removed["namespaces"] == [ns.full("left")]
+        assert set(removed["links"]) <= {mine + "a", mine + "b"} and removed["links"]
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        assert "keepme0" in links and mine not in links
         assert "not-netemu-ns" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     finally:
         subprocess.run(["ip", "netns", "del", "not-netemu-ns"])
+        subprocess.run(["ip", "link", "del", "keepme0"], capture_output=True)
 
 
 def test_kernel_backend_is_refused_without_netem(root_env):
