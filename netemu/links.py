@@ -444,31 +444,31 @@ def netem_available() -> bool:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def tc_commands(ifname: str, p: LinkParams, change: bool = False) -> list[str]:
+def tc_commands(ifname: str, p: LinkParams, old: LinkParams | None = None) -> list[str]:
     """tc batch lines (for `tc -batch`, run inside the interface's namespace) that shape one
-    direction: netem (delay, loss) at the root, TBF (rate) below it."""
-    verb = "change" if change else "add"
-    netem = f"qdisc {verb} dev {ifname} root handle 1: netem delay {p.delay_ms:.6f}ms"
+    direction: netem (delay, loss) at the root, TBF (rate) below it. `old`: the parameters in
+    place, when changing them (qdiscs are replaced in place; a TBF no longer needed goes)."""
+    netem = f"qdisc replace dev {ifname} root handle 1: netem delay {p.delay_ms:.6f}ms"
     if p.loss_pct:
         netem += f" loss {p.loss_pct:.6f}%"
-    limit = p.queue_packets or 100_000
-    netem += f" limit {limit}"
+    netem += f" limit {p.queue_packets or 100_000}"
     lines = [netem]
     if p.rate_mbps:
         burst = max(1600, int(p.rate_mbps * 1e6 / 8 / 250))      # 4 ms worth, at least one frame
         queue_bytes = p.queue_bytes or max(64_000, int(p.rate_mbps * 1e6 / 8 * 0.1))
-        lines.append(f"qdisc {verb} dev {ifname} parent 1:1 handle 10: tbf rate {p.rate_mbps:.6f}mbit "
+        lines.append(f"qdisc replace dev {ifname} parent 1:1 handle 10: tbf rate {p.rate_mbps:.6f}mbit "
                      f"burst {burst} limit {queue_bytes}")
-    elif change:
-        pass
+    elif old is not None and old.rate_mbps:
+        lines.append(f"qdisc del dev {ifname} parent 1:1 handle 10:")
     return lines
 
 
 class KernelLinks:
     """Links as veth pairs shaped with tc netem + TBF, for kernels that have `sch_netem`.
 
-    Delay changes are steps (tc qdisc change), applied immediately; `at_t_s` is honoured by
-    the caller's player, not here. Up/down is the interface's admin state.
+    Delay changes are steps (netem cannot interpolate: of a delay profile the latest point is
+    applied), applied when called; `at_t_s` is left to the caller's player. Up/down is the
+    interfaces' admin state. Frame counters are the kernel's (`ip -s link`), not collected here.
     """
 
     def __init__(self, run_id: str | None = None):
@@ -477,53 +477,53 @@ class KernelLinks:
                                  "use the link engine (the default) or run `netemu doctor`")
         self.run_id = run_id or new_run_id()
         self._links: dict[str, tuple[LinkEnd, LinkEnd, LinkParams]] = {}
+        self._count = 0
 
-    def _ns(self, end: LinkEnd) -> list[str]:
-        return ["nsenter", f"--net={end.netns}"]
-
-    def _run(self, end: LinkEnd, cmd: list[str], stdin: str | None = None) -> None:
-        r = subprocess.run(self._ns(end) + cmd, input=stdin, capture_output=True, text=True)
+    @staticmethod
+    def _run(netns: str, cmd: list[str], stdin: str | None = None) -> None:
+        r = subprocess.run(["nsenter", f"--net={netns}", *cmd], input=stdin, capture_output=True, text=True)
         if r.returncode != 0:
-            raise EmulationError(f"{' '.join(cmd)} in {end.netns}: {r.stderr.strip()}")
+            raise EmulationError(f"`{' '.join(cmd)}` in {netns} failed: {r.stderr.strip()}")
 
     def add_link(self, link_id: str, a: LinkEnd, b: LinkEnd, params: LinkParams = LinkParams()) -> None:
-        tmp = f"{TAP_PREFIX}{self.run_id}k{len(self._links) + 1}"
+        self._count += 1
+        tmp = f"{TAP_PREFIX}{self.run_id}k{self._count}"
         r = subprocess.run(["ip", "link", "add", tmp + "a", "type", "veth", "peer", "name", tmp + "b"],
                            capture_output=True, text=True)
         if r.returncode != 0:
-            raise EmulationError(f"cannot create veth pair: {r.stderr.strip()}")
+            raise EmulationError(f"cannot create veth pair {tmp}a/{tmp}b: {r.stderr.strip()}")
         for name, end in ((tmp + "a", a), (tmp + "b", b)):
-            subprocess.run(["ip", "link", "set", name, "netns", end.netns.rsplit("/", 1)[-1] if
-                            end.netns.startswith("/var/run/netns/") else end.netns, "name", end.ifname], check=True)
+            with open(end.netns) as ns_file:
+                r = subprocess.run(["ip", "link", "set", name, "netns", f"/proc/self/fd/{ns_file.fileno()}",
+                                    "name", end.ifname], capture_output=True, text=True, pass_fds=(ns_file.fileno(),))
+            if r.returncode != 0:
+                subprocess.run(["ip", "link", "del", tmp + "a"], capture_output=True)
+                raise EmulationError(f"cannot move {name} into {end.netns}: {r.stderr.strip()}")
         for end in (a, b):
-            self._run(end, ["tc", "-batch", "-"], "\n".join(tc_commands(end.ifname, params)) + "\n")
+            self._run(end.netns, ["tc", "-batch", "-"], "\n".join(tc_commands(end.ifname, params)) + "\n")
         self._links[link_id] = (a, b, params)
 
     def remove_link(self, link_id: str) -> None:
         a, _, _ = self._links.pop(link_id)
-        self._run(a, ["ip", "link", "del", a.ifname])
+        self._run(a.netns, ["ip", "link", "del", a.ifname])
 
     def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None:
-        batches: dict[str, list[str]] = {}
+        tc: dict[str, list[str]] = {}
+        ip: dict[str, list[str]] = {}
         for link_id, p in updates.items():
             a, b, old = self._links[link_id]
             new = LinkParams(**{**old.as_dict(), **_params_dict(p)})
             self._links[link_id] = (a, b, new)
             for end in (a, b):
-                batches.setdefault(end.netns, []).extend(tc_commands(end.ifname, new, change=True))
+                tc.setdefault(end.netns, []).extend(tc_commands(end.ifname, new, old))
                 if new.up != old.up:
-                    batches[end.netns].append("")  # placeholder keeps order; link state set below
-        for netns, lines in batches.items():
-            lines = [ln for ln in lines if ln]
-            if lines:
-                self._run(LinkEnd(netns, "x"), ["tc", "-batch", "-"], "\n".join(lines) + "\n")
-        for link_id, p in updates.items():
-            a, b, new = self._links[link_id]
-            for end in (a, b):
-                self._run(end, ["ip", "link", "set", end.ifname, "up" if new.up else "down"])
+                    ip.setdefault(end.netns, []).append(f"link set {end.ifname} {'up' if new.up else 'down'}")
+        for netns, lines in tc.items():
+            self._run(netns, ["tc", "-batch", "-"], "\n".join(lines) + "\n")
+        for netns, lines in ip.items():
+            self._run(netns, ["ip", "-batch", "-"], "\n".join(lines) + "\n")
 
     def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None:
-        # netem cannot interpolate: take each link's latest point as a step.
         self.set_params({k: {"delay_ms": v[-1][1]} for k, v in points.items() if v})
 
     def counters(self) -> pd.DataFrame:

@@ -86,10 +86,13 @@ def test_down_drops_everything():
 
 def test_tc_commands_for_the_kernel_backend():
     lines = tc_commands("eth0", LinkParams(delay_ms=12.5, loss_pct=1.0, rate_mbps=100))
-    assert lines[0] == "qdisc add dev eth0 root handle 1: netem delay 12.500000ms loss 1.000000% limit 100000"
-    assert lines[1].startswith("qdisc add dev eth0 parent 1:1 handle 10: tbf rate 100.000000mbit burst 50000 limit ")
-    change = tc_commands("eth0", LinkParams(delay_ms=3), change=True)
-    assert change == ["qdisc change dev eth0 root handle 1: netem delay 3.000000ms limit 100000"]
+    assert lines[0] == "qdisc replace dev eth0 root handle 1: netem delay 12.500000ms loss 1.000000% limit 100000"
+    assert lines[1] == "qdisc replace dev eth0 parent 1:1 handle 10: tbf rate 100.000000mbit burst 50000 limit 1250000"
+    # a change that drops the rate removes the TBF; one without rate before needs none
+    assert tc_commands("eth0", LinkParams(delay_ms=3), old=LinkParams(rate_mbps=100)) == [
+        "qdisc replace dev eth0 root handle 1: netem delay 3.000000ms limit 100000",
+        "qdisc del dev eth0 parent 1:1 handle 10:"]
+    assert len(tc_commands("eth0", LinkParams(delay_ms=3), old=LinkParams())) == 1
 
 
 def test_bad_link_parameters_are_errors():
