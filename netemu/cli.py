@@ -44,6 +44,30 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import format_checks, run_checks
+    scenario = None
+    if args.scenario:
+        from .scenario import load_scenario
+        scenario = load_scenario(args.scenario)
+    checks = run_checks(scenario)
+    print(format_checks(checks))
+    return 0 if all(c.ok or not c.required for c in checks) else 1
+
+
+def cmd_clean(args) -> int:
+    import os
+    from .netns import clean
+    if os.geteuid() != 0:
+        print("netemu: error: clean needs root (it deletes network namespaces); run with sudo", file=sys.stderr)
+        return 2
+    removed = clean(args.run)
+    print(f"removed {len(removed['namespaces'])} namespaces and {len(removed['links'])} interfaces left by netemu")
+    for name in removed["namespaces"] + removed["links"]:
+        print(f"  {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="netemu", description="Emulate space-ground data networks (orbital AI data centres).")
     p.add_argument("--version", action="version", version=f"netemu {__version__}")
@@ -55,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--workers", type=int, default=None, help="routing processes (default: one per core)")
     pl.add_argument("--json", action="store_true", help="print summary.json instead of the plain summary")
     pl.set_defaults(func=cmd_plan)
+    dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
+    dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
+    dr.set_defaults(func=cmd_doctor)
+    cl = sub.add_parser("clean", help="remove namespaces and interfaces that netemu runs left behind")
+    cl.add_argument("--run", help="only this run id (4 hex digits)", default=None)
+    cl.set_defaults(func=cmd_clean)
     return p
 
 

@@ -1,0 +1,123 @@
+"""`netemu doctor`: what this machine can emulate, one verdict per item with a fix."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+__all__ = ["Check", "run_checks", "format_checks"]
+
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True   # a failed optional check does not fail the doctor
+
+
+def _tool(name: str, package: str, required: bool = True, why: str = "") -> Check:
+    path = shutil.which(name)
+    return Check(f"tool {name}", path is not None, path or "not found" + (f" ({why})" if why else ""),
+                 f"apt-get install {package}", required)
+
+
+def _mem_available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_checks(scenario=None) -> list[Check]:
+    """Every check, in order; `scenario` (a loaded Scenario) adds a memory estimate for it."""
+    checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0], "install Python ≥ 3.11")]
+    root = os.geteuid() == 0
+    checks.append(Check("root", root, "yes" if root else f"uid {os.geteuid()} (needed for emulation; "
+                                                          "`netemu plan` needs none)", "run with sudo"))
+    for name, package, required, why in (("ip", "iproute2", True, ""), ("tc", "iproute2", True, ""),
+                                         ("ping", "iputils-ping", True, ""),
+                                         ("iperf3", "iperf3", False, "throughput stages"),
+                                         ("tcpdump", "tcpdump", False, "trace capture"),
+                                         ("mnexec", "mininet", False, "Mininet hosts")):
+        checks.append(_tool(name, package, required, why))
+    has_mininet = importlib.util.find_spec("mininet") is not None
+    checks.append(Check("python module mininet", has_mininet, "importable" if has_mininet else "not installed",
+                        "pip install mininet==2.3.0.dev6", required=False))
+    tun = os.path.exists("/dev/net/tun")
+    checks.append(Check("TUN/TAP", tun, "/dev/net/tun present" if tun else "/dev/net/tun missing",
+                        "modprobe tun"))
+    if root and shutil.which("ip"):
+        checks += _kernel_checks(tun)
+    avail = _mem_available_bytes()
+    checks.append(Check("memory", avail > 512 * _MIB, f"{avail / (1 << 30):.1f} GiB available", "free memory"))
+    if scenario is not None:
+        need = estimate_memory_bytes(scenario)
+        checks.append(Check(f"memory for {scenario.name}", need < avail,
+                            f"about {need / _MIB:,.0f} MiB for {_node_count(scenario):,} nodes "
+                            f"(--scope paths instantiates fewer)", "use --scope paths or a larger machine"))
+    return checks
+
+
+def _node_count(scenario) -> int:
+    return sum(g.count for g in scenario.satellites) + len(scenario.ground_stations)
+
+
+def estimate_memory_bytes(scenario) -> int:
+    """Rough need of a full emulation: 4 MiB per node (namespace, stack, router state) and
+    256 KiB per potential link (two TAPs, queues), plus 200 MiB for netemu itself."""
+    nodes = _node_count(scenario)
+    links = 4 * sum(g.count for g in scenario.satellites) + 4 * len(scenario.ground_stations)
+    return nodes * 4 * _MIB + links * 256 * 1024 + 200 * _MIB
+
+
+def _kernel_checks(tun: bool) -> list[Check]:
+    from .links import EngineLinks, LinkEnd, LinkParams, netem_available
+    from .netns import Namespaces
+    out = []
+    try:
+        with Namespaces() as ns:
+            pa, pb = ns.add("doc-a"), ns.add("doc-b")
+            out.append(Check("network namespaces", True, "created and deleted"))
+            if tun:
+                try:
+                    with EngineLinks(shards=1) as eng:
+                        eng.add_link("doctor", LinkEnd(pa, "d0"), LinkEnd(pb, "d0"), LinkParams(delay_ms=5))
+                        for name, addr in (("doc-a", "10.253.0.0/31"), ("doc-b", "10.253.0.1/31")):
+                            ns.run(name, ["ip", "addr", "add", addr, "dev", "d0"])
+                            ns.run(name, ["ip", "link", "set", "d0", "up"])
+                        r = ns.run("doc-a", ["ping", "-c", "3", "-i", "0.05", "-W", "2", "10.253.0.1"], check=False)
+                        ok = r.returncode == 0
+                        out.append(Check("link backend engine", ok,
+                                         "works (TAP pair, 5 ms link answered ping)" if ok else r.stdout[-200:],
+                                         "check TUN/TAP and root"))
+                except Exception as e:  # reported as a verdict: the doctor must not crash
+                    out.append(Check("link backend engine", False, str(e), "check TUN/TAP and root"))
+    except Exception as e:
+        out.append(Check("network namespaces", False, str(e), "run as root on Linux with namespaces"))
+    netem = netem_available()
+    out.append(Check("link backend kernel (tc netem)", netem,
+                     "sch_netem available" if netem else "this kernel has no sch_netem: use the engine (default)",
+                     "a kernel with CONFIG_NET_SCH_NETEM", required=False))
+    return out
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        verdict = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+        line = f"{verdict}  {c.name}: {c.detail}"
+        if not c.ok and c.fix:
+            line += f" — fix: {c.fix}"
+        lines.append(line)
+    failed = [c for c in checks if not c.ok and c.required]
+    lines.append("verdict: " + ("ready" if not failed else f"{len(failed)} required item(s) missing"))
+    return "\n".join(lines)
