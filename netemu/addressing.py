@@ -1,0 +1,69 @@
+"""The addressing plan of an emulated network: one /32 loopback per node, one /31 per link.
+
+Pure: from a Schedule's nodes and links to tables. Every pair of nodes that is linked at some
+step gets one link (its interfaces stay for the whole run; up/down follows the schedule), so the
+plan is stable across handovers. Sized for large constellations: loopbacks come from
+10.128.0.0/9 (8 M nodes), link /31s from 10.0.0.0/9 (4 M links).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["address_plan", "LOOPBACK_NET", "LINK_NET", "MAX_IFACES_PER_NODE"]
+
+LOOPBACK_NET = ipaddress.IPv4Network("10.128.0.0/9")
+LINK_NET = ipaddress.IPv4Network("10.0.0.0/9")
+MAX_IFACES_PER_NODE = 1000   # interface names are `<node>-e<k>`: node ≤ 10 chars, k ≤ 3 digits
+
+
+def _dotted(ints: np.ndarray) -> np.ndarray:
+    ints = ints.astype(np.uint32)
+    parts = [(ints >> s) & 0xFF for s in (24, 16, 8, 0)]
+    return np.char.add(np.char.add(np.char.add(np.char.add(parts[0].astype(str), "."), parts[1].astype(str)),
+                                   np.char.add(".", parts[2].astype(str))), np.char.add(".", parts[3].astype(str)))
+
+
+def address_plan(nodes: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loopbacks and links of the network described by a Schedule's `nodes` and `links`.
+
+    Returns (loopbacks: name, loopback), (links: link, a, b, kind, a_ifname, b_ifname, a_addr,
+    b_addr, prefix_len) with one row per distinct linked pair, in order of first appearance.
+    Raises ValueError if the plan does not fit (too many nodes, links or interfaces per node).
+    """
+    names = nodes["name"].to_numpy()
+    if len(names) > LOOPBACK_NET.num_addresses - 2:
+        raise ValueError(f"{len(names):,} nodes exceed the loopback range {LOOPBACK_NET}")
+    lo = pd.DataFrame({"name": names, "loopback": _dotted(int(LOOPBACK_NET.network_address) + 1 + np.arange(len(names)))})
+    a = links["a"].cat.codes.to_numpy().astype(np.int64)
+    b = links["b"].cat.codes.to_numpy().astype(np.int64)
+    n = len(names)
+    key, first = np.unique(a * n + b, return_index=True)
+    order = np.argsort(first, kind="stable")
+    key, first = key[order], first[order]
+    la, lb = key // n, key % n
+    L = len(key)
+    if 2 * L > LINK_NET.num_addresses:
+        raise ValueError(f"{L:,} links exceed the link range {LINK_NET}")
+    # k-th interface of each node, numbered in link order
+    ends = np.concatenate([la, lb])
+    pos = np.empty(2 * L, np.int64)
+    srt = np.argsort(ends, kind="stable")
+    counts = np.bincount(ends, minlength=n)
+    if counts.max(initial=0) > MAX_IFACES_PER_NODE:
+        worst = names[int(np.argmax(counts))]
+        raise ValueError(f"node {worst} would have {counts.max():,} interfaces; at most {MAX_IFACES_PER_NODE}")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos[srt] = np.arange(2 * L) - np.repeat(starts, counts)
+    base = int(LINK_NET.network_address) + 2 * np.arange(L)
+    kinds = links["kind"].astype(str).to_numpy()[first]
+    table = pd.DataFrame({
+        "link": [f"L{i}" for i in range(L)],
+        "a": names[la], "b": names[lb], "kind": kinds,
+        "a_ifname": np.char.add(np.char.add(names[la].astype(str), "-e"), pos[:L].astype(str)),
+        "b_ifname": np.char.add(np.char.add(names[lb].astype(str), "-e"), pos[L:].astype(str)),
+        "a_addr": _dotted(base), "b_addr": _dotted(base + 1), "prefix_len": 31})
+    return lo, table
