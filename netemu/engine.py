@@ -55,8 +55,8 @@ class DelayProfile:
 
     def add_points(self, points: list[tuple[float, float]], now: float) -> None:
         """Insert breakpoints (monotonic t, delay s); keeps the last point at or before `now`."""
-        merged = sorted(zip(self.t, self.d)) + sorted(points)
-        merged.sort(key=lambda p: p[0])
+        # stable: at equal times the newer point comes last and wins
+        merged = sorted([*zip(self.t, self.d), *points], key=lambda p: p[0])
         keep = 0
         for j, (tj, _) in enumerate(merged):
             if tj <= now:

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .constants import C_KM_PER_S, R_EARTH_KM
-from .orbits import Track, elevation_deg
+from .orbits import Track
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 
 __all__ = ["Schedule", "LinkSet", "build_schedule", "node_table", "clears_earth", "isl_candidates"]

@@ -90,7 +90,7 @@ def main() -> None:
     print(f"peak memory         {peak:.2f} GiB all processes, {largest:.2f} GiB largest process "
           f"= {peak / TARGET_PEAK_GIB:.2f} × the {TARGET_PEAK_GIB:.0f} GiB target")
     print(f"rates               {s['steps'] / wall:.1f} steps/s, {pair_steps / wall / 1e3:.0f} k pair-paths/s")
-    print(f"stage times (last)  " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
+    print("stage times (last)  " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Routing: paths against networkx on snapshots, path delay = sum of its links, no ground transit."""
 
-import dataclasses
 
 import networkx as nx
 import numpy as np

@@ -4,15 +4,14 @@ import dataclasses
 
 import networkx as nx
 import numpy as np
-import pytest
 from skyfield.api import EarthSatellite, load, wgs84
 
 import netemu
 from netemu.constants import C_KM_PER_S, R_EARTH_KM
-from netemu.orbits import elevation_deg, station_ecef_km, walker_satrecs
+from netemu.orbits import station_ecef_km, walker_satrecs
 from netemu.plan import satellite_track
 from netemu.topology import build_schedule, clears_earth, gsl_links, plus_grid_pairs, visible_pairs
-from conftest import DATA, TOPOLOGIES
+from conftest import TOPOLOGIES
 
 TS = load.timescale(builtin=True)
 
