@@ -35,7 +35,11 @@ LATE_S = 0.0005          # a departure later than this counts as late (engine ov
 EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
 WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
-_DEFAULT_QUEUE_S = 0.1   # default queue bound: 100 ms at the link rate
+
+
+def default_queue_bytes(rate_mbps: float) -> int:
+    """Queue bound when none is given: 100 ms at the link rate, at least 64 kB."""
+    return max(64_000, int(rate_mbps * 1e6 / 8 * 0.1))
 
 
 class DelayProfile:
@@ -123,7 +127,7 @@ class Direction:
             self.reorder = p["reorder"]
         if "queue_bytes" in p or "rate_mbps" in p:
             qb = p.get("queue_bytes")
-            self.queue_bytes = qb if qb else (max(64_000.0, self.rate_Bps * _DEFAULT_QUEUE_S) if self.rate_Bps else float("inf"))
+            self.queue_bytes = qb or (default_queue_bytes(self.rate_Bps * 8e-6) if self.rate_Bps else float("inf"))
         if "queue_packets" in p:
             self.queue_packets = p["queue_packets"] or float("inf")
 
@@ -207,7 +211,6 @@ class Engine:
         self.cold_s = 0.0
         self.origin_mono = monotonic()   # monotonic time of emulated t = 0
         self.scale = 1.0                 # wall seconds per emulated second (time dilation)
-        self.vnet_hdr = False
         self.wall_offset = time() - monotonic()
         self.buf = b""
         self.running = True
@@ -270,19 +273,17 @@ class Engine:
         horizon = now + EARLY_SLACK_S
         n = nbytes = late = 0
         max_late = d.max_late_s
+        t_start = monotonic()
         while q and q[0][0] <= horizon:
             dep, frame, epoch = q.popleft()
             if epoch != epoch_now:
                 d.drop_down += 1
                 continue
-            t_w = monotonic()
             try:
                 write(out_fd, frame)
             except OSError:
                 d.drop_error += 1
                 continue
-            cost = monotonic() - t_w
-            self.write_cost_s += WRITE_COST_GAIN * (cost - self.write_cost_s)
             n += 1
             nbytes += len(frame)
             lateness = now - dep
@@ -292,10 +293,16 @@ class Engine:
                 max_late = lateness
             if pcap is not None:
                 pcap.write(now + self.wall_offset, frame[vnet:])
+        if n:
+            self._track_write_cost((monotonic() - t_start) / n)
         d.frames_out += n
         d.bytes_out += nbytes - n * vnet
         d.late += late
         d.max_late_s = max_late
+
+    def _track_write_cost(self, cost_s: float) -> None:
+        """EWMA of one TAP write (the receiving stack runs inside it), taken off later delays."""
+        self.write_cost_s += WRITE_COST_GAIN * (cost_s - self.write_cost_s)
 
     def _send_one(self, d: Direction, frame: bytes, now: float, dep: float) -> None:
         t_w = monotonic()
@@ -304,7 +311,7 @@ class Engine:
         except OSError:
             d.drop_error += 1
             return
-        self.write_cost_s += WRITE_COST_GAIN * (monotonic() - t_w - self.write_cost_s)
+        self._track_write_cost(monotonic() - t_w)
         d.frames_out += 1
         d.bytes_out += len(frame) - self.vnet
         lateness = now - dep
@@ -419,7 +426,7 @@ class Engine:
             self.ctl.setblocking(False)
 
     def cmd_hello(self, vnet_hdr: bool, busy_poll: bool = False, mtu: int = 1500) -> dict:
-        self.vnet_hdr, self.busy_poll = vnet_hdr, busy_poll
+        self.busy_poll = busy_poll
         # Reads allocate this much per frame: size it to the MTU (a larger frame would be cut).
         self.max_frame = 65_600 if vnet_hdr else mtu + 22
         from .tap import VNET_HDR_BYTES
@@ -451,7 +458,7 @@ class Engine:
                     ns_fd = self.ns_fds[ns_path] = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
                 setns(ns_fd)
                 try:
-                    fds.append(open_tap(ifname, self.vnet_hdr))
+                    fds.append(open_tap(ifname, vnet_hdr=bool(self.vnet)))
                 finally:
                     setns(self.home_ns)
         except Exception:

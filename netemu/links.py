@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
+from .engine import default_queue_bytes
 from .errors import EmulationError
 from .netns import TAP_PREFIX, Namespaces, new_run_id
 
@@ -374,9 +375,7 @@ class EngineLinks:
             finally:
                 for link in links:
                     if link in self._where:
-                        shard = self._where.pop(link)
-                        shard.links.discard(link)
-                        shard.call("remove", link)
+                        self.remove_link(link)
         return {"cold_overhead_us": round(self.cold_overhead_us, 1), "warm_overhead_us": round(self.overhead_us, 1),
                 "residual_one_link_us": round(res_one, 1), "residual_per_hop_us": round(res_hop, 1),
                 "reference_rtt_us": round(reference * 1e3, 1)}
@@ -455,7 +454,7 @@ def tc_commands(ifname: str, p: LinkParams, old: LinkParams | None = None) -> li
     lines = [netem]
     if p.rate_mbps:
         burst = max(1600, int(p.rate_mbps * 1e6 / 8 / 250))      # 4 ms worth, at least one frame
-        queue_bytes = p.queue_bytes or max(64_000, int(p.rate_mbps * 1e6 / 8 * 0.1))
+        queue_bytes = p.queue_bytes or default_queue_bytes(p.rate_mbps)
         lines.append(f"qdisc replace dev {ifname} parent 1:1 handle 10: tbf rate {p.rate_mbps:.6f}mbit "
                      f"burst {burst} limit {queue_bytes}")
     elif old is not None and old.rate_mbps:
