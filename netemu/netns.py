@@ -6,19 +6,70 @@ what netemu made and nothing else.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import secrets
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import EmulationError
 
-__all__ = ["Namespaces", "NETNS_PREFIX", "TAP_PREFIX", "new_run_id", "list_netemu_namespaces", "clean"]
+__all__ = ["Namespaces", "NETNS_PREFIX", "TAP_PREFIX", "new_run_id", "list_netemu_namespaces", "clean", "entered",
+           "set_sysctls"]
 
 NETNS_PREFIX = "netemu-"
 TAP_PREFIX = "ne"
 NETNS_DIR = Path("/var/run/netns")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MNT_DETACH = 2
+
+# A router's kernel settings: forwarding on; IPv6 off (netemu's networks are IPv4, and IPv6
+# autoconfiguration would put unsolicited frames on every link); no reverse-path filter (paths
+# are destination-based trees, so a reply may come back over another link than the request
+# left by); no redirects; ICMP errors (traceroute) not rate-limited.
+ROUTER_SYSCTLS = {
+    "ipv4/ip_forward": "1",
+    "ipv6/conf/all/disable_ipv6": "1", "ipv6/conf/default/disable_ipv6": "1",
+    "ipv4/conf/all/rp_filter": "0", "ipv4/conf/default/rp_filter": "0",
+    "ipv4/conf/all/send_redirects": "0", "ipv4/conf/default/send_redirects": "0",
+    "ipv4/icmp_ratelimit": "0",
+}
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise EmulationError(f"{what} failed: {os.strerror(ctypes.get_errno())}")
+
+
+@contextmanager
+def entered(netns_path: str):
+    """Run the body with the calling thread inside the namespace at `netns_path` (sockets made
+    there stay there), and return to the thread's namespace afterwards, also on error."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(fd, _CLONE_NEWNET), f"setns into {netns_path}")
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _check(_libc.setns(home, _CLONE_NEWNET), "setns back home")
+    finally:
+        os.close(home)
+
+
+def set_sysctls(values: dict[str, str]) -> None:
+    """Write /proc/sys/net/<key> = value in the calling thread's current namespace."""
+    for key, value in values.items():
+        with open(f"/proc/sys/net/{key}", "w") as f:
+            f.write(value)
 
 
 def new_run_id() -> str:
@@ -59,6 +110,35 @@ class Namespaces:
             self.run(name, ["ip", "link", "set", "lo", "up"])
         return self.path(name)
 
+    def add_routers(self, names: list[str], configure=None) -> list[str]:
+        """Create many namespaces from this process (unshare + bind mount, as `ip netns add`
+        does, without a fork per namespace): loopback up, `ROUTER_SYSCTLS` set, then
+        `configure(name)` called while the thread is inside (open netlink sockets there).
+        Returns their paths. On error, the ones made so far stay in the set (delete_all)."""
+        if names and (not NETNS_DIR.exists() or not any(True for _ in _mounts_of(NETNS_DIR))):
+            # the first through `ip` makes /var/run/netns the shared mount `ip netns` expects
+            self.add(names[0], loopback=False)
+            first, names = names[0], names[1:]
+            with entered(self.path(first)):
+                _router_setup(first, configure)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for name in names:
+                path = self.path(name)
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+                os.close(fd)
+                self.names.append(name)
+                _check(_libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+                try:
+                    _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, _MS_BIND, None),
+                           f"bind mount of {path}")
+                    _router_setup(name, configure)
+                finally:
+                    _check(_libc.setns(home, _CLONE_NEWNET), "setns back home")
+        finally:
+            os.close(home)
+        return [self.path(n) for n in self.names]
+
     def run(self, name: str, cmd: list[str], check: bool = True, timeout: float | None = None,
             **kw) -> subprocess.CompletedProcess:
         r = subprocess.run(["ip", "netns", "exec", self.full(name), *cmd], capture_output=True, text=True,
@@ -74,7 +154,7 @@ class Namespaces:
     def delete_all(self) -> None:
         """Delete every namespace of this set; their interfaces (TAPs, veths) go with them."""
         for name in reversed(self.names):
-            _ip("netns", "del", self.full(name), check=False)
+            _delete_netns(self.path(name))
         self.names.clear()
 
     def __enter__(self) -> "Namespaces":
@@ -82,6 +162,37 @@ class Namespaces:
 
     def __exit__(self, *exc) -> None:
         self.delete_all()
+
+
+def _router_setup(name: str, configure) -> None:
+    from .rtnl import Rtnl
+    set_sysctls(ROUTER_SYSCTLS)
+    r = Rtnl(name)
+    try:
+        r.link_up(1)   # lo is ifindex 1 in every new namespace
+        r.commit()
+    finally:
+        r.close()
+    if configure:
+        configure(name)
+
+
+def _mounts_of(path: Path):
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.split()[4] == target:
+                yield line
+
+
+def _delete_netns(path: str) -> None:
+    """What `ip netns del` does, without the fork: detach the bind mount and remove the file.
+    The namespace itself goes when its last user (process, open fd) does."""
+    _libc.umount2(path.encode(), _MNT_DETACH)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def list_netemu_namespaces() -> list[str]:
@@ -99,7 +210,7 @@ def clean(run_id: str | None = None) -> dict:
     removed_ns = []
     for name in list_netemu_namespaces():
         if name.startswith(ns_prefix):
-            _ip("netns", "del", name, check=False)
+            _delete_netns(str(NETNS_DIR / name))
             removed_ns.append(name)
     removed_links = []
     pattern = re.compile(rf"^{TAP_PREFIX}{run_id or '[0-9a-f]{4}'}[a-z][0-9]*[ab]$")

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from .topology import Schedule
 
-__all__ = ["Routes", "compute_routes", "path_events"]
+__all__ = ["Routes", "compute_routes", "path_events", "next_hop_changes"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,7 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
     share the steps; `progress(done_steps, total_steps)` is called as chunks finish.
     """
     names = schedule.node_names
-    index = {n: i for i, n in enumerate(names)}
-    L = schedule.links[schedule.links["up"]]
-    g = _Graphs(step=L["step"].to_numpy(np.int64), a=L["a"].cat.codes.to_numpy(np.int64),
-                b=L["b"].cat.codes.to_numpy(np.int64), delay_ms=L["delay_ms"].to_numpy(np.float64),
-                n_nodes=len(names), is_ground=(schedule.nodes["kind"] == "ground").to_numpy(),
-                endpoints=np.array([index[e] for e in endpoints], np.int64), metric=metric,
-                ground_relay=ground_relay)
+    g = _graphs(schedule, endpoints, metric, ground_relay)
     T = len(schedule.t_s)
     workers = workers or os.cpu_count() or 1
     n_chunks = max(1, min(T, 8 * workers))
@@ -106,6 +100,79 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
     return _assemble(results, schedule, endpoints, names)
 
 
+def _graphs(schedule: Schedule, endpoints: tuple[str, ...], metric: str, ground_relay: bool) -> _Graphs:
+    names = schedule.node_names
+    index = {n: i for i, n in enumerate(names)}
+    L = schedule.links[schedule.links["up"]]
+    return _Graphs(step=L["step"].to_numpy(np.int64), a=L["a"].cat.codes.to_numpy(np.int64),
+                   b=L["b"].cat.codes.to_numpy(np.int64), delay_ms=L["delay_ms"].to_numpy(np.float64),
+                   n_nodes=len(names), is_ground=(schedule.nodes["kind"] == "ground").to_numpy(),
+                   endpoints=np.array([index[e] for e in endpoints], np.int64), metric=metric,
+                   ground_relay=ground_relay)
+
+
+def next_hop_changes(schedule: Schedule, endpoints: tuple[str, ...], metric: str = "delay",
+                     ground_relay: bool = False, steps: tuple[int, int] | None = None,
+                     workers: int | None = None) -> pd.DataFrame:
+    """Every node's next hop toward every endpoint, as the data plane installs it: the full
+    table at the first step of `steps` = [k0, k1) (default: all), then only the entries that
+    change. The trees are those of `compute_routes`, so forwarding follows the planned paths.
+
+    Returns `step, node, dst, next_hop` (int32 indices into `schedule.node_names`; next_hop −1:
+    unreachable or the node is `dst` itself), sorted by step.
+    """
+    g = _graphs(schedule, endpoints, metric, ground_relay)
+    k0, k1 = steps or (0, len(schedule.t_s))
+    workers = workers or os.cpu_count() or 1
+    n_chunks = max(1, min(k1 - k0, 4 * workers))
+    edges = np.linspace(k0, k1, n_chunks + 1).astype(int)
+    bounds = np.searchsorted(g.step, edges)
+    jobs = [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
+            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            results = list(pool.map(_next_hop_chunk, jobs))
+    else:
+        results = [_next_hop_chunk(j) for j in jobs]
+    parts, prev = [], None
+    for k_first, first, changes, last in results:
+        parts.append(_nh_rows(k_first, np.ones_like(first, bool) if prev is None else first != prev, first))
+        parts.append(changes)
+        prev = last
+    out = pd.concat(parts, ignore_index=True)
+    return out
+
+
+def _nh_rows(step: int, mask: np.ndarray, nh: np.ndarray) -> pd.DataFrame:
+    dst, node = np.nonzero(mask)
+    return pd.DataFrame({"step": np.full(len(dst), step, np.int32), "node": node.astype(np.int32),
+                         "dst": dst.astype(np.int32), "next_hop": nh[dst, node].astype(np.int32)})
+
+
+def _next_hop_chunk(job):
+    """Next hops of steps [k0, k1): (k0, its table [E, n], rows of later changes, last table)."""
+    g, k0, k1 = job
+    sink, V = _sinks(g)
+    bounds = np.searchsorted(g.step, np.arange(k0, k1 + 1))
+    rows = np.arange(len(g.endpoints))
+    changes, prev, first = [], None, None
+    for k in range(k0, k1):
+        lo, hi = bounds[k - k0], bounds[k - k0 + 1]
+        _, pred = _trees(g, g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi], sink, V)
+        # In dst's tree, a node's predecessor is its neighbour toward dst; a station is reached
+        # (as a source) through its sink half.
+        nh = pred[:, sink].astype(np.int32)
+        nh[nh < 0] = -1
+        nh[rows, g.endpoints] = -1
+        if prev is None:
+            first = nh
+        else:
+            changes.append(_nh_rows(k, nh != prev, nh))
+        prev = nh
+    empty = _nh_rows(k0, np.zeros_like(first, bool), first)
+    return k0, first, pd.concat([empty, *changes], ignore_index=True), prev
+
+
 def _slice(g: _Graphs, lo: int, hi: int) -> _Graphs:
     return _Graphs(g.step[lo:hi], g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi], g.n_nodes, g.is_ground,
                    g.endpoints, g.metric, g.ground_relay)
@@ -115,13 +182,9 @@ def _route_chunk(job) -> dict:
     """Routes for steps [k0, k1). Path arrays hold node indices from src to dst, padded with -1."""
     g, k0, k1 = job
     n, E = g.n_nodes, len(g.endpoints)
-    split = not g.ground_relay
-    ground = np.nonzero(g.is_ground)[0]
-    sink = np.arange(n)
-    if split:  # the sink half of station i is node n + (rank of i among stations)
-        sink[ground] = n + np.arange(len(ground))
-    V = n + (len(ground) if split else 0)
-    to_node = np.concatenate([np.arange(n), ground]) if split else np.arange(n)
+    sink, V = _sinks(g)
+    to_node = np.arange(V)
+    to_node[sink] = np.arange(n)
     ep = g.endpoints
     pi, pj = np.triu_indices(E, k=1)
     bounds = np.searchsorted(g.step, np.arange(k0, k1 + 1))
@@ -132,15 +195,7 @@ def _route_chunk(job) -> dict:
     for k in range(k0, k1):
         lo, hi = bounds[k - k0], bounds[k - k0 + 1]
         a, b, d = g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi]
-        w = np.maximum(d, 1e-9) if g.metric == "delay" else np.ones_like(d)
-        # Directed edges: a→b and b→a, but into a station only its sink half.
-        rows = np.concatenate([a, b])
-        cols = np.concatenate([sink[b], sink[a]])
-        ww = np.concatenate([w, w])
-        dd = np.concatenate([d, d])
-        M = sp.csr_matrix((ww, (rows, cols)), shape=(V, V))
-        # Trees rooted at each destination endpoint; a packet src→dst walks dst's tree from src.
-        dist, pred = dijkstra(M, directed=True, indices=ep, return_predecessors=True)
+        dist, pred = _trees(g, a, b, d, sink, V)
         start = sink[ep[pi]]          # src's node as reached in dst's tree
         row = pj                      # tree of dst
         reach = np.isfinite(dist[row, start])
@@ -150,7 +205,7 @@ def _route_chunk(job) -> dict:
         if g.metric == "delay":
             delay = dist[row, start]
         else:
-            D = sp.csr_matrix((dd, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
+            D = sp.csr_matrix((np.concatenate([d, d]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
             hop_a, hop_b = P[:, :-1], P[:, 1:]
             m = (hop_a >= 0) & (hop_b >= 0)
             delay = np.zeros(len(P))
@@ -178,6 +233,29 @@ def _route_chunk(job) -> dict:
             "r_step": np.array(r_step, np.int32), "r_pair": np.array(r_pair, np.int32), "r_path": r_path,
             "r_delay": np.array(r_delay, np.float64), "r_hops": np.array(r_hops, np.int16),
             "first": first_paths, "last": prev}
+
+
+def _trees(g: _Graphs, a: np.ndarray, b: np.ndarray, d: np.ndarray, sink: np.ndarray, V: int):
+    """Shortest-path trees rooted at each endpoint over one step's links: (dist, pred) [E, V]."""
+    w = np.maximum(d, 1e-9) if g.metric == "delay" else np.ones_like(d)
+    # Directed edges: a→b and b→a, but into a station only its sink half.
+    rows = np.concatenate([a, b])
+    cols = np.concatenate([sink[b], sink[a]])
+    M = sp.csr_matrix((np.concatenate([w, w]), (rows, cols)), shape=(V, V))
+    # Trees rooted at each destination endpoint; a packet src→dst walks dst's tree from src.
+    return dijkstra(M, directed=True, indices=g.endpoints, return_predecessors=True)
+
+
+def _sinks(g: _Graphs) -> tuple[np.ndarray, int]:
+    """Node index of each node as a path's last hop reaches it (a station's sink half), and the
+    number of graph vertices."""
+    n = g.n_nodes
+    ground = np.nonzero(g.is_ground)[0]
+    sink = np.arange(n)
+    if not g.ground_relay:  # the sink half of station i is node n + (rank of i among stations)
+        sink[ground] = n + np.arange(len(ground))
+        return sink, n + len(ground)
+    return sink, n
 
 
 def _walk(pred: np.ndarray, row: np.ndarray, start: np.ndarray, reach: np.ndarray) -> np.ndarray:

@@ -103,3 +103,48 @@ def test_unreachable_pairs_have_no_path_rows_and_an_empty_route(small_plan):
     assert per_step.min() < E * (E - 1) // 2        # the small scenario has gaps in coverage
     empty = r.routes[r.routes["path"] == ""]
     assert len(empty) > 0 and empty["delay_ms"].isna().all() and empty["hops"].isna().all()
+
+
+def test_next_hops_walk_the_planned_paths(small_plan):
+    """Following next hops hop by hop from src reaches dst along the planner's path (src→dst in
+    dst's tree, as routes lists it) at every step, and only changed entries are listed."""
+    from netemu.routing import next_hop_changes
+    sched, routes, sc = small_plan.schedule, small_plan.routes, small_plan.scenario
+    names = sched.node_names
+    idx = {n: i for i, n in enumerate(names)}
+    eps = sc.endpoints
+    nh_changes = next_hop_changes(sched, eps, sc.routing.metric, sc.routing.ground_relay, workers=2)
+    assert (nh_changes["step"].diff().dropna() >= 0).all()
+    table = np.full((len(eps), len(names)), -2, np.int32)
+    by_step = {k: g for k, g in nh_changes.groupby("step")}
+    assert by_step[0].shape[0] == len(eps) * len(names)
+    walked = 0
+    for k in range(len(sched.t_s)):
+        if k in by_step:
+            g = by_step[k]
+            if k > 0:  # only real changes are listed
+                assert (table[g["dst"], g["node"]] != g["next_hop"]).all()
+            table[g["dst"], g["node"]] = g["next_hop"]
+        if k % 7:
+            continue
+        for s in range(len(eps)):
+            for d in range(len(eps)):
+                if s == d:
+                    continue
+                expect = routes.path_at(eps[s], eps[d], sched.t_s[k]) if s < d else \
+                    routes.path_at(eps[d], eps[s], sched.t_s[k])[::-1]
+                # routes lists src→dst in dst's tree; the reverse direction walks src's tree,
+                # which has the same delay but may take another equal-delay path
+                path, v = [eps[s]], idx[eps[s]]
+                while v != idx[eps[d]] and len(path) <= len(names):
+                    v = table[d, v]
+                    if v < 0:
+                        path = []
+                        break
+                    path.append(names[v])
+                if s < d:
+                    assert path == expect, (k, eps[s], eps[d])
+                else:
+                    assert bool(path) == bool(expect)
+                walked += bool(path)
+    assert walked > 100
