@@ -5,16 +5,26 @@ The public API (pinned by tests/test_api.py):
     scenario = netemu.load_scenario("topologies/beijing-orbital-dc.toml")
     plan = netemu.make_plan(scenario)
     netemu.write_plan(plan, "out/")
+    with netemu.emulate(plan, duration_s=60) as em:      # root
+        em.start()
+        em["g-beijing"].cmd("ping -c 3", em.loopback("c-odc-00"))
+    netemu.run(plan, "out/run")                          # what `netemu run` does
+
+Names are imported on first use, so processes that need only a small part (the link engine,
+probes inside emulated nodes) start fast.
 """
+
+import importlib
+
+from .errors import EmulationError, NetemuError, PlanError, ScenarioError, TLEError, TraceError
 
 __version__ = "0.1.0"
 
-from .errors import EmulationError, NetemuError, PlanError, ScenarioError, TLEError, TraceError
-from .orbits import Track
-from .plan import Plan, make_plan, read_plan, write_plan
-from .routing import Routes
-from .scenario import Scenario, load_scenario
-from .topology import Schedule
+_LAZY = {
+    "Track": "orbits", "Plan": "plan", "make_plan": "plan", "read_plan": "plan", "write_plan": "plan",
+    "Routes": "routing", "Scenario": "scenario", "load_scenario": "scenario", "Schedule": "topology",
+    "Emulation": "emulation", "emulate": "emulation", "run": "runner",
+}
 
 __all__ = [
     "__version__",
@@ -22,4 +32,17 @@ __all__ = [
     "Scenario", "load_scenario",
     "Track", "Schedule", "Routes",
     "Plan", "make_plan", "write_plan", "read_plan",
+    "Emulation", "emulate", "run",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'netemu' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -44,6 +44,56 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _pair(text: str, flag: str) -> tuple[str, str]:
+    src, sep, dst = text.partition(":")
+    if not sep or not src or not dst:
+        raise NetemuError(f"{flag} {text!r}: expected SRC:DST (two node names)")
+    return src, dst
+
+
+def cmd_run(args) -> int:
+    import signal
+    from .plan import make_plan
+    from .runner import run
+    from .scenario import load_scenario
+    say = _stage(time.perf_counter())
+
+    def on_term(signum, frame):  # SIGTERM tears down like Ctrl-C
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    probes = None
+    if args.probe:
+        probes = [_pair(p, "--probe") for item in args.probe for p in item.split(",") if p]
+    iperf = _pair(args.iperf, "--iperf") if args.iperf else None
+    scenario = load_scenario(args.scenario)
+    from .netns import running_as_root
+    if not running_as_root():
+        raise NetemuError("netemu run needs root (namespaces, TAP devices, routes); run it with sudo")
+    say(f"scenario {scenario.name}: planning")
+    plan = make_plan(scenario, progress=say)
+    info = run(plan, args.out, probes=probes, probe_rate_hz=args.probe_rate, iperf=iperf, cli=args.cli,
+               progress=say, links=args.links, scope=args.scope, speed=args.speed, dilation=args.dilation,
+               start_s=args.start, duration_s=args.duration, shards=args.shards, busy_poll=False if args.no_busy_poll else None, seed=args.seed,
+               calibrate=not args.no_calibrate)
+    fid = info.get("fidelity", {})
+    lag = info.get("apply_lag_ms", {})
+    print(f"run of {scenario.name}: {info.get('nodes')} nodes, {info.get('links')} links, up in {info.get('up_s')} s, "
+          f"down in {info.get('down_s')} s")
+    if lag:
+        print(f"route changes applied with lag median {lag['median']} ms, p99 {lag['p99']} ms")
+    if fid:
+        print(f"fidelity: {fid.get('verdict')}: RTT − oracle median {fid.get('error_median_ms')} ms, "
+              f"p99 |err| {fid.get('abs_error_p99_ms')} ms over {fid.get('compared')} probes "
+              f"({fid.get('straddling_path_change')} straddling path changes, "
+              f"{fid.get('lost_while_reachable')} lost while reachable)")
+    if info.get("iperf_mean_mbps") is not None:
+        print(f"iperf3 {info['iperf']}: mean {info['iperf_mean_mbps']:.1f} Mbit/s")
+    for w in info.get("warnings", []):
+        print(f"warning: {w}")
+    print(f"Results in {args.out}/ (run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import format_checks, run_checks
     scenario = None
@@ -62,10 +112,33 @@ def cmd_clean(args) -> int:
         print("netemu: error: clean needs root (it deletes network namespaces); run with sudo", file=sys.stderr)
         return 2
     removed = clean(args.run)
-    print(f"removed {len(removed['namespaces'])} namespaces and {len(removed['links'])} interfaces left by netemu")
+    print(f"removed {len(removed['namespaces'])} namespaces, {len(removed['links'])} interfaces and "
+          f"{len(removed['processes'])} processes left by netemu")
     for name in removed["namespaces"] + removed["links"]:
         print(f"  {name}")
     return 0
+
+
+def _number(text: str, ok, expected: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+    return v
+
+
+def _positive(text: str) -> float:
+    return _number(text, lambda v: v > 0, "a number > 0")
+
+
+def _nonneg(text: str) -> float:
+    return _number(text, lambda v: v >= 0, "a number ≥ 0")
+
+
+def _at_least_one(text: str) -> float:
+    return _number(text, lambda v: v >= 1, "a number ≥ 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--workers", type=int, default=None, help="routing processes (default: one per core)")
     pl.add_argument("--json", action="store_true", help="print summary.json instead of the plain summary")
     pl.set_defaults(func=cmd_plan)
+    rn = sub.add_parser("run", help="emulate the scenario with real network stacks (root)")
+    rn.add_argument("scenario", nargs="?", default=str(DEFAULT_SCENARIO),
+                    help="scenario TOML (default: topologies/beijing-orbital-dc.toml)")
+    rn.add_argument("-o", "--out", required=True, help="run directory")
+    rn.add_argument("--start", type=_nonneg, default=0.0, help="emulated start time, s from the epoch (default 0)")
+    rn.add_argument("--duration", type=_positive, default=None, help="emulated seconds to play (default: to the end)")
+    rn.add_argument("--speed", type=_positive, default=1.0, help="< 1 slows the orbital motion (default 1)")
+    rn.add_argument("--dilation", type=_at_least_one, default=1.0,
+                    help="time dilation K ≥ 1: delays × K, rates ÷ K, motion ÷ K (default 1)")
+    rn.add_argument("--scope", choices=("auto", "all", "paths"), default="auto",
+                    help="instantiate every satellite or only those on endpoint paths (auto: paths above 500)")
+    rn.add_argument("--links", choices=("engine", "kernel"), default="engine", help="link backend (default engine)")
+    rn.add_argument("--shards", type=int, default=None,
+                    help="link-engine processes (default: half the cores when polling, else one per core)")
+    rn.add_argument("--no-busy-poll", action="store_true",
+                    help="link engines sleep between frames instead of polling on their own cores "
+                         "(frees those cores; delays jitter by the wake-up time)")
+    rn.add_argument("--probe", action="append", metavar="SRC:DST[,SRC:DST]",
+                    help="RTT probe pairs (default: every ground station to the first compute satellite)")
+    rn.add_argument("--probe-rate", type=_positive, default=20.0, help="probes per second per pair (default 20)")
+    rn.add_argument("--iperf", metavar="SRC:DST", help="also run iperf3 (TCP) from SRC to DST over the window")
+    rn.add_argument("--seed", type=int, default=0, help="random seed of link losses")
+    rn.add_argument("--no-calibrate", action="store_true", help="skip the link-engine overhead calibration")
+    rn.add_argument("--cli", action="store_true", help="open the Mininet CLI while the constellation moves")
+    rn.set_defaults(func=cmd_run)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
     dr.set_defaults(func=cmd_doctor)
@@ -90,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "workers", None) is not None and args.workers < 1:
-        print("netemu: error: --workers: expected an integer ≥ 1", file=sys.stderr)
-        return 2
+    for flag in ("workers", "shards"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            print(f"netemu: error: --{flag}: expected an integer ≥ 1", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except NetemuError as e:

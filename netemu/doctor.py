@@ -46,11 +46,12 @@ def run_checks(scenario=None) -> list[Check]:
                                          ("ping", "iputils-ping", True, ""),
                                          ("iperf3", "iperf3", False, "throughput stages"),
                                          ("tcpdump", "tcpdump", False, "trace capture"),
-                                         ("mnexec", "mininet", False, "Mininet hosts")):
+                                         ("nsenter", "util-linux", True, ""),
+                                         ("mnexec", "mininet", True, "Mininet nodes of `netemu run`")):
         checks.append(_tool(name, package, required, why))
     has_mininet = importlib.util.find_spec("mininet") is not None
     checks.append(Check("python module mininet", has_mininet, "importable" if has_mininet else "not installed",
-                        "pip install mininet==2.3.0.dev6", required=False))
+                        "pip install mininet==2.3.0.dev6 (make setup does)", required=True))
     tun = os.path.exists("/dev/net/tun")
     checks.append(Check("TUN/TAP", tun, "/dev/net/tun present" if tun else "/dev/net/tun missing",
                         "modprobe tun"))

@@ -18,6 +18,7 @@ stop the engine. The engine exits, closing its TAPs, when the parent goes away.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 import os
 import pickle
 import random
@@ -32,6 +33,7 @@ from time import monotonic, time
 from .tap import Timer, die_with_parent, open_tap, setns, unpersist_tap
 
 LATE_S = 0.0005          # a departure later than this counts as late (engine overload)
+LATE_BUCKETS_S = (10e-6, 50e-6, 100e-6, 200e-6, 500e-6, 2e-3)   # departure lateness histogram edges
 EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
 WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
@@ -59,6 +61,19 @@ class DelayProfile:
 
     def add_points(self, points: list[tuple[float, float]], now: float) -> None:
         """Insert breakpoints (monotonic t, delay s); keeps the last point at or before `now`."""
+        if points and points[0][0] > self.t[-1] and all(a[0] < b[0] for a, b in zip(points, points[1:])):
+            # the usual case (a player feeding ahead): append, and drop what has been passed
+            # in amortised O(1) so that a feed costs the engine microseconds, not a re-sort
+            i = self.i
+            while i + 1 < len(self.t) and self.t[i + 1] <= now:
+                i += 1
+            if i > 16:
+                del self.t[:i], self.d[:i]
+                i = 0
+            self.i = i
+            self.t.extend(p[0] for p in points)
+            self.d.extend(p[1] for p in points)
+            return
         # stable: at equal times the newer point comes last and wins
         merged = sorted([*zip(self.t, self.d), *points], key=lambda p: p[0])
         keep = 0
@@ -224,6 +239,8 @@ class Engine:
         self.started = monotonic()
         self.frames = 0
         self.vnet = 0
+        self.control_max_ms = 0.0
+        self.late_hist = [0] * (len(LATE_BUCKETS_S) + 1)
 
     # ------------------------------------------------------------------ time
 
@@ -291,6 +308,7 @@ class Engine:
                 late += 1
             if lateness > max_late:
                 max_late = lateness
+            self.late_hist[bisect_right(LATE_BUCKETS_S, lateness)] += 1
             if pcap is not None:
                 pcap.write(now + self.wall_offset, frame[vnet:])
         if n:
@@ -373,15 +391,19 @@ class Engine:
             t0 = monotonic()
             self.handle(events)
             self.cold = False
-            if self.pending:
-                self.apply_due()
-            heap = self.heap
             work = monotonic() - t0
-            while heap and self.running:
+            # Serve departures and scheduled updates, spinning while the next of either is
+            # within SPIN_S (the timer fired that early on purpose; sleeping again would miss
+            # the instant until some other event came).
+            while self.running:
                 t1 = monotonic()
-                self.deliver()
+                if self.heap:
+                    self.deliver()
+                if self.pending:
+                    self.apply_due()
                 work += monotonic() - t1
-                if not heap or heap[0][0] - monotonic() > SPIN_S:
+                nxt = self.next_wake()
+                if not nxt or nxt - monotonic() > SPIN_S:
                     break
                 events = ep.poll(0)         # keep serving arrivals while spinning
                 if events:
@@ -415,11 +437,14 @@ class Engine:
             n = struct.unpack("!I", self.buf[:4])[0]
             if len(self.buf) < 4 + n:
                 break
+            t0 = monotonic()
             msg, self.buf = pickle.loads(self.buf[4:4 + n]), self.buf[4 + n:]
             try:
                 reply = ("ok", getattr(self, "cmd_" + msg[0])(*msg[1:]))
             except Exception as e:  # reported to the parent, which raises EmulationError
                 reply = ("error", f"{type(e).__name__}: {e}")
+            if msg[0] in ("set", "delay_points"):   # control work the data path waited for
+                self.control_max_ms = max(self.control_max_ms, (monotonic() - t0) * 1e3)
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
             self.ctl.setblocking(True)
             self.ctl.sendall(struct.pack("!I", len(data)) + data)
@@ -551,7 +576,9 @@ class Engine:
         rows = [d.counters() for ab, ba, _ in self.links.values() for d in (ab, ba)]
         up = monotonic() - self.started
         return {"links": rows, "busy_fraction": self.busy_s / up if up > 0 else 0.0, "frames": self.frames,
-                "pending_updates": len(self.pending), "write_cost_us": self.write_cost_s * 1e6}
+                "pending_updates": len(self.pending), "write_cost_us": self.write_cost_s * 1e6,
+                "control_max_ms": self.control_max_ms,
+                "late_hist": dict(zip([f"<{b * 1e6:g}us" for b in LATE_BUCKETS_S] + ["more"], self.late_hist))}
 
     def cmd_stop(self) -> None:
         self.running = False

@@ -195,6 +195,31 @@ def _delete_netns(path: str) -> None:
         pass
 
 
+def _ns_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _kill_processes_in(ns_ids: set) -> list[int]:
+    """SIGKILL every process whose network namespace is one of `ns_ids` (what a killed run left
+    running inside its nodes: shells, probes, user programs)."""
+    if not ns_ids:
+        return []
+    killed = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            if _ns_id(f"/proc/{entry}/ns/net") in ns_ids:
+                try:
+                    os.kill(int(entry), 9)
+                    killed.append(int(entry))
+                except OSError:
+                    pass
+    return killed
+
+
 def list_netemu_namespaces() -> list[str]:
     if not NETNS_DIR.exists():
         return []
@@ -208,10 +233,11 @@ def clean(run_id: str | None = None) -> dict:
     `run_id` limits it to one run."""
     ns_prefix = NETNS_PREFIX + (f"{run_id}-" if run_id else "")
     removed_ns = []
-    for name in list_netemu_namespaces():
-        if name.startswith(ns_prefix):
-            _delete_netns(str(NETNS_DIR / name))
-            removed_ns.append(name)
+    doomed = [name for name in list_netemu_namespaces() if name.startswith(ns_prefix)]
+    killed = _kill_processes_in({_ns_id(str(NETNS_DIR / n)) for n in doomed} - {None})
+    for name in doomed:
+        _delete_netns(str(NETNS_DIR / name))
+        removed_ns.append(name)
     removed_links = []
     pattern = re.compile(rf"^{TAP_PREFIX}{run_id or '[0-9a-f]{4}'}[a-z][0-9]*[ab]$")
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
@@ -221,7 +247,7 @@ def clean(run_id: str | None = None) -> dict:
             if pattern.match(ifname):
                 _ip("link", "del", ifname, check=False)
                 removed_links.append(ifname)
-    return {"namespaces": removed_ns, "links": removed_links}
+    return {"namespaces": removed_ns, "links": removed_links, "processes": killed}
 
 
 def running_as_root() -> bool:

@@ -7,6 +7,7 @@ above 100 ms); these probes do not round.
     python -m netemu.probe server [--port 7777]
     python -m netemu.probe client DST [--port 7777] [--count 50] [--interval 0.02] [--size 64]
     python -m netemu.probe icmp DST [DST ...] [--count 50] [--interval 0.02]   (root: raw socket)
+    python -m netemu.probe stream DST [DST ...] --interval 0.025 --out FILE     (until SIGTERM)
 
 The client prints one CSV line per probe: seq,t_send_s,rtt_ms,fwd_ms,rev_ms (rtt empty if lost;
 t_send_s on CLOCK_MONOTONIC).
@@ -15,7 +16,9 @@ t_send_s on CLOCK_MONOTONIC).
 from __future__ import annotations
 
 import argparse
+import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -93,13 +96,19 @@ def _icmp_checksum(data: bytes) -> int:
 
 
 def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02,
-                 timeout_s: float = 2.0) -> list[float | None]:
+                 timeout_s: float = 2.0, netns: str | None = None) -> list[float | None]:
     """ICMP echo round-trip times (ms, unrounded; None where lost), answered by the kernel of
     `dst` like ping's and timed like ping (send clock, kernel receive timestamp). With a list
     of destinations, echo k goes to dst[k % len(dst)]: interleaving compares paths under the
-    same conditions. Needs root (raw socket)."""
+    same conditions. From namespace file `netns` if given (the socket is made there), else
+    from the current one. Needs root (raw socket)."""
     dsts = [dst] if isinstance(dst, str) else list(dst)
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    if netns:
+        from .netns import entered
+        with entered(netns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     # Kernel receive timestamps (as ping uses): the RTT excludes this process's own wake-up.
     s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     ident = (id(s) ^ time.monotonic_ns()) & 0xFFFF
@@ -136,6 +145,78 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
     return [rtt.get(q) for q in range(count)]
 
 
+def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: float = 2.0,
+                max_s: float | None = None) -> int:
+    """ICMP echoes to `dsts` in turn, one every `interval_s`, until SIGTERM/SIGINT (or `max_s`);
+    then waits `timeout_s` for late replies and writes `out_path` as CSV `dst,t_send_mono_s,rtt_ms`
+    (send time on CLOCK_MONOTONIC, shared by all namespaces; rtt empty when lost). Returns the
+    number of echoes sent."""
+    stop = [False]
+
+    def on_signal(*_):
+        stop[0] = True
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    ident = int.from_bytes(os.urandom(2), "big")
+    body = b"netemu-probe" * 4
+    t_mono: list[float] = []
+    t_real: list[int] = []
+    rtt: list[float | None] = []
+    by_seq: dict[int, int] = {}      # 16-bit ICMP sequence → latest echo that used it
+    start = time.monotonic()
+    end_send = start + max_s if max_s else float("inf")
+    deadline = float("inf")
+    while True:
+        now = time.monotonic()
+        if stop[0] or now >= end_send:
+            if deadline == float("inf"):
+                deadline = now + timeout_s
+            if now >= deadline or all(r is not None for r in rtt[-int(timeout_s / interval_s) - 1:]):
+                break
+        k = len(t_mono)
+        due = start + k * interval_s
+        if deadline == float("inf") and now >= due:
+            seq = k & 0xFFFF
+            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
+            t_mono.append(time.monotonic())
+            t_real.append(time.time_ns())
+            rtt.append(None)
+            by_seq[seq] = k
+            try:
+                s.sendto(pkt, (dsts[k % len(dsts)], 0))
+            except OSError:
+                pass   # no route now (unreachable): counts as lost
+            continue
+        wait = max(0.0, min(due if deadline == float("inf") else deadline, deadline) - now)
+        try:
+            ready = select.select([s], [], [], wait)[0]
+        except InterruptedError:
+            continue
+        if ready:
+            data, anc, _, _ = s.recvmsg(65535, 64)
+            t = time.time_ns()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    t = sec * 1_000_000_000 + nsec
+            ihl = (data[0] & 0x0F) * 4
+            typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+            q = by_seq.get(rseq)
+            if typ == 0 and rid == ident and q is not None and rtt[q] is None:
+                rtt[q] = (t - t_real[q]) / 1e6
+    s.close()
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("dst,t_send_mono_s,rtt_ms\n")
+        for k, (tm, r) in enumerate(zip(t_mono, rtt)):
+            f.write(f"{dsts[k % len(dsts)]},{tm:.6f},{'' if r is None else f'{r:.4f}'}\n")
+    os.replace(tmp, out_path)
+    return len(t_mono)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m netemu.probe")
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -152,7 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     ic.add_argument("dst", nargs="+", help="one or more destinations, probed in turn")
     ic.add_argument("--count", type=int, default=50)
     ic.add_argument("--interval", type=float, default=0.02)
+    st = sub.add_parser("stream")
+    st.add_argument("dst", nargs="+")
+    st.add_argument("--interval", type=float, required=True, help="seconds between echoes (all dsts)")
+    st.add_argument("--out", required=True)
+    st.add_argument("--timeout", type=float, default=2.0)
+    st.add_argument("--max-s", type=float, default=None)
     args = ap.parse_args(argv)
+    if args.mode == "stream":
+        from .tap import die_with_parent
+        die_with_parent()
+        icmp_stream(args.dst, args.interval, args.out, args.timeout, args.max_s)
+        return 0
     if args.mode == "icmp":
         print("seq,dst,rtt_ms")
         for q, r in enumerate(icmp_rtts_ms(args.dst, args.count, args.interval)):

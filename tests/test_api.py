@@ -8,6 +8,7 @@ def test_public_api_is_pinned():
         "Scenario", "load_scenario",
         "Track", "Schedule", "Routes",
         "Plan", "make_plan", "write_plan", "read_plan",
+        "Emulation", "emulate", "run",
     ])
     for name in netemu.__all__:
         assert hasattr(netemu, name), name

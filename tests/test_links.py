@@ -309,3 +309,25 @@ def test_kernel_backend_is_refused_without_netem(root_env):
         pytest.skip("this kernel has sch_netem")
     with pytest.raises(EmulationError, match="sch_netem"):
         KernelLinks()
+
+
+def test_scheduled_update_does_not_hold_frames_in_flight(netns, engine):
+    """An update scheduled (at_t_s) before a frame's departure must not make the engine miss
+    that departure: it used to wake for the update, find it not yet due, and sleep past the
+    frame until the next arrival (a 40 ms stall in a run)."""
+    dst = _pair(netns, engine, LinkParams(delay_ms=20), link="sched")
+    other = "sched-other"
+    engine.add_link(other, LinkEnd(netns.add("c"), "eth0"), LinkEnd(netns.add("d"), "eth0"), LinkParams(delay_ms=1))
+    try:
+        _icmp_median_ms(netns, "a", dst, count=4)
+        from netemu.probe import icmp_rtts_ms
+        rtts = []
+        for _ in range(5):
+            t_now = engine.set_clock()      # emulated t = 0 is now
+            engine.set_params({other: {"loss_pct": 0.0}}, at_t_s=0.006)   # between send and departure
+            rtts += icmp_rtts_ms(dst, count=1, interval_s=0.01, timeout_s=1.0, netns=netns.path("a"))
+            assert time.monotonic() > t_now
+        assert all(r is not None and abs(r - 40.0) <= 0.5 for r in rtts), rtts
+    finally:
+        engine.remove_link("sched")
+        engine.remove_link("sched-other")

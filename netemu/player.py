@@ -1,0 +1,174 @@
+"""The player: applies a run's schedule against the wall clock, in a thread.
+
+Link parameters go to the link engine ahead of time (it applies them at their exact emulated
+instant: delay profiles point by point, rate/loss/up at step boundaries), so links never lag;
+routes are changed by this thread at each step's instant over netlink, and the lag is logged.
+The kernel backend cannot schedule, so its link changes are applied with the routes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+from .errors import EmulationError
+from .playback import Window
+
+__all__ = ["Player"]
+
+LOOKAHEAD_S = 2.5   # wall seconds of link state the engine holds ahead of time
+BATCH_S = 1.0       # wall seconds of steps sent to the engine at once
+
+
+class Player:
+    def __init__(self, em, w: Window, t_grid: np.ndarray, scale: float):
+        self.em, self.w, self.scale = em, w, scale
+        self.t = t_grid[w.k0:w.k1 + 1]          # emulated times of the window's steps
+        self.origin = None                      # monotonic time of emulated t0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._fed = 1                           # window steps [0, _fed) are with the engine
+        self._fed_at: dict[int, float] = {}
+        self.log: list[tuple] = []
+        self.feed_ms: list[float] = []          # duration of each feed of the engine
+        self.started_wall = None
+        self.finished = False
+
+    # ------------------------------------------------------------------ clock
+
+    def wall(self, i: int | float) -> float:
+        """Monotonic time of window step i (fractional steps are not used)."""
+        return self.origin + (self.t[int(i)] - self.w.t0_s) * self.scale
+
+    def now_t_s(self) -> float:
+        if self.origin is None:
+            return self.w.t0_s
+        return self.w.t0_s + (time.monotonic() - self.origin) / self.scale
+
+    def mono_to_t_s(self, mono: np.ndarray) -> np.ndarray:
+        return self.w.t0_s + (np.asarray(mono) - self.origin) / self.scale
+
+    # ------------------------------------------------------------------ control
+
+    def start(self, lead_s: float = 0.3) -> None:
+        if self._thread is not None:
+            raise EmulationError("the player has started already")
+        self.origin = time.monotonic() + lead_s
+        em = self.em
+        if em.backend_name == "engine":
+            em.links.set_clock(self.origin - self.w.t0_s * self.scale, self.scale)
+            self._feed(0, self._batch_end(0))
+        self._thread = threading.Thread(target=self._run, name="netemu-player", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        if self._thread is None:
+            raise EmulationError("the player has not started (call start())")
+        self._thread.join(timeout_s)
+        if self._error is not None:
+            raise EmulationError(f"the player failed: {self._error}") from self._error
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------------ loop
+
+    def _batch_end(self, i: int) -> int:
+        n = max(1, int(np.ceil(BATCH_S / max(self.scale * self._step_s(), 1e-9))))
+        return min(len(self.t), i + n)
+
+    def _step_s(self) -> float:
+        return float(self.t[1] - self.t[0]) if len(self.t) > 1 else 1.0
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+            self.finished = not self._stop.is_set()
+        except BaseException as e:  # reported by wait()
+            self._error = e
+
+    def _loop(self) -> None:
+        em, S = self.em, len(self.t)
+        engine = em.backend_name == "engine"
+        end_wall = self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+        n_apply = int(np.searchsorted(self.t, self.w.t_end_s + 1e-9, side="right"))  # steps inside the window
+        i = 1
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if i < n_apply and now >= self.wall(i):   # due routes first: feeding can wait
+                self._apply(i, engine)
+                i += 1
+                continue
+            if engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
+                self._feed(self._fed, self._batch_end(self._fed))
+                continue
+            if i >= n_apply and now >= end_wall:
+                return
+            nxt = self.wall(i) if i < n_apply else end_wall
+            if engine and self._fed < S:
+                nxt = min(nxt, self.wall(self._fed) - LOOKAHEAD_S)
+            self._stop.wait(max(0.0, min(nxt - now, 0.2)))
+
+    def _apply(self, i: int, engine: bool) -> None:
+        k = self.w.k0 + i
+        link_updates = len(self._changed(i)) if engine else self._kernel_step(i)
+        n_routes = self.em._apply_routes(k)
+        done = time.monotonic()
+        due = self.wall(i)
+        fed = self._fed_at.get(i)
+        self.log.append((k, float(self.t[i]), due - self.origin, done - self.origin, (done - due) * 1e3,
+                         n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan))
+
+    def _changed(self, i: int) -> np.ndarray:
+        s = self.em.states
+        return np.nonzero((s.up[i] != s.up[i - 1]) | (s.rate_mbps[i] != s.rate_mbps[i - 1])
+                          | (s.loss_pct[i] != s.loss_pct[i - 1]))[0]
+
+    def _feed(self, ia: int, ib: int) -> None:
+        """Send window steps [ia, ib) to the engine: delay points of the links that move, and
+        rate/loss/up changes scheduled at their steps' instants."""
+        em, s, K = self.em, self.em.states, self.em.dilation
+        t_call = time.perf_counter()
+        lo = max(ia - 1, 0)
+        d = s.delay_ms[lo:ib]
+        moving = np.nonzero((d != d[:1]).any(axis=0))[0] if ia > 0 else np.arange(d.shape[1])
+        ids = em.link_table["link"].to_numpy()
+        if len(moving):
+            tt = self.t[ia:ib]
+            block = s.delay_ms[ia:ib, moving] * K
+            em.links.set_delay_points({ids[j]: list(zip(tt.tolist(), block[:, c].tolist()))
+                                       for c, j in enumerate(moving)})
+        for i in range(max(ia, 1), ib):
+            changed = self._changed(i)
+            if len(changed):
+                em.links.set_params({ids[j]: em._params(i, j, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
+                                     for j in changed}, at_t_s=float(self.t[i]))
+        now = time.monotonic()
+        for i in range(ia, ib):
+            self._fed_at[i] = now
+        self._fed = ib
+        self.feed_ms.append((time.perf_counter() - t_call) * 1e3)
+
+    def _kernel_step(self, i: int) -> int:
+        em, s = self.em, self.em.states
+        ids = em.link_table["link"].to_numpy()
+        changed = np.union1d(self._changed(i), np.nonzero(s.delay_ms[i] != s.delay_ms[i - 1])[0])
+        if len(changed):
+            em.links.set_params({ids[j]: em._params(i, j, only=("delay_ms", "rate_mbps", "loss_pct", "up"))
+                                 for j in changed})
+        return int(len(changed))
+
+    def apply_log(self) -> pd.DataFrame:
+        """One row per step after the first: step, t_s, due_s and applied_s (wall seconds since
+        the window's start), lag_ms (routes applied after their instant), routes (entries
+        changed), link_updates (links whose rate/loss/up changed), link_lead_ms (how long before
+        its instant the engine had the step's link state; NaN for the kernel backend)."""
+        return pd.DataFrame(self.log, columns=["step", "t_s", "due_s", "applied_s", "lag_ms", "routes",
+                                               "link_updates", "link_lead_ms"])

@@ -1,0 +1,318 @@
+"""`netemu run`: plan, bring the network up, play it with probes (and iperf3), write the run
+directory, tear down (kernel edge; root).
+
+Run directory: the plan files (scenario copy, nodes, links, paths, routes, events, summary),
+`addresses.csv`, `apply.csv`, `probes.parquet`, `fidelity.json`, `link_counters.csv`,
+`iperf.csv`/`iperf.json` (when asked) and `run.json` (versions, host, options, timings).
+Every time and figure there is in emulated time (divided back by the dilation factor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .emulation import Emulation
+from .errors import EmulationError
+from .playback import fidelity, oracle_rtt_ms
+from .plan import write_plan
+
+__all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS"]
+
+RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
+FIDELITY_P99_MS = 0.5    # |measured − oracle| RTT at p99 that counts as faithful
+PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
+
+
+def default_probe_pairs(plan) -> list[tuple[str, str]]:
+    """Every ground station to the first compute satellite (to the first endpoint if there is
+    no compute satellite)."""
+    nodes = plan.schedule.nodes
+    eps = list(plan.scenario.endpoints)
+    kind = dict(zip(nodes["name"], nodes["kind"]))
+    compute = [e for e in eps if kind.get(e) == "compute"]
+    target = compute[0] if compute else eps[0]
+    return [(e, target) for e in eps if kind.get(e) == "ground" and e != target]
+
+
+def check_pairs(plan, pairs: list[tuple[str, str]], what: str = "probe") -> None:
+    eps = set(plan.scenario.endpoints)
+    for src, dst in pairs:
+        for role, name in (("source", src), ("destination", dst)):
+            if name not in eps:
+                known = ", ".join(plan.scenario.endpoints[:8]) + (", …" if len(eps) > 8 else "")
+                raise EmulationError(f"--{what} {src}:{dst}: {role} {name!r} is not an endpoint of scenario "
+                                     f"{plan.scenario.name!r} (routes exist toward endpoints only: {known})")
+        if src == dst:
+            raise EmulationError(f"--{what} {src}:{dst}: source and destination are the same node")
+
+
+class _Probes:
+    """One ICMP probe process per source node, inside it, probing its destinations in turn."""
+
+    def __init__(self, em: Emulation, pairs: list[tuple[str, str]], rate_hz: float, work: Path):
+        self.em, self.work = em, work
+        self.procs: dict[str, tuple] = {}
+        by_src: dict[str, list[str]] = {}
+        for s, d in pairs:
+            by_src.setdefault(s, []).append(d)
+        work.mkdir(parents=True, exist_ok=True)
+        for src, dsts in by_src.items():
+            interval = em.scale / (rate_hz * len(dsts))       # wall seconds between echoes
+            out = work / f"probe-{src}.csv"
+            cmd = [sys.executable, "-m", "netemu.probe", "stream", *[em.loopback(d) for d in dsts],
+                   "--interval", f"{interval:.6f}", "--out", str(out), "--timeout", f"{PROBE_TIMEOUT_S * em.scale:g}"]
+            self.procs[src] = (em.popen(src, cmd), out, {em.loopback(d): d for d in dsts})
+
+    def stop(self) -> pd.DataFrame:
+        """Stop the probes; their echoes as `t_s, src, dst, rtt_ms` (emulated; rtt NaN = lost)."""
+        for p, _, _ in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        frames = []
+        pl = self.em.player
+        for src, (p, out, names) in self.procs.items():
+            try:
+                p.wait(PROBE_TIMEOUT_S * self.em.scale + 10)
+            except Exception:
+                p.kill()
+                p.wait()
+            if not out.exists():
+                raise EmulationError(f"the probe in {src} wrote no results (exit code {p.returncode})")
+            df = pd.read_csv(out)
+            frames.append(pd.DataFrame({
+                "t_s": pl.mono_to_t_s(df["t_send_mono_s"].to_numpy()), "src": src,
+                "dst": df["dst"].map(names), "rtt_ms": df["rtt_ms"].to_numpy(float) / self.em.dilation}))
+        shutil.rmtree(self.work, ignore_errors=True)
+        if not frames:
+            return pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
+        w = self.em.window
+        df = pd.concat(frames, ignore_index=True)
+        return df[(df["t_s"] >= w.t0_s) & (df["t_s"] <= w.t_end_s)].sort_values("t_s", ignore_index=True)
+
+    def kill(self) -> None:
+        for p, _, _ in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+class _Iperf:
+    """iperf3 from one endpoint to another over the window (TCP, loopback to loopback)."""
+
+    def __init__(self, em: Emulation, src: str, dst: str, seconds: float, out_dir: Path):
+        self.em, self.src, self.dst = em, src, dst
+        self.json_path = out_dir / "iperf.json"
+        wall_s = max(1, int(round(seconds * em.scale)))
+        interval = max(0.1, em.scale * 1.0)
+        self.server = em.popen(dst, ["iperf3", "-s", "-1", "-B", em.loopback(dst)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+        self.client = em.popen(src, ["iperf3", "-c", em.loopback(dst), "-B", em.loopback(src), "-t", str(wall_s),
+                                     "-i", f"{interval:g}", "-J"], stdout=open(self.json_path, "w"),
+                               stderr=subprocess.DEVNULL)
+        self.started_mono = time.monotonic()
+
+    def finish(self) -> pd.DataFrame:
+        """Wait for iperf3; intervals as `t_s, mbps, retransmits` (emulated: rates × dilation)."""
+        for p in (self.client, self.server):
+            try:
+                p.wait(30)
+            except Exception:
+                p.kill()
+                p.wait()
+        try:
+            data = json.loads(self.json_path.read_text())
+        except (OSError, ValueError):
+            raise EmulationError(f"iperf3 {self.src}→{self.dst} wrote no JSON ({self.json_path})") from None
+        if "error" in data:
+            raise EmulationError(f"iperf3 {self.src}→{self.dst}: {data['error']}")
+        K = self.em.dilation
+        t0 = self.em.player.mono_to_t_s(self.started_mono)
+        rows = [(float(t0 + iv["sum"]["start"] / self.em.scale), iv["sum"]["bits_per_second"] * K / 1e6,
+                 iv["sum"].get("retransmits", 0)) for iv in data.get("intervals", [])]
+        return pd.DataFrame(rows, columns=["t_s", "mbps", "retransmits"])
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {"netemu": __import__("netemu").__version__, "python": platform.python_version(),
+           "kernel": platform.release()}
+    for pkg in ("numpy", "pandas", "scipy", "skyfield", "sgp4", "mininet"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _host() -> dict:
+    mem_kb = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "machine": platform.machine()}
+
+
+def _peak_rss_gib() -> float:
+    import resource
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round((own + kids) / 2**20, 2)
+
+
+def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = None, probe_rate_hz: float = 20.0,
+        iperf: tuple[str, str] | None = None, cli: bool = False, progress: Callable[[str], None] | None = None,
+        **options) -> dict:
+    """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
+    `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
+    Returns run.json's content. Ctrl-C / SIGTERM tear everything down (run.json then says
+    `interrupted`)."""
+    say = progress or (lambda m: None)
+    out = Path(out_dir)
+    pairs = default_probe_pairs(plan) if probes is None else list(probes)
+    check_pairs(plan, pairs)
+    if iperf:
+        check_pairs(plan, [iperf], "iperf")
+        if shutil.which("iperf3") is None:
+            raise EmulationError("iperf3 is missing (Debian package iperf3); run `netemu doctor`")
+    em = Emulation(plan, progress=say, **options)   # checks root, options and window first
+    out.mkdir(parents=True, exist_ok=True)
+    write_plan(plan, out)
+    info: dict = {"versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
+                  "options": {k: v for k, v in options.items()}, "probes": [f"{s}>{d}" for s, d in pairs],
+                  "probe_rate_hz": probe_rate_hz, "iperf": f"{iperf[0]}>{iperf[1]}" if iperf else None,
+                  "interrupted": False, "warnings": [], "times_are": "emulated seconds (wall / (dilation / speed))"}
+    t_start = time.perf_counter()
+    prb = ipf = None
+    try:
+        em.build()
+        info["up_s"] = round(time.perf_counter() - t_start, 3)
+        say(f"up in {info['up_s']:.1f} s; playing t = {em.window.t0_s:g}..{em.window.t_end_s:g} s "
+            f"(dilation {em.dilation:g}, speed {em.speed:g}: {em.scale * (em.window.t_end_s - em.window.t0_s):.0f} s wall)")
+        em.address_table().to_csv(out / "addresses.csv", index=False)
+        prb = _Probes(em, pairs, probe_rate_hz, out / ".probes") if pairs else None
+        em.start(lead_s=0.5)
+        if iperf:
+            ipf = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
+        t_play = time.perf_counter()
+        if cli:
+            from mininet.cli import CLI
+            say("Mininet CLI: the constellation keeps moving; `exit` ends the run")
+            CLI(em.net)
+            em.player.stop()
+        else:
+            _wait_with_progress(em, say)
+        info["play_s"] = round(time.perf_counter() - t_play, 3)
+        say("collecting results")
+        probes_df = prb.stop() if prb else pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
+        prb = None
+        log = em.player.apply_log()
+        log.to_csv(out / "apply.csv", index=False)
+        info["apply_lag_ms"] = _stats(log["lag_ms"])
+        info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
+        info["routes_installed_at_start"] = int(em._nh_by_step.get(em.window.k0, pd.DataFrame()).shape[0])
+        _write_probes(plan, em, probes_df, log, out, info)
+        if ipf:
+            iv = ipf.finish()
+            ipf = None
+            iv.to_csv(out / "iperf.csv", index=False)
+            info["iperf_mean_mbps"] = round(float(iv["mbps"].mean()), 3) if len(iv) else None
+        counters = em.links.counters()
+        if len(counters):
+            counters = counters.merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left")
+        counters.to_csv(out / "link_counters.csv", index=False)
+        if hasattr(em.links, "check_overload"):
+            info["warnings"] += em.links.check_overload()
+            info["engine"] = em.links.status()
+        info["calibration"] = em.calibration
+        info["nodes"], info["links"] = len(em.node_names), len(em.link_table)
+        info["window"] = {"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s, "t_end_s": em.window.t_end_s}
+        info["dilation"], info["speed"] = em.dilation, em.speed
+    except KeyboardInterrupt:
+        info["interrupted"] = True
+        say("interrupted: tearing down")
+    finally:
+        if prb:
+            prb.kill()
+        if ipf:
+            for p in (ipf.client, ipf.server):
+                if p.poll() is None:
+                    p.kill()
+        t_down = time.perf_counter()
+        em.close()
+        info["down_s"] = round(time.perf_counter() - t_down, 3)
+        info["timings_s"] = {k: round(v, 3) for k, v in em.timings_s.items()}
+        info["peak_rss_gib"] = _peak_rss_gib()
+        (out / "run.json").write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+    if info["interrupted"]:
+        raise KeyboardInterrupt
+    say(f"down in {info['down_s']:.1f} s; results in {out}")
+    return info
+
+
+def _wait_with_progress(em: Emulation, say) -> None:
+    w = em.window
+    span = w.t_end_s - w.t0_s
+    last = time.monotonic()
+    while not em.wait(0.5):
+        if time.monotonic() - last >= 10:
+            last = time.monotonic()
+            t = em.now_t_s()
+            say(f"  t = {t:.0f} s ({100 * (t - w.t0_s) / span:.0f} %)")
+
+
+def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out: Path, info: dict) -> None:
+    sched, routes = plan.schedule, plan.routes.routes
+    df = df.copy()
+    df["oracle_rtt_ms"] = np.nan
+    changes = {}
+    for (src, dst), g in df.groupby(["src", "dst"], sort=False):
+        df.loc[g.index, "oracle_rtt_ms"] = oracle_rtt_ms(sched, routes, src, dst, g["t_s"].to_numpy())
+        r = routes[(((routes["src"] == src) & (routes["dst"] == dst)) | ((routes["src"] == dst) & (routes["dst"] == src)))
+                   & (routes["step"] > 0)]
+        changes[(src, dst)] = r["t_s"].to_numpy(float)
+    df = df[["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]]
+    df.to_parquet(out / "probes.parquet", index=False)
+    lag_p99_s = float(np.nanpercentile(log["lag_ms"], 99)) / 1e3 if len(log) else 0.0
+    guard_s = lag_p99_s / em.scale + 0.001
+    fid = fidelity(df, changes, guard_s=guard_s, timeout_s=PROBE_TIMEOUT_S)
+    o = fid["overall"]
+    ok = o.get("abs_error_p99_ms", np.inf) <= FIDELITY_P99_MS and o["lost_while_reachable"] == 0
+    fid.update(guard_ms=round(guard_s * 1e3, 3), threshold_p99_ms=FIDELITY_P99_MS, dilation=em.dilation,
+               verdict="faithful" if ok else "not faithful",
+               note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")
+    (out / "fidelity.json").write_text(json.dumps(fid, indent=2) + "\n")
+    info["fidelity"] = {"verdict": fid["verdict"], **{k: v for k, v in o.items()}}
+
+
+def _stats(s: pd.Series) -> dict:
+    v = s.dropna().to_numpy(float)
+    if not len(v):
+        return {}
+    return {"median": round(float(np.median(v)), 3), "p99": round(float(np.percentile(v, 99)), 3),
+            "max": round(float(v.max()), 3)}
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Benchmark of `netemu run` at scale (root): bring-up, playing, teardown, memory.
+
+1. The full Starlink shell 1 scenario (1,584 satellites + 100 ground stations, --scope all):
+   time to bring the network up and tear it down, memory the machine used for it (MemTotal −
+   MemAvailable, peak over the run, minus before), and the lag of route changes at 100 ms steps
+   (apply.csv) over `--play` emulated seconds.
+2. The default scenario: time to bring it up.
+
+Targets (issue "netemu run"): Starlink up < 60 s, down < 15 s, < 8 GiB, apply lag p99 < 20 ms;
+default scenario up < 10 s. Figures are printed as ratios to those targets; nothing fails on
+wall time.
+
+    sudo .venv/bin/python scripts/bench_run.py [--play 20] [--out out/bench-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import netemu  # noqa: E402
+from netemu.emulation import Emulation  # noqa: E402
+
+
+def mem_used_gib() -> float:
+    info = {}
+    for line in open("/proc/meminfo"):
+        k, v = line.split(":")
+        info[k] = int(v.split()[0])
+    return (info["MemTotal"] - info["MemAvailable"]) / 2**20
+
+
+class MemPeak:
+    def __init__(self):
+        self.base = mem_used_gib()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.wait(0.25):
+            self.peak = max(self.peak, mem_used_gib())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return self.peak - self.base
+
+
+def bench_scale(play_s: float, say) -> dict:
+    sc = netemu.load_scenario(ROOT / "topologies" / "starlink-s1.toml")
+    t = time.perf_counter()
+    plan = netemu.make_plan(sc, progress=lambda m: None)
+    plan_s = time.perf_counter() - t
+    say(f"starlink-s1 planned in {plan_s:.1f} s ({len(plan.schedule.node_names):,} nodes, step {sc.step_s} s)")
+    mem = MemPeak()
+    t = time.perf_counter()
+    em = Emulation(plan, scope="all", duration_s=play_s, progress=lambda m: say("  " + m))
+    try:
+        em.build()
+        up_s = time.perf_counter() - t
+        say(f"up in {up_s:.1f} s")
+        em.start()
+        em.wait()
+        log = em.player.apply_log()
+        lag = log["lag_ms"].to_numpy()
+        routes_per_step = log["routes"].to_numpy()
+        overload = em.links.check_overload()
+    finally:
+        t = time.perf_counter()
+        em.close()
+        down_s = time.perf_counter() - t
+    mem_gib = mem.stop()
+    say(f"down in {down_s:.1f} s; memory {mem_gib:.2f} GiB")
+    return {"plan_s": round(plan_s, 1), "nodes": len(em.node_names), "links": len(em.link_table),
+            "up_s": round(up_s, 1), "down_s": round(down_s, 2), "memory_gib": round(mem_gib, 2),
+            "build_timings_s": {k: round(v, 2) for k, v in em.timings_s.items()},
+            "steps_played": len(log), "route_changes_per_step_median": float(np.median(routes_per_step)),
+            "route_changes_per_step_max": int(routes_per_step.max()),
+            "apply_lag_ms": {"median": round(float(np.median(lag)), 2), "p99": round(float(np.percentile(lag, 99)), 2),
+                             "max": round(float(lag.max()), 2)},
+            "engine_overload": overload,
+            "ratios_to_target": {"up": round(up_s / 60, 2), "down": round(down_s / 15, 2),
+                                 "memory": round(mem_gib / 8, 2),
+                                 "apply_lag_p99": round(float(np.percentile(lag, 99)) / 20, 2)}}
+
+
+def bench_default(say) -> dict:
+    sc = netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc.toml")
+    plan = netemu.make_plan(sc)
+    t = time.perf_counter()
+    em = Emulation(plan, duration_s=10)
+    try:
+        em.build()
+        up_s = time.perf_counter() - t
+    finally:
+        t = time.perf_counter()
+        em.close()
+        down_s = time.perf_counter() - t
+    say(f"default scenario up in {up_s:.1f} s (calibration {em.timings_s.get('link_backend', 0):.1f} s), "
+        f"down in {down_s:.2f} s")
+    return {"up_s": round(up_s, 2), "down_s": round(down_s, 2), "ratio_to_target": round(up_s / 10, 2),
+            "build_timings_s": {k: round(v, 2) for k, v in em.timings_s.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--play", type=float, default=20.0, help="emulated seconds of Starlink to play (default 20)")
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench-run"), help="where to write bench.json")
+    ap.add_argument("--skip-scale", action="store_true", help="only the default scenario")
+    args = ap.parse_args()
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    result = {"default": bench_default(say)}
+    if not args.skip_scale:
+        result["starlink_s1"] = bench_scale(args.play, say)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
