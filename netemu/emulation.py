@@ -287,7 +287,7 @@ class Emulation:
                 for i, (d, dl, h) in enumerate(items):
                     got = [r for r in rtts[i::len(items)] if r is not None]
                     if len(got) >= echoes // 2:
-                        per_traversal.append((float(np.median(got)) - 2 * dl - ref_ms) * 1e3 / (2 * h))
+                        per_traversal.append((float(np.median(got)) - 2 * dl * self.dilation - ref_ms) * 1e3 / (2 * h))
             return float(np.median(per_traversal)) if per_traversal else 0.0
 
         first = None
@@ -344,43 +344,65 @@ class Emulation:
         in_scope[[pos[n] for n in self.node_names]] = True
         nh = self.nh[in_scope[self.nh["node"].to_numpy()]]
         self._nh_by_step = {int(k): g for k, g in nh.groupby("step", sort=True)}
-        # (node, neighbour) → (interface name at node, neighbour's address on the link)
-        hop: dict[tuple[str, str], tuple[str, str]] = {}
+        # Packed, by node index, what a route needs: (node·n + neighbour) → (interface index at
+        # node, neighbour's address on the link); loopbacks; each node's netlink socket.
+        n = len(names)
+        self._n = n
+        self._hop: dict[int, tuple[int, bytes]] = {}
         for r in self.link_table.itertuples(index=False):
-            hop[(r.a, r.b)] = (r.a_ifname, r.b_addr)
-            hop[(r.b, r.a)] = (r.b_ifname, r.a_addr)
-        self._hop = hop
-        self._names = names
-        self._in_scope = in_scope
-        self.route_counts: dict[int, int] = {}
+            ia, ib = pos[r.a], pos[r.b]
+            self._hop[ia * n + ib] = (self._ifindex[r.a][r.a_ifname], socket.inet_aton(r.b_addr))
+            self._hop[ib * n + ia] = (self._ifindex[r.b][r.b_ifname], socket.inet_aton(r.a_addr))
+        self._lo4 = {pos[name]: socket.inet_aton(self.loopbacks[name]) for name in self.node_names}
+        self._dst4 = [socket.inet_aton(self.loopbacks[e]) for e in self.endpoints]
+        self._dst_node = [pos[e] for e in self.endpoints]
+        self._nl_by_index = {pos[name]: self._rtnl[name] for name in self.node_names}
+        self._staged: dict[int, tuple] = {}
+        self.routes_in_force_at = 0.0
 
     def _apply_routes(self, k: int) -> int:
-        """Install step k's next-hop changes (all routes at the window's first step)."""
+        """Install step k's next-hop changes (all routes at the window's first step), staged
+        beforehand if `_stage_routes(k)` was called. Sets `routes_in_force_at` (monotonic)."""
+        staged = self._staged.pop(k, None)
+        if staged is None:
+            staged = self._stage_routes(k, keep=False)
+        count, items = staged
+        with self._nl_lock:
+            for nl, st in items:
+                nl.send(st)
+            self.routes_in_force_at = time.monotonic()
+            for nl, st in items:
+                nl.finish(st)
+        return count
+
+    def _stage_routes(self, k: int, keep: bool = True):
+        """Pack step k's route changes into netlink requests ahead of its instant."""
         g = self._nh_by_step.get(k)
         if g is None:
-            return 0
-        with self._nl_lock:
-            return self._apply_route_rows(g)
+            staged = (0, [])
+        else:
+            with self._nl_lock:
+                staged = self._route_requests(g["node"].tolist(), g["dst"].tolist(), g["next_hop"].tolist())
+        if keep:
+            self._staged[k] = staged
+        return staged
 
-    def _apply_route_rows(self, g: pd.DataFrame) -> int:
-        names, eps, hop = self._names, self.endpoints, self._hop
-        touched = set()
-        n = 0
-        for v, d, u in zip(g["node"].to_numpy(), g["dst"].to_numpy(), g["next_hop"].to_numpy()):
-            node, dst = names[v], eps[d]
-            if node == dst:
+    def _route_requests(self, nodes: list[int], dsts: list[int], hops: list[int]):
+        n, hop, lo4, dst4, dst_node, nl_of = self._n, self._hop, self._lo4, self._dst4, self._dst_node, self._nl_by_index
+        touched = {}
+        count = 0
+        for v, d, u in zip(nodes, dsts, hops):
+            if v == dst_node[d]:
                 continue
-            nl = self._rtnl[node]
-            via = hop.get((node, names[u])) if u >= 0 else None
-            if via is None:
-                nl.route_set(self.loopbacks[dst], None, None)
+            nl = nl_of[v]
+            via = hop.get(v * n + u) if u >= 0 else None
+            if via is None:                       # no next hop, or one outside the scope
+                nl.route_unreachable4(dst4[d])
             else:
-                nl.route_set(self.loopbacks[dst], via[1], self._ifindex[node][via[0]], prefsrc=self.loopbacks[node])
-            touched.add(node)
-            n += 1
-        for node in touched:
-            self._rtnl[node].commit()
-        return n
+                nl.route_via4(dst4[d], via[1], via[0], lo4[v])
+            touched[v] = nl
+            count += 1
+        return count, [(nl, nl.stage()) for nl in touched.values()]
 
     def _build_mininet(self) -> None:
         global RouterNode

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import pandas as pd
 
 from .errors import EmulationError
+from .links import CONTROL_CHUNK_LINKS
 from .playback import Window
 
 __all__ = ["Player"]
@@ -34,7 +36,8 @@ class Player:
         self._fed = 1                           # window steps [0, _fed) are with the engine
         self._fed_at: dict[int, float] = {}
         self.log: list[tuple] = []
-        self.feed_ms: list[float] = []          # duration of each feed of the engine
+        self.feed_ms: list[float] = []          # duration of each engine call of a feed
+        self._work: deque = deque()             # engine calls of feeds, sent between route steps
         self.started_wall = None
         self.finished = False
 
@@ -59,9 +62,11 @@ class Player:
             raise EmulationError("the player has started already")
         self.origin = time.monotonic() + lead_s
         em = self.em
+        if len(self.t) > 1:
+            em._stage_routes(self.w.k0 + 1)
         if em.backend_name == "engine":
             em.links.set_clock(self.origin - self.w.t0_s * self.scale, self.scale)
-            self._feed(0, self._batch_end(0))
+            self._feed(0, self._batch_end(0), now=True)
         self._thread = threading.Thread(target=self._run, name="netemu-player", daemon=True)
         self._thread.start()
 
@@ -106,6 +111,9 @@ class Player:
                 self._apply(i, engine)
                 i += 1
                 continue
+            if self._work:                            # one engine call of a feed at a time
+                self._work.popleft()()
+                continue
             if engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
                 self._feed(self._fed, self._batch_end(self._fed))
                 continue
@@ -120,8 +128,10 @@ class Player:
         k = self.w.k0 + i
         link_updates = len(self._changed(i)) if engine else self._kernel_step(i)
         n_routes = self.em._apply_routes(k)
-        done = time.monotonic()
+        done = self.em.routes_in_force_at if n_routes else time.monotonic()
         due = self.wall(i)
+        if i + 1 < len(self.t):
+            self.em._stage_routes(k + 1)      # pack the next step's changes now, send at its instant
         fed = self._fed_at.get(i)
         self.log.append((k, float(self.t[i]), due - self.origin, done - self.origin, (done - due) * 1e3,
                          n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan))
@@ -131,30 +141,46 @@ class Player:
         return np.nonzero((s.up[i] != s.up[i - 1]) | (s.rate_mbps[i] != s.rate_mbps[i - 1])
                           | (s.loss_pct[i] != s.loss_pct[i - 1]))[0]
 
-    def _feed(self, ia: int, ib: int) -> None:
-        """Send window steps [ia, ib) to the engine: delay points of the links that move, and
-        rate/loss/up changes scheduled at their steps' instants."""
+    def _feed(self, ia: int, ib: int, now: bool = False) -> None:
+        """Queue window steps [ia, ib) for the engine: delay points of the links that move, and
+        rate/loss/up changes scheduled at their steps' instants. The loop sends them one small
+        engine call at a time between route steps (a whole feed of thousands of links takes
+        tens of ms); `now` sends them at once."""
         em, s, K = self.em, self.em.states, self.em.dilation
-        t_call = time.perf_counter()
         lo = max(ia - 1, 0)
         d = s.delay_ms[lo:ib]
         moving = np.nonzero((d != d[:1]).any(axis=0))[0] if ia > 0 else np.arange(d.shape[1])
         ids = em.link_table["link"].to_numpy()
-        if len(moving):
-            tt = self.t[ia:ib]
-            block = s.delay_ms[ia:ib, moving] * K
-            em.links.set_delay_points({ids[j]: list(zip(tt.tolist(), block[:, c].tolist()))
-                                       for c, j in enumerate(moving)})
+        tt = self.t[ia:ib].tolist()
+        chunk = CONTROL_CHUNK_LINKS
+        work = []
+        for c0 in range(0, len(moving), chunk):
+            cols = moving[c0:c0 + chunk]
+            block = (s.delay_ms[ia:ib, cols] * K).T.tolist()
+            points = {ids[j]: list(zip(tt, block[c])) for c, j in enumerate(cols)}
+            work.append(lambda points=points: self._timed(em.links.set_delay_points, points))
         for i in range(max(ia, 1), ib):
             changed = self._changed(i)
-            if len(changed):
-                em.links.set_params({ids[j]: em._params(i, j, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
-                                     for j in changed}, at_t_s=float(self.t[i]))
-        now = time.monotonic()
-        for i in range(ia, ib):
-            self._fed_at[i] = now
+            for c0 in range(0, len(changed), chunk):
+                upd = {ids[j]: em._params(i, j, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
+                       for j in changed[c0:c0 + chunk]}
+                work.append(lambda upd=upd, t=float(self.t[i]): self._timed(em.links.set_params, upd, t))
+        def done() -> None:   # when the engine had all of it
+            stamp = time.monotonic()
+            for i in range(ia, ib):
+                self._fed_at[i] = stamp
+        work.append(done)
+        if now:
+            for w in work:
+                w()
+        else:
+            self._work.extend(work)
         self._fed = ib
-        self.feed_ms.append((time.perf_counter() - t_call) * 1e3)
+
+    def _timed(self, fn, *args) -> None:
+        t = time.perf_counter()
+        fn(*args)
+        self.feed_ms.append((time.perf_counter() - t) * 1e3)
 
     def _kernel_step(self, i: int) -> int:
         em, s = self.em, self.em.states

@@ -29,6 +29,14 @@ DEFAULT_PORT = 7777
 _SO_TIMESTAMPNS = 35
 
 
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `sock` to be readable (poll: select() cannot watch the fds
+    above 1023 that a process holding thousands of netlink sockets hands out)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(max(0.0, timeout_s) * 1e3))
+
+
 def serve(port: int = DEFAULT_PORT, max_s: float | None = None) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,7 +82,7 @@ def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float
             break
         # Block until a reply or the next send: the reply is stamped the moment it wakes us.
         wait = (start + seq * interval_s - now) if seq < count else (last_send_deadline + timeout_s - now)
-        if select.select([s], [], [], max(0.0, wait))[0]:
+        if _readable(s, wait):
             try:
                 while True:
                     data = s.recv(65535)
@@ -124,13 +132,16 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
             head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
             sent[seq] = time.time_ns()
-            s.sendto(pkt, (dsts[seq % len(dsts)], 0))
+            try:
+                s.sendto(pkt, (dsts[seq % len(dsts)], 0))
+            except OSError:
+                pass   # no route now: lost
             seq += 1
             continue
         if (seq >= count and len(rtt) == count) or now > deadline:
             break
         wait = (start + seq * interval_s - now) if seq < count else deadline - now
-        if select.select([s], [], [], max(0.0, wait))[0]:
+        if _readable(s, wait):
             data, anc, _, _ = s.recvmsg(65535, 64)
             t = time.time_ns()
             for level, kind, value in anc:
@@ -192,7 +203,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
             continue
         wait = max(0.0, min(due if deadline == float("inf") else deadline, deadline) - now)
         try:
-            ready = select.select([s], [], [], wait)[0]
+            ready = _readable(s, wait)
         except InterruptedError:
             continue
         if ready:

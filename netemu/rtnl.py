@@ -34,6 +34,13 @@ _RT_TABLE_MAIN = 254
 _RTN_UNICAST, _RTN_UNREACHABLE = 1, 7
 _RT_SCOPE_UNIVERSE, _RT_SCOPE_HOST = 0, 254
 _CHUNK_BYTES = 256 * 1024
+# Requests carry no ACK flag: the kernel reports only failures, and the last request of each
+# send asks for an acknowledgement that says the kernel got through them all (one recv per
+# send instead of one per request).
+_ROUTE_FLAGS = _NLM_F_REQUEST | _NLM_F_CREATE | _NLM_F_REPLACE
+# nlmsghdr, rtmsg, then RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PREFSRC (each 4 + 4 bytes)
+_VIA = struct.Struct("=LHHLL BBBBBBBBI HH4s HH4s HHi HH4s")
+_UNREACH = struct.Struct("=LHHLL BBBBBBBBI HH4s")
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -67,16 +74,14 @@ class Rtnl:
         self.sock.bind((0, 0))
         self.seq = 0
         self.batch: list[bytes] = []
-        self.what: dict[int, str] = {}
+        self._rbuf = bytearray(1 << 16)
 
     def close(self) -> None:
         self.sock.close()
 
-    def _queue(self, kind: int, flags: int, body: bytes, what: str) -> None:
+    def _queue(self, kind: int, flags: int, body: bytes) -> None:
         self.seq += 1
-        self.batch.append(struct.pack("=LHHLL", 16 + len(body), kind, flags | _NLM_F_REQUEST | _NLM_F_ACK,
-                                      self.seq, 0) + body)
-        self.what[self.seq] = what
+        self.batch.append(struct.pack("=LHHLL", 16 + len(body), kind, flags | _NLM_F_REQUEST, self.seq, 0) + body)
 
     # ------------------------------------------------------------------ requests
 
@@ -84,73 +89,100 @@ class Rtnl:
         attrs = (_attr(_IFLA_ADDRESS, mac_bytes(mac)) if mac else b"") + \
                 (_attr(_IFLA_MTU, struct.pack("=I", mtu)) if mtu else b"")
         body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex, _IFF_UP, _IFF_UP) + attrs
-        self._queue(_RTM_NEWLINK, 0, body, f"link {ifindex} up")
+        self._queue(_RTM_NEWLINK, 0, body)
 
     def addr_add(self, ifindex: int, addr: str, prefix_len: int) -> None:
         a = _ip4(addr)
         body = struct.pack("=BBBBI", socket.AF_INET, prefix_len, 0, _RT_SCOPE_UNIVERSE, ifindex) + \
             _attr(_IFA_LOCAL, a) + _attr(_IFA_ADDRESS, a)
-        self._queue(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_REPLACE, body, f"address {addr}/{prefix_len} on {ifindex}")
+        self._queue(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_REPLACE, body)
 
     def neigh_add(self, ifindex: int, addr: str, mac: str) -> None:
         body = struct.pack("=BxxxiHBB", socket.AF_INET, ifindex, _NUD_PERMANENT, 0, 0) + \
             _attr(_NDA_DST, _ip4(addr)) + _attr(_NDA_LLADDR, mac_bytes(mac))
-        self._queue(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_REPLACE, body, f"neighbour {addr} on {ifindex}")
+        self._queue(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_REPLACE, body)
 
-    def route_set(self, dst: str, gateway: str | None, oif: int | None, prefsrc: str | None = None,
-                  prefix_len: int = 32) -> None:
-        """Create or replace the route to dst/prefix_len: via `gateway` on `oif`, or, with no
-        gateway, an unreachable route (packets are refused with ICMP net unreachable)."""
+    def route_set(self, dst: str, gateway: str | None, oif: int | None, prefsrc: str | None = None) -> None:
+        """Create or replace the route to dst/32: via `gateway` on `oif` (source address
+        `prefsrc`), or, with no gateway, an unreachable route (packets are refused with ICMP
+        net unreachable)."""
         if gateway is None:
-            head = struct.pack("=BBBBBBBBI", socket.AF_INET, prefix_len, 0, 0, _RT_TABLE_MAIN, RTPROT_NETEMU,
-                               _RT_SCOPE_UNIVERSE, _RTN_UNREACHABLE, 0)
-            attrs = _attr(_RTA_DST, _ip4(dst))
+            self.route_unreachable4(_ip4(dst))
         else:
-            head = struct.pack("=BBBBBBBBI", socket.AF_INET, prefix_len, 0, 0, _RT_TABLE_MAIN, RTPROT_NETEMU,
-                               _RT_SCOPE_UNIVERSE, _RTN_UNICAST, 0)
-            attrs = _attr(_RTA_DST, _ip4(dst)) + _attr(_RTA_GATEWAY, _ip4(gateway)) + \
-                _attr(_RTA_OIF, struct.pack("=i", oif))
-            if prefsrc:
-                attrs += _attr(_RTA_PREFSRC, _ip4(prefsrc))
-        self._queue(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_REPLACE, head + attrs,
-                    f"route {dst}/{prefix_len} via {gateway or 'unreachable'}")
+            self.route_via4(_ip4(dst), _ip4(gateway), oif, _ip4(prefsrc) if prefsrc else _ip4(dst))
+
+    def route_via4(self, dst4: bytes, gw4: bytes, oif: int, src4: bytes) -> None:
+        """`route_set` for packed addresses: one struct.pack per route (a run replaces thousands
+        of routes at a step's instant)."""
+        self.seq += 1
+        self.batch.append(_VIA.pack(_VIA.size, _RTM_NEWROUTE, _ROUTE_FLAGS, self.seq, 0,
+                                    socket.AF_INET, 32, 0, 0, _RT_TABLE_MAIN, RTPROT_NETEMU, _RT_SCOPE_UNIVERSE,
+                                    _RTN_UNICAST, 0, 8, _RTA_DST, dst4, 8, _RTA_GATEWAY, gw4, 8, _RTA_OIF, oif,
+                                    8, _RTA_PREFSRC, src4))
+
+    def route_unreachable4(self, dst4: bytes) -> None:
+        self.seq += 1
+        self.batch.append(_UNREACH.pack(_UNREACH.size, _RTM_NEWROUTE, _ROUTE_FLAGS, self.seq, 0,
+                                        socket.AF_INET, 32, 0, 0, _RT_TABLE_MAIN, RTPROT_NETEMU,
+                                        _RT_SCOPE_UNIVERSE, _RTN_UNREACHABLE, 0, 8, _RTA_DST, dst4))
 
     # ------------------------------------------------------------------ sending
 
     def commit(self) -> int:
         """Send every queued request; returns how many. Raises EmulationError if any failed."""
+        staged = self.stage()
+        self.send(staged)
+        return self.finish(staged)
+
+    def stage(self) -> list[tuple[bytes, list[bytes]]]:
+        """Take the queued requests and pack them for sending (in chunks the socket accepts,
+        the last request of each asking for an acknowledgement): the work that can be done
+        before the instant they must take effect."""
         batch, self.batch = self.batch, []
-        errors: list[str] = []
-        i = 0
+        staged, i = [], 0
         while i < len(batch):
             j, size = i, 0
             while j < len(batch) and size < _CHUNK_BYTES:
                 size += len(batch[j])
                 j += 1
-            self._send_chunk(batch[i:j], errors)
+            chunk = batch[i:j]
+            tail = bytearray(chunk[-1])
+            struct.pack_into("=H", tail, 6, struct.unpack_from("=H", tail, 6)[0] | _NLM_F_ACK)
+            staged.append((b"".join(chunk[:-1]) + tail, chunk))
             i = j
-        sent = len(batch)
-        self.what.clear()
+        return staged
+
+    def send(self, staged: list[tuple[bytes, list[bytes]]]) -> None:
+        """Send staged requests. The kernel applies them during the send, so they are in force
+        when this returns; `finish` then reads what it said."""
+        for data, _ in staged:
+            self.sock.sendall(data)
+
+    def finish(self, staged: list[tuple[bytes, list[bytes]]]) -> int:
+        """Read the kernel's answers to sent requests; raises EmulationError listing failures."""
+        errors: list[str] = []
+        for _, chunk in staged:
+            self._read_acks(chunk, errors)
         if errors:
             more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
             raise EmulationError(f"netlink in {self.where or 'namespace'}: " + "; ".join(errors[:5]) + more)
-        return sent
+        return sum(len(c) for _, c in staged)
 
-    def _send_chunk(self, chunk: list[bytes], errors: list[str]) -> None:
+    def _read_acks(self, chunk: list[bytes], errors: list[str]) -> None:
         first = struct.unpack_from("=L", chunk[0], 8)[0]
         last = struct.unpack_from("=L", chunk[-1], 8)[0]
-        self.sock.sendall(b"".join(chunk))
-        pending = last - first + 1
-        while pending > 0:
-            data = self.sock.recv(1 << 20)
+        buf = self._rbuf
+        while True:
+            n_read = self.sock.recv_into(buf)
             off = 0
-            while off + 16 <= len(data):
-                n, kind, _, seq, _ = struct.unpack_from("=LHHLL", data, off)
+            while off + 16 <= n_read:
+                n, kind, _, seq, _ = struct.unpack_from("=LHHLL", buf, off)
                 if kind == _NLMSG_ERROR and first <= seq <= last:
-                    err = -struct.unpack_from("=i", data, off + 16)[0]
+                    err = -struct.unpack_from("=i", buf, off + 16)[0]
                     if err:
-                        errors.append(f"{self.what.get(seq, seq)}: {_strerror(err)}")
-                    pending -= 1
+                        errors.append(f"{_describe(chunk[seq - first])}: {_strerror(err)}")
+                    if seq == last:
+                        return
                 off += (n + 3) & ~3
 
     def routes(self) -> list[dict]:
@@ -188,6 +220,39 @@ class Rtnl:
                             a += (alen + 3) & ~3
                         out.append(r)
                 off += (n + 3) & ~3
+
+
+def _describe(msg: bytes) -> str:
+    """What a request of ours asked for, in words (for error messages)."""
+    kind = struct.unpack_from("=H", msg, 4)[0]
+    body = msg[16:]
+    if kind == _RTM_NEWROUTE:
+        rtype = body[7]
+        attrs = _attrs(body[12:])
+        dst = socket.inet_ntoa(attrs.get(_RTA_DST, b"\0\0\0\0"))
+        if rtype == _RTN_UNREACHABLE:
+            return f"route {dst}/32 unreachable"
+        return f"route {dst}/32 via {socket.inet_ntoa(attrs.get(_RTA_GATEWAY, bytes(4)))}"
+    if kind == _RTM_NEWADDR:
+        a = _attrs(body[8:])
+        return f"address {socket.inet_ntoa(a.get(_IFA_LOCAL, bytes(4)))}/{body[1]} on interface {struct.unpack_from('=I', body, 4)[0]}"
+    if kind == _RTM_NEWNEIGH:
+        a = _attrs(body[12:])
+        return f"neighbour {socket.inet_ntoa(a.get(_NDA_DST, bytes(4)))} on interface {struct.unpack_from('=i', body, 4)[0]}"
+    if kind == _RTM_NEWLINK:
+        return f"interface {struct.unpack_from('=i', body, 4)[0]} up"
+    return f"netlink request {kind}"
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    out, a = {}, 0
+    while a + 4 <= len(data):
+        n, k = struct.unpack_from("=HH", data, a)
+        if n < 4:
+            break
+        out[k] = data[a + 4:a + n]
+        a += (n + 3) & ~3
+    return out
 
 
 def _strerror(err: int) -> str:

@@ -118,7 +118,7 @@ class _Iperf:
         interval = max(0.1, em.scale * 1.0)
         self.server = em.popen(dst, ["iperf3", "-s", "-1", "-B", em.loopback(dst)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.2)
+        time.sleep(max(0.2, em.player.origin - time.monotonic()))   # start with the window
         self.client = em.popen(src, ["iperf3", "-c", em.loopback(dst), "-B", em.loopback(src), "-t", str(wall_s),
                                      "-i", f"{interval:g}", "-J"], stdout=open(self.json_path, "w"),
                                stderr=subprocess.DEVNULL)

@@ -77,6 +77,8 @@ def bench_scale(play_s: float, say) -> dict:
         lag = log["lag_ms"].to_numpy()
         routes_per_step = log["routes"].to_numpy()
         overload = em.links.check_overload()
+        engine = em.links.status()
+        feed_ms = np.array(em.player.feed_ms)
     finally:
         t = time.perf_counter()
         em.close()
@@ -90,7 +92,8 @@ def bench_scale(play_s: float, say) -> dict:
             "route_changes_per_step_max": int(routes_per_step.max()),
             "apply_lag_ms": {"median": round(float(np.median(lag)), 2), "p99": round(float(np.percentile(lag, 99)), 2),
                              "max": round(float(lag.max()), 2)},
-            "engine_overload": overload,
+            "engine_overload": overload, "engine": engine,
+            "engine_feed_ms": {"median": round(float(np.median(feed_ms)), 1), "max": round(float(feed_ms.max()), 1)},
             "ratios_to_target": {"up": round(up_s / 60, 2), "down": round(down_s / 15, 2),
                                  "memory": round(mem_gib / 8, 2),
                                  "apply_lag_p99": round(float(np.percentile(lag, 99)) / 20, 2)}}
