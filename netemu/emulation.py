@@ -109,6 +109,13 @@ def _router_node_class():
 RouterNode = None  # set on first use (see _router_node_class)
 
 
+def _center(rtts_ms: list[float]) -> float:
+    """Centre of a set of RTTs: the 20 %-trimmed mean (robust to the wake-up outliers, and
+    steadier than the median for the same number of echoes)."""
+    from scipy.stats import trim_mean
+    return float(trim_mean(np.asarray(rtts_ms, float), 0.2))
+
+
 def _mac(link_index: int, side: int) -> str:
     v = 2 * link_index + side
     return "02:4e:" + ":".join(f"{(v >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
@@ -239,7 +246,7 @@ class Emulation:
         self.timings_s["mininet"] = time.perf_counter() - t
         self.player = Player(self, self.window, self.schedule.t_s, self.scale)
 
-    def _calibrate_in_place(self, rounds: int = 2, echoes: int = 30, rate_hz: float = 20.0) -> dict:
+    def _calibrate_in_place(self, rounds: int = 3, echoes: int = 30, rate_hz: float = 20.0) -> dict:
         """Measure the engine's per-traversal overhead on this network's own endpoint paths.
 
         Before the clock starts, links hold their first step's delays, so a path's RTT should
@@ -287,15 +294,18 @@ class Emulation:
                 for i, (d, dl, h) in enumerate(items):
                     got = [r for r in rtts[i::len(items)] if r is not None]
                     if len(got) >= echoes // 2:
-                        per_traversal.append((float(np.median(got)) - 2 * dl * self.dilation - ref_ms) * 1e3 / (2 * h))
+                        per_traversal.append((_center(got) - 2 * dl * self.dilation - ref_ms) * 1e3 / (2 * h))
             return float(np.median(per_traversal)) if per_traversal else 0.0
 
-        first = None
+        residuals = []
         for _ in range(rounds):
             r = residual_us()
-            first = r if first is None else first
+            residuals.append(r)
             self.links.set_overhead(self.links.overhead_us + r, self.links.cold_overhead_us + r)
-        final = residual_us()
+            if pilot:   # the pilot's links get the same correction: its reading drops by r
+                pilot.baseline_us -= r
+                pilot.smoothed_us = pilot.baseline_us
+        first, final = residuals[0], residuals[-1]
         if pilot:
             pilot.base_warm, pilot.base_cold = self.links.overhead_us, self.links.cold_overhead_us
         return {"in_place_pairs": sum(len(v) for v in by_src.values()), "in_place_first_residual_us": round(first, 1),
@@ -540,7 +550,7 @@ class _Pilot:
         if len(rtts) < self.ECHOES // 2:
             return float("nan")
         ref_ms = self.em.calibration.get("reference_rtt_us", 0.0) / 1e3
-        return (float(np.median(rtts)) - 2 * self.HOPS * self.DELAY_MS - ref_ms) * 1e3 / (2 * self.HOPS)
+        return (_center(rtts) - 2 * self.HOPS * self.DELAY_MS - ref_ms) * 1e3 / (2 * self.HOPS)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="netemu-pilot", daemon=True)

@@ -99,8 +99,9 @@ def test_rtt_fidelity_and_handover_gap(fid_plan, tmp_path):
     netemu.run(fid_plan, tmp_path, start_s=300, duration_s=60)
     fid = json.loads((tmp_path / "fidelity.json").read_text())
     o = fid["overall"]
-    assert o["compared"] > 1000 and o["lost_while_reachable"] == 0, o
-    assert o["abs_error_p99_ms"] <= 0.5, o
+    why = json.dumps({"fidelity": o, "calibration": json.loads((tmp_path / "run.json").read_text())["calibration"]})
+    assert o["compared"] > 1000 and o["lost_while_reachable"] == 0, why
+    assert o["abs_error_p99_ms"] <= 0.5, why
     assert fid["verdict"] == "faithful"
     probes = pd.read_parquet(tmp_path / "probes.parquet")
     assert list(probes.columns) == ["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]
@@ -168,6 +169,12 @@ def test_cli_run_sigterm_and_kill9(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netemu", "run", scenario, "-o", str(tmp_path / "x"),
                         "--probe", "g-sanya:mars"], capture_output=True, text=True)
     assert r.returncode == 2 and "mars" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text((DATA / "fidelity.toml").read_text().replace("planes = 4", "planes = -4"))
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(bad), "-o", str(tmp_path / "y")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "planes" in r.stderr and "bad.toml" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "y").exists() and _kernel_state() == before
     # SIGTERM while playing tears everything down
     p = _netemu("run", scenario, "-o", str(tmp_path / "t"), "--no-calibrate", "--start", "300")
     _wait_playing(p)
