@@ -94,6 +94,27 @@ def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float
     return [(q, sent[q] / 1e9, *(got.get(q) or (None, None, None))) for q in range(count)]
 
 
+_ECHO_BODY = b"netemu-probe" * 4
+
+
+def _echo_request(ident: int, seq: int) -> bytes:
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + _ECHO_BODY), ident, seq) + _ECHO_BODY
+
+
+def _read_echo_reply(s: socket.socket) -> tuple[int, int, int, int]:
+    """One ICMP message from raw socket `s`: (type, id, seq, kernel receive time in ns)."""
+    data, anc, _, _ = s.recvmsg(65535, 64)
+    t = time.time_ns()
+    for level, kind, value in anc:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", value[:16])
+            t = sec * 1_000_000_000 + nsec
+    ihl = (data[0] & 0x0F) * 4
+    typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+    return typ, rid, rseq, t
+
+
 def _icmp_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -128,9 +149,7 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
     while True:
         now = time.monotonic()
         if seq < count and now >= start + seq * interval_s:
-            body = b"netemu-probe" * 4
-            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
+            pkt = _echo_request(ident, seq)
             sent[seq] = time.time_ns()
             try:
                 s.sendto(pkt, (dsts[seq % len(dsts)], 0))
@@ -142,14 +161,7 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
             break
         wait = (start + seq * interval_s - now) if seq < count else deadline - now
         if _readable(s, wait):
-            data, anc, _, _ = s.recvmsg(65535, 64)
-            t = time.time_ns()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    t = sec * 1_000_000_000 + nsec
-            ihl = (data[0] & 0x0F) * 4
-            typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+            typ, rid, rseq, t = _read_echo_reply(s)
             if typ == 0 and rid == ident and rseq in sent and rseq not in rtt:
                 rtt[rseq] = (t - sent[rseq]) / 1e6
     s.close()
@@ -171,7 +183,6 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     ident = int.from_bytes(os.urandom(2), "big")
-    body = b"netemu-probe" * 4
     t_mono: list[float] = []
     t_real: list[int] = []
     rtt: list[float | None] = []
@@ -190,8 +201,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
         due = start + k * interval_s
         if deadline == float("inf") and now >= due:
             seq = k & 0xFFFF
-            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            pkt = struct.pack("!BBHHH", 8, 0, _icmp_checksum(head + body), ident, seq) + body
+            pkt = _echo_request(ident, seq)
             t_mono.append(time.monotonic())
             t_real.append(time.time_ns())
             rtt.append(None)
@@ -207,14 +217,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
         except InterruptedError:
             continue
         if ready:
-            data, anc, _, _ = s.recvmsg(65535, 64)
-            t = time.time_ns()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    t = sec * 1_000_000_000 + nsec
-            ihl = (data[0] & 0x0F) * 4
-            typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+            typ, rid, rseq, t = _read_echo_reply(s)
             q = by_seq.get(rseq)
             if typ == 0 and rid == ident and q is not None and rtt[q] is None:
                 rtt[q] = (t - t_real[q]) / 1e6
