@@ -189,7 +189,8 @@ class Emulation:
         self.link_table = table
         self.states: LinkStates = link_states(sched, table["a"].to_numpy(), table["b"].to_numpy(), w)
         self.timings_s["plan_tables"] = time.perf_counter() - t
-        n_sat = sum(1 for n in self.node_names if n not in set(sched.nodes["name"][sched.nodes["kind"] == "ground"]))
+        ground = set(sched.nodes["name"][sched.nodes["kind"] == "ground"])
+        n_sat = sum(1 for n in self.node_names if n not in ground)
         self.say(f"network: {len(self.node_names):,} nodes ({n_sat:,} satellites), {len(table):,} links, "
                  f"steps {w.k0}..{w.k1} (t = {w.t0_s:g}..{w.t_end_s:g} s)")
 

@@ -38,8 +38,6 @@ class Player:
         self.log: list[tuple] = []
         self.feed_ms: list[float] = []          # duration of each engine call of a feed
         self._work: deque = deque()             # engine calls of feeds, sent between route steps
-        self.started_wall = None
-        self.finished = False
 
     # ------------------------------------------------------------------ clock
 
@@ -95,7 +93,6 @@ class Player:
     def _run(self) -> None:
         try:
             self._loop()
-            self.finished = not self._stop.is_set()
         except BaseException as e:  # reported by wait()
             self._error = e
 
