@@ -90,7 +90,10 @@ def cmd_run(args) -> int:
         print(f"iperf3 {info['iperf']}: mean {info['iperf_mean_mbps']:.1f} Mbit/s")
     for w in info.get("warnings", []):
         print(f"warning: {w}")
-    print(f"Results in {args.out}/ (run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv)")
+    files = "run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv"
+    if info.get("workloads"):
+        files += ", jobs.csv, throughput.csv, summary.json, workloads/"
+    print(f"Results in {args.out}/ ({files})")
     return 0
 
 

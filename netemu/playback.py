@@ -190,7 +190,9 @@ def fidelity(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray]
     straddling, unreachable (oracle NaN), and error_ms median / p99 / max (signed) and
     abs_p99.
     """
-    flight_s = np.where(np.isnan(probes["rtt_ms"]), timeout_s, probes["rtt_ms"].to_numpy() / 1e3)
+    probes = probes.astype({"t_s": float, "rtt_ms": float, "oracle_rtt_ms": float})
+    rtt_ms = probes["rtt_ms"].to_numpy()
+    flight_s = np.where(np.isnan(rtt_ms), timeout_s, rtt_ms / 1e3)
     t = probes["t_s"].to_numpy()
     straddle = np.zeros(len(probes), bool)
     for (src, dst), times in change_t_s.items():

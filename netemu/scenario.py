@@ -2,7 +2,8 @@
 
 A scenario says *what* to emulate: the time window, satellite groups (Walker shells, formation-flying
 compute clusters, TLE files), ground stations, the laser ISL models, the ground-link (GSL) model,
-the endpoints workloads will use and the routing metric. Paths inside a scenario are relative to
+the endpoints workloads will use, the routing metric and the AI workloads to run (`[[workloads]]`:
+inference, upload, checkpoint, allreduce). Paths inside a scenario are relative to
 the scenario file. Every problem raises one `ScenarioError` naming the file, the key and what was
 expected; nothing is computed before the whole file has been checked.
 """
@@ -24,7 +25,7 @@ from .orbits import TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_de
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -143,6 +144,36 @@ class Routing:
     """Whether a path may transit a ground station (bent pipe through the ground)."""
 
 
+WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """An AI workload run as real programs (TCP sockets) inside emulated nodes.
+
+    `clients` are the ground-side nodes (inference, upload, checkpoint) or the ring's ranks in
+    order (allreduce); `server` is the compute satellite (None for allreduce). `start_s`/`stop_s`
+    are scenario times (None: the run window's start/end); no job starts after `stop_s`.
+    `params` holds the kind's parameters with their defaults filled in (see `WORKLOAD_PARAMS`)."""
+
+    name: str
+    kind: str
+    clients: tuple[str, ...]
+    server: str | None
+    start_s: float | None
+    stop_s: float | None
+    seed: int
+    transport: str
+    params: tuple[tuple[str, Any], ...]
+
+    def p(self, key: str) -> Any:
+        """A parameter by name (defaults filled in)."""
+        for k, v in self.params:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     path: Path
@@ -157,6 +188,7 @@ class Scenario:
     gsl: GSLModel | None
     endpoints: tuple[str, ...]
     routing: Routing = field(default_factory=Routing)
+    workloads: tuple[Workload, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -261,7 +293,7 @@ def _prefix_check(v: str) -> str | None:
 
 # --------------------------------------------------------------------------- loading
 
-_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing")
+_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -312,13 +344,14 @@ def load_scenario(path: str | Path) -> Scenario:
     isls = _isls(top, path, base, groups)
     routing = _routing(top)
     endpoints = _endpoints(top, groups, stations, node_names)
+    workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
     top.done()
 
     if not groups:
         raise ScenarioError(path, "satellites", "expected at least one [[satellites]] group")
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
-                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing)
+                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads))
 
 
 def _claim(path: Path, names: dict[str, str], name: str, where: str) -> None:
@@ -620,3 +653,126 @@ def _endpoints(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         raise t.error("nodes", f"at least two endpoints (by default every ground station and compute "
                                f"satellite), found {len(out)}")
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- workloads
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "a positive number"
+
+
+def _nonneg(v: Any) -> str | None:
+    return None if v >= 0 else "a number ≥ 0"
+
+
+def _count(v: Any) -> str | None:
+    return None if v >= 0 else "an integer ≥ 0"
+
+
+# Kind -> key -> (kind of TOML value, default, check). Defaults: shared domain facts §4
+# (Azure LLM conversation trace 2023, Sentinel-2 tiles, 8B-parameter model in bf16).
+WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]] = {
+    "inference": {
+        "rate_per_s": ("a number", 5.5, _positive),          # Poisson arrivals per client (Azure conv: 5.53 req/s)
+        "prompt_tokens": ("a number", 1020.0, _positive),    # median prompt (Azure conv p50)
+        "prompt_sigma": ("a number", 0.77, _nonneg),         # lognormal spread: p90/p50 = 2734/1020
+        "output_tokens": ("a number", 129.0, _positive),     # median output (Azure conv p50)
+        "output_sigma": ("a number", 0.93, _nonneg),         # p90/p50 = 424/129
+        "max_tokens": ("an integer", 8192, _positive),       # cap on drawn prompt/output tokens
+        "request_bytes_per_token": ("a number", 4.0, _positive),   # UTF-8 English text
+        "request_overhead_bytes": ("an integer", 1000, _count),     # JSON/HTTP headers
+        "image_bytes": ("an integer", 0, _count),            # > 0: requests carry an image of this size instead
+        "response_bytes_per_token": ("a number", 250.0, _positive),  # one SSE chunk per token
+        "service_s": ("a number", 0.5, _nonneg),             # queueing + prefill before the first token
+        "tokens_per_s": ("a number", 100.0, _positive),      # decode speed of the server
+        "window_s": ("a number", 10.0, _positive),           # percentile windows in the summary
+    },
+    "upload": {
+        "file_mb": ("a number", 600.0, _positive),           # one Sentinel-2 L1C tile
+        "files": ("an integer", 0, _count),                  # per client; 0 = as many as fit before stop_s
+        "interval_s": ("a number", 0.0, _nonneg),            # 0 = back to back, else one file every interval_s
+    },
+    "checkpoint": {
+        "size_gb": ("a number", 16.0, _positive),            # 8B parameters in bf16
+        "direction": ("a string", "up", lambda v: None if v in ("up", "down") else "'up' (ground to orbit) or 'down'"),
+        "count": ("an integer", 1, _positive),               # transfers per client, back to back
+        "interval_s": ("a number", 0.0, _nonneg),
+    },
+    "allreduce": {
+        "gradient_mb": ("a number", 16000.0, _positive),     # 8B parameters, bf16 gradients
+        "steps": ("an integer", 10, _positive),
+        "compute_s": ("a number", 0.0, _nonneg),             # compute time between steps
+    },
+}
+
+
+def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
+               node_names: dict[str, str], endpoints: tuple[str, ...], duration_s: float) -> list[Workload]:
+    top.seen.add("workloads")
+    raw = top.data.get("workloads", [])
+    if not isinstance(raw, list):
+        raise top.error("workloads", "expected an array of tables ([[workloads]])")
+    by_group = {g.name: group_node_names(g) for g in groups}
+    compute = [n for g in groups if g.compute for n in by_group[g.name]]
+    ground = [st.name for st in stations]
+    eps = set(endpoints)
+    out: list[Workload] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"workloads[{i}]", item)
+        kind = t.get("kind", "a string", check=lambda v: None if v in WORKLOAD_KINDS else "one of " + ", ".join(WORKLOAD_KINDS))
+        name = t.get("name", "a string", f"{kind}-{i}", check=lambda v: None if re.match(r"^[A-Za-z0-9_.-]{1,40}$", v)
+                     else "1-40 letters, digits, '-', '_' or '.'")
+        if name in names:
+            raise t.error("name", f"a unique workload name; {name!r} is used twice")
+        names.add(name)
+
+        def nodes(key: str, default: list[str]) -> list[str]:
+            if not t.has(key):
+                return list(default)
+            v = t.get(key, "a list") if isinstance(t.data[key], list) else [t.get(key, "a string")]
+            got: list[str] = []
+            for x in v:
+                if isinstance(x, str) and x in by_group:
+                    got.extend(by_group[x])
+                elif isinstance(x, str) and x in node_names:
+                    got.append(x)
+                else:
+                    known = ", ".join(list(node_names)[:6]) + (", …" if len(node_names) > 6 else "")
+                    raise t.error(key, f"node or group names defined in this scenario (e.g. {known}), found {x!r}")
+            return got
+
+        if kind == "allreduce":
+            clients = nodes("ranks", compute)
+            server = None
+            if len(clients) < 2 or len(set(clients)) != len(clients):
+                raise t.error("ranks", f"at least two distinct nodes (default: every compute satellite), found {clients!r}")
+            node_keys = [("ranks", n) for n in clients]
+        else:
+            clients = nodes("clients", ground)
+            servers = nodes("server", compute[:1])
+            if len(servers) != 1:
+                raise t.error("server", f"exactly one node (default: the first compute satellite), found {servers!r}")
+            server = servers[0]
+            if not clients:
+                raise t.error("clients", "at least one client node (default: every ground station)")
+            if server in clients:
+                raise t.error("server", f"a node that is not also a client, found {server!r}")
+            node_keys = [("clients", n) for n in clients] + [("server", server)]
+        for key, n in node_keys:
+            if n not in eps:
+                raise t.error(key, f"endpoints only (routes exist toward endpoints): {n!r} is not one; "
+                                   "add it to [endpoints].nodes")
+        start_s = t.get("start_s", "a number", None, check=_range(0, duration_s))
+        stop_s = t.get("stop_s", "a number", None, check=_range(0, duration_s))
+        if start_s is not None and stop_s is not None and stop_s <= start_s:
+            raise t.error("stop_s", f"a time after start_s = {start_s:g}, found {stop_s:g}")
+        seed = t.get("seed", "an integer", i + 1, check=_count)
+        transport = t.get("transport", "a string", "tcp", check=lambda v: None if v == "tcp" else "'tcp' (the only transport the workload programs implement)")
+        params = []
+        for key, (vkind, default, check) in WORKLOAD_PARAMS[kind].items():
+            params.append((key, t.get(key, vkind, default, check=check)))
+        t.done()
+        out.append(Workload(name=name, kind=kind, clients=tuple(clients), server=server, start_s=start_s,
+                            stop_s=stop_s, seed=seed, transport=transport, params=tuple(params)))
+    return out

@@ -34,7 +34,7 @@ def _kernel_state() -> dict:
     return {"namespaces": sorted(list_netemu_namespaces()),
             "links": sorted(re.findall(r"^\d+: ([^:@]+)", links, re.M)),
             "processes": sorted(line for line in procs.splitlines()
-                                if "netemu.engine" in line or "netemu.probe" in line or "mininet:" in line)}
+                                if any(m in line for m in ("netemu.engine", "netemu.probe", "netemu.agent", "netemu.openloop", "mininet:")))}
 
 
 def _expected_next_hops(em, k: int) -> np.ndarray:

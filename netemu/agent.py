@@ -1,0 +1,404 @@
+"""The workload program that runs inside an emulated node (`python -m netemu.agent SPEC.json`).
+
+One agent per node runs every workload role the run gives that node, on one asyncio loop, over
+real TCP sockets bound to the node's loopback address, and writes a JSON-lines event log (one
+object per line: `t` CLOCK_MONOTONIC seconds — one clock for every namespace, so times taken in
+different nodes subtract exactly — `ev`, `wl` workload, `job`, and fields of the event).
+
+The spec is made by `netemu.workloads.agent_specs`: every instant in it is already a monotonic
+time and every duration already in wall seconds (dilation applied), so this program does no
+time conversion. Roles:
+
+- `inference-server`: per connection, reads a request, waits the service time, then streams
+  `tokens` chunks of `bytes_per_token` bytes at the decode rate.
+- `inference-client`: opens one connection per request at its arrival instant, sends the
+  request, reads the whole streamed response (events `start`, `first_byte`, `done`).
+- `transfer-server` / `transfer-client`: files and checkpoints. The client connects; for `up`
+  it sends the bytes and the server receives them, for `down` the server sends. The receiving
+  side logs `progress` (cumulative bytes, every `progress_s`) and `received`.
+- `allreduce-rank`: one rank of a ring all-reduce: 2(K−1) phases per step, each sending
+  gradient/K bytes to the next rank while receiving as much from the previous one.
+- `replay-client` / `replay-server`: closed-loop trace replay. Each flow's client connects at
+  the flow's start; both sides then follow the flow's script of messages (sender, bytes, think
+  time): a side waits its think time after the previous message, sends its message, or reads
+  the other side's (events `msg_start`, `msg_received`).
+
+SIGTERM ends the program: unfinished jobs are simply left without their `done` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import struct
+import sys
+import time
+
+_MAGIC = b"NEMU"
+_HEAD = struct.Struct("!4sBQQQQ")     # magic, op, job, a, b, c
+OP_INFERENCE, OP_PUT, OP_GET, OP_REPLAY = 1, 2, 3, 4
+_CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(_CHUNK))
+
+
+class Log:
+    """Buffered JSON-lines event log, flushed by `flusher` and at exit."""
+
+    def __init__(self, path: str, node: str):
+        self.f = open(path, "w", buffering=1 << 16)
+        self.node = node
+
+    def __call__(self, ev: str, wl: str, job: int | None = None, t: float | None = None, **fields) -> None:
+        rec = {"t": round(time.monotonic() if t is None else t, 9), "ev": ev, "wl": wl, "node": self.node}
+        if job is not None:
+            rec["job"] = job
+        rec.update(fields)
+        self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    async def flusher(self, every_s: float = 0.5) -> None:
+        """Flush every `every_s`, so readers see the events of a running agent."""
+        while True:
+            await asyncio.sleep(every_s)
+            self.f.flush()
+
+    def close(self) -> None:
+        self.f.flush()
+        self.f.close()
+
+
+async def _sleep_until(mono: float) -> None:
+    dt = mono - time.monotonic()
+    if dt > 0:
+        await asyncio.sleep(dt)
+
+
+def _tune(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # token chunks go out as made
+
+
+async def _send_bytes(writer: asyncio.StreamWriter, n: int) -> None:
+    while n > 0:
+        k = min(n, _CHUNK)
+        writer.write(_ZEROS[:k])
+        n -= k
+        await writer.drain()
+
+
+async def _recv_bytes(reader: asyncio.StreamReader, n: int, on_bytes=None) -> int:
+    """Read exactly n bytes (fewer if the peer closes); returns the count read."""
+    got = 0
+    while got < n:
+        data = await reader.read(min(n - got, _CHUNK))
+        if not data:
+            break
+        got += len(data)
+        if on_bytes is not None:
+            on_bytes(got)
+    return got
+
+
+class _Progress:
+    """Logs cumulative received bytes at most every `every_s` (wall), plus the last count."""
+
+    def __init__(self, log: Log, wl: str, job: int, every_s: float, peer: str):
+        self.log, self.wl, self.job, self.every_s, self.peer = log, wl, job, every_s, peer
+        self.next_t = time.monotonic() + every_s
+        self.bytes = 0
+
+    def __call__(self, got: int) -> None:
+        self.bytes = got
+        now = time.monotonic()
+        if now >= self.next_t:
+            self.log("progress", self.wl, self.job, t=now, bytes=got, peer=self.peer)
+            self.next_t = now + self.every_s
+
+
+# --------------------------------------------------------------------------- servers
+
+async def _serve(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
+    wl = role["workload"]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _tune(writer)
+        try:
+            head = await reader.readexactly(_HEAD.size)
+            magic, op, job, a, b, c = _HEAD.unpack(head)
+            if magic != _MAGIC:
+                log("error", wl, None, what="bad request header")
+                return
+            if op == OP_INFERENCE:
+                got = await _recv_bytes(reader, a)
+                log("request", wl, job, bytes=got, peer=writer.get_extra_info("peername")[0])
+                t_first = time.monotonic() + role["service_s"]
+                await _sleep_until(t_first)
+                chunk = _ZEROS[:c]
+                for i in range(b):
+                    await _sleep_until(t_first + i * role["token_interval_s"])
+                    writer.write(chunk)
+                    await writer.drain()
+                log("response_sent", wl, job, bytes=b * c)
+            elif op == OP_PUT:
+                peer = writer.get_extra_info("peername")[0]
+                prog = _Progress(log, wl, job, role["progress_s"], peer)
+                got = await _recv_bytes(reader, a, prog)
+                t_done = time.monotonic()
+                log("received", wl, job, t=t_done, bytes=got, expected=a, peer=peer)
+                writer.write(struct.pack("!Qd", got, t_done))
+                await writer.drain()
+            elif op == OP_GET:
+                log("sending", wl, job, bytes=a)
+                await _send_bytes(writer, a)
+                log("sent", wl, job, bytes=a)
+            elif op == OP_REPLAY:
+                script = role["flows"].get(str(job))
+                if script is None:
+                    log("error", wl, job, what="unknown flow")
+                    return
+                await _follow_script(script, 1, reader, writer, log, wl, job)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+            log("error", wl, None, what=f"{type(e).__name__}: {e}")
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, address, role["port"], reuse_address=True, backlog=1024)
+
+
+# --------------------------------------------------------------------------- clients
+
+async def _connect(role: dict, address: str, server: str | None = None):
+    reader, writer = await asyncio.open_connection(server or role["server"], role["port"], local_addr=(address, 0))
+    _tune(writer)
+    return reader, writer
+
+
+async def _inference_request(role: dict, log: Log, address: str, job: int, req_bytes: int, tokens: int,
+                             bpt: int) -> None:
+    wl = role["workload"]
+    log("start", wl, job, request_bytes=req_bytes, expected=tokens * bpt)
+    writer = None
+    try:
+        reader, writer = await _connect(role, address)
+        writer.write(_HEAD.pack(_MAGIC, OP_INFERENCE, job, req_bytes, tokens, bpt))
+        await _send_bytes(writer, req_bytes)
+        log("sent", wl, job)
+        want = tokens * bpt
+        first = await reader.read(min(want, _CHUNK))
+        if not first:
+            raise ConnectionError("server closed before the first byte")
+        log("first_byte", wl, job)
+        got = len(first) + await _recv_bytes(reader, want - len(first))
+        log("done", wl, job, bytes=got)
+    except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
+        log("error", wl, job, what=f"{type(e).__name__}: {e}")
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _inference_client(role: dict, log: Log, address: str) -> None:
+    tasks = []
+    for job, due, req_bytes, tokens, bpt in role["jobs"]:
+        await _sleep_until(due)
+        tasks.append(asyncio.create_task(_inference_request(role, log, address, job, req_bytes, tokens, bpt)))
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def _transfer(role: dict, log: Log, address: str, job: int) -> None:
+    wl, size = role["workload"], role["size_bytes"]
+    up = role["direction"] == "up"
+    log("start", wl, job, bytes=size, direction=role["direction"])
+    writer = None
+    try:
+        reader, writer = await _connect(role, address)
+        writer.write(_HEAD.pack(_MAGIC, OP_PUT if up else OP_GET, job, size, 0, 0))
+        if up:
+            await _send_bytes(writer, size)
+            log("sent", wl, job, bytes=size)
+            got, t_received = struct.unpack("!Qd", await reader.readexactly(16))
+            log("done", wl, job, bytes=got, t_received=t_received)   # the server's count and clock
+        else:
+            prog = _Progress(log, wl, job, role["progress_s"], address)
+            got = await _recv_bytes(reader, size, prog)
+            t_received = time.monotonic()
+            log("received", wl, job, t=t_received, bytes=got, expected=size, peer=address)
+            log("done", wl, job, bytes=got, t_received=t_received)
+    except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
+        log("error", wl, job, what=f"{type(e).__name__}: {e}")
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _transfer_client(role: dict, log: Log, address: str) -> None:
+    start, stop, count, interval = role["start_mono"], role["stop_mono"], role["count"], role["interval_s"]
+    tasks, job = [], 0
+    await _sleep_until(start)
+    while time.monotonic() < stop and (count == 0 or job < count):
+        if interval > 0:
+            await _sleep_until(start + job * interval)
+            if time.monotonic() >= stop:
+                break
+            tasks.append(asyncio.create_task(_transfer(role, log, address, job)))
+        else:
+            await _transfer(role, log, address, job)
+        job += 1
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def _follow_script(messages: list, me: int, reader, writer, log: Log, wl: str, flow: int) -> None:
+    """Play one flow's messages [[sender (0 client, 1 server), bytes, think_s wall], ...] from
+    side `me`: send own messages after their think time, read the other side's."""
+    last = time.monotonic()
+    for m, (sender, n, think_s) in enumerate(messages):
+        if sender == me:
+            await _sleep_until(last + think_s)
+            log("msg_start", wl, flow, msg=m, bytes=n)
+            await _send_bytes(writer, n)
+            last = time.monotonic()
+        else:
+            got = await _recv_bytes(reader, n)
+            last = time.monotonic()
+            log("msg_received", wl, flow, t=last, msg=m, bytes=got, expected=n)
+            if got < n:
+                raise ConnectionError(f"flow {flow}: peer closed in message {m}")
+
+
+async def _replay_flow(role: dict, log: Log, address: str, flow: str, start: float, script: list) -> None:
+    wl = role["workload"]
+    await _sleep_until(start)
+    writer = None
+    try:
+        log("flow_start", wl, int(flow))
+        reader, writer = await _connect(role, address, role["servers"][flow])
+        writer.write(_HEAD.pack(_MAGIC, OP_REPLAY, int(flow), 0, 0, 0))
+        await _follow_script(script, 0, reader, writer, log, wl, int(flow))
+        log("flow_end", wl, int(flow))
+    except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
+        log("error", wl, int(flow), what=f"{type(e).__name__}: {e}")
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _replay_client(role: dict, log: Log, address: str) -> None:
+    await asyncio.gather(*(_replay_flow(role, log, address, f, start, role["flows"][f])
+                           for f, start in role["starts"].items()))
+
+
+# --------------------------------------------------------------------------- all-reduce
+
+async def _allreduce_rank(role: dict, log: Log, address: str) -> None:
+    wl, rank, k = role["workload"], role["rank"], role["ranks"]
+    inbound: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def accept(reader, writer):
+        _tune(writer)
+        if not inbound.done():
+            inbound.set_result((reader, writer))     # keep the writer: it owns the transport
+
+    server = await asyncio.start_server(accept, address, role["port"], reuse_address=True)
+    writer = None
+    deadline = role["start_mono"]
+    while writer is None:                  # the next rank's agent may still be starting
+        try:
+            _, writer = await asyncio.open_connection(role["next"], role["port"], local_addr=(address, 0))
+            _tune(writer)
+        except OSError:
+            if time.monotonic() > deadline + 30 * role["dilation"]:
+                log("error", wl, None, what=f"cannot connect to the next rank at {role['next']}")
+                server.close()
+                return
+            await asyncio.sleep(0.05)
+    reader, _ = await inbound
+    log("ready", wl, None, rank=rank)
+    chunk = role["gradient_bytes"] // k
+    await _sleep_until(role["start_mono"])
+    try:
+        for step in range(role["steps"]):
+            t0 = time.monotonic()
+            log("step_start", wl, step, t=t0, rank=rank)
+            sent = got = 0
+            for _ in range(2 * (k - 1)):
+                async def send():
+                    await _send_bytes(writer, chunk)
+                    return chunk
+                s, r = await asyncio.gather(send(), _recv_bytes(reader, chunk))
+                sent += s
+                got += r
+                if r < chunk:
+                    raise ConnectionError(f"rank {rank}: the previous rank closed mid-phase")
+            log("step_end", wl, step, rank=rank, bytes_sent=sent, bytes_received=got)
+            if role["compute_s"] > 0 and step + 1 < role["steps"]:
+                await asyncio.sleep(role["compute_s"])
+    except (ConnectionError, OSError) as e:
+        log("error", wl, None, what=f"{type(e).__name__}: {e}", rank=rank)
+    finally:
+        writer.close()
+        server.close()
+
+
+# --------------------------------------------------------------------------- main
+
+async def _main(spec: dict, log: Log) -> None:
+    address = spec["address"]
+    servers, tasks = [], []
+    flusher = asyncio.create_task(log.flusher())  # noqa: F841 (runs until cancelled at exit)
+    for role in spec["roles"]:
+        kind = role["role"]
+        if kind in ("inference-server", "transfer-server", "replay-server"):
+            servers.append(await _serve(role, log, address))
+        elif kind == "inference-client":
+            tasks.append(_inference_client(role, log, address))
+        elif kind == "transfer-client":
+            tasks.append(_transfer_client(role, log, address))
+        elif kind == "allreduce-rank":
+            tasks.append(_allreduce_rank(role, log, address))
+        elif kind == "replay-client":
+            tasks.append(_replay_client(role, log, address))
+        else:
+            raise ValueError(f"unknown role {kind!r}")
+    log("agent_ready", "", None, roles=[r["role"] for r in spec["roles"]])
+    if tasks:
+        await asyncio.gather(*tasks)
+    log("agent_idle", "", None)
+    await asyncio.Event().wait()          # servers keep serving until SIGTERM
+
+
+async def _settle(tasks) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m netemu.agent SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(open(argv[0]).read())
+    log = Log(spec["log"], spec["node"])
+    loop = asyncio.new_event_loop()
+    main_task = loop.create_task(_main(spec, log))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        loop.run_until_complete(main_task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        rest = asyncio.all_tasks(loop)       # connection handlers and requests still running
+        for t in rest:
+            t.cancel()
+        if rest:
+            loop.run_until_complete(_settle(rest))
+        log("agent_stop", "", None)
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
