@@ -8,7 +8,11 @@ The public API (pinned by tests/test_api.py):
     with netemu.emulate(plan, duration_s=60) as em:      # root
         em.start()
         em["g-beijing"].cmd("ping -c 3", em.loopback("c-odc-00"))
-    netemu.run(plan, "out/run")                          # what `netemu run` does
+    netemu.run(plan, "out/run")                          # what `netemu run` does: also the
+                                                         # scenario's [[workloads]] (jobs.csv)
+    trace = netemu.read_trace("traces/inference.pcap")   # streaming pcap reader
+    replay = netemu.TraceReplay(plan, "traces/upload.pcap", mode="closed")
+    netemu.run(plan, "out/replay", workloads=False, replay=replay)   # what `netemu replay` does
 
 Names are imported on first use, so processes that need only a small part (the link engine,
 probes inside emulated nodes) start fast.
@@ -23,16 +27,18 @@ __version__ = "0.1.0"
 _LAZY = {
     "Track": "orbits", "Plan": "plan", "make_plan": "plan", "read_plan": "plan", "write_plan": "plan",
     "Routes": "routing", "Scenario": "scenario", "load_scenario": "scenario", "Schedule": "topology",
-    "Emulation": "emulation", "emulate": "emulation", "run": "runner",
+    "Emulation": "emulation", "emulate": "emulation", "run": "runner", "Workload": "scenario",
+    "Trace": "trace", "read_trace": "trace", "TraceReplay": "replay",
 }
 
 __all__ = [
     "__version__",
     "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError",
-    "Scenario", "load_scenario",
+    "Scenario", "Workload", "load_scenario",
     "Track", "Schedule", "Routes",
     "Plan", "make_plan", "write_plan", "read_plan",
     "Emulation", "emulate", "run",
+    "Trace", "read_trace", "TraceReplay",
 ]
 
 

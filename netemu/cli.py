@@ -97,6 +97,43 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_trace_inspect(args) -> int:
+    from .trace import format_inspect, inspect
+    info = inspect(args.pcap, top=args.top)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_inspect(info))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    import signal
+    from .plan import make_plan
+    from .replay import TraceReplay
+    from .runner import run
+    from .scenario import load_scenario
+    say = _stage(time.perf_counter())
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    scenario = load_scenario(args.scenario)
+    from .netns import running_as_root
+    if not running_as_root():
+        raise NetemuError("netemu replay needs root (namespaces, TAP devices, routes); run it with sudo")
+    say(f"scenario {scenario.name}: planning")
+    plan = make_plan(scenario, progress=say)
+    say(f"reading {args.pcap}")
+    rp = TraceReplay(plan, args.pcap, mapping=args.map, mode=args.mode)
+    say(f"mapping ({rp.mapping_source}): " + ", ".join(f"{a}={n}" for a, n in rp.mapping.items()))
+    duration = args.duration if args.duration is not None else rp.window_s(args.speed, args.start)
+    info = run(plan, args.out, probes=[] if args.no_probes else None, progress=say, workloads=False, replay=rp,
+               scope=args.scope, speed=args.speed, dilation=args.dilation, start_s=args.start, duration_s=duration,
+               seed=args.seed)
+    for w in info.get("warnings", []):
+        print(f"warning: {w}")
+    print(f"Results in {args.out}/ (packets.parquet, messages.parquet, flows.parquet, summary.json, run.json)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import format_checks, run_checks
     scenario = None
@@ -180,6 +217,33 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--no-calibrate", action="store_true", help="skip the link-engine overhead calibration")
     rn.add_argument("--cli", action="store_true", help="open the Mininet CLI while the constellation moves")
     rn.set_defaults(func=cmd_run)
+    tr = sub.add_parser("trace", help="packet traces (pcap, pcapng)")
+    trs = tr.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
+    ti = trs.add_parser("inspect", help="print what a trace holds: flows, sizes, duration, rate")
+    ti.add_argument("pcap", help="pcap or pcapng file")
+    ti.add_argument("--top", type=int, default=10, help="flows and addresses to list (default 10)")
+    ti.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ti.set_defaults(func=cmd_trace_inspect)
+    rp = sub.add_parser("replay", help="replay a packet trace through the emulated network (root)")
+    rp.add_argument("scenario", help="scenario TOML")
+    rp.add_argument("pcap", help="pcap or pcapng file")
+    rp.add_argument("-o", "--out", required=True, help="run directory")
+    rp.add_argument("--map", metavar="ADDR=NODE[,ADDR=NODE]",
+                    help="trace addresses onto nodes (default: the two busiest addresses onto the scenario's "
+                         "first client and server)")
+    rp.add_argument("--mode", choices=("auto", "open", "closed"), default="auto",
+                    help="open-loop (original timing), closed-loop (messages over TCP), or auto: "
+                         "TCP flows closed-loop, the rest open-loop (default)")
+    rp.add_argument("--start", type=_nonneg, default=0.0, help="emulated start time, s from the epoch (default 0)")
+    rp.add_argument("--duration", type=_positive, default=None,
+                    help="emulated seconds to play (default: the trace's span plus 3.5 s, or up to 60 s "
+                         "more for closed-loop flows, ending when they have)")
+    rp.add_argument("--speed", type=_positive, default=1.0, help="< 1 slows the orbital motion (default 1)")
+    rp.add_argument("--dilation", type=_at_least_one, default=1.0, help="time dilation K ≥ 1 (default 1)")
+    rp.add_argument("--scope", choices=("auto", "all", "paths"), default="auto")
+    rp.add_argument("--seed", type=int, default=0, help="random seed of link losses")
+    rp.add_argument("--no-probes", action="store_true", help="no RTT probes alongside the replay")
+    rp.set_defaults(func=cmd_replay)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
     dr.set_defaults(func=cmd_doctor)

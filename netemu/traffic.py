@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from .workloads import Clock, agent_specs, jobs_table, read_events, ring_ideal_ms, summarise, throughput_table
 
 __all__ = ["WorkloadRunner", "WORKLOAD_FILES"]

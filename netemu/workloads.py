@@ -56,7 +56,7 @@ class Clock:
         return start, stop
 
 
-def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float, dilation: float,
+def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float,
                    speed: float = 1.0) -> pd.DataFrame:
     """Requests of one inference client: `job, t_s, request_bytes, prompt_tokens, output_tokens,
     response_bytes_per_token`. Poisson arrivals at `rate_per_s` per network second (gaps in
@@ -111,7 +111,7 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
                                     "service_s": w.p("service_s") * K,
                                     "token_interval_s": K / w.p("tokens_per_s")})
             for ci, c in enumerate(w.clients):
-                jobs = inference_jobs(w, ci, start_s, stop_s, K, speed)
+                jobs = inference_jobs(w, ci, start_s, stop_s, speed)
                 roles(c).append({"role": "inference-client", "workload": w.name, "server": loopback(w.server),
                                  "port": port, "jobs": [[int(j), clock.mono(t), int(rb), int(ot), int(bpt)]
                                                         for j, t, rb, ot, bpt in zip(

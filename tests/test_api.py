@@ -5,10 +5,11 @@ def test_public_api_is_pinned():
     assert sorted(netemu.__all__) == sorted([
         "__version__",
         "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError",
-        "Scenario", "load_scenario",
+        "Scenario", "Workload", "load_scenario",
         "Track", "Schedule", "Routes",
         "Plan", "make_plan", "write_plan", "read_plan",
         "Emulation", "emulate", "run",
+        "Trace", "read_trace", "TraceReplay",
     ])
     for name in netemu.__all__:
         assert hasattr(netemu, name), name

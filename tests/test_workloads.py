@@ -95,9 +95,9 @@ def test_workload_nodes_must_be_endpoints(tmp_path):
 
 def test_inference_arrivals_are_poisson_seeded_and_lognormal(tmp_path):
     w = _load(tmp_path, '[[workloads]]\nkind = "inference"\nrate_per_s = 50\nseed = 3\n').workloads[0]
-    a = inference_jobs(w, 0, 0.0, 100.0, dilation=4)
-    assert a.equals(inference_jobs(w, 0, 0.0, 100.0, dilation=4))        # seeded
-    assert not a["t_s"].equals(inference_jobs(w, 1, 0.0, 100.0, dilation=4)["t_s"])   # per client
+    a = inference_jobs(w, 0, 0.0, 100.0)
+    assert a.equals(inference_jobs(w, 0, 0.0, 100.0))        # seeded
+    assert not a["t_s"].equals(inference_jobs(w, 1, 0.0, 100.0)["t_s"])   # per client
     n = len(a)
     assert abs(n - 5000) < 3.5 * np.sqrt(5000)                             # Poisson count, 3.5 sigma
     gaps = np.diff(a["t_s"])

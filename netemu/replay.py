@@ -1,0 +1,374 @@
+"""Packet-trace replay through the emulated constellation (kernel edge; root).
+
+A trace's addresses are mapped onto emulated nodes (`--map ADDR=NODE,...`, or automatically: the
+two busiest addresses onto the scenario's first client/server pair). Then, per flow:
+
+- **open-loop** (default for UDP and other non-TCP traffic): every packet is re-sent from its
+  source's node at its original time (× the run's dilation) with its original IP size, as a
+  tagged UDP datagram (`netemu.openloop`); the destination's receiver timestamps it in the
+  kernel. All namespaces share CLOCK_MONOTONIC, so each packet's one-way delay is exact; loss
+  and reordering (RFC 4737) come per packet.
+- **closed-loop** (default for TCP): the flow's application messages (`netemu.trace.messages`:
+  direction, bytes, think time) are replayed over a real TCP connection between the two nodes by
+  their agents (`netemu.agent`); each message's completion time is measured.
+
+Outputs in the run directory: `packets.parquet` (open-loop, one row per packet),
+`messages.parquet` and `flows.parquet`, and the `replay` section of `summary.json` (with every
+packet not replayed counted by reason). Times are scenario seconds, durations emulated ms.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import TraceError
+from .playback import oracle_rtt_ms
+from .trace import auto_map, flow_of_packets, flows, messages, open_loop_schedule, parse_map, read_trace
+from .traffic import update_summary
+from .workloads import read_events
+
+__all__ = ["TraceReplay", "REPLAY_MODES", "REPLAY_FILES"]
+
+REPLAY_MODES = ("auto", "open", "closed")
+REPLAY_FILES = ("packets.parquet", "messages.parquet", "flows.parquet")
+TCP_PORT, UDP_PORT = 21000, 21001
+LEAD_S = 0.5           # emulated seconds between the window's start and the trace's first packet
+TAIL_S = 3.0           # emulated seconds a replay window lasts beyond the trace (open-loop)
+CLOSED_TAIL_S = 60.0   # ... with closed-loop flows, which may take longer than in the trace; the
+                       # run ends early once every flow has finished
+
+
+def default_pair(plan) -> tuple[str, str]:
+    """The scenario's first client/server pair: its first workload's first client and server,
+    else the first ground station and the first compute satellite (or endpoint)."""
+    for w in plan.scenario.workloads:
+        if w.server:
+            return w.clients[0], w.server
+    from .runner import default_probe_pairs
+    pairs = default_probe_pairs(plan)
+    if not pairs:
+        eps = plan.scenario.endpoints
+        return eps[0], eps[1]
+    return pairs[0]
+
+
+class TraceReplay:
+    """A trace prepared for replay in `plan`'s network (pure until `start`).
+
+    Raises `TraceError` on an unreadable, truncated or IP-less trace, a bad mapping, a mapping
+    onto a node that is not an endpoint, or a trace with nothing to replay."""
+
+    def __init__(self, plan, pcap: str | Path, mapping: str | dict | None = None, mode: str = "auto"):
+        if mode not in REPLAY_MODES:
+            raise TraceError(f"--mode: expected one of {', '.join(REPLAY_MODES)}, found {mode!r}")
+        self.plan, self.mode, self.path = plan, mode, Path(pcap)
+        self.trace = tr = read_trace(pcap)
+        eps = set(plan.scenario.endpoints)
+        if mapping is None:
+            client, server = default_pair(plan)
+            self.mapping = auto_map(tr, client, server)
+            self.mapping_source = "auto"
+        elif isinstance(mapping, dict):
+            self.mapping, self.mapping_source = dict(mapping), "given"
+        else:
+            self.mapping, self.mapping_source = parse_map(mapping, plan.schedule.node_names), "--map"
+        for addr, node in self.mapping.items():
+            if node not in eps:
+                raise TraceError(f"--map {addr}={node}: {node!r} is not an endpoint of scenario "
+                                 f"{plan.scenario.name!r} (routes exist toward endpoints only: "
+                                 f"{', '.join(plan.scenario.endpoints[:6])}…)")
+        self.flows = flows(tr)
+        self.flow_of = flow_of_packets(tr, self.flows)
+        addr = np.array(tr.addrs, dtype=object)
+        m = self.mapping
+        src_node = np.array([m.get(a) for a in addr], dtype=object)[tr.src]
+        dst_node = np.array([m.get(a) for a in addr], dtype=object)[tr.dst]
+        mapped = (src_node != None) & (dst_node != None)  # noqa: E711 (element-wise)
+        same = mapped & (src_node == dst_node)
+        f = self.flows
+        f["client_node"] = f["client"].map(m)
+        f["server_node"] = f["server"].map(m)
+        closed_ok = f["proto"].isin(["tcp", "udp"]) if mode == "closed" else f["proto"] == "tcp"
+        ok_ends = f["client_node"].notna() & f["server_node"].notna() & (f["client_node"] != f["server_node"])
+        f["mode"] = np.where(~ok_ends, "skipped", np.where(closed_ok & (mode != "open"), "closed",
+                                                            "skipped" if mode == "closed" else "open"))
+        open_flows = set(f.loc[f["mode"] == "open", "flow"])
+        closed_flows = set(f.loc[f["mode"] == "closed", "flow"])
+        sched, _ = open_loop_schedule(tr, m)
+        self.open_schedule = sched[sched["flow"].isin(open_flows)].reset_index(drop=True)
+        msgs = messages(tr)
+        self.messages = msgs[msgs["flow"].isin(closed_flows)].reset_index(drop=True)
+        in_closed = np.isin(self.flow_of, list(closed_flows))
+        in_open = np.isin(self.flow_of, list(open_flows))
+        self.counts = {
+            "records": int(tr.counts["packets"]), "ip_packets": int(len(tr.t_s)),
+            "non_ip": int(tr.counts["non_ip"]), "unparseable": int(tr.counts["unparseable"]),
+            "unmapped": int((~mapped).sum()), "same_node": int(same.sum()),
+            "open_loop": int(len(self.open_schedule)), "closed_loop_flow_packets": int((in_closed & mapped & ~same).sum()),
+            "not_replayable_in_mode": int((mapped & ~same & ~in_closed & ~in_open).sum()),
+        }
+        if not len(self.open_schedule) and not len(self.messages):
+            raise TraceError(f"{self.path}: nothing to replay: {self.counts['unmapped']} of "
+                             f"{self.counts['ip_packets']} IP packets have an unmapped address "
+                             f"(mapping {self.mapping}), mode {mode!r}")
+        self.span_s = float(tr.t_s.max() - tr.t_s.min()) if len(tr.t_s) else 0.0
+        self.procs: list[tuple[str, str, subprocess.Popen, Path]] = []
+
+    def window_s(self, speed: float = 1.0, start_s: float = 0.0) -> float:
+        """Scenario seconds a run needs for this replay: lead, the trace (trace seconds are
+        network seconds: × speed in scenario time) and a tail for the last deliveries (longer
+        with closed-loop flows), within the scenario's duration."""
+        tail = CLOSED_TAIL_S if len(self.messages) else TAIL_S
+        want = LEAD_S + self.span_s * speed + tail
+        return min(want, self.plan.scenario.duration_s - start_s)
+
+    def finished(self) -> bool:
+        """Every sender has exited and every closed-loop flow has ended (or failed)."""
+        if any(p.poll() is None for _, k, p, _ in self.procs if k == "send"):
+            return False
+        if not len(self.messages):
+            return True
+        ended = 0
+        for node, kind, _, log in self.procs:
+            if kind == "agent" and log.exists():
+                ended += sum(1 for line in open(log) if '"ev":"flow_end"' in line or
+                             ('"ev":"error"' in line and '"wl":"replay"' in line and '"node":"' + node in line))
+        return ended >= self.messages["flow"].nunique()
+
+    # ------------------------------------------------------------------ live
+
+    def start(self, em, out: Path) -> None:
+        """Start receivers, servers, then senders and clients; trace time 0 is due LEAD_S after
+        the window's start. Call after `em.start()`."""
+        self.em, self.out = em, Path(out)
+        work = self.out / "replay"
+        work.mkdir(parents=True, exist_ok=True)
+        t0_mono = em.player.origin + LEAD_S * em.scale
+        K = em.dilation
+        self.t0_mono = t0_mono
+        until = em.player.origin + (em.window.t_end_s - em.window.t0_s) * em.scale
+        py = [sys.executable, "-m"]
+        s = self.open_schedule
+        for node in sorted(set(s["dst_node"])):
+            o = work / f"recv-{node}.npz"
+            self._popen(node, "recv", py + ["netemu.openloop", "recv", "--bind", em.loopback(node), "--port",
+                                            str(UDP_PORT), "--until-mono", f"{until:.6f}", "--out", str(o)], o)
+        specs: dict[str, dict] = {}
+        if len(self.messages):
+            f = self.flows.set_index("flow")
+            scripts: dict[int, list] = {}
+            for fl, g in self.messages.groupby("flow"):
+                scripts[int(fl)] = [[0 if snd == "client" else 1, int(b), float(th) * K]
+                                    for snd, b, th in zip(g["sender"], g["bytes"], g["think_s"])]
+            for fl, script in scripts.items():
+                c, sv = f.loc[fl, "client_node"], f.loc[fl, "server_node"]
+                for node, role in ((sv, "replay-server"), (c, "replay-client")):
+                    spec = specs.setdefault(node, {"node": node, "address": em.loopback(node),
+                                                   "log": str(work / f"{node}.jsonl"), "roles": {}})
+                    r = spec["roles"].setdefault(role, {"role": role, "workload": "replay", "port": TCP_PORT,
+                                                        "flows": {}, "starts": {}, "servers": {}})
+                    r["flows"][str(fl)] = script
+                    if role == "replay-client":
+                        r["starts"][str(fl)] = t0_mono + float(f.loc[fl, "t_first_s"]) * K
+                        r["servers"][str(fl)] = em.loopback(sv)
+            for node, spec in specs.items():
+                spec["roles"] = sorted(spec["roles"].values(), key=lambda r: r["role"] != "replay-server")
+                path = work / f"{node}.spec.json"
+                path.write_text(json.dumps(spec))
+                self._popen(node, "agent", py + ["netemu.agent", str(path)], work / f"{node}.jsonl")
+        for node, g in s.groupby("src_node"):
+            dsts = sorted(set(g["dst_node"]))
+            sched = {"idx": g["idx"].to_numpy(np.int64), "t_s": g["t_s"].to_numpy(float),
+                     "size_bytes": g["size_bytes"].to_numpy(np.int32),
+                     "dst": g["dst_node"].map({d: i for i, d in enumerate(dsts)}).to_numpy(np.int32),
+                     "dst_addrs": np.array([em.loopback(d) for d in dsts])}
+            from .openloop import save_schedule
+            sp = work / f"schedule-{node}.npz"
+            save_schedule(sp, sched)
+            o = work / f"send-{node}.npz"
+            self._popen(node, "send", py + ["netemu.openloop", "send", "--schedule", str(sp), "--src",
+                                            em.loopback(node), "--port", str(UDP_PORT), "--start-mono",
+                                            f"{t0_mono:.9f}", "--scale", f"{K:g}", "--out", str(o)], o)
+
+    def _popen(self, node: str, kind: str, cmd: list[str], out: Path) -> None:
+        err = open(self.out / "replay" / f"{kind}-{node}.stderr", "w")
+        self.procs.append((node, kind, self.em.popen(node, cmd, stdout=subprocess.DEVNULL, stderr=err), out))
+
+    def stop(self) -> None:
+        """Stop everything (senders first, so receivers see their last packets)."""
+        order = sorted(self.procs, key=lambda p: {"send": 0, "agent": 1, "recv": 2}[p[1]])
+        for _, _, p, _ in order:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def kill(self) -> None:
+        for _, _, p, _ in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def failures(self) -> list[str]:
+        bad = []
+        for node, kind, p, out in self.procs:
+            if p.returncode not in (0, -signal.SIGTERM) or not out.exists():
+                err = (self.out / "replay" / f"{kind}-{node}.stderr").read_text().strip().splitlines()[-2:]
+                bad.append(f"replay {kind} in {node} exited with {p.returncode}: {' / '.join(err)}")
+        return bad
+
+    # ------------------------------------------------------------------ results
+
+    def write_results(self) -> dict:
+        """packets.parquet, messages.parquet, flows.parquet and summary.json's `replay`."""
+        em, out = self.em, self.out
+        K = em.dilation
+        summary: dict = {"trace": str(self.path), "mode": self.mode, "mapping": self.mapping,
+                         "mapping_source": self.mapping_source, "counts": self.counts,
+                         "failures": self.failures()}
+        pk = self._packets()
+        pk.to_parquet(out / "packets.parquet", index=False)
+        msgs = self._messages()
+        msgs.to_parquet(out / "messages.parquet", index=False)
+        fl = self._flows(pk, msgs)
+        fl.to_parquet(out / "flows.parquet", index=False)
+        if len(pk):
+            from .openloop import timing_stats
+            timing = {}
+            sent = pk[pk["t_send_s"].notna()]
+            for node, g in sent.groupby("src"):
+                timing[node] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in timing_stats(
+                    {"due_ns": g["due_ns"].to_numpy(), "sent_ns": g["sent_ns"].to_numpy()}).items()}
+            ok = pk[~pk["lost"] & pk["owd_ms"].notna() & pk["oracle_owd_ms"].notna()]
+            err = (ok["owd_ms"] - ok["oracle_owd_ms"]).to_numpy()
+            summary["open_loop"] = {
+                "packets": int(len(pk)), "sent": int(pk["t_send_s"].notna().sum()),
+                "received": int(pk["t_recv_s"].notna().sum()), "lost": int(pk["lost"].sum()),
+                "send_failed": int(pk["send_failed"].sum()), "reordered": int(pk["reordered"].sum()),
+                "owd_ms_p50": _r(np.nanpercentile(pk["owd_ms"], 50)) if pk["owd_ms"].notna().any() else None,
+                "owd_ms_p99": _r(np.nanpercentile(pk["owd_ms"], 99)) if pk["owd_ms"].notna().any() else None,
+                "owd_minus_oracle_ms_p50": _r(np.median(err)) if len(err) else None,
+                "owd_minus_oracle_ms_p99_abs": _r(np.percentile(np.abs(err), 99)) if len(err) else None,
+                "sender_timing": timing}
+        if len(msgs):
+            d = msgs[msgs["status"] == "done"]
+            summary["closed_loop"] = {
+                "flows": int(msgs["flow"].nunique()), "messages": int(len(msgs)), "done": int(len(d)),
+                "bytes_expected": int(msgs["bytes_expected"].sum()), "bytes_delivered": int(msgs["bytes_delivered"].fillna(0).sum()),
+                "completion_ms_p50": _r(d["completion_ms"].median()) if len(d) else None,
+                "completion_ms_p99": _r(np.percentile(d["completion_ms"], 99)) if len(d) else None}
+        summary["dilation"] = K
+        update_summary(out, {"replay": summary})
+        return summary
+
+    def _packets(self) -> pd.DataFrame:
+        from .openloop import load_received, load_sent, match
+        em, s = self.em, self.open_schedule
+        cols = ["idx", "t_trace_s", "src", "dst", "size_bytes", "proto", "flow", "t_send_s", "t_recv_s",
+                "owd_ms", "oracle_owd_ms", "lost", "send_failed", "reordered", "duplicates", "send_error_us",
+                "due_ns", "sent_ns"]
+        if not len(s):
+            return pd.DataFrame(columns=cols)
+        sends = [o for _, k, _, o in self.procs if k == "send" and o.exists()]
+        recvs = [o for _, k, _, o in self.procs if k == "recv" and o.exists()]
+        if not sends:
+            raise TraceError("open-loop replay: no sender wrote results (see replay/*.stderr)")
+        sent = load_sent(*sends)
+        rec = load_received(*recvs) if recvs else {"idx": np.zeros(0, np.int64), "recv_ns": np.zeros(0, np.int64)}
+        m = match(sent, rec)
+        df = s.rename(columns={"t_s": "t_trace_s", "src_node": "src", "dst_node": "dst"}).merge(
+            m.drop(columns=[c for c in ("src", "dst", "size_bytes") if c in m]), on="idx", how="left")
+        pl, K = em.player, em.dilation
+        df["t_send_s"] = pl.mono_to_t_s(df["sent_ns"].to_numpy(float) / 1e9)
+        df["t_recv_s"] = pl.mono_to_t_s(df["recv_ns"].to_numpy(float) / 1e9)
+        df["owd_ms"] = df["owd_ms"] / K
+        df["send_error_us"] = (df["sent_ns"] - df["due_ns"]) / 1e3
+        never = df["sent_ns"].isna()                     # the sender stopped before these
+        df["lost"] = df["lost"].fillna(False).astype(bool) & ~never
+        df["send_failed"] = df["send_failed"].fillna(False).astype(bool)
+        df["reordered"] = df["reordered"].fillna(False).astype(bool)
+        df["oracle_owd_ms"] = np.nan
+        sched, routes = self.plan.schedule, self.plan.routes.routes
+        for (a, b), g in df[~never].groupby(["src", "dst"]):
+            df.loc[g.index, "oracle_owd_ms"] = oracle_rtt_ms(sched, routes, a, b, g["t_send_s"].to_numpy()) / 2
+        return df[cols]
+
+    def _messages(self) -> pd.DataFrame:
+        cols = ["flow", "msg", "sender", "src", "dst", "bytes_expected", "bytes_delivered", "think_s",
+                "t_trace_s", "t_start_s", "t_end_s", "completion_ms", "trace_ms", "status"]
+        if not len(self.messages):
+            return pd.DataFrame(columns=cols)
+        logs = [o for _, k, _, o in self.procs if k == "agent" and o.exists()]
+        ev = read_events(logs)
+        f = self.flows.set_index("flow")
+        m = self.messages.copy()
+        m["src"] = np.where(m["sender"] == "client", m["flow"].map(f["client_node"]), m["flow"].map(f["server_node"]))
+        m["dst"] = np.where(m["sender"] == "client", m["flow"].map(f["server_node"]), m["flow"].map(f["client_node"]))
+        ev = ev[ev["wl"] == "replay"] if len(ev) else ev
+        key = ["flow", "msg"]
+
+        def pick(name: str, fields: list[str]) -> pd.DataFrame:
+            e = ev[ev["ev"] == name] if len(ev) else ev
+            if not len(e):
+                return pd.DataFrame(columns=key + fields)
+            e = e.rename(columns={"job": "flow"})
+            e["flow"], e["msg"] = e["flow"].astype(int), e["msg"].astype(int)
+            return e.groupby(key, as_index=False)[fields].first()
+
+        st = pick("msg_start", ["t"]).rename(columns={"t": "t0"})
+        rc = pick("msg_received", ["t", "bytes"]).rename(columns={"t": "t1", "bytes": "got"})
+        m = m.merge(st, on=key, how="left").merge(rc, on=key, how="left")
+        pl, K = self.em.player, self.em.dilation
+        m["t_start_s"] = pl.mono_to_t_s(m["t0"].to_numpy(float))
+        m["t_end_s"] = pl.mono_to_t_s(m["t1"].to_numpy(float))
+        m["completion_ms"] = (m["t1"] - m["t0"]) / K * 1e3
+        m["bytes_expected"] = m["bytes"]
+        m["bytes_delivered"] = m["got"]
+        m["trace_ms"] = (self.messages["t_end_s"] - self.messages["t_start_s"]).to_numpy() * 1e3
+        m["t_trace_s"] = self.messages["t_start_s"].to_numpy()
+        m["status"] = np.select([m["got"] == m["bytes"], m["t0"].notna()], ["done", "incomplete"], "not started")
+        return m[cols]
+
+    def _flows(self, pk: pd.DataFrame, msgs: pd.DataFrame) -> pd.DataFrame:
+        f = self.flows
+        out = f[["flow", "proto", "client", "client_port", "server", "server_port", "client_node", "server_node",
+                 "mode", "packets", "bytes", "t_first_s", "duration_s", "rate_mbps"]].rename(
+            columns={"packets": "trace_packets", "bytes": "trace_bytes", "t_first_s": "t_trace_s",
+                     "duration_s": "trace_duration_s", "rate_mbps": "trace_rate_mbps"}).copy()
+        K = self.em.dilation
+        rows = []
+        if len(pk):
+            for fl, g in pk.groupby("flow"):
+                got = g[g["t_recv_s"].notna()]
+                t0, t1 = g["t_send_s"].min(), got["t_recv_s"].max() if len(got) else np.nan
+                rows.append({"flow": fl, "bytes_sent": float(g.loc[g["t_send_s"].notna(), "size_bytes"].sum()),
+                             "bytes_delivered": float(got["size_bytes"].sum()), "t_start_s": t0, "t_end_s": t1,
+                             "lost": int(g["lost"].sum()), "reordered": int(g["reordered"].sum()),
+                             "owd_ms_p50": float(got["owd_ms"].median()) if len(got) else np.nan})
+        if len(msgs):
+            for fl, g in msgs.groupby("flow"):
+                rows.append({"flow": fl, "bytes_sent": float(g.loc[g["t_start_s"].notna(), "bytes_expected"].sum()),
+                             "bytes_delivered": float(g["bytes_delivered"].fillna(0).sum()),
+                             "t_start_s": g["t_start_s"].min(), "t_end_s": g["t_end_s"].max(),
+                             "messages": int(len(g)), "messages_done": int((g["status"] == "done").sum())})
+        r = pd.DataFrame(rows, columns=["flow", "bytes_sent", "bytes_delivered", "t_start_s", "t_end_s", "lost",
+                                        "reordered", "owd_ms_p50", "messages", "messages_done"])
+        out = out.merge(r, on="flow", how="left")
+        # scenario seconds → network seconds: × scale / dilation
+        dur_s = (out["t_end_s"] - out["t_start_s"]) * self.em.scale / K
+        out["throughput_mbps"] = out["bytes_delivered"] * 8 / dur_s.where(dur_s > 0) / 1e6
+        return out
+
+
+def _r(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)

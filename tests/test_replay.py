@@ -1,0 +1,191 @@
+"""Trace replay: preparing a replay (mapping, modes, counts; bad input) and replays through the
+emulated constellation (root; CI): open-loop one-way delay against the light-time of the path,
+closed-loop messages delivered byte for byte, a mixed trace split by protocol."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import netemu
+from netemu.replay import TraceReplay
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+TRACES = ROOT / "traces"
+
+
+@pytest.fixture(scope="module")
+def wl_plan():
+    return netemu.make_plan(netemu.load_scenario(DATA / "workloads.toml"), workers=2)
+
+
+def _mixed_trace(path: Path, udp_packets: int = 200, udp_rate_hz: float = 100.0) -> None:
+    """upload.pcap's TCP flows plus a UDP telemetry stream from the orbit side (100/s, 1,000 B)."""
+    from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap
+    tcp = list(rdpcap(str(TRACES / "upload.pcap")))
+    t0 = float(tcp[0].time)
+    udp = []
+    for i in range(udp_packets):
+        p = Ether() / IP(src="10.77.0.2", dst="10.77.0.1") / UDP(sport=5000, dport=6000) / Raw(b"\0" * 972)
+        p.time = t0 + i / udp_rate_hz
+        udp.append(p)
+    wrpcap(str(path), sorted(tcp + udp, key=lambda p: float(p.time)))
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def test_auto_mapping_and_modes(wl_plan):
+    rp = TraceReplay(wl_plan, TRACES / "inference.pcap")
+    # the scenario's first workload: chat from g-beijing to w03-00; the trace's client is the ground side
+    assert rp.mapping == {"10.77.0.1": "g-beijing", "10.77.0.2": "w03-00"} and rp.mapping_source == "auto"
+    n = rp.counts["ip_packets"]
+    assert rp.counts["unmapped"] == 0 and rp.counts["open_loop"] == 0           # TCP: closed-loop
+    assert rp.counts["closed_loop_flow_packets"] == n
+    assert (rp.flows["mode"] == "closed").all()
+    m = rp.messages
+    # each request: the client's request, then the server's streamed answer, in that order
+    assert set(m.groupby("flow")["sender"].first()) == {"client"}
+    assert m.groupby("flow").size().min() >= 2
+    up = m[m["sender"] == "client"].groupby("flow")["bytes"].first()
+    assert ((up - 37) % 1 == 0).all() and (up > 1000).all()                      # 37-byte request header
+    op = TraceReplay(wl_plan, TRACES / "inference.pcap", mode="open")
+    assert op.counts["open_loop"] == n and not len(op.messages)
+    assert op.open_schedule["size_bytes"].sum() == rp.flows["bytes"].sum()
+    given = TraceReplay(wl_plan, TRACES / "inference.pcap", mapping="10.77.0.1=g-sanya,10.77.0.2=w02-01")
+    assert given.mapping == {"10.77.0.1": "g-sanya", "10.77.0.2": "w02-01"}
+
+
+def test_mixed_trace_splits_by_protocol(wl_plan, tmp_path):
+    _mixed_trace(tmp_path / "mixed.pcap")
+    rp = TraceReplay(wl_plan, tmp_path / "mixed.pcap")
+    assert rp.counts["open_loop"] == 200 and set(rp.open_schedule["proto"]) == {17}
+    assert set(rp.flows.loc[rp.flows["proto"] == "udp", "mode"]) == {"open"}
+    assert set(rp.flows.loc[rp.flows["proto"] == "tcp", "mode"]) == {"closed"}
+    closed = TraceReplay(wl_plan, tmp_path / "mixed.pcap", mode="closed")
+    assert closed.counts["open_loop"] == 0 and closed.messages["flow"].nunique() == 4   # 3 TCP + the UDP stream
+    assert (closed.flows["mode"] == "closed").all()
+
+
+def test_unmapped_packets_are_counted(wl_plan, tmp_path):
+    from scapy.all import IP, UDP, Ether, Raw, wrpcap
+    pk = []
+    for i in range(30):
+        p = Ether() / IP(src="10.0.0.1", dst="10.0.0.2" if i < 20 else "10.0.0.9") / UDP() / Raw(b"x" * 100)
+        p.time = 1.0 + i * 0.01
+        pk.append(p)
+    wrpcap(str(tmp_path / "u.pcap"), pk)
+    rp = TraceReplay(wl_plan, tmp_path / "u.pcap", mapping="10.0.0.1=g-beijing,10.0.0.2=w03-00")
+    assert rp.counts["unmapped"] == 10 and rp.counts["open_loop"] == 20
+
+
+def _truncated(tmp_path: Path) -> Path:
+    data = (TRACES / "checkpoint.pcap").read_bytes()
+    p = tmp_path / "cut.pcap"
+    p.write_bytes(data[: len(data) - 50])
+    return p
+
+
+def _no_ip(tmp_path: Path) -> Path:
+    from scapy.all import ARP, Ether, wrpcap
+    p = tmp_path / "arp.pcap"
+    wrpcap(str(p), [Ether() / ARP(pdst="10.0.0.1") for _ in range(5)])
+    return p
+
+
+@pytest.mark.parametrize("make, kw, match", [
+    (_truncated, {}, r"cut\.pcap.*truncated"),
+    (_no_ip, {}, r"arp\.pcap.*no IP traffic"),
+    (lambda t: TRACES / "upload.pcap", {"mapping": "10.77.0.1=g-nowhere"}, r"g-nowhere"),
+    (lambda t: TRACES / "upload.pcap", {"mapping": "10.77.0.1=w00-00,10.77.0.2=w03-00"}, r"w00-00.*not an endpoint"),
+    (lambda t: TRACES / "upload.pcap", {"mapping": "10.77.0.1-g-beijing"}, r"--map"),
+    (lambda t: TRACES / "upload.pcap", {"mode": "sideways"}, r"--mode.*auto, open, closed"),
+    (lambda t: TRACES / "upload.pcap", {"mapping": "10.9.9.9=g-beijing"}, r"nothing to replay.*unmapped"),
+])
+def test_bad_input_is_one_clear_error(wl_plan, tmp_path, make, kw, match):
+    with pytest.raises(netemu.TraceError, match=match):
+        TraceReplay(wl_plan, make(tmp_path), **kw)
+
+
+def test_trace_inspect_cli(tmp_path):
+    from netemu.trace import read_trace
+    n = len(read_trace(TRACES / "upload.pcap").t_s)
+    r = subprocess.run([sys.executable, "-m", "netemu", "trace", "inspect", str(TRACES / "upload.pcap")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "10.77.0.1" in r.stdout and "tcp" in r.stdout and f"{n} IP" in r.stdout.replace(",", "")
+    r = subprocess.run([sys.executable, "-m", "netemu", "trace", "inspect", "--json", str(TRACES / "upload.pcap")],
+                       capture_output=True, text=True)
+    info = json.loads(r.stdout)
+    assert info["counts"]["ip"] == n
+    r = subprocess.run([sys.executable, "-m", "netemu", "trace", "inspect", str(_truncated(tmp_path))],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cut.pcap" in r.stderr and "truncated" in r.stderr
+
+
+# --------------------------------------------------------------------------- live replays (root)
+
+
+@pytest.mark.root
+def test_open_loop_one_way_delay_is_the_light_time(root_env, wl_plan, tmp_path):
+    rp = TraceReplay(wl_plan, TRACES / "inference.pcap", mode="open")
+    # t = 300-316: Beijing and w03-00 share a ground link; no workloads, so the path is unloaded
+    netemu.run(wl_plan, tmp_path, workloads=False, replay=rp, start_s=300, duration_s=rp.window_s(start_s=300))
+    pk = pd.read_parquet(tmp_path / "packets.parquet")
+    assert len(pk) == rp.counts["ip_packets"]
+    assert not pk["lost"].any() and not pk["send_failed"].any() and not pk["reordered"].any()
+    assert (pk["duplicates"] == 0).all()
+    err = pk["owd_ms"] - pk["oracle_owd_ms"]
+    assert err.abs().quantile(0.99) <= 0.5, err.describe()
+    assert err.min() >= -0.3                                           # never faster than light
+    # the original timing, at the sender
+    gap_err_us = (np.diff(pk.sort_values("idx")["t_send_s"]) - np.diff(pk.sort_values("idx")["t_trace_s"])) * 1e6
+    assert np.percentile(np.abs(gap_err_us), 50) < 50
+    fl = pd.read_parquet(tmp_path / "flows.parquet")
+    assert (fl["bytes_delivered"] == fl["bytes_sent"]).all() and fl["bytes_sent"].sum() == pk["size_bytes"].sum()
+    s = json.loads((tmp_path / "summary.json").read_text())["replay"]
+    assert s["open_loop"]["received"] == len(pk) and s["counts"]["unmapped"] == 0 and not s["failures"]
+
+
+@pytest.mark.root
+def test_closed_and_open_loop_in_one_mixed_trace(root_env, wl_plan, tmp_path):
+    _mixed_trace(tmp_path / "mixed.pcap")
+    rp = TraceReplay(wl_plan, tmp_path / "mixed.pcap")
+    out = tmp_path / "run"
+    info = netemu.run(wl_plan, out, workloads=False, replay=rp, start_s=300, duration_s=rp.window_s(start_s=300))
+    msgs = pd.read_parquet(out / "messages.parquet")
+    assert len(msgs) == len(rp.messages) and (msgs["status"] == "done").all(), msgs
+    assert (msgs["bytes_delivered"] == msgs["bytes_expected"]).all()
+    assert msgs.groupby("flow")["bytes_expected"].sum().max() >= 2_000_000
+    # each 2 MB file crosses a 100 Mbit/s ground link: at least 160 ms
+    big = msgs[msgs["bytes_expected"] >= 2_000_000]
+    assert (big["completion_ms"] >= 160).all()
+    pk = pd.read_parquet(out / "packets.parquet")
+    assert len(pk) == 200 and (pk["proto"] == 17).all() and not pk["lost"].any()
+    fl = pd.read_parquet(out / "flows.parquet").set_index("proto")
+    assert fl.loc["udp", "mode"] == "open"
+    tcp = fl.loc[["tcp"]]
+    assert (tcp["bytes_delivered"] == tcp["bytes_sent"]).all() and (tcp["throughput_mbps"] <= 100).all()
+    # the run ended once the replay had (not at the 60-s tail)
+    assert info["window"]["t_end_s"] - info["window"]["t0_s"] > 10 and info["play_s"] < 30
+
+
+@pytest.mark.root
+def test_cli_replay_bad_trace_leaves_nothing(root_env, tmp_path):
+    from netemu.netns import list_netemu_namespaces
+    before = sorted(list_netemu_namespaces())
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "netemu", "replay", str(DATA / "workloads.toml"),
+                        str(_truncated(tmp_path)), "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "cut.pcap" in r.stderr and "truncated" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("netemu: error:")
+    r = subprocess.run([sys.executable, "-m", "netemu", "replay", str(DATA / "workloads.toml"),
+                        str(TRACES / "upload.pcap"), "--map", "10.77.0.1=g-mars", "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "g-mars" in r.stderr
+    assert not out.exists() and sorted(list_netemu_namespaces()) == before
