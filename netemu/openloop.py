@@ -10,9 +10,11 @@ all namespaces share), so one-way delay, loss and reordering come out exactly.
     python -m netemu.openloop recv --bind ADDR --port P --until-mono T --out O.npz
 
 Schedule (npz): `idx` int64, `t_s` float64 (non-decreasing), `size_bytes` int32, `dst` int32 (index
-into `dst_addrs`, strings). Results: arrays in O.npz, counts in the sidecar O.json.
+into `dst_addrs`, strings); for several sources from one process (`--src` then omitted), also
+`src` int32 into `src_addrs`, and `src_netns` (namespace file of each source, whose socket is
+made there). Results: arrays in O.npz, counts in the sidecar O.json.
   send: idx, due_ns, sent_ns (int64 monotonic; sent_ns taken just before sendto), failed (bool),
-        dst (int32), dst_addrs; only the records reached before a stop.
+        dst (int32), dst_addrs, src (int32), src_addrs; only the records reached before a stop.
         json: packets, attempted, sent, failed, small_padded, errors {errno name: count}, complete,
         preempted (involuntary context switches while pacing), ...
   recv: idx (int64), size_bytes (int32, IP total length), src (int32 index into src_addrs),
@@ -88,8 +90,9 @@ def due_times_ns(t_s: np.ndarray, start_mono_ns: int, scale: float = 1.0) -> np.
 
 
 def check_schedule(schedule: dict, where: str = "schedule") -> dict:
-    """A validated copy of `schedule` (arrays idx, t_s, size_bytes, dst, dst_addrs) with the
-    dtypes the sender uses; raises TraceError naming the first problem."""
+    """A validated copy of `schedule` (arrays idx, t_s, size_bytes, dst, dst_addrs; optionally
+    src, src_addrs, src_netns for several sources) with the dtypes the sender uses; raises
+    TraceError naming the first problem."""
     missing = [k for k in ("idx", "t_s", "size_bytes", "dst", "dst_addrs") if k not in schedule]
     if missing:
         raise TraceError(f"{where}: expected arrays idx, t_s, size_bytes, dst, dst_addrs; missing {', '.join(missing)}")
@@ -121,6 +124,17 @@ def check_schedule(schedule: dict, where: str = "schedule") -> dict:
         k = int(np.flatnonzero((d < 0) | (d >= len(out["dst_addrs"])))[0])
         raise TraceError(f"{where}: dst: expected indices 0..{len(out['dst_addrs']) - 1} into dst_addrs, "
                          f"found {d[k]} at position {k}")
+    if "src" in schedule:
+        out["src"] = np.asarray(schedule["src"], dtype=np.int32)
+        out["src_addrs"] = np.asarray(schedule.get("src_addrs", []), dtype=str).reshape(-1)
+        out["src_netns"] = np.asarray(schedule.get("src_netns", [""] * len(out["src_addrs"])), dtype=str).reshape(-1)
+        sv = out["src"]
+        if sv.shape != (n,) or len(out["src_netns"]) != len(out["src_addrs"]):
+            raise TraceError(f"{where}: src: expected shape ({n},) and one src_netns per src_addrs entry")
+        if n and ((sv < 0) | (sv >= len(out["src_addrs"]))).any():
+            k = int(np.flatnonzero((sv < 0) | (sv >= len(out["src_addrs"])))[0])
+            raise TraceError(f"{where}: src: expected indices 0..{len(out['src_addrs']) - 1} into src_addrs, "
+                             f"found {sv[k]} at position {k}")
     return out
 
 
@@ -274,7 +288,10 @@ def load_sent(*paths) -> dict:
     for p in paths:
         a, c = _load_result(p)
         a["dst"] = a["dst_addrs"][a["dst"]] if len(a["dst_addrs"]) else a["dst"].astype(str)
-        a["src"] = np.full(len(a["idx"]), c.get("src_addr", str(p)))
+        if "src_addrs" in a and len(a["src_addrs"]):
+            a["src"] = a["src_addrs"][a["src"]]
+        else:
+            a["src"] = np.full(len(a["idx"]), c.get("src_addr") or str(p))
         parts.append(a)
     keys = ("idx", "due_ns", "sent_ns", "failed", "src", "dst")
     return {k: np.concatenate([a[k] for a in parts]) for k in keys}
@@ -321,12 +338,17 @@ def _stop_on_signals() -> tuple[list[bool], int]:
     return stop, r
 
 
-def send(schedule: dict, src_addr: str, port: int, start_mono_ns: int, scale: float = 1.0,
+def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, scale: float = 1.0,
          stop: list[bool] | None = None) -> tuple[dict, dict]:
     """Replay `schedule` (see `check_schedule`) from `src_addr` to UDP `port` of its dst_addrs,
     record k due at start_mono_ns + t_s[k] × scale × 1e9. Never skips: a late record goes at once.
+    A schedule with `src`/`src_addrs`/`src_netns` is sent from several sources by this one
+    process, one socket each, made inside its network namespace (root): senders in several
+    nodes would otherwise compete for a CPU while each busy-waits its next due time.
     Stops early when `stop[0]` becomes true. Returns (arrays, counts) as written by `main send`."""
     s = check_schedule(schedule)
+    if "src" not in s:
+        s.update(src=np.zeros(len(s["idx"]), np.int32), src_addrs=np.array([src_addr]), src_netns=np.array([""]))
     n = len(s["idx"])
     stop = stop if stop is not None else [False]
     due = due_times_ns(s["t_s"], start_mono_ns, scale)
@@ -340,33 +362,45 @@ def send(schedule: dict, src_addr: str, port: int, start_mono_ns: int, scale: fl
     # np.full writes every page now: calloc'd zeros would fault (a 2 MB huge page zeroed) mid-run
     sent_ns = np.full(n, 0, dtype=np.int64)
     failed = np.full(n, False)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socks = []
     try:
-        _set_buffer(sock, _SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF_BYTES)
-        sock.bind((src_addr, 0))
+        for addr, netns in zip(s["src_addrs"], s["src_netns"]):
+            socks.append(_udp_socket(str(netns)))
+            _set_buffer(socks[-1], _SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF_BYTES)
+            socks[-1].bind((str(addr), 0))
         # memoryviews index to plain ints: no per-record objects beyond the loop's own
         switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-        done, errors = _pace(sock, memoryview(due), memoryview(s["idx"]), memoryview(plen), memoryview(s["dst"]),
-                             views, addrs, buf, memoryview(sent_ns), memoryview(failed), stop)
+        done, errors = _pace([k.sendto for k in socks], memoryview(s["src"]), memoryview(due), memoryview(s["idx"]),
+                             memoryview(plen), memoryview(s["dst"]), views, addrs, buf, memoryview(sent_ns),
+                             memoryview(failed), stop)
         switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches
     finally:
-        sock.close()
+        for k in socks:
+            k.close()
     arrays = {"idx": s["idx"][:done], "due_ns": due[:done], "sent_ns": sent_ns[:done], "failed": failed[:done],
-              "dst": s["dst"][:done], "dst_addrs": s["dst_addrs"]}
+              "dst": s["dst"][:done], "dst_addrs": s["dst_addrs"], "src": s["src"][:done], "src_addrs": s["src_addrs"]}
     n_failed = int(failed[:done].sum())
     counts = {"packets": n, "attempted": done, "sent": done - n_failed, "failed": n_failed,
               "small_padded": int(small[:done].sum()), "complete": done == n,
               "preempted": switches,     # involuntary context switches while pacing: each one is a late burst
               "errors": {errno.errorcode.get(e, str(e)): c for e, c in sorted(errors.items())},
-              "src_addr": src_addr, "port": int(port), "scale": float(scale), "start_mono_ns": int(start_mono_ns)}
+              "src_addr": str(s["src_addrs"][0]) if len(s["src_addrs"]) == 1 else None, "port": int(port), "scale": float(scale), "start_mono_ns": int(start_mono_ns)}
     return arrays, counts
 
 
-def _pace(sock, due, tags, plen, dst, views, addrs, buf, sent_ns, failed, stop) -> tuple[int, dict]:
+def _udp_socket(netns: str) -> socket.socket:
+    """A UDP socket of network namespace file `netns` ('' = this process's)."""
+    if not netns:
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    from .netns import entered
+    with entered(netns):
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def _pace(sendtos, src, due, tags, plen, dst, views, addrs, buf, sent_ns, failed, stop) -> tuple[int, dict]:
     """The hot loop: returns (records attempted, {errno: count})."""
     mono = time.monotonic_ns
     pack = _TAG.pack_into
-    sendto = sock.sendto
     spin = SPIN_NS
     errors: dict[int, int] = {}
     n = len(due)
@@ -385,6 +419,7 @@ def _pace(sock, due, tags, plen, dst, views, addrs, buf, sent_ns, failed, stop) 
                 while mono() < d:
                     pass
             pack(buf, 0, tags[i])
+            sendto = sendtos[src[i]]
             t = mono()
             try:
                 sendto(views[plen[i]], addrs[dst[i]])
@@ -600,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="mode", required=True)
     sd = sub.add_parser("send", help="replay a schedule")
     sd.add_argument("--schedule", required=True, help="schedule .npz (idx, t_s, size_bytes, dst, dst_addrs)")
-    sd.add_argument("--src", required=True, help="address to send from")
+    sd.add_argument("--src", default=None,
+                    help="address to send from (not needed when the schedule has src, src_addrs, src_netns)")
     sd.add_argument("--port", type=int, required=True, help="destination UDP port")
     sd.add_argument("--start-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which trace time 0 is due")
     sd.add_argument("--scale", type=float, default=1.0, help="wall seconds per trace second (≥ 1 slows down)")
@@ -619,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.scale > 0:
                 ap.error(f"--scale: expected a positive number, found {args.scale:g}")
             schedule = load_schedule(args.schedule)
+            if args.src is None and "src" not in schedule:
+                ap.error("--src: required unless the schedule names its sources (src, src_addrs, src_netns)")
             _precise_sleep()
             arrays, counts = send(schedule, args.src, args.port, round(args.start_mono * 1e9), args.scale, stop)
         else:

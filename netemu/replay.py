@@ -5,8 +5,8 @@ two busiest addresses onto the scenario's first client/server pair). Then, per f
 
 - **open-loop** (default for UDP and other non-TCP traffic): every packet is re-sent from its
   source's node at its original time (× the run's dilation) with its original IP size, as a
-  tagged UDP datagram (`netemu.openloop`); the destination's receiver timestamps it in the
-  kernel. All namespaces share CLOCK_MONOTONIC, so each packet's one-way delay is exact; loss
+  tagged UDP datagram (`netemu.openloop`: one pacing process for all source nodes, with a
+  socket in each node's namespace); the destination's receiver timestamps it in the kernel. All namespaces share CLOCK_MONOTONIC, so each packet's one-way delay is exact; loss
   and reordering (RFC 4737) come per packet.
 - **closed-loop** (default for TCP): the flow's application messages (`netemu.trace.messages`:
   direction, bytes, think time) are replayed over a real TCP connection between the two nodes by
@@ -183,19 +183,24 @@ class TraceReplay:
                 path = work / f"{node}.spec.json"
                 path.write_text(json.dumps(spec))
                 self._popen(node, "agent", py + ["netemu.agent", str(path)], work / f"{node}.jsonl")
-        for node, g in s.groupby("src_node"):
-            dsts = sorted(set(g["dst_node"]))
-            sched = {"idx": g["idx"].to_numpy(np.int64), "t_s": g["t_s"].to_numpy(float),
-                     "size_bytes": g["size_bytes"].to_numpy(np.int32),
-                     "dst": g["dst_node"].map({d: i for i, d in enumerate(dsts)}).to_numpy(np.int32),
-                     "dst_addrs": np.array([em.loopback(d) for d in dsts])}
+        if len(s):
+            # one sender for every source node (a socket in each node's namespace): busy-waiting
+            # senders in several nodes would take turns on one CPU and miss their instants
             from .openloop import save_schedule
-            sp = work / f"schedule-{node}.npz"
+            srcs, dsts = sorted(set(s["src_node"])), sorted(set(s["dst_node"]))
+            sched = {"idx": s["idx"].to_numpy(np.int64), "t_s": s["t_s"].to_numpy(float),
+                     "size_bytes": s["size_bytes"].to_numpy(np.int32),
+                     "dst": s["dst_node"].map({d: i for i, d in enumerate(dsts)}).to_numpy(np.int32),
+                     "dst_addrs": np.array([em.loopback(d) for d in dsts]),
+                     "src": s["src_node"].map({n: i for i, n in enumerate(srcs)}).to_numpy(np.int32),
+                     "src_addrs": np.array([em.loopback(n) for n in srcs]),
+                     "src_netns": np.array([em.ns.path(n) for n in srcs])}
+            sp, o = work / "schedule.npz", work / "send.npz"
             save_schedule(sp, sched)
-            o = work / f"send-{node}.npz"
-            self._popen(node, "send", py + ["netemu.openloop", "send", "--schedule", str(sp), "--src",
-                                            em.loopback(node), "--port", str(UDP_PORT), "--start-mono",
-                                            f"{t0_mono:.9f}", "--scale", f"{K:g}", "--out", str(o)], o)
+            err = open(work / "send.stderr", "w")
+            cmd = py + ["netemu.openloop", "send", "--schedule", str(sp), "--port", str(UDP_PORT),
+                        "--start-mono", f"{t0_mono:.9f}", "--scale", f"{K:g}", "--out", str(o)]
+            self.procs.append(("*", "send", subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), o))
 
     def _popen(self, node: str, kind: str, cmd: list[str], out: Path) -> None:
         err = open(self.out / "replay" / f"{kind}-{node}.stderr", "w")
@@ -223,7 +228,8 @@ class TraceReplay:
         bad = []
         for node, kind, p, out in self.procs:
             if p.returncode not in (0, -signal.SIGTERM) or not out.exists():
-                err = (self.out / "replay" / f"{kind}-{node}.stderr").read_text().strip().splitlines()[-2:]
+                name = f"{kind}-{node}.stderr" if node != "*" else f"{kind}.stderr"
+                err = (self.out / "replay" / name).read_text().strip().splitlines()[-2:]
                 bad.append(f"replay {kind} in {node} exited with {p.returncode}: {' / '.join(err)}")
         return bad
 

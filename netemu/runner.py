@@ -338,9 +338,9 @@ def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None 
 
 def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out: Path, info: dict,
                   loaded: bool = False) -> None:
-    """probes.parquet and fidelity.json. With workload or iperf traffic (`loaded`) the probes
-    share queues with it, so an error above the threshold is queueing, not infidelity: the
-    verdict then says so instead of "not faithful"."""
+    """probes.parquet and fidelity.json. With workload, replay or iperf traffic (`loaded`) the
+    probes share queues and CPUs with it: the verdict then says so, since the error includes
+    queueing and the host's load, not only the emulator's."""
     sched, routes = plan.schedule, plan.routes.routes
     df = df.copy()
     df["oracle_rtt_ms"] = np.nan
@@ -357,7 +357,8 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
     fid = fidelity(df, changes, guard_s=guard_s, timeout_s=PROBE_TIMEOUT_S)
     o = fid["overall"]
     ok = o.get("abs_error_p99_ms", np.inf) <= FIDELITY_P99_MS and o["lost_while_reachable"] == 0
-    verdict = "faithful" if ok else ("not assessed: loaded paths" if loaded else "not faithful")
+    verdict = "faithful" if ok else ("not faithful (under traffic: queueing and host load included)" if loaded
+                                     else "not faithful")
     fid.update(guard_ms=round(guard_s * 1e3, 3), threshold_p99_ms=FIDELITY_P99_MS, dilation=em.dilation,
                verdict=verdict if o["compared"] else "not assessed: no probes compared",
                loaded=loaded,

@@ -6,7 +6,9 @@ IP sizes 64/576/1500 in the ratio 7:4:1, and a constant-rate variant) replayed b
 `netemu.openloop send` in one and recorded by `netemu.openloop recv` in the other. Prints the
 achieved send rate, the timing error against the schedule (median/p99/max), the gap error p99,
 drift (slope, first vs last 10 %), delivered/sent and kernel receive drops, and whether the
-sender targets (≥ 100,000 packets/s, p99 error ≤ 50 µs, no drift) were met.
+sender targets were met: ≥ 100,000 packets/s, inter-packet timing error (actual − due gap
+between consecutive packets) p99 ≤ 50 µs, no drift; also, stricter, whether the error of each
+packet against its due time stays within 50 µs at p99 (a stall of the sender shows there).
 
     sudo .venv/bin/python scripts/bench_replay.py [--packets 1000000] [--rate 150000] [--pattern both]
         [--scale 1] [--send-nice -10] [--send-cpu N] [--recv-cpu N] [--keep DIR] [--json]
@@ -131,7 +133,8 @@ def run_case(ns: Namespaces, sched: dict, args, work: Path, name: str) -> dict:
     st["targets_met"] = {
         # kept up with a schedule of at least TARGET_PPS (the last packets' lateness aside)
         "rate": bool(st["due_pps"] >= 0.999 * TARGET_PPS and st["achieved_pps"] >= 0.999 * st["due_pps"]),
-        "p99": bool(st["error_p99_us"] <= TARGET_P99_US),
+        "gap_p99": bool(st["gap_error_p99_us"] <= TARGET_P99_US),
+        "abs_p99": bool(st["error_p99_us"] <= TARGET_P99_US),
         "no_drift": bool(abs(st["drift_binned_us_per_s"]) <= DRIFT_MAX_US_PER_S
                          and abs(st["error_last10_us"] - st["error_first10_us"]) <= LAST_VS_FIRST_MAX_US),
     }
@@ -156,9 +159,10 @@ def report(st: dict) -> str:
         f"duplicates {st['duplicates']})",
         f"  kernel receive drops {st['kernel_drops']}; one-way delay median {st['owd_median_ms'] * 1e3:.1f} µs",
         f"  sender preempted {st['preempted']} times; CPU stolen by the hypervisor {st['steal_s']:.2f} s",
-        f"  targets: kept up with ≥{TARGET_PPS:,} packets/s {ok(t['rate'])}; p99 ≤ {TARGET_P99_US:g} µs {ok(t['p99'])}; "
-        f"no drift (|binned slope| ≤ {DRIFT_MAX_US_PER_S:g} µs/s, |last−first| ≤ {LAST_VS_FIRST_MAX_US:g} µs) "
-        f"{ok(t['no_drift'])}",
+        f"  targets: kept up with ≥{TARGET_PPS:,} packets/s {ok(t['rate'])}; inter-packet error p99 ≤ "
+        f"{TARGET_P99_US:g} µs {ok(t['gap_p99'])}; no drift (|binned slope| ≤ {DRIFT_MAX_US_PER_S:g} µs/s, "
+        f"|last−first| ≤ {LAST_VS_FIRST_MAX_US:g} µs) {ok(t['no_drift'])}; stricter, error against the "
+        f"due time p99 ≤ {TARGET_P99_US:g} µs {ok(t['abs_p99'])}",
     ])
 
 
