@@ -6,7 +6,7 @@ SCENARIO ?= topologies/beijing-orbital-dc.toml
 DURATION ?= 30
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run plan test setup bench bench-run clean-out
+.PHONY: run plan test setup bench bench-run bench-replay goldens clean-out
 
 setup:
 	bash scripts/setup-machine.sh
@@ -25,6 +25,13 @@ bench: setup
 
 bench-run: setup
 	$(SUDO) .venv/bin/python scripts/bench_run.py
+
+bench-replay: setup
+	$(SUDO) .venv/bin/python scripts/bench_replay.py --rate 100000
+
+# Rewrite the golden summaries of topologies/ after a deliberate change (review the diff first)
+goldens: setup
+	for s in topologies/*.toml; do .venv/bin/netemu plan $$s --save-golden topologies/golden/$$(basename $$s .toml) || exit 1; done
 
 clean-out:
 	rm -rf out

@@ -33,14 +33,27 @@ def cmd_plan(args) -> int:
     scenario = load_scenario(args.scenario)
     say(f"scenario {scenario.name}: {sum(g.count for g in scenario.satellites):,} satellites, "
         f"{len(scenario.ground_stations)} ground stations, {scenario.n_steps:,} steps")
+    if not (args.out or args.check or args.save_golden):
+        raise NetemuError("plan: expected -o OUT, --check GOLDEN_DIR or --save-golden DIR")
     plan = make_plan(scenario, workers=args.workers, progress=say)
-    summary = write_plan(plan, args.out)
-    say(f"wrote {args.out}")
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(summary_text(summary))
-        print(f"Plan files in {args.out}/")
+    if args.out:
+        summary = write_plan(plan, args.out)
+        say(f"wrote {args.out}")
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(summary_text(summary))
+            print(f"Plan files in {args.out}/")
+    if args.save_golden:
+        from .golden import save_golden
+        meta = save_golden(plan, args.save_golden)
+        print(f"golden summary of {scenario.name} in {args.save_golden}/ ({meta['links_intervals']:,} link "
+              f"intervals, paths every {meta['path_sample_every_steps']} steps)")
+    if args.check:
+        from .golden import check_plan
+        res = check_plan(plan, args.check, tolerance_ms=args.tolerance_ms, link_changes_per_step=args.link_tolerance)
+        print(res.report())
+        return 0 if res.ok else 1
     return 0
 
 
@@ -188,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="compute the time-varying topology and paths (no root needed)")
     pl.add_argument("scenario", nargs="?", default=str(DEFAULT_SCENARIO),
                     help="scenario TOML (default: topologies/beijing-orbital-dc.toml)")
-    pl.add_argument("-o", "--out", required=True, help="output directory")
+    pl.add_argument("-o", "--out", help="output directory of the plan files")
+    pl.add_argument("--check", metavar="GOLDEN_DIR",
+                    help="compare the plan with a golden summary; exit 1 listing the differences")
+    pl.add_argument("--save-golden", metavar="DIR", help="write the plan's golden summary into DIR")
+    pl.add_argument("--tolerance-ms", type=_nonneg, default=0.001,
+                    help="path delays may differ from the golden's by this much (default 0.001 ms)")
+    pl.add_argument("--link-tolerance", type=int, default=0,
+                    help="links that may appear or vanish per step against the golden (default 0)")
     pl.add_argument("--workers", type=int, default=None, help="routing processes (default: one per core)")
     pl.add_argument("--json", action="store_true", help="print summary.json instead of the plain summary")
     pl.set_defaults(func=cmd_plan)
