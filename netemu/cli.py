@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     files = "run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv"
     if info.get("workloads"):
         files += ", jobs.csv, throughput.csv, summary.json, workloads/"
-    print(f"Results in {args.out}/ ({files})")
+    print(f"Results in {args.out}/ ({files}); report: {args.out}/report.html")
     return 0
 
 
@@ -143,7 +143,22 @@ def cmd_replay(args) -> int:
                seed=args.seed)
     for w in info.get("warnings", []):
         print(f"warning: {w}")
-    print(f"Results in {args.out}/ (packets.parquet, messages.parquet, flows.parquet, summary.json, run.json)")
+    print(f"Results in {args.out}/ (packets.parquet, messages.parquet, flows.parquet, summary.json, run.json); "
+          f"report: {args.out}/report.html")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
+    print(f"Report in {path} (figures in {path.parent / 'figures'}/)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import build_compare
+    path = build_compare(args.run_dirs, args.out)
+    print(f"Comparison in {path}")
     return 0
 
 
@@ -264,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0, help="random seed of link losses")
     rp.add_argument("--no-probes", action="store_true", help="no RTT probes alongside the replay")
     rp.set_defaults(func=cmd_replay)
+    rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
+    rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
+    rpt.set_defaults(func=cmd_report)
+    cmp_ = sub.add_parser("compare", help="put runs side by side: metrics table and overlaid plots")
+    cmp_.add_argument("run_dirs", nargs="+", help="two or more run directories")
+    cmp_.add_argument("-o", "--out", required=True, help="output directory (compare.html, figures/)")
+    cmp_.set_defaults(func=cmd_compare)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
     dr.set_defaults(func=cmd_doctor)

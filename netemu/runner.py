@@ -3,7 +3,8 @@ directory, tear down (kernel edge; root).
 
 Run directory: the plan files (scenario copy, nodes, links, paths, routes, events, summary),
 `addresses.csv`, `apply.csv`, `probes.parquet`, `fidelity.json`, `link_counters.csv`,
-`iperf.csv`/`iperf.json` (when asked), for the scenario's workloads `jobs.csv`, `throughput.csv`,
+`iperf.csv`/`iperf.json` (when asked), `positions.parquet` (nodes at a few instants, for the
+map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
 `run.json` (versions, host, options, timings).
 Every time and figure there is in emulated time (divided back by the dilation factor).
@@ -180,11 +181,11 @@ def _peak_rss_gib() -> float:
 
 def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = None, probe_rate_hz: float = 20.0,
         iperf: tuple[str, str] | None = None, cli: bool = False, progress: Callable[[str], None] | None = None,
-        workloads: bool = True, replay=None, **options) -> dict:
+        workloads: bool = True, replay=None, report: bool = True, **options) -> dict:
     """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
     `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
     The scenario's workloads run unless `workloads` is False; `replay` is a prepared
-    `netemu.replay.TraceReplay`. Returns run.json's content. Ctrl-C / SIGTERM tear everything
+    `netemu.replay.TraceReplay`; `report` writes report.html at the end. Returns run.json's content. Ctrl-C / SIGTERM tear everything
     down (run.json then says `interrupted`)."""
     say = progress or (lambda m: None)
     out = Path(out_dir)
@@ -197,6 +198,10 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
     em = Emulation(plan, progress=say, **options)   # checks root, options and window first
     out.mkdir(parents=True, exist_ok=True)
     write_plan(plan, out)
+    from .report import MAP_INSTANTS, positions_table
+    w = em.window
+    positions_table(plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS))).to_parquet(out / "positions.parquet",
+                                                                                          index=False)
     info: dict = {"versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
                   "options": {k: v for k, v in options.items()}, "probes": [f"{s}>{d}" for s, d in pairs],
                   "probe_rate_hz": probe_rate_hz, "iperf": f"{iperf[0]}>{iperf[1]}" if iperf else None,
@@ -290,6 +295,9 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
     if info["interrupted"]:
         raise KeyboardInterrupt
     say(f"down in {info['down_s']:.1f} s; results in {out}")
+    if report:
+        from .report import build_report
+        say(f"report: {build_report(out)}")
     return info
 
 

@@ -13,7 +13,9 @@ command -v "$PY" >/dev/null 2>&1 || need_apt+=(python3)
 if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv python3-pip); fi
 # Emulation (link engine, tests, probes): iproute2 (ip, tc), ping, iperf3, tcpdump, nsenter
 # (util-linux), and Mininet's mnexec (Debian's mininet; its Python module comes from PyPI).
-for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump nsenter:util-linux mnexec:mininet; do
+# Reports: Chromium renders report.html headless in the tests.
+for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump nsenter:util-linux mnexec:mininet \
+            chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,0 +1,654 @@
+"""Reports of run directories: `report.html` with its PNG figures beside it (`figures/`), readable
+offline; and side-by-side comparisons of several runs (edge: reads a run directory, writes files).
+
+Everything is read from the run directory (`run.json`, `summary.json`, `fidelity.json`,
+`probes.parquet`, `links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`,
+`positions.parquet`, `jobs.csv`, `throughput.csv`, `link_counters.csv`, `packets.parquet`);
+a missing file only leaves its section out. Plots are matplotlib (Agg), tables pandas, and the
+coastlines of the map come from the `global-land-mask` data package (no download at run time).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import NetemuError
+
+__all__ = ["build_report", "build_compare", "positions_table", "REPORT_FILE"]
+
+REPORT_FILE = "report.html"
+FIG_DIR = "figures"
+MAP_INSTANTS = 3
+MAX_PAIRS = 6
+BUSIEST_LINKS = 12
+_DPI = 110
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1d232b;background:#fff;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #d6dbe1;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #d6dbe1;padding:.25em .6em;
+text-align:right}th{background:#f1f4f7}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #e3e7eb;margin:.5em 0}.say{background:#f6f8fa;border-left:4px solid #3a6ea5;
+padding:.6em 1em;margin:1em 0}.verdict-ok{color:#1a7f37;font-weight:600}.verdict-bad{color:#b42318;font-weight:600}
+.meta{color:#57606a;font-size:.9em}
+"""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def positions_table(plan, t_s: list[float]) -> pd.DataFrame:
+    """Where every node is at the grid steps nearest to `t_s`: `step, t_s, name, kind,
+    lat_deg, lon_deg, alt_km` (geocentric latitude, enough for a map)."""
+    sched, track = plan.schedule, plan.track
+    kinds = dict(zip(sched.nodes["name"], sched.nodes["kind"]))
+    rows = []
+    g = plan.scenario.ground_stations
+    g_lat = [s.lat_deg for s in g]
+    g_lon = [s.lon_deg for s in g]
+    for t in t_s:
+        k = int(np.clip(np.searchsorted(track.t_s, t, side="right") - 1, 0, len(track.t_s) - 1))
+        xyz = track.xyz_km[k]
+        r = np.linalg.norm(xyz, axis=1)
+        lat = np.degrees(np.arcsin(np.clip(xyz[:, 2] / np.where(r > 0, r, 1), -1, 1)))
+        lon = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
+        rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": list(track.names),
+                                  "kind": [kinds.get(n, "satellite") for n in track.names], "lat_deg": lat,
+                                  "lon_deg": lon, "alt_km": r - 6371.0}))
+        rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": [s.name for s in g],
+                                  "kind": "ground", "lat_deg": g_lat, "lon_deg": g_lon,
+                                  "alt_km": [s.alt_m / 1e3 for s in g]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+class _Run:
+    """A run directory's tables, read on first use (None when the file is missing)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise NetemuError(f"{self.path}: not a run directory (it does not exist)")
+        self._cache: dict = {}
+
+    def get(self, name: str):
+        if name in self._cache:
+            return self._cache[name]
+        p = self.path / name
+        val = None
+        if p.exists():
+            if name.endswith(".json"):
+                val = json.loads(p.read_text())
+            elif name.endswith(".parquet"):
+                val = pd.read_parquet(p)
+            elif name.endswith(".csv"):
+                val = pd.read_csv(p)
+        self._cache[name] = val
+        return val
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def window(self) -> tuple[float, float]:
+        w = (self.get("run.json") or {}).get("window")
+        if w:
+            return float(w["t0_s"]), float(w["t_end_s"])
+        pr = self.get("probes.parquet")
+        if pr is not None and len(pr):
+            return float(pr["t_s"].min()), float(pr["t_s"].max())
+        return 0.0, float((self.get("summary.json") or {}).get("duration_s", 0.0))
+
+    def events(self) -> pd.DataFrame:
+        ev = self.get("events.csv")
+        if ev is None:
+            return pd.DataFrame(columns=["t_s", "event", "a", "b", "detail"])
+        t0, t1 = self.window()
+        return ev[(ev["t_s"] >= t0) & (ev["t_s"] <= t1)]
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / name, dpi=_DPI, bbox_inches="tight")
+    _plt().close(fig)
+    return f"{FIG_DIR}/{name}"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+_COAST: tuple | None = None
+
+
+def _coastlines():
+    """Land mask on a 0.5° grid (from the global-land-mask package), for a contour."""
+    global _COAST
+    if _COAST is None:
+        from global_land_mask import globe
+        lat = np.arange(-89.75, 90, 0.5)
+        lon = np.arange(-179.75, 180, 0.5)
+        LO, LA = np.meshgrid(lon, lat)
+        _COAST = (lon, lat, globe.is_land(LA, LO).astype(float))
+    return _COAST
+
+
+def fig_map(run: _Run, figs: Path) -> str | None:
+    pos, links = run.get("positions.parquet"), run.get("links.parquet")
+    if pos is None or not len(pos):
+        return None
+    plt = _plt()
+    steps = sorted(pos["step"].unique())[:MAP_INSTANTS]
+    fig, axes = plt.subplots(len(steps), 1, figsize=(10, 4.8 * len(steps)), squeeze=False, constrained_layout=True)
+    lon_c, lat_c, land = _coastlines()
+    style = {"ground": dict(marker="^", s=46, c="#1f5fbf", zorder=5, label="ground station"),
+             "compute": dict(marker="o", s=22, c="#d1495b", zorder=4, label="compute satellite"),
+             "relay": dict(marker=".", s=9, c="#6c757d", zorder=3, label="relay satellite")}
+    for ax, k in zip(axes[:, 0], steps):
+        ax.contour(lon_c, lat_c, land, levels=[0.5], colors="#9aa5b1", linewidths=0.6)
+        p = pos[pos["step"] == k]
+        where = p.set_index("name")[["lon_deg", "lat_deg"]]
+        if links is not None:
+            live = links[(links["step"] == k) & links["up"]]
+            for kind, color, lw in (("isl", "#adb5bd", 0.4), ("gsl", "#2b9348", 1.4)):
+                sel = live[live["kind"].astype(str) == kind]
+                a = where.reindex(sel["a"].astype(str)).to_numpy()
+                b = where.reindex(sel["b"].astype(str)).to_numpy()
+                ok = ~np.isnan(a).any(axis=1) & ~np.isnan(b).any(axis=1) & (np.abs(a[:, 0] - b[:, 0]) < 180)
+                if ok.any():
+                    xs = np.stack([a[ok, 0], b[ok, 0], np.full(ok.sum(), np.nan)], axis=1).ravel()
+                    ys = np.stack([a[ok, 1], b[ok, 1], np.full(ok.sum(), np.nan)], axis=1).ravel()
+                    ax.plot(xs, ys, color=color, lw=lw, zorder=2, label=f"{kind.upper()} (live)")
+        for kind, st in style.items():
+            q = (p[p["kind"].astype(str) == kind] if kind != "relay"
+                 else p[~p["kind"].astype(str).isin(["ground", "compute"])])
+            if len(q):
+                ax.scatter(q["lon_deg"], q["lat_deg"], **st)
+        for _, g in p[p["kind"] == "ground"].iterrows():
+            ax.annotate(g["name"], (g["lon_deg"], g["lat_deg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-90, 90)
+        ax.set_aspect("equal")
+        ax.set_title(f"t = {p['t_s'].iloc[0]:g} s")
+        ax.set_xlabel("longitude (°)")
+        ax.set_ylabel("latitude (°)")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    uniq = dict(zip(lab, h))
+    axes[0, 0].legend(uniq.values(), uniq.keys(), loc="lower left", fontsize=7, ncol=3)
+    return _save(fig, figs, "map.png")
+
+
+def _change_times(run: _Run, src: str, dst: str) -> np.ndarray:
+    r = run.get("routes.parquet")
+    if r is None:
+        return np.array([])
+    t0, t1 = run.window()
+    m = (((r["src"] == src) & (r["dst"] == dst)) | ((r["src"] == dst) & (r["dst"] == src))) & (r["t_s"] > t0) & (r["t_s"] <= t1)
+    return r.loc[m, "t_s"].to_numpy(float)
+
+
+def fig_rtt(run: _Run, figs: Path) -> str | None:
+    pr = run.get("probes.parquet")
+    if pr is None or not len(pr):
+        return None
+    plt = _plt()
+    pairs = list(pr.groupby(["src", "dst"], sort=False).groups)[:MAX_PAIRS]
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(10, 2.6 * len(pairs)), squeeze=False, sharex=True)
+    hand = run.events()
+    hand = hand[hand["event"] == "handover"]
+    for ax, (s, d) in zip(axes[:, 0], pairs):
+        g = pr[(pr["src"] == s) & (pr["dst"] == d)]
+        ax.plot(g["t_s"], g["oracle_rtt_ms"], color="#1d232b", lw=1.2, label="light-time of the path (oracle)")
+        ax.scatter(g["t_s"], g["rtt_ms"], s=4, color="#d1495b", label="measured RTT", zorder=3)
+        lost = g[g["rtt_ms"].isna()]
+        if len(lost):
+            y = float(np.nanmin(g["oracle_rtt_ms"])) if g["oracle_rtt_ms"].notna().any() else 0.0
+            ax.scatter(lost["t_s"], np.full(len(lost), y), marker="x", s=10, color="#6c757d", label="lost")
+        for i, t in enumerate(_change_times(run, s, d)):
+            ax.axvline(t, color="#3a6ea5", ls="--", lw=0.8, label="path change" if i == 0 else None)
+        for i, t in enumerate(hand[(hand["a"] == s) | (hand["a"] == d)]["t_s"]):
+            ax.axvline(t, color="#f4a261", lw=2, alpha=0.6, label="GSL handover" if i == 0 else None)
+        ax.set_ylabel("RTT (ms)")
+        ax.set_title(f"{s} → {d}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("scenario time t (s)")
+    return _save(fig, figs, "rtt.png")
+
+
+def fig_throughput(run: _Run, figs: Path) -> str | None:
+    th = run.get("throughput.csv")
+    if th is None or not len(th):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for wl, g in th.groupby("workload"):
+        ax.step(g["t_s"], g["mbps"], where="post", label=wl)
+    _mark_handovers(ax, run)
+    ax.set_xlabel("scenario time t (s)")
+    ax.set_ylabel("goodput (Mbit/s, emulated)")
+    ax.legend(fontsize=8)
+    return _save(fig, figs, "throughput.png")
+
+
+def _mark_handovers(ax, run: _Run) -> None:
+    ev = run.events()
+    for i, t in enumerate(ev[ev["event"] == "handover"]["t_s"]):
+        ax.axvline(t, color="#f4a261", lw=2, alpha=0.5, label="GSL handover" if i == 0 else None)
+
+
+def fig_completion(run: _Run, figs: Path) -> str | None:
+    jobs = run.get("jobs.csv")
+    if jobs is None or not len(jobs):
+        return None
+    done = jobs[jobs["status"] == "done"]
+    if not len(done):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    for wl, g in done.groupby("workload"):
+        v = np.sort(g["completion_ms"].to_numpy(float))
+        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{wl}: completion")
+        if g["ttfb_ms"].notna().any():
+            t = np.sort(g["ttfb_ms"].dropna().to_numpy(float))
+            ax.step(t, np.arange(1, len(t) + 1) / len(t), where="post", ls="--", label=f"{wl}: time to first byte")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (emulated)")
+    ax.set_ylabel("fraction of jobs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, figs, "completion_cdf.png")
+
+
+def fig_jobs_time(run: _Run, figs: Path) -> str | None:
+    jobs = run.get("jobs.csv")
+    if jobs is None or not len(jobs):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for wl, g in jobs.groupby("workload"):
+        ok = g[g["status"] == "done"]
+        ax.scatter(ok["t_start_s"], ok["completion_ms"], s=8, label=f"{wl} (done)")
+        bad = g[g["status"] != "done"]
+        if len(bad):
+            ax.scatter(bad["t_start_s"], np.full(len(bad), max(1.0, float(ok["completion_ms"].min()) if len(ok) else 1.0)),
+                       marker="x", s=16, label=f"{wl} ({', '.join(sorted(set(bad['status'])))})")
+    _mark_handovers(ax, run)
+    ax.set_yscale("log")
+    ax.set_xlabel("job start, scenario time t (s)")
+    ax.set_ylabel("completion (ms, emulated)")
+    ax.legend(fontsize=8)
+    return _save(fig, figs, "jobs_over_time.png")
+
+
+def fig_topology(run: _Run, figs: Path) -> str | None:
+    links = run.get("links.parquet")
+    if links is None or not len(links):
+        return None
+    t0, t1 = run.window()
+    L = links[(links["t_s"] >= t0) & (links["t_s"] <= t1) & links["up"]]
+    if not len(L):
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6.6), sharex=True)
+    up = L.groupby(["t_s", L["kind"].astype(str)]).size().unstack(fill_value=0)
+    for kind in up.columns:
+        axes[0].plot(up.index, up[kind], label=f"{kind.upper()} links up")
+    axes[0].set_ylabel("links")
+    axes[0].legend(fontsize=8)
+    ev = run.events()
+    for name, color in (("link_up", "#2b9348"), ("link_down", "#b42318"), ("handover", "#f4a261")):
+        e = ev[ev["event"] == name]
+        if len(e):
+            c = e.groupby("t_s").size()
+            axes[1].bar(c.index, c.values, width=max((t1 - t0) / 400, 0.2), color=color, label=name.replace("_", " "))
+    axes[1].set_ylabel("events")
+    axes[1].legend(fontsize=8)
+    paths = run.get("paths.parquet")
+    if paths is not None and len(paths):
+        P = paths[(paths["t_s"] >= t0) & (paths["t_s"] <= t1)]
+        h = P.groupby("t_s")["hops"].agg(["median", "max"])
+        axes[2].plot(h.index, h["median"], label="median hops (endpoint pairs)")
+        axes[2].plot(h.index, h["max"], label="max hops", alpha=0.6)
+        axes[2].legend(fontsize=8)
+    axes[2].set_ylabel("hops")
+    axes[2].set_xlabel("scenario time t (s)")
+    return _save(fig, figs, "topology.png")
+
+
+def busiest_links(run: _Run) -> pd.DataFrame | None:
+    c = run.get("link_counters.csv")
+    if c is None or not len(c) or "bytes_out" not in c:
+        return None
+    t0, t1 = run.window()
+    span = max(t1 - t0, 1e-9)
+    drops = [col for col in c.columns if col.startswith("drop_")]
+    g = c.groupby(["link", "a", "b", "kind"], as_index=False)[["bytes_out", "frames_out", *drops]].sum()
+    links = run.get("links.parquet")
+    if links is not None:
+        rate = links.groupby([links["a"].astype(str), links["b"].astype(str)])["rate_mbps"].max()
+        g["rate_mbps"] = [rate.get((a, b), np.nan) for a, b in zip(g["a"], g["b"])]
+    else:
+        g["rate_mbps"] = np.nan
+    # both directions' bytes over the window's scenario seconds (at speed 1, emulated seconds)
+    g["mbps"] = g["bytes_out"] * 8 / span / 1e6 / 2
+    g["utilisation_pct"] = 100 * g["mbps"] / g["rate_mbps"]
+    g["drops"] = g[drops].sum(axis=1) if drops else 0
+    return g.sort_values("bytes_out", ascending=False).head(BUSIEST_LINKS)
+
+
+def fig_links(run: _Run, figs: Path) -> str | None:
+    g = busiest_links(run)
+    if g is None or not len(g) or g["bytes_out"].sum() == 0:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [f"{a}–{b}" for a, b in zip(g["a"], g["b"])]
+    axes[0].barh(names, g["mbps"], color="#3a6ea5")
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("mean Mbit/s per direction (emulated)")
+    axes[1].barh(names, g["drops"], color="#b42318")
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("frames dropped (queue, loss, down)")
+    axes[1].set_yticklabels([])
+    return _save(fig, figs, "links.png")
+
+
+def fig_replay(run: _Run, figs: Path) -> str | None:
+    pk = run.get("packets.parquet")
+    if pk is None or not len(pk):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for (s, d), g in pk.groupby(["src", "dst"]):
+        ax.scatter(g["t_send_s"], g["owd_ms"], s=3, label=f"{s} → {d} one-way delay")
+        ax.plot(g["t_send_s"], g["oracle_owd_ms"], lw=1, color="#1d232b")
+    ax.set_xlabel("send time, scenario t (s)")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    return _save(fig, figs, "replay_owd.png")
+
+
+# --------------------------------------------------------------------------- words and tables
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[tuple], head: tuple | None = None) -> str:
+    out = ["<table>"]
+    if head:
+        out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def workload_rows(summary: dict) -> list[tuple]:
+    """One row per workload: name, kind, jobs, done, errors+incomplete, then the kind's headline
+    metrics (the numbers shown in the report's table, straight from summary.json)."""
+    rows = []
+    for name, s in (summary.get("workloads") or {}).items():
+        if s["kind"] == "inference":
+            m = (s.get("ttfb_ms_p50"), s.get("ttfb_ms_p99"), s.get("completion_ms_p50"), s.get("completion_ms_p99"))
+        elif s["kind"] == "allreduce":
+            m = (s.get("step_ms_p50"), s.get("ideal_ms_median"), s.get("ratio_to_ideal_median"), s.get("ratio_to_ideal_max"))
+        else:
+            m = (s.get("completion_ms_p50"), s.get("completion_ms_p99"), s.get("goodput_mbps_mean"), s.get("goodput_mbps_min"))
+        rows.append((name, s["kind"], s["jobs"], s["done"], s.get("error", 0) + s.get("incomplete", 0) + s.get("short", 0), *m))
+    return rows
+
+
+def _sentences(run: _Run) -> list[str]:
+    """What the numbers mean, in plain words."""
+    out = []
+    summ = run.get("summary.json") or {}
+    fid = run.get("fidelity.json") or {}
+    o = fid.get("overall", {})
+    if o.get("compared"):
+        out.append(f"Emulated round-trip times were {o.get('error_median_ms', 0):+.3f} ms from the light-time of the "
+                   f"planned paths at the median and within {o.get('abs_error_p99_ms', 0):.3f} ms at p99 over "
+                   f"{o['compared']:,} probes: the verdict is <b>{html.escape(fid.get('verdict', '?'))}</b>"
+                   f" (threshold {fid.get('threshold_p99_ms', 0.5)} ms).")
+    ev = run.events()
+    hands = ev[ev["event"] == "handover"]
+    for name, s in (summ.get("workloads") or {}).items():
+        if s["kind"] == "inference" and s.get("windows"):
+            w = pd.DataFrame(s["windows"])
+            width = float(w["t_s"].diff().median()) if len(w) > 1 else 0.0
+            if "completion_ms_p99" not in w or w["completion_ms_p99"].isna().all():
+                continue
+            base = float(w["completion_ms_p99"].median())
+            for t in hands["t_s"]:
+                hit = w[(w["t_s"] <= t) & (w["t_s"] + width > t)]
+                if len(hit) and pd.notna(hit["completion_ms_p99"].iloc[0]):
+                    out.append(f"p99 completion of <b>{html.escape(name)}</b> requests rose from {base:,.0f} ms "
+                               f"(median over windows) to {hit['completion_ms_p99'].iloc[0]:,.0f} ms in the "
+                               f"window holding the GSL handover at t = {t:g} s.")
+            out.append(f"<b>{html.escape(name)}</b>: {s['done']} of {s['jobs']} requests completed; time to "
+                       f"first byte {s.get('ttfb_ms_p50', float('nan')):,.0f} ms median, completion "
+                       f"{s.get('completion_ms_p50', float('nan')):,.0f} ms median and "
+                       f"{s.get('completion_ms_p99', float('nan')):,.0f} ms at p99.")
+        elif s["kind"] == "allreduce" and s.get("ratio_to_ideal_median"):
+            out.append(f"<b>{html.escape(name)}</b>: all-reduce steps took {s['ratio_to_ideal_median']:.2f}× the "
+                       f"ideal time at the median ({s.get('step_ms_p50', 0):,.0f} ms against "
+                       f"{s.get('ideal_ms_median', 0):,.0f} ms).")
+        elif s["kind"] in ("upload", "checkpoint") and s.get("goodput_mbps_mean"):
+            out.append(f"<b>{html.escape(name)}</b>: {s['done']} of {s['jobs']} transfers completed at "
+                       f"{s['goodput_mbps_mean']:,.1f} Mbit/s mean goodput ({s.get('completion_ms_p50', 0):,.0f} ms "
+                       "median each).")
+        if s.get("error"):
+            out.append(f"{s['error']} {html.escape(name)} job(s) failed (e.g. a connection refused while a ground "
+                       "station had no link).")
+    rp = summ.get("replay")
+    if rp and rp.get("open_loop"):
+        ol = rp["open_loop"]
+        out.append(f"The replayed trace delivered {ol['received']:,} of {ol['packets']:,} packets open-loop "
+                   f"({ol['lost']} lost, {ol['reordered']} reordered); one-way delay − light-time "
+                   f"{ol.get('owd_minus_oracle_ms_p50')} ms median, {ol.get('owd_minus_oracle_ms_p99_abs')} ms at p99.")
+    if len(hands):
+        out.append(f"{len(hands)} GSL handover(s) in the window, at t = "
+                   + ", ".join(f"{t:g}" for t in hands["t_s"].head(8)) + " s.")
+    warns = (run.get("run.json") or {}).get("warnings") or []
+    for w in warns:
+        out.append(f"Warning: {html.escape(str(w))}")
+    return out
+
+
+def build_report(run_dir: str | Path, progress=None) -> Path:
+    """Write RUN_DIR/report.html and RUN_DIR/figures/*.png; returns the report's path."""
+    say = progress or (lambda m: None)
+    run = _Run(run_dir)
+    if run.get("run.json") is None and run.get("summary.json") is None:
+        raise NetemuError(f"{run.path}: not a run directory (no run.json or summary.json)")
+    figs = run.path / FIG_DIR
+    info = run.get("run.json") or {}
+    summ = run.get("summary.json") or {}
+    fid = run.get("fidelity.json") or {}
+    t0, t1 = run.window()
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>netemu run: "
+             f"{html.escape(str(info.get('scenario', summ.get('scenario', run.name))))}</title><style>{_CSS}</style></head><body>",
+             f"<h1>netemu run of {html.escape(str(info.get('scenario', summ.get('scenario', '?'))))}</h1>",
+             f"<p class='meta'>{html.escape(str(run.path.name))} · window t = {t0:g}–{t1:g} s</p>"]
+    words = _sentences(run)
+    if words:
+        parts.append("<div class='say'>" + "".join(f"<p>{w}</p>" for w in words) + "</div>")
+    versions = info.get("versions", {})
+    verdict = fid.get("verdict", "–")
+    cls = "verdict-ok" if verdict == "faithful" else "verdict-bad"
+    parts.append("<h2>What was run</h2>")
+    parts.append(_table([
+        ("scenario", info.get("scenario", summ.get("scenario"))),
+        ("time window (scenario s)", f"{t0:g} – {t1:g}"),
+        ("nodes / links emulated", f"{info.get('nodes', '–')} / {info.get('links', '–')}"),
+        ("satellites / compute / ground stations (scenario)", " / ".join(
+            str((summ.get("nodes") or {}).get(k, "–")) for k in ("satellite", "compute", "ground"))),
+        ("dilation / speed", f"{info.get('dilation', 1)} / {info.get('speed', 1)}"),
+        ("up / down (s)", f"{info.get('up_s', '–')} / {info.get('down_s', '–')}"),
+        ("netemu / python / kernel", f"{versions.get('netemu', '–')} / {versions.get('python', '–')} / {versions.get('kernel', '–')}"),
+    ]))
+    parts.append(f"<p>Fidelity verdict: <span class='{cls}'>{html.escape(str(verdict))}</span></p>")
+    sections = [("Constellation", fig_map, "Nodes and live links at instants of the window (ground tracks; "
+                 "coastlines from the global-land-mask package)."),
+                ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "
+                 "planned path; dashed lines: path changes; orange: GSL handovers of the pair's stations."),
+                ("Workloads: completion", fig_completion, "Distribution of completion times (and time to first "
+                 "byte) of every finished job."),
+                ("Workloads: jobs over time", fig_jobs_time, "Each job's completion time at its start time; "
+                 "crosses: jobs that failed or did not finish."),
+                ("Workloads: throughput", fig_throughput, "Goodput of the transfer workloads per second of the "
+                 "window."),
+                ("Trace replay", fig_replay, "One-way delay of every replayed packet; black: light-time of the path."),
+                ("Topology over time", fig_topology, "Links up, link events (acquisitions, losses, handovers) and "
+                 "path lengths between endpoints."),
+                ("Busiest links", fig_links, "Mean rate per direction and drops of the links that carried most.")]
+    tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid)}
+    for title, fn, caption in sections:
+        say(f"report: {title.lower()}")
+        src = fn(run, figs)
+        extra = tables.get(title, "")
+        if src is None and not extra:
+            continue
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if src:
+            parts.append(f"<p>{html.escape(caption)}</p><img src='{src}' alt='{html.escape(title)}'>")
+        parts.append(extra)
+    bl = busiest_links(run)
+    if bl is not None and len(bl) and bl["bytes_out"].sum() > 0:
+        parts.append(_table([(f"{a}–{b}", k, r, m, u, d) for a, b, k, r, m, u, d in zip(
+            bl["a"], bl["b"], bl["kind"], bl["rate_mbps"], bl["mbps"], bl["utilisation_pct"], bl["drops"])],
+            ("link", "kind", "rate (Mbit/s)", "mean Mbit/s", "utilisation %", "drops")))
+    parts.append("<p class='meta'>Times are scenario seconds; durations and rates are emulated (converted "
+                 "back from the run's time dilation). Files: " + ", ".join(
+                     f"<code>{html.escape(p.name)}</code>" for p in sorted(run.path.iterdir()) if p.is_file()) + "</p>")
+    parts.append("</body></html>")
+    out = run.path / REPORT_FILE
+    out.write_text("\n".join(parts))
+    return out
+
+
+def _workload_table(summ: dict) -> str:
+    rows = workload_rows(summ)
+    if not rows:
+        return ""
+    out = []
+    for kind, head in (("inference", ("TTFB p50 ms", "TTFB p99 ms", "completion p50 ms", "completion p99 ms")),
+                       ("upload", ("completion p50 ms", "completion p99 ms", "goodput mean Mbit/s", "goodput min Mbit/s")),
+                       ("checkpoint", ("completion p50 ms", "completion p99 ms", "goodput mean Mbit/s", "goodput min Mbit/s")),
+                       ("allreduce", ("step p50 ms", "ideal ms", "ratio to ideal (median)", "ratio to ideal (max)"))):
+        r = [x for x in rows if x[1] == kind]
+        if r:
+            out.append(_table(r, ("workload", "kind", "jobs", "done", "failed/unfinished", *head)))
+    return "\n".join(out)
+
+
+def _fidelity_table(fid: dict) -> str:
+    pairs = fid.get("pairs") or {}
+    if not pairs:
+        return ""
+    rows = [(k, v.get("compared"), v.get("error_median_ms"), v.get("abs_error_p99_ms"), v.get("lost_while_reachable"),
+             v.get("straddling_path_change")) for k, v in pairs.items()]
+    return _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
+                         "lost while reachable", "straddling path changes"))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Put runs side by side: OUT/compare.html with a metrics table and overlaid plots."""
+    runs = [_Run(p) for p in run_dirs]
+    if len(runs) < 2:
+        raise NetemuError("compare: expected at least two run directories")
+    out = Path(out_dir)
+    figs = out / FIG_DIR
+    plt = _plt()
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in runs]
+    rows = []
+    metrics: list[str] = []
+    values: dict[str, list] = {}
+
+    def put(metric: str, i: int, v) -> None:
+        if metric not in values:
+            values[metric] = [None] * len(runs)
+            metrics.append(metric)
+        values[metric][i] = v
+
+    for i, r in enumerate(runs):
+        info, summ, fid = r.get("run.json") or {}, r.get("summary.json") or {}, r.get("fidelity.json") or {}
+        o = fid.get("overall", {})
+        put("scenario", i, info.get("scenario", summ.get("scenario")))
+        t0, t1 = r.window()
+        put("window (s)", i, f"{t0:g}–{t1:g}")
+        put("dilation", i, info.get("dilation"))
+        put("fidelity verdict", i, fid.get("verdict"))
+        put("RTT − oracle median (ms)", i, o.get("error_median_ms"))
+        put("|RTT − oracle| p99 (ms)", i, o.get("abs_error_p99_ms"))
+        ev = r.events()
+        put("handovers", i, int((ev["event"] == "handover").sum()))
+        put("path changes", i, int((ev["event"] == "path_change").sum()))
+        pr = r.get("probes.parquet")
+        if pr is not None and len(pr):
+            put("probe RTT median (ms)", i, float(pr["rtt_ms"].median()))
+            put("probes lost", i, int(pr["rtt_ms"].isna().sum()))
+        for row in workload_rows(summ):
+            name, kind = row[0], row[1]
+            put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
+            if kind == "inference":
+                put(f"{name}: completion p50 (ms)", i, row[7])
+                put(f"{name}: completion p99 (ms)", i, row[8])
+            elif kind == "allreduce":
+                put(f"{name}: step / ideal (median)", i, row[7])
+            else:
+                put(f"{name}: goodput mean (Mbit/s)", i, row[7])
+    rows = [(m, *values[m]) for m in metrics]
+    # overlaid RTT (first probed pair each) and completion CDFs
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.4))
+    for r, n in zip(runs, names):
+        pr = r.get("probes.parquet")
+        if pr is not None and len(pr):
+            s, d = next(iter(pr.groupby(["src", "dst"], sort=False).groups))
+            g = pr[(pr["src"] == s) & (pr["dst"] == d)]
+            axes[0].plot(g["t_s"], g["rtt_ms"], lw=0.8, label=f"{n}: {s} → {d}")
+        jobs = r.get("jobs.csv")
+        if jobs is not None and len(jobs):
+            for wl, g in jobs[jobs["status"] == "done"].groupby("workload"):
+                v = np.sort(g["completion_ms"].to_numpy(float))
+                axes[1].step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{n}: {wl}")
+    axes[0].set_xlabel("scenario time t (s)")
+    axes[0].set_ylabel("RTT (ms)")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("completion (ms, emulated)")
+    axes[1].set_ylabel("fraction of jobs")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    src = _save(fig, figs, "compare.png")
+    doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>netemu: compare</title><style>{_CSS}"
+           f"</style></head><body><h1>netemu runs compared</h1>"
+           + _table(rows, ("metric", *names))
+           + f"<h2>Round-trip times and completion times</h2><img src='{src}' alt='compared runs'></body></html>")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "compare.html"
+    path.write_text(doc)
+    return path
