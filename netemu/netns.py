@@ -151,6 +151,20 @@ class Namespaces:
     def popen(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", self.full(name), *cmd], **kw)
 
+    def veth(self, a: str, b: str, addr_a: str, addr_b: str, prefix_len: int = 30,
+             gso_max_segs: int | None = None) -> str:
+        """Join namespaces `a` and `b` (of this set) by a veth pair with `addr_a`/`addr_b`, up;
+        both ends are named `ne<run>v`, so `clean()` knows them. `gso_max_segs=1` makes the ends
+        carry wire-sized packets (a capture on them then sees no 64-KB super-frames)."""
+        dev = f"{TAP_PREFIX}{self.run_id}v"
+        _ip("link", "add", dev, "netns", self.full(a), "type", "veth", "peer", "name", dev, "netns", self.full(b))
+        for name, addr in ((a, addr_a), (b, addr_b)):
+            self.run(name, ["ip", "addr", "add", f"{addr}/{prefix_len}", "dev", dev])
+            if gso_max_segs is not None:
+                self.run(name, ["ip", "link", "set", "dev", dev, "gso_max_segs", str(gso_max_segs)])
+            self.run(name, ["ip", "link", "set", dev, "up"])
+        return dev
+
     def delete_all(self) -> None:
         """Delete every namespace of this set; their interfaces (TAPs, veths) go with them."""
         for name in reversed(self.names):

@@ -43,27 +43,43 @@ padding:.6em 1em;margin:1em 0}.verdict-ok{color:#1a7f37;font-weight:600}.verdict
 # --------------------------------------------------------------------------- data
 
 
-def positions_table(plan, t_s: list[float]) -> pd.DataFrame:
-    """Where every node is at the grid steps nearest to `t_s`: `step, t_s, name, kind,
-    lat_deg, lon_deg, alt_km` (geocentric latitude, enough for a map)."""
+def positions_table(plan, t_s: list[float], track_window: tuple[float, float] | None = None,
+                    track_points: int = 240) -> pd.DataFrame:
+    """Where every node is at the grid steps nearest to `t_s` (`instant` True), plus, over
+    `track_window`, the ground tracks of the compute satellites (`instant` False, about
+    `track_points` points each): `step, t_s, name, kind, lat_deg, lon_deg, alt_km, instant`
+    (geocentric latitude, enough for a map)."""
     sched, track = plan.schedule, plan.track
     kinds = dict(zip(sched.nodes["name"], sched.nodes["kind"]))
-    rows = []
-    g = plan.scenario.ground_stations
-    g_lat = [s.lat_deg for s in g]
-    g_lon = [s.lon_deg for s in g]
-    for t in t_s:
-        k = int(np.clip(np.searchsorted(track.t_s, t, side="right") - 1, 0, len(track.t_s) - 1))
-        xyz = track.xyz_km[k]
+    names = np.array(track.names)
+    sat_kinds = np.array([kinds.get(n, "satellite") for n in track.names])
+
+    def at(k: int, sel: np.ndarray, instant: bool) -> pd.DataFrame:
+        xyz = track.xyz_km[k][sel]
         r = np.linalg.norm(xyz, axis=1)
         lat = np.degrees(np.arcsin(np.clip(xyz[:, 2] / np.where(r > 0, r, 1), -1, 1)))
         lon = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
-        rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": list(track.names),
-                                  "kind": [kinds.get(n, "satellite") for n in track.names], "lat_deg": lat,
-                                  "lon_deg": lon, "alt_km": r - 6371.0}))
-        rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": [s.name for s in g],
-                                  "kind": "ground", "lat_deg": g_lat, "lon_deg": g_lon,
-                                  "alt_km": [s.alt_m / 1e3 for s in g]}))
+        return pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": names[sel], "kind": sat_kinds[sel],
+                             "lat_deg": lat, "lon_deg": lon, "alt_km": r - 6371.0, "instant": instant})
+
+    def step_of(t: float) -> int:
+        return int(np.clip(np.searchsorted(track.t_s, t, side="right") - 1, 0, len(track.t_s) - 1))
+
+    rows = []
+    g = plan.scenario.ground_stations
+    every = np.ones(len(names), bool)
+    for t in t_s:
+        k = step_of(t)
+        rows.append(at(k, every, True))
+        rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": [st.name for st in g],
+                                  "kind": "ground", "lat_deg": [st.lat_deg for st in g],
+                                  "lon_deg": [st.lon_deg for st in g], "alt_km": [st.alt_m / 1e3 for st in g],
+                                  "instant": True}))
+    compute = sat_kinds == "compute"
+    if track_window is not None and compute.any():
+        k0, k1 = step_of(track_window[0]), step_of(track_window[1])
+        for k in np.unique(np.linspace(k0, k1, track_points).astype(int)):
+            rows.append(at(int(k), compute, False))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -149,6 +165,10 @@ def fig_map(run: _Run, figs: Path) -> str | None:
     if pos is None or not len(pos):
         return None
     plt = _plt()
+    if "instant" not in pos:
+        pos = pos.assign(instant=True)
+    tracks = pos[~pos["instant"]]
+    pos = pos[pos["instant"]]
     steps = sorted(pos["step"].unique())[:MAP_INSTANTS]
     fig, axes = plt.subplots(len(steps), 1, figsize=(10, 4.8 * len(steps)), squeeze=False, constrained_layout=True)
     lon_c, lat_c, land = _coastlines()
@@ -157,6 +177,12 @@ def fig_map(run: _Run, figs: Path) -> str | None:
              "relay": dict(marker=".", s=9, c="#6c757d", zorder=3, label="relay satellite")}
     for ax, k in zip(axes[:, 0], steps):
         ax.contour(lon_c, lat_c, land, levels=[0.5], colors="#9aa5b1", linewidths=0.6)
+        for i, (_, tr) in enumerate(tracks.groupby("name")):
+            lon, lat = tr["lon_deg"].to_numpy(), tr["lat_deg"].to_numpy()
+            cut = np.flatnonzero(np.abs(np.diff(lon)) > 180) + 1       # break the line at the date line
+            for seg_lon, seg_lat in zip(np.split(lon, cut), np.split(lat, cut)):
+                ax.plot(seg_lon, seg_lat, color="#d1495b", lw=0.8, alpha=0.5, zorder=1,
+                        label="compute satellites' ground track" if i == 0 else None)
         p = pos[pos["step"] == k]
         where = p.set_index("name")[["lon_deg", "lat_deg"]]
         if links is not None:
@@ -313,7 +339,8 @@ def fig_topology(run: _Run, figs: Path) -> str | None:
             c = e.groupby("t_s").size()
             axes[1].bar(c.index, c.values, width=max((t1 - t0) / 400, 0.2), color=color, label=name.replace("_", " "))
     axes[1].set_ylabel("events")
-    axes[1].legend(fontsize=8)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=8)
     paths = run.get("paths.parquet")
     if paths is not None and len(paths):
         P = paths[(paths["t_s"] >= t0) & (paths["t_s"] <= t1)]

@@ -200,8 +200,12 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
     write_plan(plan, out)
     from .report import MAP_INSTANTS, positions_table
     w = em.window
-    positions_table(plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS))).to_parquet(out / "positions.parquet",
-                                                                                          index=False)
+    # the compute satellites' ground track from 50 min before to 50 min after the window (about an
+    # orbit at 700-800 km), within the plan
+    t_grid = plan.track.t_s
+    positions_table(plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
+                    track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
+                    ).to_parquet(out / "positions.parquet", index=False)
     info: dict = {"versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
                   "options": {k: v for k, v in options.items()}, "probes": [f"{s}>{d}" for s, d in pairs],
                   "probe_rate_hz": probe_rate_hz, "iperf": f"{iperf[0]}>{iperf[1]}" if iperf else None,

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from netemu import openloop
-from netemu.netns import TAP_PREFIX, Namespaces
+from netemu.netns import Namespaces
 
 ADDR_A, ADDR_B, PREFIX_LEN = "10.99.0.1", "10.99.0.2", 30
 PORT = 9700
@@ -60,12 +60,7 @@ def veth_pair(ns: Namespaces) -> None:
     """Namespaces a and b joined by one veth, ADDR_A and ADDR_B on its ends."""
     ns.add("a")
     ns.add("b")
-    ea, eb = f"{TAP_PREFIX}{ns.run_id}a", f"{TAP_PREFIX}{ns.run_id}b"
-    subprocess.run(["ip", "link", "add", ea, "netns", ns.full("a"), "type", "veth", "peer", "name", eb,
-                    "netns", ns.full("b")], check=True, capture_output=True)
-    for name, dev, addr in (("a", ea, ADDR_A), ("b", eb, ADDR_B)):
-        ns.run(name, ["ip", "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", dev])
-        ns.run(name, ["ip", "link", "set", dev, "up"])
+    ns.veth("a", "b", ADDR_A, ADDR_B, PREFIX_LEN)
 
 
 def wait_bound(ns: Namespaces, recv: subprocess.Popen, timeout_s: float = 30.0) -> None:

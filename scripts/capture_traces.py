@@ -39,12 +39,12 @@ def side(node: str) -> str:
     return "ground" if node.startswith("g-") or node == "c-00" else "orbit"
 
 
-def capture(ns: Namespaces, w, out: Path) -> dict:
+def capture(ns: Namespaces, dev: str, w, out: Path) -> dict:
     t_end = (w.stop_s or 10.0) + 5.0
     clock = Clock(t0_s=0.0, t_end_s=t_end, origin_mono=time.monotonic() + 1.0, scale=1.0, dilation=1.0)
     with tempfile.TemporaryDirectory() as tmp:
         specs = agent_specs((w,), clock, lambda n: ADDR[side(n)], Path(tmp))
-        dump = ns.popen("ground", ["tcpdump", "-i", "nec0", "-s", str(SNAPLEN), "-w", str(out), "-U", "-q",
+        dump = ns.popen("ground", ["tcpdump", "-i", dev, "-s", str(SNAPLEN), "-w", str(out), "-U", "-q",
                                    "tcp or udp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if "listening on" not in dump.stderr.readline().decode():   # capturing from here on
             raise SystemExit(f"tcpdump did not start (exit {dump.poll()})")
@@ -95,19 +95,14 @@ def main() -> int:
     with Namespaces() as ns:
         ns.add("ground")
         ns.add("orbit")
-        subprocess.run(["ip", "link", "add", "nec0", "netns", ns.full("ground"), "type", "veth", "peer", "name",
-                        "nec0", "netns", ns.full("orbit")], check=True)
-        for name, addr in ADDR.items():
-            ns.run(name, ["ip", "addr", "add", f"{addr}/30", "dev", "nec0"])
-            # one segment per GSO packet: the capture sees wire-sized packets, not 64-KB super-frames
-            ns.run(name, ["ip", "link", "set", "dev", "nec0", "gso_max_segs", "1"])
-            ns.run(name, ["ip", "link", "set", "nec0", "up"])
+        # one segment per GSO packet: the capture sees wire-sized packets, not 64-KB super-frames
+        dev = ns.veth("ground", "orbit", ADDR["ground"], ADDR["orbit"], gso_max_segs=1)
         for w in scenario.workloads:
             if args.only and w.name not in args.only:
                 continue
             path = out / f"{w.name}.pcap"
             t = time.perf_counter()
-            r = capture(ns, w, path)
+            r = capture(ns, dev, w, path)
             print(f"{path.name}: {w.kind}, {r['bytes']:,} bytes, {r['events']} agent events, "
                   f"{time.perf_counter() - t:.1f} s", flush=True)
     return 0

@@ -13,7 +13,6 @@ import pytest
 
 from netemu import openloop
 from netemu.errors import TraceError
-from netemu.netns import TAP_PREFIX
 from conftest import ROOT
 
 ADDR_A, ADDR_B, PORT = "10.99.0.1", "10.99.0.2", 9710
@@ -141,12 +140,7 @@ def pair(netns):
     """Namespaces a (ADDR_A) and b (ADDR_B) joined by a veth; removed with `netns`."""
     netns.add("a")
     netns.add("b")
-    ea, eb = f"{TAP_PREFIX}{netns.run_id}a", f"{TAP_PREFIX}{netns.run_id}b"
-    subprocess.run(["ip", "link", "add", ea, "netns", netns.full("a"), "type", "veth", "peer", "name", eb,
-                    "netns", netns.full("b")], check=True, capture_output=True)
-    for name, dev, addr in (("a", ea, ADDR_A), ("b", eb, ADDR_B)):
-        netns.run(name, ["ip", "addr", "add", f"{addr}/30", "dev", dev])
-        netns.run(name, ["ip", "link", "set", dev, "up"])
+    netns.veth("a", "b", ADDR_A, ADDR_B)
     return netns
 
 

@@ -246,3 +246,19 @@ def test_ring_allreduce_step_time_near_ideal(ar_plan, tmp_path):
     assert (jobs["ratio_to_ideal"] <= 1.2).all(), jobs[["job", "completion_ms", "ratio_to_ideal"]]
     s = json.loads((tmp_path / "summary.json").read_text())["workloads"]["ring"]
     assert s["done"] == 4 and s["ratio_to_ideal_median"] == pytest.approx(jobs["ratio_to_ideal"].median(), abs=1e-3)
+
+
+@pytest.mark.root
+def test_the_run_writes_its_report(wl_run):
+    """The report `netemu.run` writes at the end, on this real run (see tests/test_report.py)."""
+    from test_report import check_report
+    from netemu.report import _fmt, workload_rows
+    plan, out, info = wl_run
+    c = check_report(out / "report.html")
+    assert {"map.png", "rtt.png", "completion_cdf.png", "jobs_over_time.png", "throughput.png", "topology.png",
+            "links.png"} <= {Path(s).name for s in c.imgs}
+    summary = json.loads((out / "summary.json").read_text())
+    for row in workload_rows(summary):
+        i = c.cells.index(row[0])
+        assert c.cells[i:i + len(row)] == [_fmt(v) for v in row]
+    assert "handover at t = 338 s" in (out / "report.html").read_text()
