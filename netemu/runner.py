@@ -185,8 +185,8 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
     """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
     `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
     The scenario's workloads run unless `workloads` is False; `replay` is a prepared
-    `netemu.replay.TraceReplay`; `report` writes report.html at the end. Returns run.json's content. Ctrl-C / SIGTERM tear everything
-    down (run.json then says `interrupted`)."""
+    `netemu.replay.TraceReplay`; `report` writes report.html at the end. Returns run.json's
+    content. Ctrl-C / SIGTERM tear everything down (run.json then says `interrupted`)."""
     say = progress or (lambda m: None)
     out = Path(out_dir)
     pairs = default_probe_pairs(plan) if probes is None else list(probes)
