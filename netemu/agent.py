@@ -15,7 +15,9 @@ time conversion. Roles:
   request, reads the whole streamed response (events `start`, `first_byte`, `done`).
 - `transfer-server` / `transfer-client`: files and checkpoints. The client connects; for `up`
   it sends the bytes and the server receives them, for `down` the server sends. The receiving
-  side logs `progress` (cumulative bytes, every `progress_s`) and `received`.
+  side logs `progress` (cumulative bytes, every `progress_s`) and `received`. Over UDP
+  (`transport` udp) the sender paces 1,500-byte datagrams at `rate_bps`, then says END (and
+  repeats it until answered); bytes lost are simply missing from the receiver's count.
 - `allreduce-rank`: one rank of a ring all-reduce: 2(K−1) phases per step, each sending
   gradient/K bytes to the next rank while receiving as much from the previous one.
 - `replay-client` / `replay-server`: closed-loop trace replay. Each flow's client connects at
@@ -161,6 +163,8 @@ async def _serve(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
                 await _follow_script(script, 1, reader, writer, log, wl, job)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
             log("error", wl, None, what=f"{type(e).__name__}: {e}")
+        except asyncio.CancelledError:
+            pass           # the agent is stopping; asyncio's stream callback would report it as an error
         finally:
             writer.close()
 
@@ -234,8 +238,160 @@ async def _transfer(role: dict, log: Log, address: str, job: int) -> None:
             writer.close()
 
 
+# --------------------------------------------------------------------------- UDP transfers
+
+_UHEAD = struct.Struct("!4sBQQQ")     # magic, op, job, a, b
+U_DATA, U_END, U_ACK, U_GET = 5, 6, 7, 8
+_UDP_IP_BYTES = 1500                  # one datagram per 1,500-byte IP packet
+_UDP_PAYLOAD = _UDP_IP_BYTES - 28 - _UHEAD.size
+_U_RETRIES = 10
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """A UDP endpoint whose datagrams go to `on_datagram(data, addr)`."""
+
+    def __init__(self, on_datagram):
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data, addr):
+        if len(data) >= _UHEAD.size and data[:4] == _MAGIC:
+            self.on_datagram(data, addr)
+
+
+async def _paced_send(transport, addr, job: int, total: int, rate_bps: float) -> None:
+    """Send `total` bytes as DATA datagrams at `rate_bps` of IP packets (wall), whatever comes back."""
+    gap_s = _UDP_IP_BYTES * 8 / rate_bps
+    n = -(-total // _UDP_PAYLOAD)
+    t0, k = time.monotonic(), 0
+    while k < n:
+        due = min(n, int((time.monotonic() - t0) / gap_s) + 1)
+        while k < due:
+            size = min(_UDP_PAYLOAD, total - k * _UDP_PAYLOAD)
+            transport.sendto(_UHEAD.pack(_MAGIC, U_DATA, job, k * _UDP_PAYLOAD, total) + _ZEROS[:size], addr)
+            k += 1
+        if k < n:
+            await _sleep_until(t0 + k * gap_s)
+
+
+async def _udp_endpoint(on_datagram, local, remote=None):
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(on_datagram), local_addr=local,
+                                                       remote_addr=remote)
+    sock = transport.get_extra_info("socket")
+    try:                                      # root may exceed rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)   # SO_RCVBUFFORCE
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    return transport
+
+
+class _Receipt:
+    """What a UDP receiver has of one transfer."""
+
+    def __init__(self, log: Log, wl: str, job: int, every_s: float, peer: str):
+        self.progress = _Progress(log, wl, job, every_s, peer)
+        self.bytes, self.last_t, self.total, self.logged = 0, None, None, False
+        self.ended = asyncio.Event()
+
+    def data(self, n: int, total: int) -> None:
+        self.bytes += n
+        self.total = total
+        self.last_t = time.monotonic()
+        self.progress(self.bytes)
+
+
+async def _serve_udp(role: dict, log: Log, address: str):
+    """The UDP side of a transfer server: receives uploads, answers GETs with paced downloads."""
+    wl = role["workload"]
+    receipts: dict = {}
+    transport = None
+
+    def on_datagram(data, addr):
+        _, op, job, a, b = _UHEAD.unpack_from(data)
+        if op == U_DATA:
+            r = receipts.setdefault((addr, job), _Receipt(log, wl, job, role["progress_s"], addr[0]))
+            r.data(len(data) - _UHEAD.size, b)
+        elif op == U_END:
+            r = receipts.setdefault((addr, job), _Receipt(log, wl, job, role["progress_s"], addr[0]))
+            if not r.logged:
+                r.logged = True
+                log("received", wl, job, t=r.last_t, bytes=r.bytes, expected=a, peer=addr[0])
+            t_ns = int((r.last_t or time.monotonic()) * 1e9)
+            transport.sendto(_UHEAD.pack(_MAGIC, U_ACK, job, r.bytes, t_ns), addr)
+        elif op == U_GET and (addr, job, "get") not in receipts:
+            receipts[(addr, job, "get")] = True
+            asyncio.get_running_loop().create_task(send_down(addr, job, a, float(b)))
+
+    async def send_down(addr, job, total, rate_bps):
+        log("sending", wl, job, bytes=total)
+        await _paced_send(transport, addr, job, total, rate_bps)
+        for _ in range(3):                    # END may be lost: the client also times out
+            transport.sendto(_UHEAD.pack(_MAGIC, U_END, job, total, 0), addr)
+            await asyncio.sleep(0.01)
+        log("sent", wl, job, bytes=total)
+
+    transport = await _udp_endpoint(on_datagram, (address, role["port"]))
+    return transport
+
+
+async def _udp_transfer(role: dict, log: Log, address: str, job: int) -> None:
+    wl, size, rate = role["workload"], role["size_bytes"], role["rate_bps"]
+    up = role["direction"] == "up"
+    server = (role["server"], role["port"])
+    patience_s = role["patience_s"]
+    log("start", wl, job, bytes=size, direction=role["direction"], transport="udp")
+    acked: asyncio.Future = asyncio.get_running_loop().create_future()
+    receipt = _Receipt(log, wl, job, role["progress_s"], address)
+
+    def on_datagram(data, addr):
+        _, op, j, a, b = _UHEAD.unpack_from(data)
+        if j != job:
+            return
+        if op == U_ACK and not acked.done():
+            acked.set_result((a, b / 1e9))
+        elif op == U_DATA:
+            receipt.data(len(data) - _UHEAD.size, b)
+        elif op == U_END:
+            receipt.ended.set()
+
+    transport = await _udp_endpoint(on_datagram, (address, 0), server)
+    try:
+        if up:
+            await _paced_send(transport, None, job, size, rate)
+            log("sent", wl, job, bytes=size)
+            for _ in range(_U_RETRIES):
+                transport.sendto(_UHEAD.pack(_MAGIC, U_END, job, size, 0))
+                try:
+                    got, t_received = await asyncio.wait_for(asyncio.shield(acked), patience_s / _U_RETRIES)
+                    log("done", wl, job, bytes=got, t_received=t_received)
+                    return
+                except asyncio.TimeoutError:
+                    continue
+            log("error", wl, job, what="no acknowledgement of END from the server")
+        else:
+            for _ in range(_U_RETRIES):         # the request may be lost
+                transport.sendto(_UHEAD.pack(_MAGIC, U_GET, job, size, int(rate)))
+                await asyncio.sleep(patience_s / _U_RETRIES)
+                if receipt.last_t is not None or receipt.ended.is_set():
+                    break
+            # done at END, or once nothing has come for `patience_s`
+            while not receipt.ended.is_set():
+                last = receipt.last_t or time.monotonic()
+                try:
+                    await asyncio.wait_for(receipt.ended.wait(), max(0.01, last + patience_s - time.monotonic()))
+                except asyncio.TimeoutError:
+                    if receipt.last_t is None or time.monotonic() - receipt.last_t >= patience_s:
+                        break
+            t_received = receipt.last_t if receipt.last_t is not None else time.monotonic()
+            log("received", wl, job, t=t_received, bytes=receipt.bytes, expected=size, peer=address)
+            log("done", wl, job, bytes=receipt.bytes, t_received=t_received)
+    finally:
+        transport.close()
+
+
 async def _transfer_client(role: dict, log: Log, address: str) -> None:
     start, stop, count, interval = role["start_mono"], role["stop_mono"], role["count"], role["interval_s"]
+    transfer = _udp_transfer if role.get("transport") == "udp" else _transfer
     tasks, job = [], 0
     await _sleep_until(start)
     while time.monotonic() < stop and (count == 0 or job < count):
@@ -243,9 +399,9 @@ async def _transfer_client(role: dict, log: Log, address: str) -> None:
             await _sleep_until(start + job * interval)
             if time.monotonic() >= stop:
                 break
-            tasks.append(asyncio.create_task(_transfer(role, log, address, job)))
+            tasks.append(asyncio.create_task(transfer(role, log, address, job)))
         else:
-            await _transfer(role, log, address, job)
+            await transfer(role, log, address, job)
         job += 1
     if tasks:
         await asyncio.gather(*tasks)
@@ -353,6 +509,8 @@ async def _main(spec: dict, log: Log) -> None:
         kind = role["role"]
         if kind in ("inference-server", "transfer-server", "replay-server"):
             servers.append(await _serve(role, log, address))
+            if role.get("udp"):
+                servers.append(await _serve_udp(role, log, address))
         elif kind == "inference-client":
             tasks.append(_inference_client(role, log, address))
         elif kind == "transfer-client":

@@ -691,12 +691,14 @@ WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None]
         "file_mb": ("a number", 600.0, _positive),           # one Sentinel-2 L1C tile
         "files": ("an integer", 0, _count),                  # per client; 0 = as many as fit before stop_s
         "interval_s": ("a number", 0.0, _nonneg),            # 0 = back to back, else one file every interval_s
+        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
     },
     "checkpoint": {
         "size_gb": ("a number", 16.0, _positive),            # 8B parameters in bf16
         "direction": ("a string", "up", lambda v: None if v in ("up", "down") else "'up' (ground to orbit) or 'down'"),
         "count": ("an integer", 1, _positive),               # transfers per client, back to back
         "interval_s": ("a number", 0.0, _nonneg),
+        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
     },
     "allreduce": {
         "gradient_mb": ("a number", 16000.0, _positive),     # 8B parameters, bf16 gradients
@@ -768,10 +770,18 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         if start_s is not None and stop_s is not None and stop_s <= start_s:
             raise t.error("stop_s", f"a time after start_s = {start_s:g}, found {stop_s:g}")
         seed = t.get("seed", "an integer", i + 1, check=_count)
-        transport = t.get("transport", "a string", "tcp", check=lambda v: None if v == "tcp" else "'tcp' (the only transport the workload programs implement)")
+        udp_ok = kind in ("upload", "checkpoint")
+        transport = t.get("transport", "a string", "tcp", check=lambda v: None if v == "tcp" or (v == "udp" and udp_ok)
+                          else "'tcp'" + (" or 'udp'" if udp_ok else " (UDP is implemented for upload and checkpoint)"))
         params = []
         for key, (vkind, default, check) in WORKLOAD_PARAMS[kind].items():
             params.append((key, t.get(key, vkind, default, check=check)))
+        if transport == "tcp" and dict(params).get("rate_mbps", 0) > 0:
+            raise t.error("rate_mbps", "no sending rate for transport = 'tcp' (TCP finds its own); set "
+                                       "transport = 'udp' to pace a transfer")
+        if transport == "udp" and not dict(params)["rate_mbps"] > 0:
+            raise t.error("rate_mbps", "a sending rate > 0 (Mbit/s, emulated) for transport = 'udp', which has no "
+                                       "congestion control")
         t.done()
         out.append(Workload(name=name, kind=kind, clients=tuple(clients), server=server, start_s=start_s,
                             stop_s=stop_s, seed=seed, transport=transport, params=tuple(params)))

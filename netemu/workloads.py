@@ -26,6 +26,7 @@ __all__ = ["Clock", "PORT_BASE", "agent_specs", "inference_jobs", "read_events",
 
 PORT_BASE = 20000          # workload i listens on PORT_BASE + i
 PROGRESS_S = 0.1           # network seconds between progress records of a transfer
+UDP_PATIENCE_S = 2.0       # network seconds a UDP transfer waits for an answer before giving up
 
 JOB_COLUMNS = ["workload", "kind", "job", "client", "server", "t_start_s", "t_end_s", "status",
                "bytes_expected", "bytes_delivered", "ttfb_ms", "completion_ms", "goodput_mbps",
@@ -119,7 +120,7 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
                                      jobs["response_bytes_per_token"])]})
         elif w.kind in ("upload", "checkpoint"):
             roles(w.server).append({"role": "transfer-server", "workload": w.name, "port": port,
-                                    "progress_s": PROGRESS_S * K})
+                                    "progress_s": PROGRESS_S * K, "udp": w.transport == "udp"})
             if w.kind == "upload":
                 size, direction, count = int(round(w.p("file_mb") * 1e6)), "up", w.p("files")
             else:
@@ -128,7 +129,9 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
                 roles(c).append({"role": "transfer-client", "workload": w.name, "server": loopback(w.server),
                                  "port": port, "direction": direction, "size_bytes": size, "count": count,
                                  "interval_s": w.p("interval_s") * K, "start_mono": clock.mono(start_s),
-                                 "stop_mono": clock.mono(stop_s), "progress_s": PROGRESS_S * K})
+                                 "stop_mono": clock.mono(stop_s), "progress_s": PROGRESS_S * K,
+                                 "transport": w.transport, "rate_bps": w.p("rate_mbps") * 1e6 / K,
+                                 "patience_s": UDP_PATIENCE_S * K})
         elif w.kind == "allreduce":
             k = len(w.clients)
             for r, node in enumerate(w.clients):

@@ -76,7 +76,9 @@ def test_workload_defaults_come_from_domain_facts(tmp_path):
     ('kind = "allreduce"\nranks = ["w00-00"]', "workloads[0].ranks", "at least two distinct"),
     ('kind = "checkpoint"\ndirection = "sideways"', "workloads[0].direction", "'up'"),
     ('kind = "upload"\nstart_s = 50\nstop_s = 40', "workloads[0].stop_s", "after start_s"),
-    ('kind = "upload"\ntransport = "udp"', "workloads[0].transport", "'tcp'"),
+    ('kind = "inference"\ntransport = "udp"', "workloads[0].transport", "UDP is implemented for upload and checkpoint"),
+    ('kind = "upload"\ntransport = "udp"', "workloads[0].rate_mbps", "a sending rate > 0"),
+    ('kind = "upload"\nrate_mbps = 10', "workloads[0].rate_mbps", "no sending rate for transport = 'tcp'"),
 ])
 def test_bad_workloads_name_file_and_key(tmp_path, text, key, match):
     with pytest.raises(netemu.ScenarioError, match=match) as e:
@@ -191,6 +193,23 @@ def test_transfers_deliver_every_byte(wl_run):
         assert (out / f).exists()
     assert sorted(p.name for p in (out / "workloads").glob("*.jsonl")) == [
         "g-beijing.jsonl", "g-sanya.jsonl", "w02-01.jsonl", "w03-00.jsonl"]
+
+
+@pytest.mark.root
+def test_udp_upload_is_paced_at_its_rate(wl_run):
+    """Over UDP nothing is lost on an idle path, and a file arrives when its last datagram,
+    sent at the pacing rate, has crossed the path: (n − 1) gaps + the one-way light-time."""
+    from netemu.agent import _UDP_IP_BYTES, _UDP_PAYLOAD
+    plan, out, info = wl_run
+    jobs = pd.read_csv(out / "jobs.csv")
+    udp = jobs[jobs["workload"] == "eo-udp"]
+    assert len(udp) == 2 and (udp["status"] == "done").all()
+    assert (udp["bytes_delivered"] == udp["bytes_expected"]).all()
+    n = -(-2_000_000 // _UDP_PAYLOAD)
+    owd = oracle_rtt_ms(plan.schedule, plan.routes.routes, "g-sanya", "w02-01", udp["t_start_s"].to_numpy()) / 2
+    expected_ms = (n - 1) * _UDP_IP_BYTES * 8 / 50e6 * 1e3 + owd
+    excess = udp["completion_ms"].to_numpy() - expected_ms
+    assert (excess > -0.5).all() and (excess < 5).all(), excess
 
 
 @pytest.mark.root
