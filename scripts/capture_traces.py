@@ -4,7 +4,7 @@
 tcpdump (headers only: replay uses each packet's IP length, so payload bytes are not needed).
 
     sudo .venv/bin/python scripts/capture_traces.py            # all traces into traces/
-    sudo .venv/bin/python scripts/capture_traces.py --only inference --out /tmp/t
+    sudo .venv/bin/python scripts/capture_traces.py --only inference --out out/traces
 
 The workloads are the [[workloads]] of `traces/capture.toml`, started at t = 0.5 s and stopped
 at their `stop_s`; ground side 10.77.0.1 (namespace `ground`), orbit side 10.77.0.2 (`orbit`).
