@@ -370,6 +370,9 @@ class TraceReplay:
         r = pd.DataFrame(rows, columns=["flow", "bytes_sent", "bytes_delivered", "t_start_s", "t_end_s", "lost",
                                         "reordered", "owd_ms_p50", "messages", "messages_done"])
         out = out.merge(r, on="flow", how="left")
+        # replayed flows without payload (e.g. refused connection attempts) moved nothing
+        quiet = out["mode"].ne("skipped") & out["bytes_sent"].isna()
+        out.loc[quiet, ["bytes_sent", "bytes_delivered"]] = 0.0
         # scenario seconds → network seconds: × scale / dilation
         dur_s = (out["t_end_s"] - out["t_start_s"]) * self.em.scale / K
         out["throughput_mbps"] = out["bytes_delivered"] * 8 / dur_s.where(dur_s > 0) / 1e6
