@@ -175,7 +175,9 @@ def test_cli_run_sigterm_and_kill9(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "planes" in r.stderr and "bad.toml" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "y").exists() and _kernel_state() == before
-    # SIGTERM while playing tears everything down
+    # SIGTERM while playing tears everything down, workload agents included (workloads.toml is
+    # fidelity.toml's constellation with workloads)
+    scenario = str(DATA / "workloads.toml")
     p = _netemu("run", scenario, "-o", str(tmp_path / "t"), "--no-calibrate", "--start", "300")
     _wait_playing(p)
     time.sleep(1.0)
@@ -183,12 +185,17 @@ def test_cli_run_sigterm_and_kill9(tmp_path):
     assert p.wait(60) == 130
     assert json.loads((tmp_path / "t" / "run.json").read_text())["interrupted"] is True
     assert _kernel_state() == before
-    # kill -9: the engines, shells and probes go with the process; `netemu clean` removes the rest
+    # kill -9: the engines, shells, probes and agents go with the process; `netemu clean` removes the rest
     p = _netemu("run", scenario, "-o", str(tmp_path / "k"), "--no-calibrate", "--start", "300")
     _wait_playing(p)
+    time.sleep(1.0)                       # the agents are up
+    assert any("netemu.agent" in line for line in _kernel_state()["processes"])
     p.kill()
     p.wait()
-    time.sleep(1.0)
+    # each child gets SIGTERM from the kernel; a probe first waits out its echo timeout (2 s)
+    deadline = time.monotonic() + 5.0
+    while _kernel_state()["processes"] != before["processes"] and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _kernel_state()["processes"] == before["processes"]
     assert len(_kernel_state()["namespaces"]) == len(before["namespaces"]) + 26
     r = subprocess.run([sys.executable, "-m", "netemu", "clean"], capture_output=True, text=True)
