@@ -31,7 +31,7 @@ import pandas as pd
 from .errors import TraceError
 from .playback import oracle_rtt_ms
 from .trace import auto_map, flow_of_packets, flows, messages, open_loop_schedule, parse_map, read_trace
-from .traffic import update_summary
+from .traffic import kill_all, terminate, update_summary
 from .workloads import read_events
 
 __all__ = ["TraceReplay", "REPLAY_MODES", "REPLAY_FILES"]
@@ -120,6 +120,9 @@ class TraceReplay:
                              f"(mapping {self.mapping}), mode {mode!r}")
         self.span_s = float(tr.t_s.max() - tr.t_s.min()) if len(tr.t_s) else 0.0
         self.procs: list[tuple[str, str, subprocess.Popen, Path]] = []
+        self._client_of = {int(fl): n for fl, n in zip(self.flows["flow"], self.flows["client_node"])}
+        self._log_pos: dict[str, int] = {}
+        self._ended: set[int] = set()
 
     def window_s(self, speed: float = 1.0, start_s: float = 0.0) -> float:
         """Scenario seconds a run needs for this replay: lead, the trace (trace seconds are
@@ -135,12 +138,21 @@ class TraceReplay:
             return False
         if not len(self.messages):
             return True
-        ended = 0
+        # read only what the agents logged since the last call: this is polled twice a second
         for node, kind, _, log in self.procs:
-            if kind == "agent" and log.exists():
-                ended += sum(1 for line in open(log) if '"ev":"flow_end"' in line or
-                             ('"ev":"error"' in line and '"wl":"replay"' in line and '"node":"' + node in line))
-        return ended >= self.messages["flow"].nunique()
+            if kind != "agent" or not log.exists():
+                continue
+            with open(log, "rb") as f:
+                f.seek(self._log_pos.get(node, 0))
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break                    # a line still being written: read it next time
+                    self._log_pos[node] = self._log_pos.get(node, 0) + len(line)
+                    if b'"wl":"replay"' in line and (b'"ev":"flow_end"' in line or b'"ev":"error"' in line):
+                        job = json.loads(line).get("job")
+                        if job is not None and self._client_of.get(int(job)) == node:
+                            self._ended.add(int(job))
+        return len(self._ended) >= self.messages["flow"].nunique()
 
     # ------------------------------------------------------------------ live
 
@@ -208,21 +220,11 @@ class TraceReplay:
 
     def stop(self) -> None:
         """Stop everything (senders first, so receivers see their last packets)."""
-        order = sorted(self.procs, key=lambda p: {"send": 0, "agent": 1, "recv": 2}[p[1]])
-        for _, _, p, _ in order:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        for kind in ("send", "agent", "recv"):
+            terminate([p for _, k, p, _ in self.procs if k == kind], timeout_s=15)
 
     def kill(self) -> None:
-        for _, _, p, _ in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_all([p for _, _, p, _ in self.procs])
 
     def failures(self) -> list[str]:
         bad = []

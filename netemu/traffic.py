@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .workloads import Clock, agent_specs, jobs_table, read_events, ring_ideal_ms, summarise, throughput_table
 
-__all__ = ["WorkloadRunner", "WORKLOAD_FILES"]
+__all__ = ["WorkloadRunner", "WORKLOAD_FILES", "terminate", "kill_all", "update_summary"]
 
 WORKLOAD_FILES = ("jobs.csv", "throughput.csv", "summary.json")
 
@@ -41,21 +41,10 @@ class WorkloadRunner:
                                         stdout=subprocess.DEVNULL, stderr=open(self.log_dir / f"{node}.stderr", "w"))
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for node, p in self.procs.items():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        terminate(list(self.procs.values()))
 
     def kill(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_all(list(self.procs.values()))
 
     def failures(self) -> list[str]:
         """Agents that died on their own (exit code ≠ 0 and not our SIGTERM), with their stderr."""
@@ -79,6 +68,27 @@ class WorkloadRunner:
                    "agent_failures": self.failures()}
         update_summary(self.out, summary)
         return summary
+
+
+def terminate(procs: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """SIGTERM every process still running, then wait for each; kill those that outlast
+    `timeout_s`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def kill_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def update_summary(out: Path, extra: dict) -> None:
