@@ -173,8 +173,8 @@ def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clo
                ideal_ms: Callable[[Workload, float], float] | None = None) -> pd.DataFrame:
     """One row per request (inference), transfer (upload, checkpoint) or step (allreduce), with
     the columns of `JOB_COLUMNS`: times in scenario seconds, durations in emulated ms, rates in
-    emulated Mbit/s. `status` is `done`, `short` (ended with fewer bytes than expected), `error` or `incomplete`
-    (still running at the end).
+    emulated Mbit/s. `status` is `done`, `short` (ended with fewer bytes than expected), `error`
+    or `incomplete` (still running at the end).
     `ideal_ms(workload, t_s)` gives the all-reduce ideal step time."""
     K = clock.dilation
     out = []
@@ -192,7 +192,9 @@ def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clo
         keys = ["client", "job"]
         cs = client_side.rename(columns={"node": "client"})
         df = starts[keys + ["t_start"] + [c for c in ("request_bytes", "expected", "bytes") if c in starts]]
-        done = _first(cs, "done", keys, ["t", "bytes"]).rename(columns={"t": "t_done", "bytes": "done_bytes"})
+        # transfers' `done` also carries the receiver's last-byte time (one clock for all nodes)
+        done_cols = ["t", "bytes"] + (["t_received"] if w.kind != "inference" else [])
+        done = _first(cs, "done", keys, done_cols).rename(columns={"t": "t_done", "bytes": "done_bytes"})
         err = _first(cs, "error", keys, ["what"])
         df = df.merge(done, on=keys, how="left").merge(err, on=keys, how="left")
         if w.kind == "inference":
@@ -202,11 +204,9 @@ def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clo
             delivered = df["done_bytes"].astype(float)
             t_end = df["t_done"].astype(float)
             ttfb_ms = (df["t_first"].astype(float) - df["t_start"]) / K * 1e3
-        else:   # `done` carries the receiver's byte count and last-byte time (one clock)
-            done_t = _first(cs, "done", keys, ["t_received"])
-            m = df[keys].merge(done_t, on=keys, how="left")
+        else:
             expected = df["bytes"].astype(float)
-            t_end, delivered = m["t_received"].astype(float), df["done_bytes"].astype(float)
+            t_end, delivered = df["t_received"].astype(float), df["done_bytes"].astype(float)
             ttfb_ms = pd.Series(np.nan, index=df.index)
         completion_ms = (t_end - df["t_start"]) / K * 1e3
         status = np.select([df["t_done"].notna() & (delivered == expected), df["t_done"].notna(),
