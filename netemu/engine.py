@@ -5,8 +5,11 @@ loss and up/down. Started and driven by `netemu.links.EngineLinks`; run as
 Per link direction, a frame entering at time t is admitted or dropped (down, random loss, full
 queue), serialised at the link rate behind the frames already queued (FIFO), and leaves at
 serialisation end + propagation delay, where the delay is the link's piecewise-linear delay
-profile evaluated at t (so it follows the geometry without steps), minus the engine's own
-measured per-traversal overhead. Departures are monotonic per direction unless reordering is
+profile evaluated at t (so it follows the geometry without steps), minus a small calibrated
+correction. The entry time t is not the read time: a frame that the engine's own write caused
+(a router forwarding it, an end host answering) entered when that write began, so the time
+the hosts' stacks spend inside the engine's writes never adds up along a path (see drain()).
+Departures are monotonic per direction unless reordering is
 allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; every TAP is drained
 until EAGAIN on each wake (a TAP read returns one frame).
 
@@ -37,6 +40,7 @@ LATE_BUCKETS_S = (10e-6, 50e-6, 100e-6, 200e-6, 500e-6, 2e-3)   # departure late
 EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
 WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
+DRAIN_MAX = 32           # frames read from one TAP before due departures get their turn
 
 
 def default_queue_bytes(rate_mbps: float) -> int:
@@ -102,8 +106,9 @@ class Direction:
 
     __slots__ = ("link", "name", "in_fd", "out_fd", "profile", "rate_Bps", "loss", "up", "queue_bytes",
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
-                 "overhead_s", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
-                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap", "cold_s")
+                 "hop_s", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
+                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap", "origin_s",
+                 "in_ns", "out_ns", "empty_at", "partial")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
@@ -119,8 +124,8 @@ class Direction:
         self.tx_ends: deque = deque()
         self.q: deque = deque()
         self.epoch = 0
-        self.overhead_s = 0.0
-        self.cold_s = 0.0
+        self.hop_s = 0.0       # overhead taken off frames the engine's own writes caused
+        self.origin_s = 0.0    # … and off frames sent by processes
         self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
         self.drop_down = self.drop_loss = self.drop_queue = self.drop_error = 0
         self.queue_hwm_bytes = 0.0
@@ -128,6 +133,9 @@ class Direction:
         self.max_late_s = 0.0
         self.record: list | None = None
         self.pcap = None
+        self.in_ns = self.out_ns = 0     # engine-wide indices of the namespaces of in_fd, out_fd
+        self.empty_at = 0.0              # when in_fd was last read to EAGAIN
+        self.partial = False             # the last drain stopped at DRAIN_MAX frames
 
     def configure(self, p: dict) -> None:
         if "rate_mbps" in p:
@@ -146,9 +154,10 @@ class Direction:
         if "queue_packets" in p:
             self.queue_packets = p["queue_packets"] or float("inf")
 
-    def admit(self, now: float, size: int, cold: bool = False, write_cost_s: float = 0.0) -> float:
-        """Departure time of a frame of `size` bytes entering now, or -1 (down), -2 (loss), -3 (queue).
-        `cold`: the frame was read right after the engine woke from sleep."""
+    def admit(self, now: float, size: int, enter: float | None = None, comp_s: float = 0.0) -> float:
+        """Departure time of a frame of `size` bytes read `now` that entered the link at `enter`
+        (≤ now; default now), or -1 (down), -2 (loss), -3 (queue). `comp_s` (s) is taken off
+        its delay, which never goes below zero."""
         self.frames_in += 1
         self.bytes_in += size
         if not self.up:
@@ -157,12 +166,13 @@ class Direction:
         if self.loss and self.rng() < self.loss:
             self.drop_loss += 1
             return -2.0
+        t = now if enter is None else enter    # the link's own clock: the frame joins its queue when it entered
         if self.rate_Bps:
-            start = self.next_free if self.next_free > now else now
-            backlog = (start - now) * self.rate_Bps
+            start = self.next_free if self.next_free > t else t
+            backlog = (start - t) * self.rate_Bps
             if self.queue_packets != float("inf"):
                 ends = self.tx_ends
-                while ends and ends[0] <= now:
+                while ends and ends[0] <= t:
                     ends.popleft()
                 if len(ends) >= self.queue_packets:
                     self.drop_queue += 1
@@ -177,8 +187,10 @@ class Direction:
                 self.tx_ends.append(self.next_free)
             sent = self.next_free
         else:
-            sent = now
-        delay = self.profile.at(now) - (self.cold_s if cold else self.overhead_s) - write_cost_s
+            sent = t
+        delay = self.profile.at(t) - comp_s
+        # (a frame read too late to keep its time is due in the past: it leaves at once and
+        # counts as late)
         dep = sent + (delay if delay > 0 else 0.0)
         if dep < self.last_dep and not self.reorder:
             dep = self.last_dep
@@ -222,8 +234,8 @@ class Engine:
         self.heap: list = []
         self.seq = 0
         self.pending: list = []          # scheduled parameter changes: (t_mono, seq, link, params)
-        self.overhead_s = 0.0
-        self.cold_s = 0.0
+        self.hop_s = 0.0
+        self.origin_s = 0.0
         self.origin_mono = monotonic()   # monotonic time of emulated t = 0
         self.scale = 1.0                 # wall seconds per emulated second (time dilation)
         self.wall_offset = time() - monotonic()
@@ -233,7 +245,6 @@ class Engine:
         self.write_cost_s = 0.0
         self.ns_fds: dict[str, int] = {}
         self.home_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        self.cold = False
         self.busy_poll = False
         self.max_frame = 1522
         self.started = monotonic()
@@ -241,6 +252,12 @@ class Engine:
         self.vnet = 0
         self.control_max_ms = 0.0
         self.late_hist = [0] * (len(LATE_BUCKETS_S) + 1)
+        # Per namespace (index): when the engine's latest write into it began, and the poll
+        # generation it happened in (drain() uses them to tell when a frame entered its link).
+        self.ns_index: dict[str, int] = {}
+        self.ns_ws: list[float] = []
+        self.ns_gen: list[int] = []
+        self.poll_gen = 0
 
     # ------------------------------------------------------------------ time
 
@@ -250,26 +267,43 @@ class Engine:
     # ------------------------------------------------------------------ data path
 
     def drain(self, fd: int) -> None:
-        """Read every frame waiting on `fd` (a TAP read returns one frame) and schedule it."""
+        """Read every frame waiting on `fd` (a TAP read returns one frame) and schedule it.
+
+        When did a frame enter its link? The kernel queued it on the TAP some time before this
+        read. If the engine itself wrote a frame into this TAP's namespace since the fd was last
+        found empty, and before the poll that reported it, the frame is most likely that write's
+        product (forwarded by a router, or an end host's reply or ACK made while receiving):
+        the receiving stack runs inside the write, so the frame entered when the write began.
+        Such frames get the calibrated `hop_s` taken off their delay. Other frames (sent by a
+        process) entered about one read latency before the read: `origin_s` is taken off."""
         d = self.by_fd[fd]
-        read, admit, vnet, cold, record = os.read, d.admit, self.vnet, self.cold, d.record
+        read, admit, vnet, record = os.read, d.admit, self.vnet, d.record
+        ws = self.ns_ws[d.in_ns]
+        # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
+        caused = ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
+        comp = d.hop_s if caused else d.origin_s
         max_frame = self.max_frame
         q = d.q
         n = 0
-        while True:
+        d.partial = True
+        while n < DRAIN_MAX:
             try:
                 frame = read(fd, max_frame)
             except BlockingIOError:
+                d.empty_at = monotonic()
+                d.partial = False
                 break
             except OSError:
                 d.drop_error += 1
+                d.partial = False
                 break
             n += 1
             now = monotonic()
             size = len(frame) - vnet
-            dep = admit(now, size, cold, self.write_cost_s)
+            enter = ws if caused else now
+            dep = admit(now, size, enter, comp)
             if record is not None:
-                record.append((now, dep, size, (d.cold_s if cold else d.overhead_s) + self.write_cost_s))
+                record.append((enter, dep, size, comp))
             if dep < 0:
                 continue
             if d.reorder:
@@ -288,9 +322,11 @@ class Engine:
         """Write out the frames of `d` whose departure time has come (FIFO directions)."""
         q, write, out_fd, epoch_now, vnet, pcap = d.q, os.write, d.out_fd, d.epoch, self.vnet, d.pcap
         horizon = now + EARLY_SLACK_S
-        n = nbytes = late = 0
+        n = nbytes = late = slow = 0
+        hist, first_bucket = self.late_hist, LATE_BUCKETS_S[0]
         max_late = d.max_late_s
         t_start = monotonic()
+        self.ns_ws[d.out_ns], self.ns_gen[d.out_ns] = t_start, self.poll_gen
         while q and q[0][0] <= horizon:
             dep, frame, epoch = q.popleft()
             if epoch != epoch_now:
@@ -304,26 +340,30 @@ class Engine:
             n += 1
             nbytes += len(frame)
             lateness = now - dep
-            if lateness > LATE_S:
-                late += 1
             if lateness > max_late:
                 max_late = lateness
-            self.late_hist[bisect_right(LATE_BUCKETS_S, lateness)] += 1
+            if lateness >= first_bucket:    # most frames are on time: skip the bisect
+                slow += 1
+                if lateness > LATE_S:
+                    late += 1
+                hist[bisect_right(LATE_BUCKETS_S, lateness)] += 1
             if pcap is not None:
                 pcap.write(now + self.wall_offset, frame[vnet:])
         if n:
             self._track_write_cost((monotonic() - t_start) / n)
+            hist[0] += n - slow
         d.frames_out += n
         d.bytes_out += nbytes - n * vnet
         d.late += late
         d.max_late_s = max_late
 
     def _track_write_cost(self, cost_s: float) -> None:
-        """EWMA of one TAP write (the receiving stack runs inside it), taken off later delays."""
+        """EWMA of one TAP write (the receiving stack runs inside it): a gauge of host load."""
         self.write_cost_s += WRITE_COST_GAIN * (cost_s - self.write_cost_s)
 
     def _send_one(self, d: Direction, frame: bytes, now: float, dep: float) -> None:
         t_w = monotonic()
+        self.ns_ws[d.out_ns], self.ns_gen[d.out_ns] = t_w, self.poll_gen
         try:
             os.write(d.out_fd, frame)
         except OSError:
@@ -380,17 +420,17 @@ class Engine:
             target = max(wake - SPIN_S, 1e-9) if wake else 0.0
             if target != timer.armed_at:
                 timer.arm(target)
+            # poll_gen counts polls, empty ones too: a write's products are ready at the next one
             events = ep.poll(0)
+            self.poll_gen += 1
             while self.busy_poll and not events:
                 events = ep.poll(0)
+                self.poll_gen += 1
             if not events:
-                # Frames that wake a sleeping engine waited for the wake-up (tens of µs in a VM):
-                # they are "cold" and get the larger calibrated overhead taken off their delay.
                 events = ep.poll(-1)
-                self.cold = True
+                self.poll_gen += 1
             t0 = monotonic()
             self.handle(events)
-            self.cold = False
             work = monotonic() - t0
             # Serve departures and scheduled updates, spinning while the next of either is
             # within SPIN_S (the timer fired that early on purpose; sleeping again would miss
@@ -406,6 +446,7 @@ class Engine:
                 if not nxt or nxt - monotonic() > SPIN_S:
                     break
                 events = ep.poll(0)         # keep serving arrivals while spinning
+                self.poll_gen += 1
                 if events:
                     t1 = monotonic()
                     self.handle(events)
@@ -461,12 +502,12 @@ class Engine:
     def cmd_clock(self, origin_mono: float, scale: float) -> None:
         self.origin_mono, self.scale = origin_mono, scale
 
-    def cmd_overhead(self, warm_us: float, cold_us: float) -> None:
-        """Per-traversal overheads to take off delays: frames read while the engine was awake
-        (`warm_us`) and frames that woke it (`cold_us`)."""
-        self.overhead_s, self.cold_s = warm_us * 1e-6, cold_us * 1e-6
+    def cmd_overhead(self, hop_us: float, origin_us: float) -> None:
+        """Per-traversal corrections to take off delays (see drain()): for frames the engine's
+        own writes caused (`hop_us`) and for frames sent by processes (`origin_us`)."""
+        self.hop_s, self.origin_s = hop_us * 1e-6, origin_us * 1e-6
         for d in self.by_fd.values():
-            d.overhead_s, d.cold_s = self.overhead_s, self.cold_s
+            d.hop_s, d.origin_s = self.hop_s, self.origin_s
 
     def cmd_add(self, link: str, ends: list, params: dict, seed: int) -> None:
         """ends: [(netns_path, ifname), (…)] for side a and side b."""
@@ -494,12 +535,22 @@ class Engine:
         profile = DelayProfile()
         ab = Direction(link, "ab", fds[0], fds[1], profile, seed * 2 + 1)
         ba = Direction(link, "ba", fds[1], fds[0], profile, seed * 2 + 2)
+        ab.in_ns, ab.out_ns = ba.out_ns, ba.in_ns = [self._ns_index(path) for path, _ in ends]
         for d in (ab, ba):
-            d.overhead_s, d.cold_s = self.overhead_s, self.cold_s
+            d.hop_s, d.origin_s = self.hop_s, self.origin_s
             self.by_fd[d.in_fd] = d
             self.ep.register(d.in_fd, select.EPOLLIN)
         self.links[link] = (ab, ba, fds)
         self._configure(link, params)
+
+    def _ns_index(self, ns_path: str) -> int:
+        key = os.fstat(self.ns_fds[ns_path]).st_ino   # one namespace, whatever path names it
+        i = self.ns_index.get(key)
+        if i is None:
+            i = self.ns_index[key] = len(self.ns_ws)
+            self.ns_ws.append(0.0)
+            self.ns_gen.append(-10)
+        return i
 
     def cmd_remove(self, link: str) -> None:
         ab, ba, fds = self.links.pop(link)

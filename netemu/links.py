@@ -171,7 +171,7 @@ class EngineLinks:
         self._shards: list[_Shard] = []
         self._where: dict[str, _Shard] = {}
         self._count = 0
-        self.overhead_us = self.cold_overhead_us = 0.0
+        self.overhead_us = self.origin_overhead_us = 0.0
         try:
             for i in range(n):
                 self._shards.append(_Shard(i, vnet_hdr, busy_poll, mtu))
@@ -253,14 +253,15 @@ class EngineLinks:
             s.call("clock", origin, scale)
         return origin
 
-    def set_overhead(self, warm_us: float, cold_us: float | None = None) -> None:
-        """Engine latency per traversal to take off every link's delay (never below zero): for
-        frames read while the engine was busy (`warm_us`) and for frames that had to wake it
-        (`cold_us`, default the same). `calibrate()` measures both."""
-        self.overhead_us = max(0.0, float(warm_us))
-        self.cold_overhead_us = max(0.0, float(warm_us if cold_us is None else cold_us))
+    def set_overhead(self, hop_us: float, origin_us: float | None = None) -> None:
+        """Corrections (µs per traversal) taken off every link's delay, which never goes below
+        zero: for frames the engine's own writes caused, a router forwarding or a host answering
+        (`hop_us`), and for frames sent by a process, read some latency after they entered
+        (`origin_us`, default the same). Negative values add delay. `calibrate()` measures both."""
+        self.overhead_us = float(hop_us)
+        self.origin_overhead_us = float(hop_us if origin_us is None else origin_us)
         for s in self._shards:
-            s.call("overhead", self.overhead_us, self.cold_overhead_us)
+            s.call("overhead", self.overhead_us, self.origin_overhead_us)
 
     # ------------------------------------------------------------------ observation
 
@@ -355,20 +356,22 @@ class EngineLinks:
     # ------------------------------------------------------------------ calibration
 
     def calibrate(self, probes: int = 200, delay_ms: float = 10.0, hops: int = 4, refine: int = 2) -> dict:
-        """Measure the engine's own latency per traversal and take it off every link's delay.
+        """Measure what the engine adds per traversal and take it off every link's delay.
 
         Throw-away namespaces: a chain of `hops` engine links (`delay_ms` each, placed on the
         shards as real links are) and, beside its first link, a veth pair as the reference for
-        what a real link costs the end hosts. Then, from median ping RTTs:
-        1. one link, no compensation: each of the two traversals woke the engine, so the cold
-           overhead is (RTT_1 − 2 delay_ms − RTT_veth) / 2;
-        2. with that applied, the chain's slope over its hops is the overhead of the remaining
-           traversals, read while the engine was awake (warm);
-        3. `refine` times, the same two figures are measured again and taken off as corrections;
+        what a real link costs the end hosts. From median ping RTTs, the target being
+        2 × delay + the veth RTT:
+        1. the chain's slope over its hops is the excess of a traversal the engine's own write
+           caused (a router forwarding the echo or its reply): the hop correction;
+        2. one link's excess is one such traversal (the reply, made inside the engine's write)
+           plus one frame sent by a process (the echo): the origin correction is the rest;
+        3. `refine` times, both are measured again and the residuals taken off;
         4. a last measurement gives the residuals.
-        Returns {cold_overhead_us, warm_overhead_us, residual_one_link_us, residual_per_hop_us}.
+        Returns {hop_overhead_us, origin_overhead_us, residual_one_link_us (per traversal),
+        residual_per_hop_us, reference_rtt_us}.
         """
-        saved = (self.overhead_us, self.cold_overhead_us)
+        saved = (self.overhead_us, self.origin_overhead_us)
         names = [f"cal{i}" for i in range(hops + 1)]
         links = [f"_cal{i}_{self.run_id}" for i in range(hops)]
         with Namespaces(self.run_id) as ns:
@@ -383,23 +386,18 @@ class EngineLinks:
                     ns.run(n, ["ip", "link", "set", "ref0", "up"])
                 build_chain(self, ns, names, links, LinkParams(delay_ms=delay_ms), net="10.255")
 
-                def excess_us() -> tuple[float, float]:
+                def excess_us() -> tuple[float, float, float]:
+                    """(one link's RTT excess, the chain's excess per traversal) in µs, veth RTT in ms"""
                     ref, one, far = icmp_medians_ms(ns, names[0], ["10.254.0.1", "10.255.0.1", f"10.255.{hops - 1}.1"],
                                                     3 * probes)
                     per_hop = (far - one - 2 * (hops - 1) * delay_ms) / (2 * (hops - 1)) * 1e3
-                    return (one - 2 * delay_ms - ref) * 1e3 / 2, per_hop, ref
+                    return (one - 2 * delay_ms - ref) * 1e3, per_hop, ref
 
                 self.set_overhead(0.0, 0.0)
-                cold, _, reference = excess_us()
-                self.set_overhead(0.0, cold)
-                _, warm, _ = excess_us()
-                self.set_overhead(warm, cold)
-                # Refine: each round takes the measured residuals off (medians of noisy wake-ups
-                # scatter by tens of µs from one round to the next).
-                for _ in range(refine):
-                    res_one, res_hop, _ = excess_us()
-                    self.set_overhead(self.overhead_us + res_hop, self.cold_overhead_us + res_one)
-                res_one, res_hop, _ = excess_us()
+                for _ in range(1 + refine):
+                    one, per_hop, reference = excess_us()
+                    self.set_overhead(self.overhead_us + per_hop, self.origin_overhead_us + one - per_hop)
+                one, per_hop, _ = excess_us()
             except BaseException:
                 self.set_overhead(*saved)
                 raise
@@ -407,8 +405,8 @@ class EngineLinks:
                 for link in links:
                     if link in self._where:
                         self.remove_link(link)
-        return {"cold_overhead_us": round(self.cold_overhead_us, 1), "warm_overhead_us": round(self.overhead_us, 1),
-                "residual_one_link_us": round(res_one, 1), "residual_per_hop_us": round(res_hop, 1),
+        return {"hop_overhead_us": round(self.overhead_us, 1), "origin_overhead_us": round(self.origin_overhead_us, 1),
+                "residual_one_link_us": round(one / 2, 1), "residual_per_hop_us": round(per_hop, 1),
                 "reference_rtt_us": round(reference * 1e3, 1)}
 
 

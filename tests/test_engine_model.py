@@ -55,14 +55,25 @@ def test_delay_profile_interpolates_and_holds():
     assert p.at(99.0) == pytest.approx(0.005)
 
 
-def test_overhead_is_subtracted_never_below_zero():
+def test_correction_is_subtracted_never_below_zero():
     d = _dir(delay_ms=1)
-    d.overhead_s, d.cold_s = 100e-6, 300e-6
-    assert d.admit(0.0, 100) == pytest.approx(0.0009)
-    assert d.admit(1.0, 100, cold=True) == pytest.approx(1.0007)
+    assert d.admit(0.0, 100, comp_s=100e-6) == pytest.approx(0.0009)
+    assert d.admit(1.0, 100, comp_s=-50e-6) == pytest.approx(1.00105)    # negative: adds delay
     d = _dir(delay_ms=0.05)
-    d.overhead_s = 100e-6
-    assert d.admit(0.0, 100) == 0.0
+    assert d.admit(0.0, 100, comp_s=100e-6) == 0.0
+
+
+def test_departure_counts_from_the_entry_time_not_the_read():
+    """A frame read 30 µs after it entered (e.g. made inside the engine's previous write)
+    leaves delay after its entry; a frame read too late to keep its time is due in the past
+    (it leaves at once and the engine counts it late)."""
+    d = _dir(delay_ms=1)
+    assert d.admit(2.00003, 100, enter=2.0) == pytest.approx(2.001)
+    d = _dir(delay_ms=1, rate_mbps=8)                # 100 µs per 100-byte frame
+    assert d.admit(3.00005, 100, enter=3.0) == pytest.approx(3.0011)
+    assert d.admit(3.00005, 100, enter=3.0) == pytest.approx(3.0012)    # serialised behind it
+    d = _dir(delay_ms=0.01)
+    assert d.admit(5.001, 100, enter=5.0) == pytest.approx(5.00001)
 
 
 def test_loss_is_seeded_and_counted():

@@ -72,29 +72,14 @@ def _chain(netns, engine, delay_ms, tag):
 
 @pytest.mark.parametrize("delay_ms", [1, 10, 50])
 def test_chain_of_routers_carries_the_sum_of_its_delays(netns, engine, delay_ms):
-    """Across 4 engine links and 3 forwarding routers the RTT is 8 × delay within 0.2 ms per
-    traversal (the hosts' own forwarding included), and one link alone within 0.2 ms. The
-    issue's tighter ±0.2 ms for the whole chain is test_chain_rtt_accuracy below
-    (marker `accuracy`): this VM's per-traversal cost drifts by ±25 µs, so it holds in about two
-    runs of three."""
+    """Across 4 engine links and 3 forwarding routers the median RTT is 8 × delay within
+    0.2 ms, and over the first link alone 2 × delay within 0.2 ms: the routers' forwarding,
+    done inside the engine's writes, does not add up along the chain."""
     links, addrs = _chain(netns, engine, delay_ms, "c")
     try:
         one, rtt = icmp_medians_ms(netns, "r0", [addrs[1], addrs[-1]], 120, interval_s=0.02)
-        assert 8 * delay_ms - 8 * 0.2 <= rtt <= 8 * delay_ms + 8 * 0.2, (rtt, engine.calibration)
+        assert abs(rtt - 8 * delay_ms) <= 0.2, (rtt, engine.calibration)
         assert abs(one - 2 * delay_ms) <= 0.2, (one, engine.calibration)
-    finally:
-        for link in links:
-            engine.remove_link(link)
-
-
-@pytest.mark.accuracy
-@pytest.mark.parametrize("delay_ms", [1, 10, 50])
-def test_chain_rtt_accuracy(netns, engine, delay_ms):
-    """The issue's criterion: RTT across the 4-link chain within 0.2 ms of 8 × delay (median)."""
-    links, addrs = _chain(netns, engine, delay_ms, "a")
-    try:
-        rtt = _icmp_median_ms(netns, "r0", addrs[-1], count=120)
-        assert abs(rtt - 2 * 4 * delay_ms) <= 0.2, (rtt, engine.calibration)
     finally:
         for link in links:
             engine.remove_link(link)
