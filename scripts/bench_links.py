@@ -3,12 +3,13 @@
 
 1. TCP throughput (iperf3, unlimited rate) over one link and across an 8-hop chain of router
    namespaces, at 10 ms and 1 ms per link; frames per second per engine core.
-2. The per-hop residual latency after compensation: one-way delays of UDP probes across the
-   chain minus the configured delay, divided by the hops (median, p99).
+2. The residual latency per traversal after compensation: ICMP RTTs across the chain minus
+   2 × hops × delay and minus a veth pair's RTT (the end hosts' own cost), divided by the
+   2 × hops traversals (median, p99).
 3. Time to apply a batch of 5,000 link updates (one control message per engine).
 4. Optionally (--vnet-hdr) the same throughput with GSO super-frames.
 
-    sudo .venv/bin/python scripts/bench_links.py [--shards N] [--seconds 5] [--vnet-hdr]
+    sudo .venv/bin/python scripts/bench_links.py [--shards N] [--seconds 5] [--vnet-hdr] [--busy-poll]
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 
-from netemu.links import EngineLinks, LinkParams, build_chain
+from netemu.links import EngineLinks, LinkParams, build_chain, veth_reference_rtt_ms
 from netemu.netns import Namespaces
+from netemu.probe import icmp_rtts_ms
 
 
 def iperf(ns: Namespaces, src: str, dst_name: str, dst_addr: str, seconds: float) -> float:
@@ -37,7 +38,7 @@ def frames(engine: EngineLinks) -> int:
 
 
 def chain_case(hops: int, delay_ms: float, args) -> dict:
-    with Namespaces() as ns, EngineLinks(shards=args.shards, vnet_hdr=args.vnet_hdr) as eng:
+    with Namespaces() as ns, EngineLinks(shards=args.shards, vnet_hdr=args.vnet_hdr, busy_poll=args.busy_poll) as eng:
         cal = eng.calibrate()
         names = [f"r{i}" for i in range(hops + 1)]
         for n in names:
@@ -49,14 +50,11 @@ def chain_case(hops: int, delay_ms: float, args) -> dict:
         mbps = iperf(ns, names[0], names[-1], addrs[-1], args.seconds)
         rate_fps = (frames(eng) - f0) / (time.monotonic() - t0)
         late = eng.check_overload()
-        # residual per hop from UDP probes (one-way, shared monotonic clock)
-        srv = ns.popen(names[-1], [sys.executable, "-m", "netemu.probe", "server", "--max-s", "20"])
-        time.sleep(0.2)
-        out = ns.run(names[0], [sys.executable, "-m", "netemu.probe", "client", addrs[-1], "--count", "200",
-                                "--interval", "0.01"]).stdout
-        srv.kill()
-        fwd = sorted(float(r.split(",")[3]) for r in out.splitlines()[1:] if r.split(",")[3])
-        per_hop_us = [(f - hops * delay_ms) / hops * 1e3 for f in fwd]
+        # residual per traversal: ICMP echoes (kernel receive timestamps) across the chain, less
+        # 2 × hops × delay and less what a plain veth pair's RTT costs the two end hosts
+        ref_ms = veth_reference_rtt_ms(ns)
+        rtts = [r for r in icmp_rtts_ms(addrs[-1], 300, 0.01, netns=ns.path(names[0])) if r is not None]
+        per_hop_us = sorted((r - 2 * hops * delay_ms - ref_ms) / (2 * hops) * 1e3 for r in rtts)
     return {"hops": hops, "delay_ms": delay_ms, "tcp_mbps": round(mbps, 1),
             "frames_per_s_per_core": round(rate_fps / args.shards), "overloaded": bool(late),
             "residual_per_hop_us_median": round(statistics.median(per_hop_us), 1),
@@ -94,8 +92,10 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--vnet-hdr", action="store_true")
+    ap.add_argument("--busy-poll", action="store_true", help="engines poll instead of sleeping (a run's default "
+                    "on machines with 2 or more cores)")
     args = ap.parse_args()
-    results = {"shards": args.shards, "vnet_hdr": args.vnet_hdr, "cases": []}
+    results = {"shards": args.shards, "vnet_hdr": args.vnet_hdr, "busy_poll": args.busy_poll, "cases": []}
     for hops in (1, 8):
         for delay in (10.0, 1.0):
             r = chain_case(hops, delay, args)
