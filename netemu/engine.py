@@ -277,13 +277,61 @@ class Engine:
         Such frames get the calibrated `hop_s` taken off their delay. Other frames (sent by a
         process) entered about one read latency before the read: `origin_s` is taken off."""
         d = self.by_fd[fd]
-        read, admit, vnet, record = os.read, d.admit, self.vnet, d.record
+        record = d.record
         ws = self.ns_ws[d.in_ns]
         # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
         caused = ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
         comp = d.hop_s if caused else d.origin_s
-        max_frame = self.max_frame
         q = d.q
+        if d.up and not (d.rate_Bps or d.loss or d.reorder or record is not None):
+            n = self._drain_plain(d, fd, ws if caused else 0.0, comp)
+        else:
+            n = self._drain_general(d, fd, ws, caused, comp)
+        self.frames += n
+        if q and q[0][0] <= monotonic() + EARLY_SLACK_S:
+            self.send_due(d, monotonic())
+
+    def _drain_plain(self, d: Direction, fd: int, ws: float, comp_s: float) -> int:
+        """drain() for the common link direction: up, no rate limit, loss, reordering or
+        records. Its delay is evaluated once per drain (a drain lasts well under a
+        millisecond, over which a satellite link's delay changes by nanoseconds). `ws`: the
+        entry time of frames the engine's write caused, or 0 (they entered when read)."""
+        read, max_frame, q, epoch, vnet = os.read, self.max_frame, d.q, d.epoch, self.vnet
+        delay = d.profile.at(ws or monotonic()) - comp_s
+        if delay < 0:
+            delay = 0.0
+        last = d.last_dep
+        was_empty = not q
+        n = nbytes = 0
+        d.partial = True
+        while n < DRAIN_MAX:
+            try:
+                frame = read(fd, max_frame)
+            except BlockingIOError:
+                d.empty_at = monotonic()
+                d.partial = False
+                break
+            except OSError:
+                d.drop_error += 1
+                d.partial = False
+                break
+            n += 1
+            nbytes += len(frame)
+            dep = (ws or monotonic()) + delay
+            if dep < last:
+                dep = last
+            last = dep
+            q.append((dep, frame, epoch))
+        d.last_dep = last
+        d.frames_in += n
+        d.bytes_in += nbytes - n * vnet
+        if was_empty and q:
+            self.seq += 1
+            heapq.heappush(self.heap, (q[0][0], self.seq, d, None, 0))
+        return n
+
+    def _drain_general(self, d: Direction, fd: int, ws: float, caused: bool, comp: float) -> int:
+        read, admit, vnet, record, max_frame, q = os.read, d.admit, self.vnet, d.record, self.max_frame, d.q
         n = 0
         d.partial = True
         while n < DRAIN_MAX:
@@ -314,9 +362,7 @@ class Engine:
                 if len(q) == 1:
                     self.seq += 1
                     heapq.heappush(self.heap, (dep, self.seq, d, None, 0))
-        self.frames += n
-        if q and q[0][0] <= monotonic() + EARLY_SLACK_S:
-            self.send_due(d, monotonic())
+        return n
 
     def send_due(self, d: Direction, now: float) -> None:
         """Write out the frames of `d` whose departure time has come (FIFO directions)."""
