@@ -21,7 +21,7 @@ stop the engine. The engine exits, closing its TAPs, when the parent goes away.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 import os
 import pickle
 import random
@@ -368,13 +368,16 @@ class Engine:
         """Write out the frames of `d` whose departure time has come (FIFO directions)."""
         q, write, out_fd, epoch_now, vnet, pcap = d.q, os.write, d.out_fd, d.epoch, self.vnet, d.pcap
         horizon = now + EARLY_SLACK_S
-        n = nbytes = late = slow = 0
-        hist, first_bucket = self.late_hist, LATE_BUCKETS_S[0]
-        max_late = d.max_late_s
+        nbytes = 0
+        deps: list[float] = []      # of the frames written, ascending (FIFO departures)
         t_start = monotonic()
         self.ns_ws[d.out_ns], self.ns_gen[d.out_ns] = t_start, self.poll_gen
-        while q and q[0][0] <= horizon:
-            dep, frame, epoch = q.popleft()
+        while q:
+            item = q[0]
+            if item[0] > horizon:
+                break
+            q.popleft()
+            dep, frame, epoch = item
             if epoch != epoch_now:
                 d.drop_down += 1
                 continue
@@ -383,25 +386,32 @@ class Engine:
             except OSError:
                 d.drop_error += 1
                 continue
-            n += 1
             nbytes += len(frame)
-            lateness = now - dep
-            if lateness > max_late:
-                max_late = lateness
-            if lateness >= first_bucket:    # most frames are on time: skip the bisect
-                slow += 1
-                if lateness > LATE_S:
-                    late += 1
-                hist[bisect_right(LATE_BUCKETS_S, lateness)] += 1
+            deps.append(dep)
             if pcap is not None:
                 pcap.write(now + self.wall_offset, frame[vnet:])
-        if n:
-            self._track_write_cost((monotonic() - t_start) / n)
-            hist[0] += n - slow
+        n = len(deps)
+        if not n:
+            return
+        self._track_write_cost((monotonic() - t_start) / n)
         d.frames_out += n
         d.bytes_out += nbytes - n * vnet
-        d.late += late
-        d.max_late_s = max_late
+        # Lateness per batch rather than per frame: departures are ascending, so the first
+        # frame is the latest and bisections count the frames in each lateness bucket.
+        hist = self.late_hist
+        worst = now - deps[0]
+        if worst > d.max_late_s:
+            d.max_late_s = worst
+        if worst < LATE_BUCKETS_S[0]:
+            hist[0] += n
+            return
+        above = n                   # frames at least as late as the previous edge
+        for j, edge in enumerate(LATE_BUCKETS_S):
+            c = bisect_right(deps, now - edge)
+            hist[j] += above - c
+            above = c
+        hist[-1] += above
+        d.late += bisect_left(deps, now - LATE_S)
 
     def _track_write_cost(self, cost_s: float) -> None:
         """EWMA of one TAP write (the receiving stack runs inside it): a gauge of host load."""

@@ -113,3 +113,33 @@ def test_bad_link_parameters_are_errors():
         LinkParams(loss_pct=150)
     with pytest.raises(EmulationError, match="ifname"):
         LinkEnd("/var/run/netns/x", "an-interface-name-too-long")
+
+
+def test_departure_lateness_is_counted_per_bucket():
+    """send_due writes every due frame and files each one's lateness (now − due time) in the
+    engine's histogram; late (> 0.5 ms) frames and the worst lateness go to the direction."""
+    import os
+    import socket
+
+    from netemu.engine import LATE_BUCKETS_S, Engine
+
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        eng = Engine(a)
+        eng.ns_ws, eng.ns_gen = [0.0], [0]
+        d = Direction("l", "ab", 0, w, DelayProfile(), seed=1)
+        now = 100.0
+        late_us = [3000, 700, 300, 150, 60, 20, 5, 0, -10]     # the last one is not due yet
+        for x in late_us:
+            d.q.append((now - x * 1e-6, b"x" * 60, 0))
+        eng.send_due(d, now)
+        assert d.frames_out == 8 and len(d.q) == 1 and len(os.read(r, 4096)) == 8 * 60
+        assert dict(zip([f"<{e * 1e6:g}us" for e in LATE_BUCKETS_S] + ["more"], eng.late_hist)) == {
+            "<10us": 2, "<50us": 1, "<100us": 1, "<200us": 1, "<500us": 1, "<2000us": 1, "more": 1}
+        assert d.late == 2 and d.max_late_s == pytest.approx(3e-3)
+    finally:
+        for f in (r, w):
+            os.close(f)
+        a.close()
+        b.close()
