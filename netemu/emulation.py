@@ -519,8 +519,9 @@ class Emulation:
 class _Pilot:
     """Tracks the drift of the engine's overhead during a run, on links of its own.
 
-    On this kind of VM the cost of a traversal (TAP I/O and the receiving stack, mostly kernel
-    work) drifts by 10-20 µs over tens of seconds. A chain of `HOPS` engine links between
+    What a traversal costs beyond the entry times the engine infers (the read latency of frames
+    sent by processes, departures delayed by the run's load) drifts with the host's load. A
+    chain of `HOPS` engine links between
     namespaces of the run's own, probed at 20 echoes/s like the run's probes, measures that
     cost continuously; the engine's overhead follows its change since the start-up
     calibration (never the user's traffic: the run's probes stay an independent check)."""

@@ -10,8 +10,9 @@ correction. The entry time t is not the read time: a frame that the engine's own
 (a router forwarding it, an end host answering) entered when that write began, so the time
 the hosts' stacks spend inside the engine's writes never adds up along a path (see drain()).
 Departures are monotonic per direction unless reordering is
-allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; every TAP is drained
-until EAGAIN on each wake (a TAP read returns one frame).
+allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; a ready TAP is read
+until EAGAIN (a TAP read returns one frame), at most DRAIN_MAX frames before due departures
+get their turn.
 
 Control messages (length-prefixed pickles over a stream socket from the parent) add and remove
 links, schedule parameter changes at emulated times, extend delay profiles, read counters and
@@ -254,7 +255,7 @@ class Engine:
         self.late_hist = [0] * (len(LATE_BUCKETS_S) + 1)
         # Per namespace (index): when the engine's latest write into it began, and the poll
         # generation it happened in (drain() uses them to tell when a frame entered its link).
-        self.ns_index: dict[str, int] = {}
+        self.ns_index: dict[int, int] = {}       # namespace inode -> index
         self.ns_ws: list[float] = []
         self.ns_gen: list[int] = []
         self.poll_gen = 0
@@ -267,7 +268,8 @@ class Engine:
     # ------------------------------------------------------------------ data path
 
     def drain(self, fd: int) -> None:
-        """Read every frame waiting on `fd` (a TAP read returns one frame) and schedule it.
+        """Read the frames waiting on `fd` (up to DRAIN_MAX; a TAP read returns one frame) and
+        schedule them.
 
         When did a frame enter its link? The kernel queued it on the TAP some time before this
         read. If the engine itself wrote a frame into this TAP's namespace since the fd was last
