@@ -302,15 +302,15 @@ class Emulation:
         for _ in range(rounds):
             r = residual_us()
             residuals.append(r)
-            self.links.set_overhead(self.links.overhead_us + r, self.links.origin_overhead_us + r)
+            self.links.set_overhead(self.links.hop_overhead_us + r, self.links.origin_overhead_us + r)
             if pilot:   # the pilot's links get the same correction: its reading drops by r
                 pilot.baseline_us -= r
                 pilot.smoothed_us = pilot.baseline_us
         first, final = residuals[0], residuals[-1]
         if pilot:
-            pilot.base_hop, pilot.base_origin = self.links.overhead_us, self.links.origin_overhead_us
+            pilot.base_hop, pilot.base_origin = self.links.hop_overhead_us, self.links.origin_overhead_us
         return {"in_place_pairs": sum(len(v) for v in by_src.values()), "in_place_first_residual_us": round(first, 1),
-                "in_place_residual_us": round(final, 1), "hop_overhead_us": round(self.links.overhead_us, 1),
+                "in_place_residual_us": round(final, 1), "hop_overhead_us": round(self.links.hop_overhead_us, 1),
                 "origin_overhead_us": round(self.links.origin_overhead_us, 1)}
 
     def _params(self, i_step: int, j: int, only: tuple[str, ...] | None = None) -> LinkParams | dict:
@@ -540,7 +540,7 @@ class _Pilot:
         self.ids = [f"_pilot{i}" for i in range(self.HOPS)]
         build_chain(em.links, em.ns, names, self.ids, LinkParams(delay_ms=self.DELAY_MS), net="10.253")
         self.src, self.dst = em.ns.path(names[0]), f"10.253.{self.HOPS - 1}.1"
-        self.base_hop, self.base_origin = em.links.overhead_us, em.links.origin_overhead_us
+        self.base_hop, self.base_origin = em.links.hop_overhead_us, em.links.origin_overhead_us
         self.baseline_us = self.smoothed_us = 0.0   # set by the calibration's last round
         self.adjustments: list[tuple[float, float]] = []
         self._stop = threading.Event()

@@ -297,7 +297,8 @@ class Engine:
         """drain() for the common link direction: up, no rate limit, loss, reordering or
         records. Its delay is evaluated once per drain (a drain lasts well under a
         millisecond, over which a satellite link's delay changes by nanoseconds). `ws`: the
-        entry time of frames the engine's write caused, or 0 (they entered when read)."""
+        entry time of frames the engine's write caused, or 0 (they entered when read).
+        Its read loop repeats _drain_general's on purpose: a helper per frame costs the hot path."""
         read, max_frame, q, epoch, vnet = os.read, self.max_frame, d.q, d.epoch, self.vnet
         delay = d.profile.at(ws or monotonic()) - comp_s
         if delay < 0:
@@ -333,6 +334,8 @@ class Engine:
         return n
 
     def _drain_general(self, d: Direction, fd: int, ws: float, caused: bool, comp: float) -> int:
+        """drain() for any link direction: each frame through Direction.admit (rate, queue,
+        loss, down) and recorded when asked."""
         read, admit, vnet, record, max_frame, q = os.read, d.admit, self.vnet, d.record, self.max_frame, d.q
         n = 0
         d.partial = True

@@ -171,7 +171,7 @@ class EngineLinks:
         self._shards: list[_Shard] = []
         self._where: dict[str, _Shard] = {}
         self._count = 0
-        self.overhead_us = self.origin_overhead_us = 0.0
+        self.hop_overhead_us = self.origin_overhead_us = 0.0
         try:
             for i in range(n):
                 self._shards.append(_Shard(i, vnet_hdr, busy_poll, mtu))
@@ -258,10 +258,10 @@ class EngineLinks:
         zero: for frames the engine's own writes caused, a router forwarding or a host answering
         (`hop_us`), and for frames sent by a process, read some latency after they entered
         (`origin_us`, default the same). Negative values add delay. `calibrate()` measures both."""
-        self.overhead_us = float(hop_us)
+        self.hop_overhead_us = float(hop_us)
         self.origin_overhead_us = float(hop_us if origin_us is None else origin_us)
         for s in self._shards:
-            s.call("overhead", self.overhead_us, self.origin_overhead_us)
+            s.call("overhead", self.hop_overhead_us, self.origin_overhead_us)
 
     # ------------------------------------------------------------------ observation
 
@@ -371,7 +371,7 @@ class EngineLinks:
         Returns {hop_overhead_us, origin_overhead_us, residual_one_link_us (per traversal),
         residual_per_hop_us, reference_rtt_us}.
         """
-        saved = (self.overhead_us, self.origin_overhead_us)
+        saved = (self.hop_overhead_us, self.origin_overhead_us)
         names = [f"cal{i}" for i in range(hops + 1)]
         links = [f"_cal{i}_{self.run_id}" for i in range(hops)]
         with Namespaces(self.run_id) as ns:
@@ -396,7 +396,7 @@ class EngineLinks:
                 self.set_overhead(0.0, 0.0)
                 for _ in range(1 + refine):
                     one, per_hop, reference = excess_us()
-                    self.set_overhead(self.overhead_us + per_hop, self.origin_overhead_us + one - per_hop)
+                    self.set_overhead(self.hop_overhead_us + per_hop, self.origin_overhead_us + one - per_hop)
                 one, per_hop, _ = excess_us()
             except BaseException:
                 self.set_overhead(*saved)
@@ -405,7 +405,7 @@ class EngineLinks:
                 for link in links:
                     if link in self._where:
                         self.remove_link(link)
-        return {"hop_overhead_us": round(self.overhead_us, 1), "origin_overhead_us": round(self.origin_overhead_us, 1),
+        return {"hop_overhead_us": round(self.hop_overhead_us, 1), "origin_overhead_us": round(self.origin_overhead_us, 1),
                 "residual_one_link_us": round(one / 2, 1), "residual_per_hop_us": round(per_hop, 1),
                 "reference_rtt_us": round(reference * 1e3, 1)}
 
