@@ -107,8 +107,8 @@ class Direction:
 
     __slots__ = ("link", "name", "in_fd", "out_fd", "profile", "rate_Bps", "loss", "up", "queue_bytes",
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
-                 "hop_s", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
-                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap", "origin_s",
+                 "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
+                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
                  "in_ns", "out_ns", "empty_at", "partial")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
@@ -125,8 +125,6 @@ class Direction:
         self.tx_ends: deque = deque()
         self.q: deque = deque()
         self.epoch = 0
-        self.hop_s = 0.0       # overhead taken off frames the engine's own writes caused
-        self.origin_s = 0.0    # … and off frames sent by processes
         self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
         self.drop_down = self.drop_loss = self.drop_queue = self.drop_error = 0
         self.queue_hwm_bytes = 0.0
@@ -235,8 +233,8 @@ class Engine:
         self.heap: list = []
         self.seq = 0
         self.pending: list = []          # scheduled parameter changes: (t_mono, seq, link, params)
-        self.hop_s = 0.0
-        self.origin_s = 0.0
+        self.hop_s = 0.0       # correction taken off frames the engine's own writes caused
+        self.origin_s = 0.0    # … and off frames sent by processes
         self.origin_mono = monotonic()   # monotonic time of emulated t = 0
         self.scale = 1.0                 # wall seconds per emulated second (time dilation)
         self.wall_offset = time() - monotonic()
@@ -283,7 +281,7 @@ class Engine:
         ws = self.ns_ws[d.in_ns]
         # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
         caused = ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
-        comp = d.hop_s if caused else d.origin_s
+        comp = self.hop_s if caused else self.origin_s
         q = d.q
         if d.up and not (d.rate_Bps or d.loss or d.reorder or record is not None):
             n = self._drain_plain(d, fd, ws if caused else 0.0, comp)
@@ -567,8 +565,6 @@ class Engine:
         """Per-traversal corrections to take off delays (see drain()): for frames the engine's
         own writes caused (`hop_us`) and for frames sent by processes (`origin_us`)."""
         self.hop_s, self.origin_s = hop_us * 1e-6, origin_us * 1e-6
-        for d in self.by_fd.values():
-            d.hop_s, d.origin_s = self.hop_s, self.origin_s
 
     def cmd_add(self, link: str, ends: list, params: dict, seed: int) -> None:
         """ends: [(netns_path, ifname), (…)] for side a and side b."""
@@ -598,7 +594,6 @@ class Engine:
         ba = Direction(link, "ba", fds[1], fds[0], profile, seed * 2 + 2)
         ab.in_ns, ab.out_ns = ba.out_ns, ba.in_ns = [self._ns_index(path) for path, _ in ends]
         for d in (ab, ba):
-            d.hop_s, d.origin_s = self.hop_s, self.origin_s
             self.by_fd[d.in_fd] = d
             self.ep.register(d.in_fd, select.EPOLLIN)
         self.links[link] = (ab, ba, fds)
