@@ -157,8 +157,9 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from .report import build_compare
-    path = build_compare(args.run_dirs, args.out)
-    print(f"Comparison in {path}")
+    pair = _pair(args.pair, "--pair") if args.pair else None
+    path = build_compare(args.run_dirs, args.out, pair=pair, warn=lambda m: print(f"netemu: warning: {m}", file=sys.stderr))
+    print(f"Comparison in {path} (table also in compare.csv, compare.json)")
     return 0
 
 
@@ -284,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.set_defaults(func=cmd_report)
     cmp_ = sub.add_parser("compare", help="put runs side by side: metrics table and overlaid plots")
     cmp_.add_argument("run_dirs", nargs="+", help="two or more run directories")
-    cmp_.add_argument("-o", "--out", required=True, help="output directory (compare.html, figures/)")
+    cmp_.add_argument("-o", "--out", required=True, help="output directory (compare.html, compare.csv, compare.json, "
+                      "figures/)")
+    cmp_.add_argument("--pair", metavar="SRC:DST", help="compare only this probed pair (default: every pair all runs "
+                      "probed)")
     cmp_.set_defaults(func=cmd_compare)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")

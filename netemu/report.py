@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import NetemuError
 
-__all__ = ["build_report", "build_compare", "positions_table", "REPORT_FILE"]
+__all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 FIG_DIR = "figures"
@@ -600,26 +600,36 @@ def _fidelity_table(fid: dict) -> str:
 # --------------------------------------------------------------------------- compare
 
 
-def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Put runs side by side: OUT/compare.html with a metrics table and overlaid plots."""
-    runs = [_Run(p) for p in run_dirs]
-    if len(runs) < 2:
-        raise NetemuError("compare: expected at least two run directories")
-    out = Path(out_dir)
-    figs = out / FIG_DIR
-    plt = _plt()
-    names = [r.name for r in runs]
-    if len(set(names)) < len(names):
-        names = [str(r.path) for r in runs]
-    rows = []
-    metrics: list[str] = []
+def probed_pairs(run: _Run) -> list[tuple[str, str]]:
+    """The (src, dst) pairs a run probed, in the order its probes first name them."""
+    pr = run.get("probes.parquet")
+    if pr is None or not len(pr):
+        return []
+    return [(str(s), str(d)) for s, d in pr[["src", "dst"]].drop_duplicates().itertuples(index=False)]
+
+
+def compare_pairs(runs: list[_Run], pair: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """The probed pairs every run has (in the first run's order), or just `pair` (an error
+    naming the runs that did not probe it)."""
+    probed = [probed_pairs(r) for r in runs]
+    if pair is not None:
+        for r, p in zip(runs, probed):
+            if tuple(pair) not in p:
+                there = ", ".join(f"{s}:{d}" for s, d in p[:6]) + (", …" if len(p) > 6 else "")
+                raise NetemuError(f"compare --pair {pair[0]}:{pair[1]}: run {r.path} did not probe this pair "
+                                  f"(it probed: {there or 'nothing'})")
+        return [tuple(pair)]
+    common = set(probed[0]).intersection(*map(set, probed[1:])) if probed else set()
+    return [p for p in probed[0] if p in common]
+
+
+def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """One row per metric (`metric`), one column per run (named by `names`): the runs' headline
+    figures, and per compared pair its probes' figures (the same pair in every run)."""
     values: dict[str, list] = {}
 
     def put(metric: str, i: int, v) -> None:
-        if metric not in values:
-            values[metric] = [None] * len(runs)
-            metrics.append(metric)
-        values[metric][i] = v
+        values.setdefault(metric, [None] * len(runs))[i] = v
 
     for i, r in enumerate(runs):
         info, summ, fid = r.get("run.json") or {}, r.get("summary.json") or {}, r.get("fidelity.json") or {}
@@ -635,9 +645,14 @@ def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         put("handovers", i, int((ev["event"] == "handover").sum()))
         put("path changes", i, int((ev["event"] == "path_change").sum()))
         pr = r.get("probes.parquet")
-        if pr is not None and len(pr):
-            put("probe RTT median (ms)", i, float(pr["rtt_ms"].median()))
-            put("probes lost", i, int(pr["rtt_ms"].isna().sum()))
+        for s, d in pairs:
+            g = pr[(pr["src"] == s) & (pr["dst"] == d)]
+            f = (fid.get("pairs") or {}).get(f"{s}>{d}", {})
+            put(f"{s} → {d}: probes", i, int(len(g)))
+            put(f"{s} → {d}: RTT median (ms)", i, float(g["rtt_ms"].median()) if g["rtt_ms"].notna().any() else None)
+            put(f"{s} → {d}: RTT − oracle median (ms)", i, f.get("error_median_ms"))
+            put(f"{s} → {d}: |RTT − oracle| p99 (ms)", i, f.get("abs_error_p99_ms"))
+            put(f"{s} → {d}: probes lost", i, int(g["rtt_ms"].isna().sum()))
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
@@ -648,34 +663,95 @@ def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
                 put(f"{name}: step / ideal (median)", i, row[7])
             else:
                 put(f"{name}: goodput mean (Mbit/s)", i, row[7])
-    rows = [(m, *values[m]) for m in metrics]
-    # overlaid RTT (first probed pair each) and completion CDFs
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6.4))
-    for r, n in zip(runs, names):
-        pr = r.get("probes.parquet")
-        if pr is not None and len(pr):
-            s, d = next(iter(pr.groupby(["src", "dst"], sort=False).groups))
-            g = pr[(pr["src"] == s) & (pr["dst"] == d)]
-            axes[0].plot(g["t_s"], g["rtt_ms"], lw=0.8, label=f"{n}: {s} → {d}")
-        jobs = r.get("jobs.csv")
-        if jobs is not None and len(jobs):
-            for wl, g in jobs[jobs["status"] == "done"].groupby("workload"):
-                v = np.sort(g["completion_ms"].to_numpy(float))
-                axes[1].step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{n}: {wl}")
-    axes[0].set_xlabel("scenario time t (s)")
-    axes[0].set_ylabel("RTT (ms)")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("completion (ms, emulated)")
-    axes[1].set_ylabel("fraction of jobs")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    src = _save(fig, figs, "compare.png")
+    return pd.DataFrame([(m, *v) for m, v in values.items()], columns=["metric", *names])
+
+
+def build_compare(run_dirs: list[str | Path], out_dir: str | Path, pair: tuple[str, str] | None = None,
+                  warn=None) -> Path:
+    """Put runs side by side: OUT/compare.html with a metrics table (also `compare.csv` and
+    `compare.json`) and the RTTs of the same probed pairs overlaid (every pair all runs probed,
+    or only `pair`), plus completion times. `warn(message)` hears when the runs have no probed
+    pair in common (the page says so too)."""
+    runs = [_Run(p) for p in run_dirs]
+    if len(runs) < 2:
+        raise NetemuError("compare: expected at least two run directories")
+    say = warn or (lambda m: None)
+    out = Path(out_dir)
+    figs = out / FIG_DIR
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in runs]
+    pairs = compare_pairs(runs, pair)
+    notes = []
+    if not pairs:
+        probed = [probed_pairs(r) for r in runs]
+        if not all(probed):
+            msg = "no RTT comparison: " + ", ".join(n for n, p in zip(names, probed) if not p) + " probed no pair"
+        else:
+            msg = ("no RTT comparison: the runs have no probed pair in common ("
+                   + "; ".join(f"{n}: {', '.join(f'{s}:{d}' for s, d in p[:4])}{', …' if len(p) > 4 else ''}"
+                               for n, p in zip(names, probed)) + ")")
+        notes.append(msg)
+        say(msg)
+    table = compare_table(runs, names, pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    (out / "compare.json").write_text(json.dumps(
+        {"runs": dict(zip(names, (str(r.path) for r in runs))), "pairs": [f"{s}>{d}" for s, d in pairs],
+         "notes": notes, "metrics": [{"metric": m, "values": dict(zip(names, vals))}
+                                     for m, *vals in table.itertuples(index=False)]},
+        indent=2, default=_json_value) + "\n")
+    shown = pairs[:MAX_PAIRS]
+    if len(pairs) > len(shown):
+        notes.append(f"RTT plotted for the first {len(shown)} of {len(pairs)} common pairs (all are in the table)")
+    panels = [("rtt", p) for p in shown]
+    jobs_of = [r.get("jobs.csv") for r in runs]
+    if any(j is not None and (j["status"] == "done").any() for j in jobs_of):
+        panels.append(("completion", None))
+    img = ""
+    if panels:
+        plt = _plt()
+        fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.0 * len(panels)), squeeze=False)
+        for ax, (kind, p) in zip(axes[:, 0], panels):
+            if kind == "rtt":
+                for r, n in zip(runs, names):
+                    pr = r.get("probes.parquet")
+                    g = pr[(pr["src"] == p[0]) & (pr["dst"] == p[1])]
+                    ax.plot(g["t_s"], g["rtt_ms"], lw=0.8, label=n)
+                ax.set_title(f"{p[0]} → {p[1]}", fontsize=10)
+                ax.set_xlabel("scenario time t (s)")
+                ax.set_ylabel("RTT (ms)")
+            else:
+                for jobs, n in zip(jobs_of, names):
+                    if jobs is None:
+                        continue
+                    for wl, g in jobs[jobs["status"] == "done"].groupby("workload"):
+                        v = np.sort(g["completion_ms"].to_numpy(float))
+                        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{n}: {wl}")
+                ax.set_xscale("log")
+                ax.set_xlabel("completion (ms, emulated)")
+                ax.set_ylabel("fraction of jobs")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        src = _save(fig, figs, "compare.png")
+        img = f"<h2>Round-trip times of the same pairs, completion times</h2><img src='{src}' alt='compared runs'>"
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>netemu: compare</title><style>{_CSS}"
            f"</style></head><body><h1>netemu runs compared</h1>"
-           + _table(rows, ("metric", *names))
-           + f"<h2>Round-trip times and completion times</h2><img src='{src}' alt='compared runs'></body></html>")
-    out.mkdir(parents=True, exist_ok=True)
+           + "".join(f"<p class='say'>{html.escape(n)}</p>" for n in notes)
+           + (f"<p>Probed pairs compared (the same in every run): "
+              f"{html.escape(', '.join(f'{s} → {d}' for s, d in pairs))}.</p>" if pairs else "")
+           + _table(list(table.itertuples(index=False, name=None)), ("metric", *names))
+           + img + "<p class='meta'>The table is also in <code>compare.csv</code> and <code>compare.json</code>.</p>"
+           + "</body></html>")
     path = out / "compare.html"
     path.write_text(doc)
     return path
+
+
+def _json_value(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    return str(o)

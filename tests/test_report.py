@@ -203,3 +203,84 @@ def test_report_renders_in_headless_chromium(synthetic_run, tmp_path):
     img = matplotlib.image.imread(shot)[..., :3]
     ink = (img < 0.9).any(axis=2).mean()          # share of pixels that are not (near) white
     assert ink > 0.02 and img.std() > 0.05, (ink, img.std())
+
+
+def _fake_run(path: Path, pairs: dict[tuple[str, str], float], t0_s: float = 0.0, t_end_s: float = 10.0) -> Path:
+    """A minimal run directory: run.json, probes.parquet (each pair at its constant RTT, one probe
+    in ten lost) and fidelity.json, with the pairs probed in the order given."""
+    path.mkdir(parents=True)
+    t = np.arange(t0_s, t_end_s, 0.5)
+    frames = []
+    for (s, d), rtt in pairs.items():
+        r = np.full(len(t), rtt)
+        r[::10] = np.nan
+        frames.append(pd.DataFrame({"t_s": t, "src": s, "dst": d, "rtt_ms": r, "oracle_rtt_ms": rtt - 0.1}))
+    pd.concat(frames, ignore_index=True).to_parquet(path / "probes.parquet", index=False)
+    (path / "run.json").write_text(json.dumps({"scenario": "fake", "window": {"t0_s": t0_s, "t_end_s": t_end_s},
+                                              "dilation": 1.0, "warnings": []}))
+    (path / "fidelity.json").write_text(json.dumps({
+        "overall": {"compared": len(t) * len(pairs), "error_median_ms": 0.1, "abs_error_p99_ms": 0.1},
+        "pairs": {f"{s}>{d}": {"compared": len(t), "error_median_ms": 0.1, "abs_error_p99_ms": round(rtt / 100, 3)}
+                  for (s, d), rtt in pairs.items()}, "verdict": "faithful", "threshold_p99_ms": 0.5}))
+    return path
+
+
+def _compare_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netemu", "compare", *map(str, args)], capture_output=True, text=True)
+
+
+def test_compare_matches_pairs_by_name_not_order(tmp_path):
+    # the same two pairs, probed in opposite orders: each pair is compared with itself
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0, ("g-sanya", "c-0"): 50.0})
+    b = _fake_run(tmp_path / "b", {("g-sanya", "c-0"): 52.0, ("g-kashgar", "c-0"): 31.0})
+    r = _compare_cli(a, b, "-o", tmp_path / "cmp")
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv").set_index("metric")
+    assert list(table.columns) == ["a", "b"]
+    assert table.loc["g-kashgar → c-0: RTT median (ms)"].astype(float).tolist() == [30.0, 31.0]
+    assert table.loc["g-sanya → c-0: RTT median (ms)"].astype(float).tolist() == [50.0, 52.0]
+    assert table.loc["g-sanya → c-0: probes lost"].astype(int).tolist() == [2, 2]
+    js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert js["pairs"] == ["g-kashgar>c-0", "g-sanya>c-0"]
+    rows = {m["metric"]: m["values"] for m in js["metrics"]}
+    assert rows["g-sanya → c-0: |RTT − oracle| p99 (ms)"] == {"a": 0.5, "b": 0.52}
+    c = _parse(tmp_path / "cmp" / "compare.html")
+    _check_figures(tmp_path / "cmp" / "compare.html", c)
+    assert "g-kashgar → c-0: RTT median (ms)" in c.cells and "31" in c.cells
+    # --pair picks one of them; a pair one run did not probe is one clear error line
+    r = _compare_cli(a, b, "-o", tmp_path / "one", "--pair", "g-sanya:c-0")
+    assert r.returncode == 0
+    assert json.loads((tmp_path / "one" / "compare.json").read_text())["pairs"] == ["g-sanya>c-0"]
+    r = _compare_cli(a, b, "-o", tmp_path / "bad", "--pair", "g-paris:c-0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "g-paris:c-0" in r.stderr and "did not probe" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_compare_partial_overlap_keeps_common_pairs_only(tmp_path):
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0, ("g-sanya", "c-0"): 50.0})
+    b = _fake_run(tmp_path / "b", {("g-paris", "c-0"): 70.0, ("g-sanya", "c-0"): 52.0})
+    heard = []
+    out = build_compare([a, b], tmp_path / "cmp", warn=heard.append)
+    assert not heard
+    js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert js["pairs"] == ["g-sanya>c-0"]
+    metrics = [m["metric"] for m in js["metrics"]]
+    assert not any("kashgar" in m or "paris" in m for m in metrics)
+    assert "g-sanya → c-0: RTT median (ms)" in metrics
+    text = out.read_text()
+    assert "g-sanya → c-0" in text and "g-kashgar" not in text
+
+
+def test_compare_without_common_pair_says_so(tmp_path):
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0})
+    b = _fake_run(tmp_path / "b", {("g-sanya", "c-0"): 52.0})
+    r = _compare_cli(a, b, "-o", tmp_path / "cmp")
+    assert r.returncode == 0
+    assert "no probed pair in common" in r.stderr and "g-kashgar:c-0" in r.stderr and "g-sanya:c-0" in r.stderr
+    text = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "no probed pair in common" in text
+    c = _parse(tmp_path / "cmp" / "compare.html")
+    assert c.imgs == []                     # no pair and no jobs: no empty panels, no figure
+    assert not (tmp_path / "cmp" / "figures").exists()
+    assert (tmp_path / "cmp" / "compare.csv").exists()
