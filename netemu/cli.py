@@ -99,6 +99,8 @@ def cmd_run(args) -> int:
               f"p99 |err| {fid.get('abs_error_p99_ms')} ms over {fid.get('compared')} probes "
               f"({fid.get('straddling_path_change')} straddling path changes, "
               f"{fid.get('lost_while_reachable')} lost while reachable)")
+        for why in fid.get("reasons", []):
+            print(f"  {why}")
     if info.get("iperf_mean_mbps") is not None:
         print(f"iperf3 {info['iperf']}: mean {info['iperf_mean_mbps']:.1f} Mbit/s")
     for w in info.get("warnings", []):

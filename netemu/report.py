@@ -533,6 +533,9 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
         ("netemu / python / kernel", f"{versions.get('netemu', '–')} / {versions.get('python', '–')} / {versions.get('kernel', '–')}"),
     ]))
     parts.append(f"<p>Fidelity verdict: <span class='{cls}'>{html.escape(str(verdict))}</span></p>")
+    if fid.get("reasons"):
+        parts.append("<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in fid["reasons"])
+                     + "</ul>")
     sections = [("Constellation", fig_map, "Nodes and live links at instants of the window (ground tracks; "
                  "coastlines from the global-land-mask package)."),
                 ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "

@@ -3,6 +3,7 @@ checked in tests/test_workloads.py, on the run made there); every figure referen
 a valid PNG, the HTML parses, the tables' numbers are summary.json's, and headless Chromium
 renders a page that is not blank."""
 
+import html
 import json
 import os
 import re
@@ -284,3 +285,18 @@ def test_compare_without_common_pair_says_so(tmp_path):
     assert c.imgs == []                     # no pair and no jobs: no empty panels, no figure
     assert not (tmp_path / "cmp" / "figures").exists()
     assert (tmp_path / "cmp" / "compare.csv").exists()
+
+
+def test_report_shows_why_a_run_is_not_faithful(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    from netemu.fidelity import assess
+    pr = pd.read_parquet(run / "probes.parquet")
+    pr["rtt_ms"] += 1.5
+    fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, engine=[{"frames": 1000, "late_frames": 200}])
+    (run / "fidelity.json").write_text(json.dumps(fid))
+    text = build_report(run).read_text()
+    assert "not faithful" in text and fid["reasons"]
+    for why in fid["reasons"]:
+        assert html.escape(why) in text
+    assert "200 of 1,000 frames" in text and "what to do:" in text
