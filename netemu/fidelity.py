@@ -6,6 +6,9 @@ The causes looked at are the link engine's lateness (frames that left late), the
 (route changes installed after their instant), the host's load (the pilot's drift: the engine's
 per-traversal cost measured on links of its own while the run plays) and the run's own traffic
 (probes queueing behind workload, replay or iperf traffic).
+
+Besides the whole run, the verdict looks at every window of emulated time (a minute; 10 s in
+runs shorter than two minutes): a bad minute inside a good run makes the run not faithful.
 """
 
 from __future__ import annotations
@@ -15,20 +18,29 @@ import pandas as pd
 
 from .playback import fidelity, straddling
 
-__all__ = ["assess", "FIDELITY_P99_MS", "ENGINE_LATE_SHARE", "APPLY_LAG_P99_MS", "HOST_DRIFT_US", "MANY_PAIRS"]
+__all__ = ["assess", "window_width_s", "FIDELITY_P99_MS", "ENGINE_LATE_SHARE", "APPLY_LAG_P99_MS", "HOST_DRIFT_US",
+           "MANY_PAIRS", "MIN_WINDOW_PROBES"]
 
 FIDELITY_P99_MS = 0.5       # |measured − oracle| RTT at p99 that counts as faithful
 ENGINE_LATE_SHARE = 0.01    # share of frames leaving the engine > 0.5 ms late that marks it overloaded
 APPLY_LAG_P99_MS = 20.0     # route changes installed later than this (p99, emulated ms) shift RTTs
 HOST_DRIFT_US = 10.0        # pilot drift (µs per traversal, either way) that marks changing host load
 MANY_PAIRS = 16             # more probe pairs than this load the host noticeably
-WORST = 3                   # pairs and instants named in a reason
+WORST = 3                   # pairs, instants and windows named in a reason
+MIN_WINDOW_PROBES = 100     # compared probes a window needs for its own verdict (a p99 of fewer is noise)
+
+
+def window_width_s(span_s: float) -> float:
+    """Width (emulated s) of the windows fidelity is summarised over: a minute, or 10 s in runs
+    shorter than two minutes."""
+    return 60.0 if span_s >= 120 else 10.0
 
 
 def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], *, guard_s: float,
            timeout_s: float, threshold_p99_ms: float = FIDELITY_P99_MS, loaded: bool = False,
            engine: list[dict] | None = None, apply_lag_ms: np.ndarray | None = None,
-           pilot_drift: pd.DataFrame | None = None) -> dict:
+           pilot_drift: pd.DataFrame | None = None, t0_s: float | None = None,
+           t_end_s: float | None = None) -> dict:
     """The verdict on `probes` (`t_s, src, dst, rtt_ms, oracle_rtt_ms`; rtt NaN = lost, oracle
     NaN = no planned path), with `netemu.playback.fidelity`'s overall and per-pair figures.
 
@@ -37,13 +49,20 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
     the network with traffic), `engine` (per engine process `frames`, `late_frames`, as
     `EngineLinks.status` gives), `apply_lag_ms` (emulated ms each route step was installed after
     its instant), `pilot_drift` (`t_s, drift_us`: the pilot's reading of the engine's
-    per-traversal cost minus its start-up baseline).
+    per-traversal cost minus its start-up baseline), `t0_s`/`t_end_s` (the run's window; default
+    the probes' span).
+
+    The run is summarised per window too (`window_width_s`): `windows` lists t_start_s, t_end_s,
+    n (probes compared), p50_ms (median RTT − oracle), p99_ms (|RTT − oracle| at p99),
+    lost_while_reachable, pilot_drift_us_max_abs (when known) and a verdict ("faithful", "not
+    faithful", or "too few probes" under `MIN_WINDOW_PROBES`); a window with enough probes that
+    is not faithful makes the run not faithful, and the verdict names it.
 
     Returns a dict: overall, pairs, verdict ("faithful", "not faithful", "not faithful (under
     traffic: …)" or "not assessed: …"), reasons (why, then what to do; never empty unless
     faithful), causes (short keys of what was found: error, loss, engine_late, apply_lag,
-    host_load, traffic, many_pairs), worst_instants, engine, apply_lag_ms, host, threshold_p99_ms,
-    loaded.
+    host_load, traffic, many_pairs, window), worst_instants, windows, window_s, engine, apply_lag_ms,
+    host, threshold_p99_ms, loaded.
     """
     probes = probes.astype({"t_s": float, "rtt_ms": float, "oracle_rtt_ms": float})
     fid = fidelity(probes, change_t_s, guard_s=guard_s, timeout_s=timeout_s)
@@ -56,6 +75,11 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
            "worst_instants": [{"t_s": round(float(r.t_s), 3), "pair": f"{r.src}>{r.dst}",
                                "error_ms": round(float(r.err_ms), 3)} for r in worst.itertuples(index=False)],
            "engine": _engine(engine), "apply_lag_ms": _lag(apply_lag_ms), "host": _host(pilot_drift)}
+    t_lo = float(probes["t_s"].min()) if t0_s is None and len(probes) else float(t0_s or 0.0)
+    t_hi = float(probes["t_s"].max()) if t_end_s is None and len(probes) else float(t_end_s or t_lo)
+    out["window_s"] = width = window_width_s(t_hi - t_lo)
+    out["windows"] = _windows(probes, straddle, t_lo, t_hi, width, threshold_p99_ms, pilot_drift)
+    bad_windows = [w for w in out["windows"] if w["verdict"] == "not faithful"]
     if not o["compared"]:
         out.update(verdict="not assessed: no probes compared", causes=["no_probes"], reasons=[
             f"no probe could be compared with the oracle: {o['probes']:,} sent, {o['unreachable']:,} while the "
@@ -65,12 +89,44 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
             "window"])
         return out
     ok = o.get("abs_error_p99_ms", np.inf) <= threshold_p99_ms and o["lost_while_reachable"] == 0
-    if ok:
+    if ok and not bad_windows:
         out.update(verdict="faithful", reasons=[], causes=[])
         return out
-    out["verdict"] = ("not faithful (under traffic: queueing and host load included)" if loaded
-                      else "not faithful")
+    verdict = "not faithful"
+    if ok:      # the run as a whole passed: name the window(s) that did not
+        verdict += f" in t = {bad_windows[0]['t_start_s']:g}–{bad_windows[0]['t_end_s']:g} s" + (
+            f" and {len(bad_windows) - 1} other window(s)" if len(bad_windows) > 1 else "")
+    out["verdict"] = verdict + (" (under traffic: queueing and host load included)" if loaded else "")
     out["causes"], out["reasons"] = _why(out, threshold_p99_ms)
+    return out
+
+
+def _windows(probes: pd.DataFrame, straddle: np.ndarray, t0_s: float, t_end_s: float, width_s: float,
+             threshold_p99_ms: float, drift: pd.DataFrame | None) -> list[dict]:
+    t = probes["t_s"].to_numpy(float)
+    reach = probes["oracle_rtt_ms"].notna().to_numpy() & ~straddle
+    answered = probes["rtt_ms"].notna().to_numpy()
+    err = (probes["rtt_ms"] - probes["oracle_rtt_ms"]).to_numpy(float)
+    out = []
+    starts = np.arange(t0_s, t_end_s, width_s) if t_end_s > t0_s else np.array([t0_s])
+    for i, a in enumerate(starts):
+        b = min(a + width_s, t_end_s) if t_end_s > t0_s else t0_s
+        last = i == len(starts) - 1
+        m = (t >= a) & ((t <= b) if last else (t < b))
+        e = err[m & reach & answered]
+        w = {"t_start_s": round(float(a), 3), "t_end_s": round(float(b), 3), "n": int(len(e)),
+             "p50_ms": round(float(np.median(e)), 4) if len(e) else None,
+             "p99_ms": round(float(np.percentile(np.abs(e), 99)), 4) if len(e) else None,
+             "lost_while_reachable": int((m & reach & ~answered).sum())}
+        if drift is not None and len(drift):
+            d = drift["drift_us"].to_numpy(float)[drift["t_s"].between(a, b).to_numpy()]
+            w["pilot_drift_us_max_abs"] = round(float(np.abs(d).max()), 1) if len(d) else None
+        if len(e) < MIN_WINDOW_PROBES:
+            w["verdict"] = "too few probes"
+        else:
+            w["verdict"] = ("faithful" if w["p99_ms"] <= threshold_p99_ms and not w["lost_while_reachable"]
+                            else "not faithful")
+        out.append(w)
     return out
 
 
@@ -116,6 +172,23 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
         if f["worst_instants"]:
             reasons.append("largest errors at " + ", ".join(
                 f"t = {w['t_s']:g} s ({w['pair']}, {w['error_ms']:+.3f} ms)" for w in f["worst_instants"]))
+    bad = [w for w in f["windows"] if w["verdict"] == "not faithful"]
+    if bad:
+        causes.append("window")
+        worst = sorted(bad, key=lambda w: -w["p99_ms"])[:WORST]
+        reasons.append(f"{len(bad)} of {len(f['windows'])} windows of {f['window_s']:g} s not faithful"
+                       + (f" although the whole run's p99 was {p99:.3f} ms" if p99 is not None and p99 <= threshold_p99_ms
+                          else "") + ": " + ", ".join(
+                           f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (p99 {w['p99_ms']:.3f} ms over {w['n']:,} probes"
+                           + (f", {w['lost_while_reachable']:,} lost" if w["lost_while_reachable"] else "") + ")"
+                           for w in worst))
+        loaded_windows = [w for w in bad if (w.get("pilot_drift_us_max_abs") or 0) > HOST_DRIFT_US]
+        if loaded_windows:
+            if "host_load" not in causes:
+                causes.append("host_load")
+            reasons.append("host load in " + ", ".join(
+                f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (pilot drift {w['pilot_drift_us_max_abs']:g} µs per "
+                "traversal)" for w in loaded_windows[:WORST]) + ": the host was busier there than at the start")
     if o["lost_while_reachable"]:
         causes.append("loss")
         lost = [(k, v["lost_while_reachable"]) for k, v in f["pairs"].items() if v.get("lost_while_reachable")]
@@ -149,7 +222,8 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
     if host:
         if host["pilot_drift_us_max_abs"] > HOST_DRIFT_US:
             found = True
-            causes.append("host_load")
+            if "host_load" not in causes:
+                causes.append("host_load")
             reasons.append(f"host load: the pilot measured the engine's cost per traversal drift by up to "
                            f"{host['pilot_drift_us_max_abs']:g} µs from its start-up value (at t = "
                            f"{host['pilot_drift_us_worst_t_s']:g} s): other processes or the run's own traffic "

@@ -596,8 +596,24 @@ def _fidelity_table(fid: dict) -> str:
         return ""
     rows = [(k, v.get("compared"), v.get("error_median_ms"), v.get("abs_error_p99_ms"), v.get("lost_while_reachable"),
              v.get("straddling_path_change")) for k, v in pairs.items()]
-    return _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
-                         "lost while reachable", "straddling path changes"))
+    out = _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
+                        "lost while reachable", "straddling path changes"))
+    return out + _windows_table(fid)
+
+
+def _windows_table(fid: dict) -> str:
+    """Fidelity per window of emulated time (fidelity.json's `windows`)."""
+    wins = fid.get("windows") or []
+    if not wins:
+        return ""
+    drift = any("pilot_drift_us_max_abs" in w for w in wins)
+    rows = [(f"{w['t_start_s']:g}–{w['t_end_s']:g}", w.get("n"), w.get("p50_ms"), w.get("p99_ms"),
+             w.get("lost_while_reachable"), *((w.get("pilot_drift_us_max_abs"),) if drift else ()), w.get("verdict"))
+            for w in wins]
+    return (f"<p>Per window of {fid.get('window_s', 0):g} s (a window needs enough probes for its own verdict; "
+            "any window that is not faithful makes the run not faithful):</p>"
+            + _table(rows, ("window t (s)", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
+                            "lost while reachable", *(("pilot drift max µs",) if drift else ()), "verdict")))
 
 
 # --------------------------------------------------------------------------- compare

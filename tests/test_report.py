@@ -300,3 +300,22 @@ def test_report_shows_why_a_run_is_not_faithful(synthetic_run, tmp_path):
     for why in fid["reasons"]:
         assert html.escape(why) in text
     assert "200 of 1,000 frames" in text and "what to do:" in text
+
+
+def test_report_shows_fidelity_per_window(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    from netemu.fidelity import assess
+    pr = pd.read_parquet(run / "probes.parquet")
+    pr.loc[pr["t_s"].between(330, 340, inclusive="left").to_numpy().nonzero()[0][::60], "rtt_ms"] += 0.9
+    fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, t0_s=330.0, t_end_s=346.0)
+    (run / "fidelity.json").write_text(json.dumps(fid))
+    c = _parse(build_report(run))
+    assert fid["window_s"] == 10.0 and len(fid["windows"]) == 2
+    assert fid["verdict"] == "not faithful in t = 330–340 s"
+    i = c.cells.index("330–340")
+    w = fid["windows"][0]
+    from netemu.report import _fmt
+    assert c.cells[i:i + 6] == ["330–340", _fmt(w["n"]), _fmt(w["p50_ms"]), _fmt(w["p99_ms"]),
+                                _fmt(w["lost_while_reachable"]), "not faithful"]
+    assert "340–346" in c.cells and fid["windows"][1]["verdict"] in c.cells
