@@ -19,7 +19,8 @@ import pandas as pd
 
 from .errors import NetemuError
 
-__all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "REPORT_FILE"]
+__all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "probe_status",
+           "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 FIG_DIR = "figures"
@@ -224,6 +225,14 @@ def _change_times(run: _Run, src: str, dst: str) -> np.ndarray:
     return r.loc[m, "t_s"].to_numpy(float)
 
 
+def probe_status(probes: pd.DataFrame) -> pd.Series:
+    """Per probe: "answered", "lost" (no echo while the plan had a path) or "unreachable" (sent
+    while the plan had no path: oracle NaN; not a loss of the emulator's)."""
+    st = np.where(probes["rtt_ms"].notna(), "answered", "lost")
+    st = np.where(probes["oracle_rtt_ms"].isna() & probes["rtt_ms"].isna(), "unreachable", st)
+    return pd.Series(st, index=probes.index)
+
+
 def fig_rtt(run: _Run, figs: Path) -> str | None:
     pr = run.get("probes.parquet")
     if pr is None or not len(pr):
@@ -237,10 +246,16 @@ def fig_rtt(run: _Run, figs: Path) -> str | None:
         g = pr[(pr["src"] == s) & (pr["dst"] == d)]
         ax.plot(g["t_s"], g["oracle_rtt_ms"], color="#1d232b", lw=1.2, label="light-time of the path (oracle)")
         ax.scatter(g["t_s"], g["rtt_ms"], s=4, color="#d1495b", label="measured RTT", zorder=3)
-        lost = g[g["rtt_ms"].isna()]
+        y = float(np.nanmin(g["oracle_rtt_ms"])) if g["oracle_rtt_ms"].notna().any() else 0.0
+        status = probe_status(g)
+        lost = g[status == "lost"]
         if len(lost):
-            y = float(np.nanmin(g["oracle_rtt_ms"])) if g["oracle_rtt_ms"].notna().any() else 0.0
-            ax.scatter(lost["t_s"], np.full(len(lost), y), marker="x", s=10, color="#6c757d", label="lost")
+            ax.scatter(lost["t_s"], np.full(len(lost), y), marker="x", s=10, color="#b42318",
+                       label="lost (planned path up)")
+        unreach = g[status == "unreachable"]
+        if len(unreach):
+            ax.scatter(unreach["t_s"], np.full(len(unreach), y), marker="|", s=12, color="#adb5bd",
+                       label="unreachable (no planned path)")
         for i, t in enumerate(_change_times(run, s, d)):
             ax.axvline(t, color="#3a6ea5", ls="--", lw=0.8, label="path change" if i == 0 else None)
         for i, t in enumerate(hand[(hand["a"] == s) | (hand["a"] == d)]["t_s"]):
@@ -455,6 +470,13 @@ def _sentences(run: _Run) -> list[str]:
                    f"planned paths at the median and within {o.get('abs_error_p99_ms', 0):.3f} ms at p99 over "
                    f"{o['compared']:,} probes: the verdict is <b>{html.escape(fid.get('verdict', '?'))}</b>"
                    f" (threshold {fid.get('threshold_p99_ms', 0.5)} ms).")
+        why = fid.get("reasons") or []
+        if why and fid.get("verdict") != "faithful":
+            out.append("Why: " + html.escape("; ".join(why[:2])) + ".")
+        if o.get("lost_while_reachable") or o.get("unreachable"):
+            out.append(f"{o.get('lost_while_reachable', 0):,} probe(s) were lost while the planned path was up; "
+                       f"{o.get('unreachable', 0):,} were sent while the plan had no path (unreachable, not "
+                       "counted as lost).")
     ev = run.events()
     hands = ev[ev["event"] == "handover"]
     for name, s in (summ.get("workloads") or {}).items():
@@ -467,9 +489,9 @@ def _sentences(run: _Run) -> list[str]:
             for t in hands["t_s"]:
                 hit = w[(w["t_s"] <= t) & (w["t_s"] + width > t)]
                 if len(hit) and pd.notna(hit["completion_ms_p99"].iloc[0]):
-                    out.append(f"p99 completion of <b>{html.escape(name)}</b> requests rose from {base:,.0f} ms "
-                               f"(median over windows) to {hit['completion_ms_p99'].iloc[0]:,.0f} ms in the "
-                               f"window holding the GSL handover at t = {t:g} s.")
+                    out.append(_change(f"p99 completion of <b>{html.escape(name)}</b> requests", base,
+                                       float(hit["completion_ms_p99"].iloc[0]), "ms", "(median over windows)")
+                               + f" in the window holding the GSL handover at t = {t:g} s.")
             out.append(f"<b>{html.escape(name)}</b>: {s['done']} of {s['jobs']} requests completed; time to "
                        f"first byte {s.get('ttfb_ms_p50', float('nan')):,.0f} ms median, completion "
                        f"{s.get('completion_ms_p50', float('nan')):,.0f} ms median and "
@@ -487,10 +509,7 @@ def _sentences(run: _Run) -> list[str]:
                        "station had no link).")
     rp = summ.get("replay")
     if rp and rp.get("open_loop"):
-        ol = rp["open_loop"]
-        out.append(f"The replayed trace delivered {ol['received']:,} of {ol['packets']:,} packets open-loop "
-                   f"({ol['lost']} lost, {ol['reordered']} reordered); one-way delay − light-time "
-                   f"{ol.get('owd_minus_oracle_ms_p50')} ms median, {ol.get('owd_minus_oracle_ms_p99_abs')} ms at p99.")
+        out.append(_replay_sentence(rp["open_loop"]))
     if len(hands):
         out.append(f"{len(hands)} GSL handover(s) in the window, at t = "
                    + ", ".join(f"{t:g}" for t in hands["t_s"].head(8)) + " s.")
@@ -498,6 +517,35 @@ def _sentences(run: _Run) -> list[str]:
     for w in warns:
         out.append(f"Warning: {html.escape(str(w))}")
     return out
+
+
+def _change(what: str, before: float, after: float, unit: str, before_note: str = "") -> str:
+    """"WHAT rose from A to B" / "fell from A to B", or "was unchanged at A" when the two agree
+    as shown (rounded to whole units)."""
+    a, b = f"{before:,.0f}", f"{after:,.0f}"
+    note = f" {before_note}" if before_note else ""
+    if a == b:
+        return f"{what} was unchanged at {a} {unit}{note}"
+    return f"{what} {'rose' if after > before else 'fell'} from {a} {unit}{note} to {b} {unit}"
+
+
+def _replay_sentence(ol: dict) -> str:
+    """What became of the open-loop packets: delivered, lost in the network (and how many of those
+    while the plan had no path), not sent (no route at the send time, e.g. during a handover gap),
+    never attempted (the sender stopped first), reordered."""
+    parts = [f"{ol.get('lost', 0):,} lost in the network"
+             + (f", of which {ol['lost_no_path']:,} while the plan had no path" if ol.get("lost_no_path") else "")]
+    if ol.get("send_failed"):
+        parts.append(f"{ol['send_failed']:,} could not be sent, as no route existed at the send time")
+    if ol.get("not_attempted"):
+        parts.append(f"{ol['not_attempted']:,} never sent, as the sender stopped first")
+    parts.append(f"{ol.get('reordered', 0):,} reordered")
+    owd = ""
+    if ol.get("owd_minus_oracle_ms_p50") is not None:
+        owd = (f"; one-way delay − light-time {ol['owd_minus_oracle_ms_p50']} ms median, "
+               f"{ol.get('owd_minus_oracle_ms_p99_abs')} ms at p99")
+    return (f"The replayed trace delivered {ol['received']:,} of {ol['packets']:,} packets open-loop ("
+            + "; ".join(parts) + f"){owd}.")
 
 
 def build_report(run_dir: str | Path, progress=None) -> Path:
@@ -595,9 +643,9 @@ def _fidelity_table(fid: dict) -> str:
     if not pairs:
         return ""
     rows = [(k, v.get("compared"), v.get("error_median_ms"), v.get("abs_error_p99_ms"), v.get("lost_while_reachable"),
-             v.get("straddling_path_change")) for k, v in pairs.items()]
+             v.get("unreachable"), v.get("straddling_path_change")) for k, v in pairs.items()]
     out = _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
-                        "lost while reachable", "straddling path changes"))
+                        "lost while reachable", "unreachable (no planned path)", "straddling path changes"))
     return out + _windows_table(fid)
 
 
@@ -671,7 +719,8 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             put(f"{s} → {d}: RTT median (ms)", i, float(g["rtt_ms"].median()) if g["rtt_ms"].notna().any() else None)
             put(f"{s} → {d}: RTT − oracle median (ms)", i, f.get("error_median_ms"))
             put(f"{s} → {d}: |RTT − oracle| p99 (ms)", i, f.get("abs_error_p99_ms"))
-            put(f"{s} → {d}: probes lost", i, int(g["rtt_ms"].isna().sum()))
+            put(f"{s} → {d}: probes lost (planned path up)", i, int((g["rtt_ms"].isna() & g["oracle_rtt_ms"].notna()).sum()))
+            put(f"{s} → {d}: probes unreachable (no planned path)", i, int(g["oracle_rtt_ms"].isna().sum()))
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")

@@ -309,10 +309,11 @@ def _replay_lines(summary: dict, say) -> dict:
     heads = {"counts": summary["counts"]}
     if "open_loop" in summary:
         o = summary["open_loop"]
-        heads["open_loop"] = {k: o[k] for k in ("packets", "received", "lost", "reordered", "owd_ms_p50",
-                                                 "owd_minus_oracle_ms_p99_abs")}
-        say(f"  open-loop: {o['received']:,}/{o['packets']:,} packets received, {o['lost']} lost, "
-            f"{o['reordered']} reordered, one-way delay p50 {o['owd_ms_p50']} ms")
+        heads["open_loop"] = {k: o.get(k) for k in ("packets", "received", "lost", "send_failed", "reordered",
+                                                     "owd_ms_p50", "owd_minus_oracle_ms_p99_abs")}
+        say(f"  open-loop: {o['received']:,}/{o['packets']:,} packets received, {o['lost']:,} lost in the network, "
+            f"{o.get('send_failed', 0):,} not sent (no route at the send time), {o['reordered']:,} reordered, "
+            f"one-way delay p50 {o['owd_ms_p50']} ms")
     if "closed_loop" in summary:
         c = summary["closed_loop"]
         heads["closed_loop"] = c
