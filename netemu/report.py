@@ -473,10 +473,14 @@ def _sentences(run: _Run) -> list[str]:
         why = fid.get("reasons") or []
         if why and fid.get("verdict") != "faithful":
             out.append("Why: " + html.escape("; ".join(why[:2])) + ".")
-        if o.get("lost_while_reachable") or o.get("unreachable"):
-            out.append(f"{o.get('lost_while_reachable', 0):,} probe(s) were lost while the planned path was up; "
-                       f"{o.get('unreachable', 0):,} were sent while the plan had no path (unreachable, not "
-                       "counted as lost).")
+        said = []
+        if o.get("lost_while_reachable"):
+            said.append(f"{o['lost_while_reachable']:,} probe(s) were lost while the planned path was up")
+        if o.get("unreachable"):
+            said.append(f"{o['unreachable']:,} were sent while the plan had no path (unreachable, not counted as "
+                        "lost)")
+        if said:
+            out.append("; ".join(said) + ".")
     ev = run.events()
     hands = ev[ev["event"] == "handover"]
     for name, s in (summ.get("workloads") or {}).items():
