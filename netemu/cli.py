@@ -160,7 +160,8 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from .report import build_compare
     pair = _pair(args.pair, "--pair") if args.pair else None
-    path = build_compare(args.run_dirs, args.out, pair=pair, warn=lambda m: print(f"netemu: warning: {m}", file=sys.stderr))
+    path = build_compare(args.run_dirs, args.out, pair=pair,
+                         warn=lambda m: print(f"netemu: warning: {m}", file=sys.stderr))
     print(f"Comparison in {path} (table also in compare.csv, compare.json)")
     return 0
 

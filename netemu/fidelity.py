@@ -153,7 +153,8 @@ def _host(drift: pd.DataFrame | None) -> dict:
     d = drift["drift_us"].to_numpy(float)
     i = int(np.argmax(np.abs(d)))
     return {"pilot_readings": int(len(d)), "pilot_drift_us_median": round(float(np.median(d)), 1),
-            "pilot_drift_us_max_abs": round(float(abs(d[i])), 1), "pilot_drift_us_worst_t_s": round(float(drift["t_s"].iloc[i]), 1)}
+            "pilot_drift_us_max_abs": round(float(abs(d[i])), 1),
+            "pilot_drift_us_worst_t_s": round(float(drift["t_s"].iloc[i]), 1)}
 
 
 def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
@@ -176,12 +177,12 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
     if bad:
         causes.append("window")
         worst = sorted(bad, key=lambda w: -w["p99_ms"])[:WORST]
+        passed = p99 is not None and p99 <= threshold_p99_ms
+        named = [f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (p99 {w['p99_ms']:.3f} ms over {w['n']:,} probes"
+                 + (f", {w['lost_while_reachable']:,} lost" if w["lost_while_reachable"] else "") + ")" for w in worst]
         reasons.append(f"{len(bad)} of {len(f['windows'])} windows of {f['window_s']:g} s not faithful"
-                       + (f" although the whole run's p99 was {p99:.3f} ms" if p99 is not None and p99 <= threshold_p99_ms
-                          else "") + ": " + ", ".join(
-                           f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (p99 {w['p99_ms']:.3f} ms over {w['n']:,} probes"
-                           + (f", {w['lost_while_reachable']:,} lost" if w["lost_while_reachable"] else "") + ")"
-                           for w in worst))
+                       + (f" although the whole run's p99 was {p99:.3f} ms" if passed else "") + ": "
+                       + ", ".join(named))
         loaded_windows = [w for w in bad if (w.get("pilot_drift_us_max_abs") or 0) > HOST_DRIFT_US]
         if loaded_windows:
             if "host_load" not in causes:

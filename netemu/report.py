@@ -720,11 +720,13 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             g = pr[(pr["src"] == s) & (pr["dst"] == d)]
             f = (fid.get("pairs") or {}).get(f"{s}>{d}", {})
             put(f"{s} → {d}: probes", i, int(len(g)))
-            put(f"{s} → {d}: RTT median (ms)", i, float(g["rtt_ms"].median()) if g["rtt_ms"].notna().any() else None)
+            put(f"{s} → {d}: RTT median (ms)", i,
+                float(g["rtt_ms"].median()) if g["rtt_ms"].notna().any() else None)
             put(f"{s} → {d}: RTT − oracle median (ms)", i, f.get("error_median_ms"))
             put(f"{s} → {d}: |RTT − oracle| p99 (ms)", i, f.get("abs_error_p99_ms"))
-            put(f"{s} → {d}: probes lost (planned path up)", i, int((g["rtt_ms"].isna() & g["oracle_rtt_ms"].notna()).sum()))
-            put(f"{s} → {d}: probes unreachable (no planned path)", i, int(g["oracle_rtt_ms"].isna().sum()))
+            status = probe_status(g)
+            put(f"{s} → {d}: probes lost (planned path up)", i, int((status == "lost").sum()))
+            put(f"{s} → {d}: probes unreachable (no planned path)", i, int((status == "unreachable").sum()))
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")

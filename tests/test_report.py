@@ -227,7 +227,8 @@ def _fake_run(path: Path, pairs: dict[tuple[str, str], float], t0_s: float = 0.0
 
 
 def _compare_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "netemu", "compare", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "netemu", "compare", *map(str, args)], capture_output=True,
+                          text=True)
 
 
 def test_compare_matches_pairs_by_name_not_order(tmp_path):
@@ -271,6 +272,15 @@ def test_compare_partial_overlap_keeps_common_pairs_only(tmp_path):
     assert "g-sanya → c-0: RTT median (ms)" in metrics
     text = out.read_text()
     assert "g-sanya → c-0" in text and "g-kashgar" not in text
+    # probes sent while the plan had no path are unreachable, not lost
+    pr = pd.read_parquet(b / "probes.parquet")
+    gap = (pr["src"] == "g-sanya") & pr["t_s"].between(3, 4.5)
+    pr.loc[gap, ["rtt_ms", "oracle_rtt_ms"]] = np.nan
+    pr.to_parquet(b / "probes.parquet", index=False)
+    build_compare([a, b], tmp_path / "cmp2")
+    rows = pd.read_csv(tmp_path / "cmp2" / "compare.csv").set_index("metric")
+    assert rows.loc["g-sanya → c-0: probes lost (planned path up)"].astype(int).tolist() == [2, 2]
+    assert rows.loc["g-sanya → c-0: probes unreachable (no planned path)"].astype(int).tolist() == [0, 4]
 
 
 def test_compare_without_common_pair_says_so(tmp_path):
@@ -405,8 +415,10 @@ def test_report_sentences_are_true(synthetic_run, tmp_path):
     assert "was unchanged at 5,276 ms" in text
     assert "1,513 could not be sent, as no route existed at the send time" in text
     assert "13 lost in the network, of which 2 while the plan had no path" in text
-    assert re.search(r"the verdict is\s+not faithful", text) and "Why: " in text and "3 probe(s) lost while the planned path was up: g-sanya>g-beijing (3)" in text
-    assert f"3 probe(s) were lost while the planned path was up; {gap.sum():,} were sent while the plan had no path" in text
+    assert re.search(r"the verdict is\s+not faithful", text) and "Why: " in text
+    assert "3 probe(s) lost while the planned path was up: g-sanya>g-beijing (3)" in text
+    assert (f"3 probe(s) were lost while the planned path was up; {gap.sum():,} were sent while the plan had no "
+            "path") in text
     c = _parse(report)
     i = c.cells.index("g-sanya>g-beijing")
     assert c.cells[i + 4:i + 6] == ["3", f"{gap.sum():,}"]          # lost while reachable, unreachable
