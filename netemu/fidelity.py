@@ -61,7 +61,8 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
     Returns a dict: overall, pairs, verdict ("faithful", "not faithful", "not faithful (under
     traffic: …)" or "not assessed: …"), reasons (why, then what to do; never empty unless
     faithful), causes (short keys of what was found: error, loss, engine_late, apply_lag,
-    host_load, traffic, many_pairs, window), worst_instants, windows, window_s, engine, apply_lag_ms,
+    host_load, traffic, many_pairs, window), why (the gist of the reasons in one sentence, when
+    not faithful), worst_instants, windows, window_s, engine, apply_lag_ms,
     host, threshold_p99_ms, loaded.
     """
     probes = probes.astype({"t_s": float, "rtt_ms": float, "oracle_rtt_ms": float})
@@ -97,7 +98,7 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
         verdict += f" in t = {bad_windows[0]['t_start_s']:g}–{bad_windows[0]['t_end_s']:g} s" + (
             f" and {len(bad_windows) - 1} other window(s)" if len(bad_windows) > 1 else "")
     out["verdict"] = verdict + (" (under traffic: queueing and host load included)" if loaded else "")
-    out["causes"], out["reasons"] = _why(out, threshold_p99_ms)
+    out["causes"], out["reasons"], out["why"] = _why(out, threshold_p99_ms)
     return out
 
 
@@ -157,9 +158,10 @@ def _host(drift: pd.DataFrame | None) -> dict:
             "pilot_drift_us_worst_t_s": round(float(drift["t_s"].iloc[i]), 1)}
 
 
-def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
-    """The causes found and the reasons in words: what was off, where, why, and what to do."""
-    o, causes, reasons, todo = f["overall"], [], [], []
+def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str], str]:
+    """The causes found, the reasons in words (what was off, where, why, what to do) and the gist
+    in one sentence (the first of them, the bad windows, losses and causes found, what to do)."""
+    o, causes, reasons, todo, gist_at = f["overall"], [], [], [], []
     p99 = o.get("abs_error_p99_ms")
     if p99 is not None and p99 > threshold_p99_ms:
         causes.append("error")
@@ -180,6 +182,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
         passed = p99 is not None and p99 <= threshold_p99_ms
         named = [f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (p99 {w['p99_ms']:.3f} ms over {w['n']:,} probes"
                  + (f", {w['lost_while_reachable']:,} lost" if w["lost_while_reachable"] else "") + ")" for w in worst]
+        gist_at.append(len(reasons))
         reasons.append(f"{len(bad)} of {len(f['windows'])} windows of {f['window_s']:g} s not faithful"
                        + (f" although the whole run's p99 was {p99:.3f} ms" if passed else "") + ": "
                        + ", ".join(named))
@@ -187,6 +190,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
         if loaded_windows:
             if "host_load" not in causes:
                 causes.append("host_load")
+            gist_at.append(len(reasons))
             reasons.append("host load in " + ", ".join(
                 f"t = {w['t_start_s']:g}–{w['t_end_s']:g} s (pilot drift {w['pilot_drift_us_max_abs']:g} µs per "
                 "traversal)" for w in loaded_windows[:WORST]) + ": the host was busier there than at the start")
@@ -194,6 +198,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
         causes.append("loss")
         lost = [(k, v["lost_while_reachable"]) for k, v in f["pairs"].items() if v.get("lost_while_reachable")]
         lost.sort(key=lambda kv: -kv[1])
+        gist_at.append(len(reasons))
         reasons.append(f"{o['lost_while_reachable']:,} probe(s) lost while the planned path was up: " + ", ".join(
             f"{k} ({n:,})" for k, n in lost[:WORST]) + (", …" if len(lost) > WORST else ""))
     found = False
@@ -201,6 +206,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
     if eng.get("frames"):
         if eng["late_share"] >= ENGINE_LATE_SHARE:
             found = True
+            gist_at.append(len(reasons))
             causes.append("engine_late")
             reasons.append(f"the link engine fell behind: {eng['late_frames']:,} of {eng['frames']:,} frames "
                            f"({100 * eng['late_share']:.1f} %) left more than 0.5 ms late")
@@ -212,6 +218,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
     if lag:
         if lag["p99"] > APPLY_LAG_P99_MS:
             found = True
+            gist_at.append(len(reasons))
             causes.append("apply_lag")
             reasons.append(f"route changes were installed late: {lag['p99']:,.1f} ms at p99, up to "
                            f"{lag['max']:,.1f} ms (emulated) after their instant, so probes around path changes "
@@ -223,6 +230,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
     if host:
         if host["pilot_drift_us_max_abs"] > HOST_DRIFT_US:
             found = True
+            gist_at.append(len(reasons))
             if "host_load" not in causes:
                 causes.append("host_load")
             reasons.append(f"host load: the pilot measured the engine's cost per traversal drift by up to "
@@ -235,6 +243,7 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
                            "traversal)")
     if f["loaded"]:
         found = True
+        gist_at.append(len(reasons))
         causes.append("traffic")
         reasons.append("the probes shared links, queues and CPUs with the run's workload, replay or iperf traffic: "
                        "queueing delay is part of the error")
@@ -244,8 +253,12 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str]]:
         causes.append("many_pairs")
         todo.append(f"probe fewer pairs (--probe SRC:DST; {n_pairs} were probed)")
     if not found:
-        reasons.append("no single cause stood out in the engine counters, the route-apply lag or the pilot's "
-                       "host-load reading")
+        gist_at.append(len(reasons))
+        looked = [what for what, have in (("the engine counters", eng.get("frames")), ("the route-apply lag", lag),
+                                          ("the pilot's host-load reading", host)) if have]
+        reasons.append("no single cause stood out in " + ", ".join(looked) if looked else
+                       "no engine counters, route-apply lag or pilot readings were there to find a cause in")
         todo.append("re-run with --dilation 2: if the error shrinks, the host was too slow for real time")
     reasons.append("what to do: " + "; ".join(dict.fromkeys(todo)))
-    return causes, reasons
+    gist = "; ".join([reasons[0], *(reasons[i] for i in gist_at if i != 0), reasons[-1]])
+    return causes, reasons, gist

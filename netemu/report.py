@@ -470,9 +470,9 @@ def _sentences(run: _Run) -> list[str]:
                    f"planned paths at the median and within {o.get('abs_error_p99_ms', 0):.3f} ms at p99 over "
                    f"{o['compared']:,} probes: the verdict is <b>{html.escape(fid.get('verdict', '?'))}</b>"
                    f" (threshold {fid.get('threshold_p99_ms', 0.5)} ms).")
-        why = fid.get("reasons") or []
+        why = fid.get("why") or "; ".join((fid.get("reasons") or [])[:2])
         if why and fid.get("verdict") != "faithful":
-            out.append("Why: " + html.escape("; ".join(why[:2])) + ".")
+            out.append("Why: " + html.escape(why) + ".")
         said = []
         if o.get("lost_while_reachable"):
             said.append(f"{o['lost_while_reachable']:,} probe(s) were lost while the planned path was up")

@@ -44,7 +44,7 @@ def test_not_faithful_without_any_measurement_still_says_why_and_what_to_do():
     assert "g-b>c-0" in text and "g-a>c-0" not in text.split("worst:")[1].split("|")[0]   # the bad pair only
     worst_t = [w["t_s"] for w in f["worst_instants"]]
     assert all(30 <= t <= 33 for t in worst_t) and f"t = {worst_t[0]:g} s" in text
-    assert "no single cause" in text
+    assert "no engine counters, route-apply lag or pilot readings" in text
     assert f["reasons"][-1].startswith("what to do:") and "--dilation" in f["reasons"][-1]
 
 
@@ -62,6 +62,9 @@ def test_engine_lateness_apply_lag_and_host_load_are_named_with_advice():
     todo = f["reasons"][-1]
     assert "raise --dilation" in todo and "stop other load" in todo and "--shards" in todo
     assert f["engine"] == {"frames": 150_000, "late_frames": 4_500, "late_share": 0.03}
+    # the gist in one sentence: what was off, the causes found, what to do (not the causes ruled out)
+    assert f["why"].startswith(f["reasons"][0]) and f["why"].endswith(todo)
+    assert "fell behind" in f["why"] and "installed late" in f["why"] and "host load:" in f["why"]
     assert f["host"]["pilot_drift_us_max_abs"] == 35.0 and f["apply_lag_ms"]["max"] == 150.0
 
 
@@ -73,6 +76,7 @@ def test_causes_ruled_out_are_said_and_traffic_named():
     assert "traffic" in f["causes"] and "engine_late" not in f["causes"] and "host_load" not in f["causes"]
     text = " | ".join(f["reasons"])
     assert "kept up" in text and "installed in time" in text and "steady" in text and "queueing" in text
+    assert "kept up" not in f["why"] and "queueing" in f["why"]
     assert "run without traffic" in f["reasons"][-1]
 
 
