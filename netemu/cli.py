@@ -99,6 +99,8 @@ def cmd_run(args) -> int:
               f"p99 |err| {fid.get('abs_error_p99_ms')} ms over {fid.get('compared')} probes "
               f"({fid.get('straddling_path_change')} straddling path changes, "
               f"{fid.get('lost_while_reachable')} lost while reachable)")
+        for why in fid.get("reasons", []):
+            print(f"  {why}")
     if info.get("iperf_mean_mbps") is not None:
         print(f"iperf3 {info['iperf']}: mean {info['iperf_mean_mbps']:.1f} Mbit/s")
     for w in info.get("warnings", []):
@@ -157,8 +159,10 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from .report import build_compare
-    path = build_compare(args.run_dirs, args.out)
-    print(f"Comparison in {path}")
+    pair = _pair(args.pair, "--pair") if args.pair else None
+    path = build_compare(args.run_dirs, args.out, pair=pair,
+                         warn=lambda m: print(f"netemu: warning: {m}", file=sys.stderr))
+    print(f"Comparison in {path} (table also in compare.csv, compare.json)")
     return 0
 
 
@@ -284,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.set_defaults(func=cmd_report)
     cmp_ = sub.add_parser("compare", help="put runs side by side: metrics table and overlaid plots")
     cmp_.add_argument("run_dirs", nargs="+", help="two or more run directories")
-    cmp_.add_argument("-o", "--out", required=True, help="output directory (compare.html, figures/)")
+    cmp_.add_argument("-o", "--out", required=True, help="output directory (compare.html, compare.csv, compare.json, "
+                      "figures/)")
+    cmp_.add_argument("--pair", metavar="SRC:DST", help="compare only this probed pair (default: every pair all runs "
+                      "probed)")
     cmp_.set_defaults(func=cmd_compare)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")

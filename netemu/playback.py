@@ -15,7 +15,7 @@ from .errors import EmulationError
 from .topology import Schedule
 
 __all__ = ["Window", "window", "scope_nodes", "LinkStates", "link_states", "oracle_rtt_ms", "fidelity",
-           "SCOPE_PATHS_ABOVE"]
+           "SCOPE_PATHS_ABOVE", "straddling"]
 
 SCOPE_PATHS_ABOVE = 500   # satellites; above this `--scope auto` instantiates only path satellites
 
@@ -191,18 +191,7 @@ def fidelity(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray]
     abs_p99.
     """
     probes = probes.astype({"t_s": float, "rtt_ms": float, "oracle_rtt_ms": float})
-    rtt_ms = probes["rtt_ms"].to_numpy()
-    flight_s = np.where(np.isnan(rtt_ms), timeout_s, rtt_ms / 1e3)
-    t = probes["t_s"].to_numpy()
-    straddle = np.zeros(len(probes), bool)
-    for (src, dst), times in change_t_s.items():
-        m = ((probes["src"] == src) & (probes["dst"] == dst)).to_numpy()
-        if not m.any() or len(times) == 0:
-            continue
-        times = np.sort(times)
-        lo = np.searchsorted(times, t[m] - guard_s, side="left")
-        hi = np.searchsorted(times, t[m] + flight_s[m] + guard_s, side="right")
-        straddle[np.nonzero(m)[0][hi > lo]] = True
+    straddle = straddling(probes, change_t_s, guard_s, timeout_s)
     probes = probes.assign(straddle=straddle)
 
     def summary(p: pd.DataFrame) -> dict:
@@ -223,3 +212,22 @@ def fidelity(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray]
 
     pairs = {f"{s}>{d}": summary(g) for (s, d), g in probes.groupby(["src", "dst"], sort=False)}
     return {"overall": summary(probes), "pairs": pairs}
+
+
+def straddling(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], guard_s: float,
+               timeout_s: float) -> np.ndarray:
+    """Per probe (`t_s, src, dst, rtt_ms`), whether [t_s − guard_s, t_s + its flight (rtt, or
+    timeout_s when lost) + guard_s] holds a change time of its pair (`change_t_s[(src, dst)]`)."""
+    rtt_ms = probes["rtt_ms"].to_numpy(float)
+    flight_s = np.where(np.isnan(rtt_ms), timeout_s, rtt_ms / 1e3)
+    t = probes["t_s"].to_numpy(float)
+    straddle = np.zeros(len(probes), bool)
+    for (src, dst), times in change_t_s.items():
+        m = ((probes["src"] == src) & (probes["dst"] == dst)).to_numpy()
+        if not m.any() or len(times) == 0:
+            continue
+        times = np.sort(times)
+        lo = np.searchsorted(times, t[m] - guard_s, side="left")
+        hi = np.searchsorted(times, t[m] + flight_s[m] + guard_s, side="right")
+        straddle[np.nonzero(m)[0][hi > lo]] = True
+    return straddle

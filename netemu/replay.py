@@ -263,6 +263,9 @@ class TraceReplay:
                 "packets": int(len(pk)), "sent": int(pk["t_send_s"].notna().sum()),
                 "received": int(pk["t_recv_s"].notna().sum()), "lost": int(pk["lost"].sum()),
                 "send_failed": int(pk["send_failed"].sum()), "reordered": int(pk["reordered"].sum()),
+                # lost while the plan had no path; never attempted (the sender stopped before them)
+                "lost_no_path": int((pk["lost"] & pk["oracle_owd_ms"].isna()).sum()),
+                "not_attempted": int(pk["sent_ns"].isna().sum()),
                 "owd_ms_p50": _r(np.nanpercentile(pk["owd_ms"], 50)) if pk["owd_ms"].notna().any() else None,
                 "owd_ms_p99": _r(np.nanpercentile(pk["owd_ms"], 99)) if pk["owd_ms"].notna().any() else None,
                 "owd_minus_oracle_ms_p50": _r(np.median(err)) if len(err) else None,

@@ -19,7 +19,8 @@ import pandas as pd
 
 from .errors import NetemuError
 
-__all__ = ["build_report", "build_compare", "positions_table", "REPORT_FILE"]
+__all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "probe_status",
+           "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 FIG_DIR = "figures"
@@ -224,6 +225,14 @@ def _change_times(run: _Run, src: str, dst: str) -> np.ndarray:
     return r.loc[m, "t_s"].to_numpy(float)
 
 
+def probe_status(probes: pd.DataFrame) -> pd.Series:
+    """Per probe: "answered", "lost" (no echo while the plan had a path) or "unreachable" (sent
+    while the plan had no path: oracle NaN; not a loss of the emulator's)."""
+    st = np.where(probes["rtt_ms"].notna(), "answered", "lost")
+    st = np.where(probes["oracle_rtt_ms"].isna() & probes["rtt_ms"].isna(), "unreachable", st)
+    return pd.Series(st, index=probes.index)
+
+
 def fig_rtt(run: _Run, figs: Path) -> str | None:
     pr = run.get("probes.parquet")
     if pr is None or not len(pr):
@@ -237,10 +246,16 @@ def fig_rtt(run: _Run, figs: Path) -> str | None:
         g = pr[(pr["src"] == s) & (pr["dst"] == d)]
         ax.plot(g["t_s"], g["oracle_rtt_ms"], color="#1d232b", lw=1.2, label="light-time of the path (oracle)")
         ax.scatter(g["t_s"], g["rtt_ms"], s=4, color="#d1495b", label="measured RTT", zorder=3)
-        lost = g[g["rtt_ms"].isna()]
+        y = float(np.nanmin(g["oracle_rtt_ms"])) if g["oracle_rtt_ms"].notna().any() else 0.0
+        status = probe_status(g)
+        lost = g[status == "lost"]
         if len(lost):
-            y = float(np.nanmin(g["oracle_rtt_ms"])) if g["oracle_rtt_ms"].notna().any() else 0.0
-            ax.scatter(lost["t_s"], np.full(len(lost), y), marker="x", s=10, color="#6c757d", label="lost")
+            ax.scatter(lost["t_s"], np.full(len(lost), y), marker="x", s=10, color="#b42318",
+                       label="lost (planned path up)")
+        unreach = g[status == "unreachable"]
+        if len(unreach):
+            ax.scatter(unreach["t_s"], np.full(len(unreach), y), marker="|", s=12, color="#adb5bd",
+                       label="unreachable (no planned path)")
         for i, t in enumerate(_change_times(run, s, d)):
             ax.axvline(t, color="#3a6ea5", ls="--", lw=0.8, label="path change" if i == 0 else None)
         for i, t in enumerate(hand[(hand["a"] == s) | (hand["a"] == d)]["t_s"]):
@@ -455,6 +470,17 @@ def _sentences(run: _Run) -> list[str]:
                    f"planned paths at the median and within {o.get('abs_error_p99_ms', 0):.3f} ms at p99 over "
                    f"{o['compared']:,} probes: the verdict is <b>{html.escape(fid.get('verdict', '?'))}</b>"
                    f" (threshold {fid.get('threshold_p99_ms', 0.5)} ms).")
+        why = fid.get("why") or "; ".join((fid.get("reasons") or [])[:2])
+        if why and fid.get("verdict") != "faithful":
+            out.append("Why: " + html.escape(why) + ".")
+        said = []
+        if o.get("lost_while_reachable"):
+            said.append(f"{o['lost_while_reachable']:,} probe(s) were lost while the planned path was up")
+        if o.get("unreachable"):
+            said.append(f"{o['unreachable']:,} were sent while the plan had no path (unreachable, not counted as "
+                        "lost)")
+        if said:
+            out.append("; ".join(said) + ".")
     ev = run.events()
     hands = ev[ev["event"] == "handover"]
     for name, s in (summ.get("workloads") or {}).items():
@@ -467,9 +493,9 @@ def _sentences(run: _Run) -> list[str]:
             for t in hands["t_s"]:
                 hit = w[(w["t_s"] <= t) & (w["t_s"] + width > t)]
                 if len(hit) and pd.notna(hit["completion_ms_p99"].iloc[0]):
-                    out.append(f"p99 completion of <b>{html.escape(name)}</b> requests rose from {base:,.0f} ms "
-                               f"(median over windows) to {hit['completion_ms_p99'].iloc[0]:,.0f} ms in the "
-                               f"window holding the GSL handover at t = {t:g} s.")
+                    out.append(_change(f"p99 completion of <b>{html.escape(name)}</b> requests", base,
+                                       float(hit["completion_ms_p99"].iloc[0]), "ms", "(median over windows)")
+                               + f" in the window holding the GSL handover at t = {t:g} s.")
             out.append(f"<b>{html.escape(name)}</b>: {s['done']} of {s['jobs']} requests completed; time to "
                        f"first byte {s.get('ttfb_ms_p50', float('nan')):,.0f} ms median, completion "
                        f"{s.get('completion_ms_p50', float('nan')):,.0f} ms median and "
@@ -487,10 +513,7 @@ def _sentences(run: _Run) -> list[str]:
                        "station had no link).")
     rp = summ.get("replay")
     if rp and rp.get("open_loop"):
-        ol = rp["open_loop"]
-        out.append(f"The replayed trace delivered {ol['received']:,} of {ol['packets']:,} packets open-loop "
-                   f"({ol['lost']} lost, {ol['reordered']} reordered); one-way delay − light-time "
-                   f"{ol.get('owd_minus_oracle_ms_p50')} ms median, {ol.get('owd_minus_oracle_ms_p99_abs')} ms at p99.")
+        out.append(_replay_sentence(rp["open_loop"]))
     if len(hands):
         out.append(f"{len(hands)} GSL handover(s) in the window, at t = "
                    + ", ".join(f"{t:g}" for t in hands["t_s"].head(8)) + " s.")
@@ -498,6 +521,35 @@ def _sentences(run: _Run) -> list[str]:
     for w in warns:
         out.append(f"Warning: {html.escape(str(w))}")
     return out
+
+
+def _change(what: str, before: float, after: float, unit: str, before_note: str = "") -> str:
+    """"WHAT rose from A to B" / "fell from A to B", or "was unchanged at A" when the two agree
+    as shown (rounded to whole units)."""
+    a, b = f"{before:,.0f}", f"{after:,.0f}"
+    note = f" {before_note}" if before_note else ""
+    if a == b:
+        return f"{what} was unchanged at {a} {unit}{note}"
+    return f"{what} {'rose' if after > before else 'fell'} from {a} {unit}{note} to {b} {unit}"
+
+
+def _replay_sentence(ol: dict) -> str:
+    """What became of the open-loop packets: delivered, lost in the network (and how many of those
+    while the plan had no path), not sent (no route at the send time, e.g. during a handover gap),
+    never attempted (the sender stopped first), reordered."""
+    parts = [f"{ol.get('lost', 0):,} lost in the network"
+             + (f", of which {ol['lost_no_path']:,} while the plan had no path" if ol.get("lost_no_path") else "")]
+    if ol.get("send_failed"):
+        parts.append(f"{ol['send_failed']:,} could not be sent, as no route existed at the send time")
+    if ol.get("not_attempted"):
+        parts.append(f"{ol['not_attempted']:,} never sent, as the sender stopped first")
+    parts.append(f"{ol.get('reordered', 0):,} reordered")
+    owd = ""
+    if ol.get("owd_minus_oracle_ms_p50") is not None:
+        owd = (f"; one-way delay − light-time {ol['owd_minus_oracle_ms_p50']} ms median, "
+               f"{ol.get('owd_minus_oracle_ms_p99_abs')} ms at p99")
+    return (f"The replayed trace delivered {ol['received']:,} of {ol['packets']:,} packets open-loop ("
+            + "; ".join(parts) + f"){owd}.")
 
 
 def build_report(run_dir: str | Path, progress=None) -> Path:
@@ -533,6 +585,9 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
         ("netemu / python / kernel", f"{versions.get('netemu', '–')} / {versions.get('python', '–')} / {versions.get('kernel', '–')}"),
     ]))
     parts.append(f"<p>Fidelity verdict: <span class='{cls}'>{html.escape(str(verdict))}</span></p>")
+    if fid.get("reasons"):
+        parts.append("<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in fid["reasons"])
+                     + "</ul>")
     sections = [("Constellation", fig_map, "Nodes and live links at instants of the window (ground tracks; "
                  "coastlines from the global-land-mask package)."),
                 ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "
@@ -592,34 +647,60 @@ def _fidelity_table(fid: dict) -> str:
     if not pairs:
         return ""
     rows = [(k, v.get("compared"), v.get("error_median_ms"), v.get("abs_error_p99_ms"), v.get("lost_while_reachable"),
-             v.get("straddling_path_change")) for k, v in pairs.items()]
-    return _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
-                         "lost while reachable", "straddling path changes"))
+             v.get("unreachable"), v.get("straddling_path_change")) for k, v in pairs.items()]
+    out = _table(rows, ("pair", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
+                        "lost while reachable", "unreachable (no planned path)", "straddling path changes"))
+    return out + _windows_table(fid)
+
+
+def _windows_table(fid: dict) -> str:
+    """Fidelity per window of emulated time (fidelity.json's `windows`)."""
+    wins = fid.get("windows") or []
+    if not wins:
+        return ""
+    drift = any("pilot_drift_us_max_abs" in w for w in wins)
+    rows = [(f"{w['t_start_s']:g}–{w['t_end_s']:g}", w.get("n"), w.get("p50_ms"), w.get("p99_ms"),
+             w.get("lost_while_reachable"), *((w.get("pilot_drift_us_max_abs"),) if drift else ()), w.get("verdict"))
+            for w in wins]
+    return (f"<p>Per window of {fid.get('window_s', 0):g} s (a window needs enough probes for its own verdict; "
+            "any window that is not faithful makes the run not faithful):</p>"
+            + _table(rows, ("window t (s)", "probes compared", "RTT − oracle median ms", "|RTT − oracle| p99 ms",
+                            "lost while reachable", *(("pilot drift max µs",) if drift else ()), "verdict")))
 
 
 # --------------------------------------------------------------------------- compare
 
 
-def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Put runs side by side: OUT/compare.html with a metrics table and overlaid plots."""
-    runs = [_Run(p) for p in run_dirs]
-    if len(runs) < 2:
-        raise NetemuError("compare: expected at least two run directories")
-    out = Path(out_dir)
-    figs = out / FIG_DIR
-    plt = _plt()
-    names = [r.name for r in runs]
-    if len(set(names)) < len(names):
-        names = [str(r.path) for r in runs]
-    rows = []
-    metrics: list[str] = []
+def probed_pairs(run: _Run) -> list[tuple[str, str]]:
+    """The (src, dst) pairs a run probed, in the order its probes first name them."""
+    pr = run.get("probes.parquet")
+    if pr is None or not len(pr):
+        return []
+    return [(str(s), str(d)) for s, d in pr[["src", "dst"]].drop_duplicates().itertuples(index=False)]
+
+
+def compare_pairs(runs: list[_Run], pair: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """The probed pairs every run has (in the first run's order), or just `pair` (an error
+    naming the runs that did not probe it)."""
+    probed = [probed_pairs(r) for r in runs]
+    if pair is not None:
+        for r, p in zip(runs, probed):
+            if tuple(pair) not in p:
+                there = ", ".join(f"{s}:{d}" for s, d in p[:6]) + (", …" if len(p) > 6 else "")
+                raise NetemuError(f"compare --pair {pair[0]}:{pair[1]}: run {r.path} did not probe this pair "
+                                  f"(it probed: {there or 'nothing'})")
+        return [tuple(pair)]
+    common = set(probed[0]).intersection(*map(set, probed[1:])) if probed else set()
+    return [p for p in probed[0] if p in common]
+
+
+def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """One row per metric (`metric`), one column per run (named by `names`): the runs' headline
+    figures, and per compared pair its probes' figures (the same pair in every run)."""
     values: dict[str, list] = {}
 
     def put(metric: str, i: int, v) -> None:
-        if metric not in values:
-            values[metric] = [None] * len(runs)
-            metrics.append(metric)
-        values[metric][i] = v
+        values.setdefault(metric, [None] * len(runs))[i] = v
 
     for i, r in enumerate(runs):
         info, summ, fid = r.get("run.json") or {}, r.get("summary.json") or {}, r.get("fidelity.json") or {}
@@ -635,9 +716,17 @@ def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         put("handovers", i, int((ev["event"] == "handover").sum()))
         put("path changes", i, int((ev["event"] == "path_change").sum()))
         pr = r.get("probes.parquet")
-        if pr is not None and len(pr):
-            put("probe RTT median (ms)", i, float(pr["rtt_ms"].median()))
-            put("probes lost", i, int(pr["rtt_ms"].isna().sum()))
+        for s, d in pairs:
+            g = pr[(pr["src"] == s) & (pr["dst"] == d)]
+            f = (fid.get("pairs") or {}).get(f"{s}>{d}", {})
+            put(f"{s} → {d}: probes", i, int(len(g)))
+            put(f"{s} → {d}: RTT median (ms)", i,
+                float(g["rtt_ms"].median()) if g["rtt_ms"].notna().any() else None)
+            put(f"{s} → {d}: RTT − oracle median (ms)", i, f.get("error_median_ms"))
+            put(f"{s} → {d}: |RTT − oracle| p99 (ms)", i, f.get("abs_error_p99_ms"))
+            status = probe_status(g)
+            put(f"{s} → {d}: probes lost (planned path up)", i, int((status == "lost").sum()))
+            put(f"{s} → {d}: probes unreachable (no planned path)", i, int((status == "unreachable").sum()))
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
@@ -648,34 +737,95 @@ def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
                 put(f"{name}: step / ideal (median)", i, row[7])
             else:
                 put(f"{name}: goodput mean (Mbit/s)", i, row[7])
-    rows = [(m, *values[m]) for m in metrics]
-    # overlaid RTT (first probed pair each) and completion CDFs
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6.4))
-    for r, n in zip(runs, names):
-        pr = r.get("probes.parquet")
-        if pr is not None and len(pr):
-            s, d = next(iter(pr.groupby(["src", "dst"], sort=False).groups))
-            g = pr[(pr["src"] == s) & (pr["dst"] == d)]
-            axes[0].plot(g["t_s"], g["rtt_ms"], lw=0.8, label=f"{n}: {s} → {d}")
-        jobs = r.get("jobs.csv")
-        if jobs is not None and len(jobs):
-            for wl, g in jobs[jobs["status"] == "done"].groupby("workload"):
-                v = np.sort(g["completion_ms"].to_numpy(float))
-                axes[1].step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{n}: {wl}")
-    axes[0].set_xlabel("scenario time t (s)")
-    axes[0].set_ylabel("RTT (ms)")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("completion (ms, emulated)")
-    axes[1].set_ylabel("fraction of jobs")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    src = _save(fig, figs, "compare.png")
+    return pd.DataFrame([(m, *v) for m, v in values.items()], columns=["metric", *names])
+
+
+def build_compare(run_dirs: list[str | Path], out_dir: str | Path, pair: tuple[str, str] | None = None,
+                  warn=None) -> Path:
+    """Put runs side by side: OUT/compare.html with a metrics table (also `compare.csv` and
+    `compare.json`) and the RTTs of the same probed pairs overlaid (every pair all runs probed,
+    or only `pair`), plus completion times. `warn(message)` hears when the runs have no probed
+    pair in common (the page says so too)."""
+    runs = [_Run(p) for p in run_dirs]
+    if len(runs) < 2:
+        raise NetemuError("compare: expected at least two run directories")
+    say = warn or (lambda m: None)
+    out = Path(out_dir)
+    figs = out / FIG_DIR
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in runs]
+    pairs = compare_pairs(runs, pair)
+    notes = []
+    if not pairs:
+        probed = [probed_pairs(r) for r in runs]
+        if not all(probed):
+            msg = "no RTT comparison: " + ", ".join(n for n, p in zip(names, probed) if not p) + " probed no pair"
+        else:
+            msg = ("no RTT comparison: the runs have no probed pair in common ("
+                   + "; ".join(f"{n}: {', '.join(f'{s}:{d}' for s, d in p[:4])}{', …' if len(p) > 4 else ''}"
+                               for n, p in zip(names, probed)) + ")")
+        notes.append(msg)
+        say(msg)
+    table = compare_table(runs, names, pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    (out / "compare.json").write_text(json.dumps(
+        {"runs": dict(zip(names, (str(r.path) for r in runs))), "pairs": [f"{s}>{d}" for s, d in pairs],
+         "notes": notes, "metrics": [{"metric": m, "values": dict(zip(names, vals))}
+                                     for m, *vals in table.itertuples(index=False)]},
+        indent=2, default=_json_value) + "\n")
+    shown = pairs[:MAX_PAIRS]
+    if len(pairs) > len(shown):
+        notes.append(f"RTT plotted for the first {len(shown)} of {len(pairs)} common pairs (all are in the table)")
+    panels = [("rtt", p) for p in shown]
+    jobs_of = [r.get("jobs.csv") for r in runs]
+    if any(j is not None and (j["status"] == "done").any() for j in jobs_of):
+        panels.append(("completion", None))
+    img = ""
+    if panels:
+        plt = _plt()
+        fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.0 * len(panels)), squeeze=False)
+        for ax, (kind, p) in zip(axes[:, 0], panels):
+            if kind == "rtt":
+                for r, n in zip(runs, names):
+                    pr = r.get("probes.parquet")
+                    g = pr[(pr["src"] == p[0]) & (pr["dst"] == p[1])]
+                    ax.plot(g["t_s"], g["rtt_ms"], lw=0.8, label=n)
+                ax.set_title(f"{p[0]} → {p[1]}", fontsize=10)
+                ax.set_xlabel("scenario time t (s)")
+                ax.set_ylabel("RTT (ms)")
+            else:
+                for jobs, n in zip(jobs_of, names):
+                    if jobs is None:
+                        continue
+                    for wl, g in jobs[jobs["status"] == "done"].groupby("workload"):
+                        v = np.sort(g["completion_ms"].to_numpy(float))
+                        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{n}: {wl}")
+                ax.set_xscale("log")
+                ax.set_xlabel("completion (ms, emulated)")
+                ax.set_ylabel("fraction of jobs")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        src = _save(fig, figs, "compare.png")
+        img = f"<h2>Round-trip times of the same pairs, completion times</h2><img src='{src}' alt='compared runs'>"
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>netemu: compare</title><style>{_CSS}"
            f"</style></head><body><h1>netemu runs compared</h1>"
-           + _table(rows, ("metric", *names))
-           + f"<h2>Round-trip times and completion times</h2><img src='{src}' alt='compared runs'></body></html>")
-    out.mkdir(parents=True, exist_ok=True)
+           + "".join(f"<p class='say'>{html.escape(n)}</p>" for n in notes)
+           + (f"<p>Probed pairs compared (the same in every run): "
+              f"{html.escape(', '.join(f'{s} → {d}' for s, d in pairs))}.</p>" if pairs else "")
+           + _table(list(table.itertuples(index=False, name=None)), ("metric", *names))
+           + img + "<p class='meta'>The table is also in <code>compare.csv</code> and <code>compare.json</code>.</p>"
+           + "</body></html>")
     path = out / "compare.html"
     path.write_text(doc)
     return path
+
+
+def _json_value(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    return str(o)

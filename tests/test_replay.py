@@ -174,6 +174,13 @@ def test_open_loop_one_way_delay_is_the_light_time(root_env, wl_plan, tmp_path):
     assert (fl["bytes_delivered"] == fl["bytes_sent"]).all() and fl["bytes_sent"].sum() == pk["size_bytes"].sum()
     s = json.loads((tmp_path / "summary.json").read_text())["replay"]
     assert s["open_loop"]["received"] == len(pk) and s["counts"]["unmapped"] == 0 and not s["failures"]
+    # the report's replay sentence says the summary's counts (and every headline number is the run's)
+    from test_report import check_headline_numbers
+    o = s["open_loop"]
+    assert o["send_failed"] == 0 and o["lost_no_path"] == 0 and o["not_attempted"] == 0
+    assert (f"delivered {o['received']:,} of {o['packets']:,} packets open-loop (0 lost in the network; "
+            f"{o['reordered']:,} reordered)") in (tmp_path / "report.html").read_text()
+    check_headline_numbers(tmp_path)
 
 
 @pytest.mark.root

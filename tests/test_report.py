@@ -3,6 +3,7 @@ checked in tests/test_workloads.py, on the run made there); every figure referen
 a valid PNG, the HTML parses, the tables' numbers are summary.json's, and headless Chromium
 renders a page that is not blank."""
 
+import html
 import json
 import os
 import re
@@ -203,3 +204,232 @@ def test_report_renders_in_headless_chromium(synthetic_run, tmp_path):
     img = matplotlib.image.imread(shot)[..., :3]
     ink = (img < 0.9).any(axis=2).mean()          # share of pixels that are not (near) white
     assert ink > 0.02 and img.std() > 0.05, (ink, img.std())
+
+
+def _fake_run(path: Path, pairs: dict[tuple[str, str], float], t0_s: float = 0.0, t_end_s: float = 10.0) -> Path:
+    """A minimal run directory: run.json, probes.parquet (each pair at its constant RTT, one probe
+    in ten lost) and fidelity.json, with the pairs probed in the order given."""
+    path.mkdir(parents=True)
+    t = np.arange(t0_s, t_end_s, 0.5)
+    frames = []
+    for (s, d), rtt in pairs.items():
+        r = np.full(len(t), rtt)
+        r[::10] = np.nan
+        frames.append(pd.DataFrame({"t_s": t, "src": s, "dst": d, "rtt_ms": r, "oracle_rtt_ms": rtt - 0.1}))
+    pd.concat(frames, ignore_index=True).to_parquet(path / "probes.parquet", index=False)
+    (path / "run.json").write_text(json.dumps({"scenario": "fake", "window": {"t0_s": t0_s, "t_end_s": t_end_s},
+                                              "dilation": 1.0, "warnings": []}))
+    (path / "fidelity.json").write_text(json.dumps({
+        "overall": {"compared": len(t) * len(pairs), "error_median_ms": 0.1, "abs_error_p99_ms": 0.1},
+        "pairs": {f"{s}>{d}": {"compared": len(t), "error_median_ms": 0.1, "abs_error_p99_ms": round(rtt / 100, 3)}
+                  for (s, d), rtt in pairs.items()}, "verdict": "faithful", "threshold_p99_ms": 0.5}))
+    return path
+
+
+def _compare_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netemu", "compare", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_compare_matches_pairs_by_name_not_order(tmp_path):
+    # the same two pairs, probed in opposite orders: each pair is compared with itself
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0, ("g-sanya", "c-0"): 50.0})
+    b = _fake_run(tmp_path / "b", {("g-sanya", "c-0"): 52.0, ("g-kashgar", "c-0"): 31.0})
+    r = _compare_cli(a, b, "-o", tmp_path / "cmp")
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv").set_index("metric")
+    assert list(table.columns) == ["a", "b"]
+    assert table.loc["g-kashgar → c-0: RTT median (ms)"].astype(float).tolist() == [30.0, 31.0]
+    assert table.loc["g-sanya → c-0: RTT median (ms)"].astype(float).tolist() == [50.0, 52.0]
+    assert table.loc["g-sanya → c-0: probes lost (planned path up)"].astype(int).tolist() == [2, 2]
+    js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert js["pairs"] == ["g-kashgar>c-0", "g-sanya>c-0"]
+    rows = {m["metric"]: m["values"] for m in js["metrics"]}
+    assert rows["g-sanya → c-0: |RTT − oracle| p99 (ms)"] == {"a": 0.5, "b": 0.52}
+    c = _parse(tmp_path / "cmp" / "compare.html")
+    _check_figures(tmp_path / "cmp" / "compare.html", c)
+    assert "g-kashgar → c-0: RTT median (ms)" in c.cells and "31" in c.cells
+    # --pair picks one of them; a pair one run did not probe is one clear error line
+    r = _compare_cli(a, b, "-o", tmp_path / "one", "--pair", "g-sanya:c-0")
+    assert r.returncode == 0
+    assert json.loads((tmp_path / "one" / "compare.json").read_text())["pairs"] == ["g-sanya>c-0"]
+    r = _compare_cli(a, b, "-o", tmp_path / "bad", "--pair", "g-paris:c-0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "g-paris:c-0" in r.stderr and "did not probe" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_compare_partial_overlap_keeps_common_pairs_only(tmp_path):
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0, ("g-sanya", "c-0"): 50.0})
+    b = _fake_run(tmp_path / "b", {("g-paris", "c-0"): 70.0, ("g-sanya", "c-0"): 52.0})
+    heard = []
+    out = build_compare([a, b], tmp_path / "cmp", warn=heard.append)
+    assert not heard
+    js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert js["pairs"] == ["g-sanya>c-0"]
+    metrics = [m["metric"] for m in js["metrics"]]
+    assert not any("kashgar" in m or "paris" in m for m in metrics)
+    assert "g-sanya → c-0: RTT median (ms)" in metrics
+    text = out.read_text()
+    assert "g-sanya → c-0" in text and "g-kashgar" not in text
+    # probes sent while the plan had no path are unreachable, not lost
+    pr = pd.read_parquet(b / "probes.parquet")
+    gap = (pr["src"] == "g-sanya") & pr["t_s"].between(3, 4.5)
+    pr.loc[gap, ["rtt_ms", "oracle_rtt_ms"]] = np.nan
+    pr.to_parquet(b / "probes.parquet", index=False)
+    build_compare([a, b], tmp_path / "cmp2")
+    rows = pd.read_csv(tmp_path / "cmp2" / "compare.csv").set_index("metric")
+    assert rows.loc["g-sanya → c-0: probes lost (planned path up)"].astype(int).tolist() == [2, 2]
+    assert rows.loc["g-sanya → c-0: probes unreachable (no planned path)"].astype(int).tolist() == [0, 4]
+
+
+def test_compare_without_common_pair_says_so(tmp_path):
+    a = _fake_run(tmp_path / "a", {("g-kashgar", "c-0"): 30.0})
+    b = _fake_run(tmp_path / "b", {("g-sanya", "c-0"): 52.0})
+    r = _compare_cli(a, b, "-o", tmp_path / "cmp")
+    assert r.returncode == 0
+    assert "no probed pair in common" in r.stderr and "g-kashgar:c-0" in r.stderr and "g-sanya:c-0" in r.stderr
+    text = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "no probed pair in common" in text
+    c = _parse(tmp_path / "cmp" / "compare.html")
+    assert c.imgs == []                     # no pair and no jobs: no empty panels, no figure
+    assert not (tmp_path / "cmp" / "figures").exists()
+    assert (tmp_path / "cmp" / "compare.csv").exists()
+
+
+def test_report_shows_why_a_run_is_not_faithful(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    from netemu.fidelity import assess
+    pr = pd.read_parquet(run / "probes.parquet")
+    pr["rtt_ms"] += 1.5
+    fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, engine=[{"frames": 1000, "late_frames": 200}])
+    (run / "fidelity.json").write_text(json.dumps(fid))
+    text = build_report(run).read_text()
+    assert "not faithful" in text and fid["reasons"]
+    for why in fid["reasons"]:
+        assert html.escape(why) in text
+    assert "200 of 1,000 frames" in text and "what to do:" in text
+
+
+def test_report_shows_fidelity_per_window(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    from netemu.fidelity import assess
+    pr = pd.read_parquet(run / "probes.parquet")
+    pr.loc[pr["t_s"].between(330, 340, inclusive="left").to_numpy().nonzero()[0][::60], "rtt_ms"] += 0.9
+    fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, t0_s=330.0, t_end_s=346.0)
+    (run / "fidelity.json").write_text(json.dumps(fid))
+    c = _parse(build_report(run))
+    assert fid["window_s"] == 10.0 and len(fid["windows"]) == 2
+    assert fid["verdict"] == "not faithful in t = 330–340 s"
+    i = c.cells.index("330–340")
+    w = fid["windows"][0]
+    from netemu.report import _fmt
+    assert c.cells[i:i + 6] == ["330–340", _fmt(w["n"]), _fmt(w["p50_ms"]), _fmt(w["p99_ms"]),
+                                _fmt(w["lost_while_reachable"]), "not faithful"]
+    assert "340–346" in c.cells and fid["windows"][1]["verdict"] in c.cells
+
+
+_NUMBER = re.compile(r"(?<![\w.\-−])[-+−]?\d[\d,]*(?:\.\d+)?")
+
+
+def _headline_text(report: Path) -> str:
+    """The plain-words block of a report (its headline sentences), tags stripped."""
+    text = report.read_text()
+    m = re.search(r"<div class='say'>(.*?)</div>", text, re.S)
+    assert m, "no headline sentences"
+    return html.unescape(re.sub(r"<[^>]+>", " ", m.group(1)))
+
+
+def check_headline_numbers(run_dir: Path) -> list[str]:
+    """Every number in report.html's headline sentences is a number of summary.json,
+    fidelity.json or run.json (as the report formats it), a handover time or count from
+    events.csv, or the median over windows the change sentences name. Returns the sentences'
+    numbers."""
+    cands: set[str] = set()
+
+    def add(v) -> None:
+        if isinstance(v, bool) or v is None:
+            return
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            for f in ("{:,.0f}", "{:,}", "{:.3f}", "{:+.3f}", "{:.2f}", "{:g}", "{:,.1f}", "{}"):
+                cands.add(f.format(v))
+        elif isinstance(v, str):
+            cands.update(_NUMBER.findall(v))
+        elif isinstance(v, dict):
+            for x in v.values():
+                add(x)
+        elif isinstance(v, list):
+            for x in v:
+                add(x)
+
+    for name in ("summary.json", "fidelity.json", "run.json"):
+        if (run_dir / name).exists():
+            add(json.loads((run_dir / name).read_text()))
+    summ = json.loads((run_dir / "summary.json").read_text())
+    for s in (summ.get("workloads") or {}).values():
+        if s.get("windows"):
+            add(float(pd.DataFrame(s["windows"])["completion_ms_p99"].median()))
+    if (run_dir / "events.csv").exists():
+        ev = pd.read_csv(run_dir / "events.csv")
+        info = json.loads((run_dir / "run.json").read_text())
+        w = info.get("window") or {}
+        hands = ev[(ev["event"] == "handover") & ev["t_s"].between(w.get("t0_s", -np.inf), w.get("t_end_s", np.inf))]
+        add(len(hands))
+        add(hands["t_s"].tolist())
+    found = _NUMBER.findall(_headline_text(run_dir / "report.html"))
+    stray = [n for n in found if n.replace("−", "-") not in cands and n.lstrip("+") not in cands]
+    assert not stray, (stray, _headline_text(run_dir / "report.html"))
+    return found
+
+
+def test_report_sentences_are_true(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    # every window's p99 the same as shown (5,276 ms): no "rose from 5,276 ms to 5,276 ms"
+    for i, w in enumerate(summary["workloads"]["chat"]["windows"]):
+        w["completion_ms_p99"] = 5276.2 if i % 2 else 5275.9
+    # a replay whose packets could not be sent during a handover gap: not "lost"
+    summary["replay"] = {"open_loop": {"packets": 20000, "sent": 20000, "received": 18474, "lost": 13,
+                                       "send_failed": 1513, "lost_no_path": 2, "not_attempted": 0, "reordered": 4,
+                                       "owd_minus_oracle_ms_p50": 0.021, "owd_minus_oracle_ms_p99_abs": 0.31}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    # probes sent in the Beijing-Sanya gap (t = 338-340 s, no planned path) are unreachable, not lost
+    from netemu.fidelity import assess
+    from netemu.report import probe_status
+    pr = pd.read_parquet(run / "probes.parquet")
+    gap = pr["oracle_rtt_ms"].isna()
+    assert gap.sum() > 20 and pr.loc[gap, "rtt_ms"].isna().all()
+    pr.loc[pr.index[~gap][:3], "rtt_ms"] = np.nan                    # three real losses
+    pr.to_parquet(run / "probes.parquet", index=False)
+    st = probe_status(pr)
+    assert (st == "lost").sum() == 3 and (st == "unreachable").sum() == gap.sum()
+    (run / "fidelity.json").write_text(json.dumps(assess(pr, {}, guard_s=0.001, timeout_s=2.0, t0_s=330.0,
+                                                         t_end_s=346.0)))
+    report = build_report(run)
+    text = _headline_text(report)
+    assert not re.search(r"rose from ([\d,]+) ms \S* ?\S* ?\S* ?to \1 ms", text)
+    assert not re.search(r"from ([\d,]+) ms (\(median over windows\) )?to \1 ms", text)
+    assert "was unchanged at 5,276 ms" in text
+    assert "1,513 could not be sent, as no route existed at the send time" in text
+    assert "13 lost in the network, of which 2 while the plan had no path" in text
+    assert re.search(r"the verdict is\s+not faithful", text) and "Why: " in text
+    assert "3 probe(s) lost while the planned path was up: g-sanya>g-beijing (3)" in text
+    assert (f"3 probe(s) were lost while the planned path was up; {gap.sum():,} were sent while the plan had no "
+            "path") in text
+    c = _parse(report)
+    i = c.cells.index("g-sanya>g-beijing")
+    assert c.cells[i + 4:i + 6] == ["3", f"{gap.sum():,}"]          # lost while reachable, unreachable
+    numbers = check_headline_numbers(run)
+    assert "18,474" in numbers and "5,276" in numbers
+
+
+def test_report_headline_numbers_match_summary(synthetic_run):
+    build_report(synthetic_run)
+    numbers = check_headline_numbers(synthetic_run)
+    fid = json.loads((synthetic_run / "fidelity.json").read_text())
+    s = json.loads((synthetic_run / "summary.json").read_text())["workloads"]["chat"]
+    assert f"{fid['overall']['abs_error_p99_ms']:.3f}" in numbers
+    assert f"{s['completion_ms_p99']:,.0f}" in numbers and str(s["done"]) in numbers

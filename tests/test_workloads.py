@@ -270,7 +270,7 @@ def test_ring_allreduce_step_time_near_ideal(ar_plan, tmp_path):
 @pytest.mark.root
 def test_the_run_writes_its_report(wl_run):
     """The report `netemu.run` writes at the end, on this real run (see tests/test_report.py)."""
-    from test_report import check_report
+    from test_report import check_headline_numbers, check_report
     from netemu.report import _fmt, workload_rows
     plan, out, info = wl_run
     c = check_report(out / "report.html")
@@ -281,3 +281,4 @@ def test_the_run_writes_its_report(wl_run):
         i = c.cells.index(row[0])
         assert c.cells[i:i + len(row)] == [_fmt(v) for v in row]
     assert "handover at t = 338 s" in (out / "report.html").read_text()
+    check_headline_numbers(out)          # every number of the headline sentences is the run's own
