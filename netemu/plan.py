@@ -44,6 +44,8 @@ class Plan:
     routes: Routes
     events: pd.DataFrame
     timings_s: dict
+    warnings: tuple[str, ...] = ()
+    """Problems that do not stop planning but make results doubtful (also in summary.json)."""
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -70,6 +72,9 @@ def make_plan(scenario: Scenario, workers: int | None = None,
               progress: Callable[[str], None] | None = None) -> Plan:
     """Compute the whole plan of a scenario: track, schedule, routes and events."""
     say = progress or (lambda msg: None)
+    warnings = list(scenario.warnings)
+    for w in warnings:
+        say(f"warning: {w}")
     timings = {}
     t0 = time.perf_counter()
     track = satellite_track(scenario)
@@ -104,7 +109,7 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings)
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings))
 
 
 def plan_summary(plan: Plan) -> dict:
@@ -155,6 +160,7 @@ def plan_summary(plan: Plan) -> dict:
         "events": {e: int(ev.get(e, 0)) for e in ("link_up", "link_down", "handover", "path_change")},
         "routing_metric": sc.routing.metric,
         "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
+        "warnings": list(plan.warnings),
     }
 
 
@@ -201,6 +207,7 @@ def summary_text(s: dict) -> str:
     if s["satellites_failed_to_propagate"]:
         lines.append(f"Warning: {s['satellites_failed_to_propagate']} satellites failed to propagate at some step "
                      "(their links are absent there).")
+    lines += [f"Warning: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ScenarioError, TLEError
-from .orbits import TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg
+import numpy as np
+
+from .orbits import SGP4_ERRORS, TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg, tle_status_at
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
@@ -30,6 +32,9 @@ __all__ = [
 
 NAME_MAX_CHARS = 10
 """Longest node name: Linux interface names hold 15 characters and netemu appends `-eNNN`."""
+
+DEFAULT_MAX_TLE_AGE_DAYS = 30.0
+"""TLEs further than this from the scenario epoch load with a warning (key `max_tle_age_days`)."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 ISL_PATTERNS = ("plus-grid", "nearest-k", "cluster-mesh", "explicit")
@@ -189,6 +194,8 @@ class Scenario:
     endpoints: tuple[str, ...]
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
 
     @property
     def n_steps(self) -> int:
@@ -329,7 +336,8 @@ def load_scenario(path: str | Path) -> Scenario:
     stations_file = s.get("ground_stations_file", "a string", None)
     s.done()
 
-    groups = _satellites(top, path, base, epoch)
+    warnings: list[str] = []
+    groups = _satellites(top, path, base, epoch, warnings)
     stations = _ground_stations(top, path, base, stations_file)
     gsl = _gsl(top, groups) if top.has("gsl") else None
     top.seen.add("gsl")
@@ -351,7 +359,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(path, "satellites", "expected at least one [[satellites]] group")
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
-                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads))
+                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
+                    warnings=tuple(warnings))
 
 
 def _claim(path: Path, names: dict[str, str], name: str, where: str) -> None:
@@ -392,7 +401,7 @@ def _raan(t: _Table, epoch: datetime, key: str) -> float:
     return t.get(key, "a number", 0.0, check=_range(-360, 360))
 
 
-def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[SatelliteGroup]:
+def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: list[str]) -> list[SatelliteGroup]:
     top.seen.add("satellites")
     items = top.data.get("satellites", [])
     if not isinstance(items, list):
@@ -441,6 +450,7 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
             incl = _pair(t, "inclination_deg_range", (0.0, 180.0))
             alt_range = _pair(t, "altitude_km_range", (0.0, 1e9))
             limit = t.get("limit", "an integer", None, check=_range(1, 1_000_000))
+            max_age_days = t.get("max_tle_age_days", "a number", DEFAULT_MAX_TLE_AGE_DAYS, check=_range(0, 1e6, lo_open=True))
             try:
                 text = tle_path.read_text(encoding="ascii")
             except FileNotFoundError:
@@ -450,7 +460,8 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
             try:
                 records = parse_tle_text(text, tle_path)
             except TLEError as e:
-                raise TLEError(path, t.key("file"), f"{tle_path} {e.key}: {e.message}") from None
+                where = f"{tle_path} {e.key}" if e.key else f"{tle_path}"
+                raise TLEError(path, t.key("file"), f"{where}: {e.message}") from None
             chosen = [r for r in records
                       if fnmatch.fnmatchcase(r.name, pattern)
                       and incl[0] <= r.inclination_deg <= incl[1]
@@ -461,6 +472,7 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
             if not chosen:
                 raise t.error("name_pattern", f"at least one satellite of {tle_path.name} to match the "
                                               f"pattern and ranges; none of {len(records)} does")
+            warnings.extend(_tle_age_check(t, tle_path, chosen, epoch, max_age_days))
             g = TLEGroup(name=name, prefix=prefix, path=tle_path, records=tuple(chosen),
                          compute=t.get("compute", "true or false", False))
         t.done()
@@ -470,6 +482,28 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
                                         "use a shorter prefix")
         groups.append(g)
     return groups
+
+
+def _tle_age_check(t: _Table, tle_path: Path, records: list[TLERecord], epoch: datetime,
+                   max_age_days: float) -> list[str]:
+    """Refuse TLEs SGP4 cannot propagate to the scenario epoch; warnings for those older (or
+    newer) than `max_age_days`, whose positions drift by kilometres per day of age."""
+    ages, err = tle_status_at(records, epoch)
+    bad = np.nonzero(err != 0)[0]
+    if len(bad):
+        r, age = records[bad[0]], ages[bad[0]]
+        raise t.error("file", f"expected TLEs that SGP4 can propagate to the epoch {epoch:%Y-%m-%dT%H:%M:%SZ}; "
+                              f"{len(bad)} of {len(records)} in {tle_path.name} cannot (e.g. {r.name}, TLE "
+                              f"{age:,.0f} days from the epoch: {SGP4_ERRORS.get(int(err[bad[0]]), 'error')}); "
+                              "use TLEs from near the epoch or move the epoch")
+    old = np.nonzero(np.abs(ages) > max_age_days)[0]
+    if not len(old):
+        return []
+    worst = old[np.argmax(np.abs(ages[old]))]
+    return [f"{t.key('file')}: {len(old)} of {len(records)} TLEs of {tle_path.name} are more than "
+            f"{max_age_days:g} days from the scenario epoch (up to {abs(ages[worst]):,.0f} days, "
+            f"{records[worst].name}); SGP4 positions drift by kilometres per day of age "
+            "(set max_tle_age_days to accept)"]
 
 
 def _pair(t: _Table, k: str, default: tuple[float, float]) -> tuple[float, float]:

@@ -209,3 +209,45 @@ def test_cli_bad_flag_exit_code_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(tmp_path),
                         "--workers", "zero"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--workers" in r.stderr
+
+
+def _tle_at(epoch_yyddd: str) -> str:
+    """The first TLE of the shipped snapshot with its epoch (YYDDD.DDDDDDDD) replaced."""
+    name, l1, l2 = _TLE_LINES
+    l1 = l1[:18] + epoch_yyddd + l1[32:68]
+    l1 += str(sum(int(c) if c.isdigit() else (1 if c == "-" else 0) for c in l1) % 10)
+    return "\n".join([name, l1, l2]) + "\n"
+
+
+def test_empty_tle_file_is_reported_as_empty(tmp_path):
+    e = _error(tmp_path, BASE + _TLE_GROUP, **{"x.tle": "\n"})
+    assert e.key == "satellites[t].file" and "x.tle: the file is empty" in e.message
+    assert "name_pattern" not in str(e)
+
+
+def test_old_tles_warn_past_max_tle_age_days(tmp_path):
+    (tmp_path / "x.tle").write_text(_tle_at("26031.25003471"))  # 48 days before the epoch
+    sc = netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP))
+    assert len(sc.warnings) == 1 and "more than 30 days" in sc.warnings[0] and "48 days" in sc.warnings[0]
+    sc = netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP + "max_tle_age_days = 60\n"))
+    assert sc.warnings == ()
+    (tmp_path / "x.tle").write_text(_tle_at("26078.50000000"))  # half a day before the epoch
+    assert netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP)).warnings == ()
+
+
+def test_decades_old_tle_sgp4_cannot_propagate_is_an_error(tmp_path):
+    e = _error(tmp_path, BASE + _TLE_GROUP, **{"x.tle": _tle_at("96031.25003471")})
+    assert e.key == "satellites[t].file"
+    assert "1 of 1 in x.tle cannot" in e.message and "11,006 days" in e.message
+
+
+def test_plan_summary_carries_scenario_warnings(tmp_path):
+    (tmp_path / "x.tle").write_text(_tle_at("26031.25003471"))
+    p = write_scenario(tmp_path, BASE + _TLE_GROUP)
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "warning: satellites[t].file: 1 of 1 TLEs" in r.stderr
+    import json
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("more than 30 days" in w for w in s["warnings"])
