@@ -11,12 +11,14 @@ expected; nothing is computed before the whole file has been checked.
 from __future__ import annotations
 
 import csv
+import difflib
 import fnmatch
+import json
 import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -234,6 +236,11 @@ class _Table:
         self.seen.add(k)
         if k not in self.data:
             if default is ...:
+                # A misspelled key reads as a missing one: name the stray key first.
+                stray = [x for x in self.data if x not in self.seen and x not in _KNOWN_KEYS]
+                close = difflib.get_close_matches(k, stray, n=1)
+                if close:
+                    raise self.error(close[0], f"unknown key; did you mean {k!r}?")
                 raise self.error(k, f"missing; expected {kind}")
             return default
         v = self.data[k]
@@ -264,16 +271,45 @@ class _Table:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise self.error(unknown[0], f"unknown key; expected one of: {known}")
+            raise self.error(unknown[0], "unknown key; " + _suggest(unknown[0], sorted(self.seen)))
+
+
+def _suggest(found: str, valid: list[str]) -> str:
+    """'did you mean X?' for the closest valid name, else the list of valid names."""
+    close = difflib.get_close_matches(found, valid, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "expected one of: " + ", ".join(valid)
 
 
 def _show(v: Any) -> str:
+    """A TOML value as it is written in the file (not as Python prints it), with its TOML type."""
     if isinstance(v, dict):
         return "a table"
     if isinstance(v, list):
-        return "a list"
-    return f"{type(v).__name__} {v!r}"
+        return "a list " + _toml_text(v)
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", datetime: "date-time",
+            date: "date", time: "time"}.get(type(v), type(v).__name__)
+    return f"{kind} {_toml_text(v)}"
+
+
+def _toml_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, str):  # a TOML literal string where one can hold it
+        return f"'{v}'" if not any(c in v for c in "'\n\r") else json.dumps(v, ensure_ascii=False)
+    if isinstance(v, datetime):
+        text = v.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(v, (date, time)):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{…}"
+    return str(v)
 
 
 def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], str | None]:
@@ -302,6 +338,19 @@ def _prefix_check(v: str) -> str | None:
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads")
 
+# Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
+# required key found missing is first matched against present keys that are valid nowhere.
+_KNOWN_KEYS = set(_TOP_LEVEL) | {
+    "acquisition_s", "along_track_km", "alt_m", "altitude_km", "altitude_km_range", "clients", "columns",
+    "compute", "count", "cross_track_km", "description", "duration_s", "epoch", "file", "grazing_altitude_km",
+    "ground_relay", "ground_stations_file", "groups", "handover_gap_s", "inclination_deg",
+    "inclination_deg_range", "isl_shift", "k", "kind", "lat_deg", "limit", "lon_deg", "loss_pct", "ltan_h",
+    "max_range_km", "max_tle_age_days", "mean_anomaly_deg", "metric", "min_elevation_deg", "name",
+    "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
+    "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
+    "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
+}
+
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file.
@@ -324,6 +373,11 @@ def load_scenario(path: str | Path) -> Scenario:
 
     top = _Table(path, "", data)
     base = path.parent
+    # Unknown sections first: a misspelled one would otherwise surface as a distant error (no
+    # stations → no workload clients).
+    for k in data:
+        if k not in _TOP_LEVEL:
+            raise top.error(k, "unknown key (a top-level section); " + _suggest(k, list(_TOP_LEVEL)))
 
     s = top.table("scenario")
     name = s.get("name", "a string", path.stem)
@@ -363,6 +417,11 @@ def load_scenario(path: str | Path) -> Scenario:
                     warnings=tuple(warnings))
 
 
+def _did_you_mean(found: Any, valid: list[str]) -> str:
+    close = difflib.get_close_matches(found, valid, n=1) if isinstance(found, str) else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _claim(path: Path, names: dict[str, str], name: str, where: str) -> None:
     if name in names:
         raise ScenarioError(path, where, f"node name {name!r} is already used by {names[name]}; "
@@ -376,9 +435,9 @@ def _epoch(t: _Table, k: str) -> datetime:
         try:
             v = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
-            raise t.error(k, f"expected an ISO 8601 UTC date-time like 2026-03-20T00:00:00Z, found {v!r}") from None
+            raise t.error(k, f"expected an ISO 8601 UTC date-time like 2026-03-20T00:00:00Z, found {_show(v)}") from None
     if not isinstance(v, datetime) or v.tzinfo is None:
-        raise t.error(k, f"expected a UTC date-time with its zone, like 2026-03-20T00:00:00Z, found {v!r}")
+        raise t.error(k, f"expected a UTC date-time with its zone, like 2026-03-20T00:00:00Z, found {_show(v)}")
     return v.astimezone(timezone.utc)
 
 
@@ -678,7 +737,8 @@ def _endpoints(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
             elif isinstance(v, str) and v in node_names:
                 out.append(v)
             else:
-                raise t.error("nodes", f"node or group names defined in this scenario, found {v!r}")
+                raise t.error("nodes", f"expected node or group names defined in this scenario, found {_show(v)}"
+                                       + _did_you_mean(v, [*by_group, *node_names]))
     else:
         out = [st.name for st in stations] + [n for g in groups if g.compute for n in by_group[g.name]]
     t.done()
@@ -742,6 +802,9 @@ WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None]
 }
 
 
+_KNOWN_KEYS.update(k for params in WORKLOAD_PARAMS.values() for k in params)
+
+
 def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
                node_names: dict[str, str], endpoints: tuple[str, ...], duration_s: float) -> list[Workload]:
     top.seen.add("workloads")
@@ -775,7 +838,8 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
                     got.append(x)
                 else:
                     known = ", ".join(list(node_names)[:6]) + (", …" if len(node_names) > 6 else "")
-                    raise t.error(key, f"node or group names defined in this scenario (e.g. {known}), found {x!r}")
+                    raise t.error(key, f"expected node or group names defined in this scenario (e.g. {known}), "
+                                       f"found {_show(x)}" + _did_you_mean(x, [*by_group, *node_names]))
             return got
 
         if kind == "allreduce":

@@ -251,3 +251,57 @@ def test_plan_summary_carries_scenario_warnings(tmp_path):
     import json
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert any("more than 30 days" in w for w in s["warnings"])
+
+
+def test_misspelled_required_key_is_reported_as_unknown_first(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "plnes = 4"))
+    assert e.key == "satellites[shell].plnes" and e.message == "unknown key; did you mean 'planes'?"
+    # a key missing with nothing like it in the table stays "missing"
+    e = _error(tmp_path, BASE.replace("planes = 4\n", ""))
+    assert e.key == "satellites[shell].planes" and e.message.startswith("missing")
+    # a valid key read later is not taken for a misspelling (lon_deg is close to lat_deg)
+    e = _error(tmp_path, BASE.replace("lat_deg = 10\n", ""))
+    assert e.key == "ground_stations[0].lat_deg" and e.message.startswith("missing")
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = 4\nphasnig = 1"))
+    assert e.key == "satellites[shell].phasnig" and "did you mean 'phasing'?" in e.message
+
+
+def test_singular_ground_station_section_is_an_unknown_section(tmp_path):
+    text = BASE.replace("[[ground_stations]]", "[[ground_station]]") + (
+        '\n[[workloads]]\nkind = "inference"\n')
+    e = _error(tmp_path, text)
+    assert e.key == "ground_station"
+    assert "top-level section" in e.message and "did you mean 'ground_stations'?" in e.message
+
+
+def test_unknown_node_gets_did_you_mean(tmp_path):
+    e = _error(tmp_path, BASE + '\n[endpoints]\nnodes = ["g-a", "g-bb"]\n')
+    assert e.key == "endpoints.nodes" and "did you mean 'g-b'?" in e.message and "'g-bb'" in e.message
+    text = BASE.replace("inclination_deg = 53", "inclination_deg = 53\ncompute = true") + \
+        '\n[[workloads]]\nkind = "inference"\nclients = ["g-aa"]\n'
+    e = _error(tmp_path, text)
+    assert e.key == "workloads[0].clients" and "did you mean 'g-a'?" in e.message
+
+
+@pytest.mark.parametrize("written, shown", [
+    ("2026-03-20", "date 2026-03-20"),
+    ("2026-03-20T00:00:00", "date-time 2026-03-20T00:00:00"),
+])
+def test_values_are_quoted_as_written(tmp_path, written, shown):
+    e = _error(tmp_path, BASE.replace("epoch = 2026-03-20T00:00:00Z", f"epoch = {written}"))
+    assert e.key == "scenario.epoch" and e.message.endswith(f"found {shown}"), e.message
+    assert "datetime." not in e.message
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = true"))
+    assert e.message == "expected an integer, found boolean true"
+
+
+def test_known_keys_cover_every_key_the_checker_reads():
+    import re
+    from netemu import scenario
+    src = (ROOT / "netemu" / "scenario.py").read_text()
+    read = set(re.findall(r'(?:get|has|table|seen\.add|nodes)\("([a-z_0-9]+)"', src))
+    read |= set(re.findall(r'(?:_pair\(t|_raan\(t, epoch|_epoch\(s), "([a-z_0-9]+)"', src))
+    assert read and read <= scenario._KNOWN_KEYS, read - scenario._KNOWN_KEYS
