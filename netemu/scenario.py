@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import difflib
 import fnmatch
+import io
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ScenarioError, TLEError
+from .inputfiles import MAX_TEXT_BYTES, read_input, resolve_path
 import numpy as np
 
 from .orbits import SGP4_ERRORS, TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg, tle_status_at
@@ -360,10 +362,8 @@ def load_scenario(path: str | Path) -> Scenario:
     (TLE, station list, pairs), duplicate or over-long node names, dangling references.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError(path, "", f"cannot read the scenario file ({e.strerror or e})") from None
+    raw = read_input(path, MAX_TEXT_BYTES, lambda problem: ScenarioError(
+        path, "", f"cannot read the scenario file: {problem}"))
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -504,17 +504,18 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: 
                                                 "satellites of a formation must not coincide")
         else:
             file_ = t.get("file", "a string")
-            tle_path = (base / file_).resolve()
+            tle_path = resolve_path(base / file_)
             pattern = t.get("name_pattern", "a string", "*")
             incl = _pair(t, "inclination_deg_range", (0.0, 180.0))
             alt_range = _pair(t, "altitude_km_range", (0.0, 1e9))
             limit = t.get("limit", "an integer", None, check=_range(1, 1_000_000))
             max_age_days = t.get("max_tle_age_days", "a number", DEFAULT_MAX_TLE_AGE_DAYS, check=_range(0, 1e6, lo_open=True))
+            raw_tle = read_input(tle_path, MAX_TEXT_BYTES, lambda problem: t.error(
+                "file", f"expected a readable TLE file (a regular file of at most {MAX_TEXT_BYTES >> 20} MiB), "
+                        f"{problem}"))
             try:
-                text = tle_path.read_text(encoding="ascii")
-            except FileNotFoundError:
-                raise t.error("file", f"expected a readable TLE file, {tle_path} does not exist") from None
-            except (OSError, UnicodeDecodeError) as e:
+                text = raw_tle.decode("ascii")
+            except UnicodeDecodeError as e:
                 raise t.error("file", f"expected a readable ASCII TLE file: {e}") from None
             try:
                 records = parse_tle_text(text, tle_path)
@@ -586,7 +587,7 @@ def group_node_names(g: SatelliteGroup) -> list[str]:
 def _ground_stations(top: _Table, path: Path, base: Path, stations_file: str | None) -> list[GroundStation]:
     stations: list[GroundStation] = []
     if stations_file is not None:
-        stations.extend(_read_stations_csv(path, (base / stations_file).resolve()))
+        stations.extend(_read_stations_csv(path, resolve_path(base / stations_file)))
     top.seen.add("ground_stations")
     items = top.data.get("ground_stations", [])
     if not isinstance(items, list):
@@ -605,13 +606,14 @@ def _ground_stations(top: _Table, path: Path, base: Path, stations_file: str | N
 
 def _read_stations_csv(scenario_path: Path, csv_path: Path) -> list[GroundStation]:
     key = "scenario.ground_stations_file"
+    raw = read_input(csv_path, MAX_TEXT_BYTES, lambda problem: ScenarioError(
+        scenario_path, key, f"expected a readable CSV file (a regular file of at most {MAX_TEXT_BYTES >> 20} MiB), "
+                            f"{problem}"))
     try:
-        numbered = [(i, ln) for i, ln in enumerate(csv_path.read_text(encoding="utf-8").splitlines(), start=1)
+        numbered = [(i, ln) for i, ln in enumerate(raw.decode("utf-8").splitlines(), start=1)
                     if ln.strip() and not ln.lstrip().startswith("#")]
         rows = list(zip((i for i, _ in numbered[1:]), csv.DictReader(ln for _, ln in numbered)))
-    except FileNotFoundError:
-        raise ScenarioError(scenario_path, key, f"expected a readable CSV file, {csv_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (UnicodeDecodeError, csv.Error) as e:
         raise ScenarioError(scenario_path, key, f"expected a readable CSV file {csv_path}: {e}") from None
     out = []
     for line, row in rows:
@@ -672,13 +674,14 @@ def _isls(top: _Table, path: Path, base: Path, groups: list[SatelliteGroup]) -> 
 
 def _read_pairs(t: _Table, base: Path, allowed: list[str]) -> tuple[tuple[str, str], ...]:
     file_ = t.get("pairs_file", "a string")
-    p = (base / file_).resolve()
+    p = resolve_path(base / file_)
+    raw = read_input(p, MAX_TEXT_BYTES, lambda problem: t.error(
+        "pairs_file", f"expected a readable CSV file of node pairs (a regular file of at most "
+                      f"{MAX_TEXT_BYTES >> 20} MiB), {problem}"))
     try:
-        with p.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except FileNotFoundError:
-        raise t.error("pairs_file", f"expected a readable CSV file of node pairs, {p} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+                if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
         raise t.error("pairs_file", f"expected a readable CSV file of node pairs: {e}") from None
     if rows and [c.strip() for c in rows[0]] == ["a", "b"]:
         rows = rows[1:]

@@ -305,3 +305,31 @@ def test_known_keys_cover_every_key_the_checker_reads():
     read = set(re.findall(r'(?:get|has|table|seen\.add|nodes)\("([a-z_0-9]+)"', src))
     read |= set(re.findall(r'(?:_pair\(t|_raan\(t, epoch|_epoch\(s), "([a-z_0-9]+)"', src))
     assert read and read <= scenario._KNOWN_KEYS, read - scenario._KNOWN_KEYS
+
+
+def _stations_scenario(tmp_path, target: str) -> str:
+    return BASE.replace("step_s = 10", f'step_s = 10\nground_stations_file = "{target}"')
+
+
+@pytest.mark.parametrize("make, found", [
+    (lambda d: __import__("os").mkfifo(d / "st.csv"), "is a FIFO (named pipe), not a regular file"),
+    (lambda d: (d / "st.csv").symlink_to("/dev/zero"), "is a character device, not a regular file"),
+    (lambda d: ((d / "st.csv").symlink_to(d / "loop2"), (d / "loop2").symlink_to(d / "st.csv")),
+     "is a symbolic link loop"),
+    (lambda d: (d / "st.csv").mkdir(), "is a directory, not a regular file"),
+    (lambda d: (d / "st.csv").write_bytes(b"#" * (64 * 2**20 + 1)), "more than the limit of 64.0 MiB"),
+])
+def test_referenced_files_must_be_regular_and_bounded(tmp_path, make, found):
+    make(tmp_path)
+    for text in (_stations_scenario(tmp_path, "st.csv"),
+                 BASE + _TLE_GROUP.replace("x.tle", "st.csv"),
+                 BASE + '\n[[isl]]\ngroups = ["shell"]\npattern = "explicit"\nrate_mbps = 1\npairs_file = "st.csv"\n'):
+        e = _error(tmp_path, text)
+        assert found in e.message and ("st.csv" in e.message or "/dev/zero" in e.message), e.message
+
+
+def test_scenario_file_that_is_a_fifo(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "s.toml")
+    with pytest.raises(ScenarioError, match="cannot read the scenario file: .* is a FIFO"):
+        netemu.load_scenario(tmp_path / "s.toml")
