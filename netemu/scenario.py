@@ -37,6 +37,9 @@ __all__ = [
 NAME_MAX_CHARS = 10
 """Longest node name: Linux interface names hold 15 characters and netemu appends `-eNNN`."""
 
+MAX_SATELLITES = 339_999
+"""Most satellites of a scenario: SGP4 numbers them with 5-character (Alpha-5) catalogue numbers."""
+
 DEFAULT_MAX_TLE_AGE_DAYS = 30.0
 """TLEs further than this from the scenario epoch load with a warning (key `max_tle_age_days`)."""
 
@@ -392,6 +395,10 @@ def load_scenario(path: str | Path) -> Scenario:
 
     warnings: list[str] = []
     groups = _satellites(top, path, base, epoch, warnings)
+    n_sats = sum(g.count for g in groups)
+    if n_sats > MAX_SATELLITES:
+        raise ScenarioError(path, "satellites", f"at most {MAX_SATELLITES:,} satellites in all (SGP4's catalogue "
+                                                f"numbers), found {n_sats:,}")
     stations = _ground_stations(top, path, base, stations_file)
     gsl = _gsl(top, groups) if top.has("gsl") else None
     top.seen.add("gsl")

@@ -117,3 +117,51 @@ def test_shipped_scenarios_plan(name):
     assert s["links"]["gsl"]["links_per_step_min"] >= 95
     assert s["reachable_pair_fraction_min"] > 0.9
     assert 20 < s["path_delay_ms"]["median"] < 120
+
+
+def test_plan_memory_is_checked_before_allocating(small_scenario):
+    from netemu.errors import PlanError
+    from netemu.plan import check_plan_memory, plan_memory_bytes
+    need = plan_memory_bytes(small_scenario)
+    assert need["total"] == sum(v for k, v in need.items() if k != "total") + 300 * 2**20
+    assert check_plan_memory(small_scenario, available_bytes=need["total"] + 1) == need["total"]
+    with pytest.raises(PlanError, match=r"small.toml: planning needs about 0\.\d GiB of memory .*more than the "
+                                        r"0\.1 GiB available; shorten duration_s, raise step_s"):
+        check_plan_memory(small_scenario, available_bytes=2**27)
+
+
+def test_plan_memory_estimate_is_within_a_factor_of_the_measured_peak():
+    # Peak RSS of the planner and of its largest routing process, in a fresh interpreter.
+    code = ("import resource, netemu\n"
+            "from netemu.plan import plan_memory_bytes\n"
+            f"sc = netemu.load_scenario({str(DATA / 'small.toml')!r})\n"
+            "netemu.make_plan(sc, workers=2)\n"
+            "r = resource.getrusage\n"
+            "print(plan_memory_bytes(sc, workers=2)['total'], "
+            "(r(resource.RUSAGE_SELF).ru_maxrss + 2 * r(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    est, measured = map(int, out.stdout.split())
+    assert measured / 1.5 <= est <= 4 * measured, (est, measured)
+
+
+def test_broken_routing_pool_is_a_plan_error(small_scenario, monkeypatch):
+    from netemu import routing
+    from netemu.errors import PlanError
+    monkeypatch.setattr(routing, "ProcessPoolExecutor", _PoolThatDies)
+    with pytest.raises(PlanError, match="a routing process died .*out of memory"):
+        netemu.make_plan(small_scenario, workers=2)
+
+
+class _PoolThatDies:
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, jobs):
+        from concurrent.futures.process import BrokenProcessPool
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")

@@ -333,3 +333,8 @@ def test_scenario_file_that_is_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "s.toml")
     with pytest.raises(ScenarioError, match="cannot read the scenario file: .* is a FIFO"):
         netemu.load_scenario(tmp_path / "s.toml")
+
+
+def test_more_satellites_than_sgp4_can_number(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = 600").replace("sats_per_plane = 4", "sats_per_plane = 600"))
+    assert e.key == "satellites" and "at most 339,999 satellites" in e.message and "found 360,000" in e.message
