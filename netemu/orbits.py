@@ -137,13 +137,18 @@ def tle_status_at(records: list[TLERecord], when: datetime) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------- orbit design
 
 
+SSO_MAX_ALTITUDE_KM = 5974.49
+"""Highest circular sun-synchronous orbit: above it even a retrograde polar orbit (i = 180°)
+precesses too slowly."""
+
+
 def sso_inclination_deg(altitude_km: float) -> float:
     """Inclination (deg) of a circular sun-synchronous orbit at `altitude_km` (J2 nodal precession)."""
     a = R_EARTH_KM + altitude_km
     n = math.sqrt(MU_EARTH_KM3_PER_S2 / a**3)
     cos_i = -(2 * math.pi / SIDEREAL_YEAR_S) / (1.5 * n * J2_EARTH * (R_EARTH_KM / a) ** 2)
     if cos_i < -1:
-        raise ValueError(f"no sun-synchronous orbit at {altitude_km} km")
+        raise ValueError(f"no sun-synchronous orbit at {altitude_km} km (none above {SSO_MAX_ALTITUDE_KM:,.0f} km)")
     return math.degrees(math.acos(cos_i))
 
 

@@ -27,7 +27,7 @@ from .errors import ScenarioError, TLEError
 from .inputfiles import MAX_TEXT_BYTES, read_input, resolve_path
 import numpy as np
 
-from .orbits import SGP4_ERRORS, TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg, tle_status_at
+from .orbits import SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg, tle_status_at
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
@@ -453,7 +453,11 @@ def _inclination(t: _Table, altitude_km: float) -> float:
     if sso:
         if t.has("inclination_deg"):
             raise t.error("inclination_deg", "expected either inclination_deg or sun_synchronous = true, not both")
-        return sso_inclination_deg(altitude_km)
+        try:
+            return sso_inclination_deg(altitude_km)
+        except ValueError:
+            raise t.error("sun_synchronous", f"no sun-synchronous orbit exists above about {SSO_MAX_ALTITUDE_KM:,.0f} "
+                                             f"km; found altitude_km = {altitude_km:g} (give inclination_deg instead)") from None
     return t.get("inclination_deg", "a number", check=_range(0, 180))
 
 
@@ -632,8 +636,12 @@ def _read_stations_csv(scenario_path: Path, csv_path: Path) -> list[GroundStatio
         except (KeyError, TypeError, ValueError):
             raise ScenarioError(scenario_path, key, f"{where}: expected columns name,lat_deg,lon_deg[,alt_m] "
                                                     f"with numbers, found {row}") from None
-        problem = _name_check(name) or (_range(-90, 90)(lat) and "lat_deg in [-90, 90]") \
-            or (_range(-180, 180)(lon) and "lon_deg in [-180, 180]")
+        for column, v, lo, hi in (("lat_deg", lat, -90, 90), ("lon_deg", lon, -180, 180), ("alt_m", alt, -500, 9000)):
+            # nan passes every comparison: a station there would silently never see a satellite
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ScenarioError(scenario_path, key, f"{where}, column {column}: expected a finite number in "
+                                                        f"[{lo}, {hi}], found {str(row.get(column)).strip()!r}")
+        problem = _name_check(name)
         if problem:
             raise ScenarioError(scenario_path, key, f"{where}: expected {problem}, found {row}")
         out.append(GroundStation(name=name, lat_deg=lat, lon_deg=lon, alt_m=alt))
@@ -773,41 +781,55 @@ def _count(v: Any) -> str | None:
     return None if v >= 0 else "an integer ≥ 0"
 
 
+def _upto(first: Callable[[Any], str | None], hi: float) -> Callable[[Any], str | None]:
+    """`first`, and at most `hi`: bounds what the programs and tables of a run can carry (a
+    size beyond 64-bit byte counts, or billions of requests, would fail after the build)."""
+    def check(v: Any) -> str | None:
+        problem = first(v)
+        if problem or v <= hi:
+            return problem
+        return f"at most {hi:,.0f}"
+    return check
+
+
+# Largest number of inference requests drawn per client over a run (their table is in memory).
+MAX_REQUESTS_PER_CLIENT = 10_000_000
+
 # Kind -> key -> (kind of TOML value, default, check). Defaults: shared domain facts §4
 # (Azure LLM conversation trace 2023, Sentinel-2 tiles, 8B-parameter model in bf16).
 WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]] = {
     "inference": {
-        "rate_per_s": ("a number", 5.5, _positive),          # Poisson arrivals per client (Azure conv: 5.53 req/s)
-        "prompt_tokens": ("a number", 1020.0, _positive),    # median prompt (Azure conv p50)
-        "prompt_sigma": ("a number", 0.77, _nonneg),         # lognormal spread: p90/p50 = 2734/1020
-        "output_tokens": ("a number", 129.0, _positive),     # median output (Azure conv p50)
-        "output_sigma": ("a number", 0.93, _nonneg),         # p90/p50 = 424/129
-        "max_tokens": ("an integer", 8192, _positive),       # cap on drawn prompt/output tokens
-        "request_bytes_per_token": ("a number", 4.0, _positive),   # UTF-8 English text
-        "request_overhead_bytes": ("an integer", 1000, _count),     # JSON/HTTP headers
-        "image_bytes": ("an integer", 0, _count),            # > 0: requests carry an image of this size instead
-        "response_bytes_per_token": ("a number", 250.0, _positive),  # one SSE chunk per token
-        "service_s": ("a number", 0.5, _nonneg),             # queueing + prefill before the first token
-        "tokens_per_s": ("a number", 100.0, _positive),      # decode speed of the server
-        "window_s": ("a number", 10.0, _positive),           # percentile windows in the summary
+        "rate_per_s": ("a number", 5.5, _upto(_positive, 100_000)),          # Poisson arrivals per client (Azure conv: 5.53 req/s)
+        "prompt_tokens": ("a number", 1020.0, _upto(_positive, 1e7)),    # median prompt (Azure conv p50)
+        "prompt_sigma": ("a number", 0.77, _upto(_nonneg, 10)),         # lognormal spread: p90/p50 = 2734/1020
+        "output_tokens": ("a number", 129.0, _upto(_positive, 1e7)),     # median output (Azure conv p50)
+        "output_sigma": ("a number", 0.93, _upto(_nonneg, 10)),         # p90/p50 = 424/129
+        "max_tokens": ("an integer", 8192, _upto(_positive, 10_000_000)),       # cap on drawn prompt/output tokens
+        "request_bytes_per_token": ("a number", 4.0, _upto(_positive, 1e6)),   # UTF-8 English text
+        "request_overhead_bytes": ("an integer", 1000, _upto(_count, 1_000_000_000)),     # JSON/HTTP headers
+        "image_bytes": ("an integer", 0, _upto(_count, 10_000_000_000)),            # > 0: requests carry an image of this size instead
+        "response_bytes_per_token": ("a number", 250.0, _upto(_positive, 1e6)),  # one SSE chunk per token
+        "service_s": ("a number", 0.5, _upto(_nonneg, 864_000)),             # queueing + prefill before the first token
+        "tokens_per_s": ("a number", 100.0, _upto(_positive, 1e9)),      # decode speed of the server
+        "window_s": ("a number", 10.0, _upto(_positive, 864_000)),           # percentile windows in the summary
     },
     "upload": {
-        "file_mb": ("a number", 600.0, _positive),           # one Sentinel-2 L1C tile
-        "files": ("an integer", 0, _count),                  # per client; 0 = as many as fit before stop_s
-        "interval_s": ("a number", 0.0, _nonneg),            # 0 = back to back, else one file every interval_s
-        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
+        "file_mb": ("a number", 600.0, _upto(_positive, 1e8)),           # one Sentinel-2 L1C tile
+        "files": ("an integer", 0, _upto(_count, 1_000_000)),                  # per client; 0 = as many as fit before stop_s
+        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),            # 0 = back to back, else one file every interval_s
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),             # UDP only: the sender's pacing rate
     },
     "checkpoint": {
-        "size_gb": ("a number", 16.0, _positive),            # 8B parameters in bf16
+        "size_gb": ("a number", 16.0, _upto(_positive, 1e5)),            # 8B parameters in bf16
         "direction": ("a string", "up", lambda v: None if v in ("up", "down") else "'up' (ground to orbit) or 'down'"),
-        "count": ("an integer", 1, _positive),               # transfers per client, back to back
-        "interval_s": ("a number", 0.0, _nonneg),
-        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
+        "count": ("an integer", 1, _upto(_positive, 1_000_000)),               # transfers per client, back to back
+        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),             # UDP only: the sender's pacing rate
     },
     "allreduce": {
-        "gradient_mb": ("a number", 16000.0, _positive),     # 8B parameters, bf16 gradients
-        "steps": ("an integer", 10, _positive),
-        "compute_s": ("a number", 0.0, _nonneg),             # compute time between steps
+        "gradient_mb": ("a number", 16000.0, _upto(_positive, 1e8)),     # 8B parameters, bf16 gradients
+        "steps": ("an integer", 10, _upto(_positive, 1_000_000)),
+        "compute_s": ("a number", 0.0, _upto(_nonneg, 864_000)),             # compute time between steps
     },
 }
 
@@ -884,6 +906,12 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         params = []
         for key, (vkind, default, check) in WORKLOAD_PARAMS[kind].items():
             params.append((key, t.get(key, vkind, default, check=check)))
+        if kind == "inference":
+            span_s = (duration_s if stop_s is None else stop_s) - (start_s or 0.0)
+            if dict(params)["rate_per_s"] * span_s > MAX_REQUESTS_PER_CLIENT:
+                raise t.error("rate_per_s", f"at most {MAX_REQUESTS_PER_CLIENT:,} requests per client over the "
+                                            f"workload's {span_s:g} s, found rate_per_s = {dict(params)['rate_per_s']:g} "
+                                            "(lower the rate or the window)")
         if transport == "tcp" and dict(params).get("rate_mbps", 0) > 0:
             raise t.error("rate_mbps", "no sending rate for transport = 'tcp' (TCP finds its own); set "
                                        "transport = 'udp' to pace a transfer")

@@ -338,3 +338,25 @@ def test_scenario_file_that_is_a_fifo(tmp_path):
 def test_more_satellites_than_sgp4_can_number(tmp_path):
     e = _error(tmp_path, BASE.replace("planes = 4", "planes = 600").replace("sats_per_plane = 4", "sats_per_plane = 600"))
     assert e.key == "satellites" and "at most 339,999 satellites" in e.message and "found 360,000" in e.message
+
+
+@pytest.mark.parametrize("row, column, found", [
+    ("g-x,nan,10,0", "lat_deg", "'nan'"),
+    ("g-x,10,NaN,0", "lon_deg", "'NaN'"),
+    ("g-x,10,10,inf", "alt_m", "'inf'"),
+    ("g-x,10,10,-1e6", "alt_m", "'-1e6'"),
+    ("g-x,95,10,0", "lat_deg", "'95'"),
+])
+def test_station_csv_numbers_must_be_finite_and_in_range(tmp_path, row, column, found):
+    e = _error(tmp_path, _stations_scenario(tmp_path, "st.csv"),
+               **{"st.csv": "name,lat_deg,lon_deg,alt_m\ng-y,1,2,0\n" + row + "\n"})
+    assert e.key == "scenario.ground_stations_file"
+    assert e.message.startswith(f"st.csv line 3, column {column}: expected a finite number in ")
+    assert e.message.endswith(f"found {found}")
+
+
+def test_sun_synchronous_too_high_is_a_scenario_error(tmp_path):
+    text = BASE.replace("altitude_km = 550\ninclination_deg = 53", "altitude_km = 8000\nsun_synchronous = true")
+    e = _error(tmp_path, text)
+    assert e.key == "satellites[shell].sun_synchronous"
+    assert "no sun-synchronous orbit exists above about 5,974 km; found altitude_km = 8000" in e.message
