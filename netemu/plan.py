@@ -24,13 +24,15 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from . import __version__
 from .errors import PlanError
 from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
-from .topology import Schedule, build_schedule
+from .topology import Schedule, build_schedule, plus_grid_pairs
 
 __all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "PLAN_FILES",
            "plan_memory_bytes", "check_plan_memory"]
@@ -196,11 +198,119 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
         f"({timings['routing']:.1f} s)")
 
+    for w in plan_warnings(scenario, schedule, routes):
+        say(f"warning: {w}")
+        warnings.append(w)
+
     t0 = time.perf_counter()
     events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
     return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings))
+
+
+LINK_SHORTFALL = 0.5
+"""Warn when a laser pattern gives fewer than this share of the links it is built to make."""
+REACHABLE_AT_LEAST = 0.5
+"""Warn when a workload's pair of nodes is reachable at fewer than this share of the steps."""
+_SAMPLED_STEPS = 24
+
+
+def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> list[str]:
+    """What makes a plan doubtful though it computed: laser patterns that give far fewer links
+    than they are built to (neighbours beyond line of sight or range), satellite groups their
+    own lasers leave in pieces, and workload node pairs that are never or rarely reachable."""
+    out: list[str] = []
+    L = schedule.links
+    names = schedule.node_names
+    n = len(names)
+    T = len(schedule.t_s)
+    isl = L[(L["kind"] == "isl").to_numpy()]
+    a = isl["a"].cat.codes.to_numpy().astype(np.int64)
+    b = isl["b"].cat.codes.to_numpy().astype(np.int64)
+    key = a * n + b
+    offs, off = {}, 0
+    for g in scenario.satellites:
+        offs[g.name] = (off, off + g.count)
+        off += g.count
+    in_group = {g: (np.arange(n) >= lo) & (np.arange(n) < hi) for g, (lo, hi) in offs.items()}
+
+    for i, m in enumerate(scenario.isls):
+        where = f"isl[{i}] {m.pattern} {'+'.join(m.groups)}"
+        if m.pattern == "plus-grid":
+            shell = scenario.group(m.groups[0])
+            pa, pb, cross = plus_grid_pairs(shell, offs[shell.name][0], m.isl_shift)
+            for label, sel in (("intra-plane", ~cross), ("cross-plane", cross)):
+                want = int(sel.sum())
+                if want == 0:
+                    continue
+                got = np.isin(key, pa[sel] * n + pb[sel]).sum() / T
+                if got < LINK_SHORTFALL * want:
+                    out.append(f"{where}: {got:,.1f} of {want:,} {label} lasers per step on average "
+                               f"({100 * got / want:.0f} %): neighbours beyond line of sight (grazing altitude "
+                               f"{m.grazing_altitude_km:g} km) or range; more satellites per plane or planes, or a "
+                               "higher shell")
+            continue
+        if len(m.groups) == 1:
+            mask = in_group[m.groups[0]][a] & in_group[m.groups[0]][b]
+            sizes = [offs[m.groups[0]][1] - offs[m.groups[0]][0]]
+        else:
+            g0, g1 = in_group[m.groups[0]], in_group[m.groups[1]]
+            mask = (g0[a] & g1[b]) | (g1[a] & g0[b])
+            sizes = [offs[g][1] - offs[g][0] for g in m.groups]
+        got = mask.sum() / T
+        if m.pattern == "explicit":
+            want = len(m.pairs)
+        elif m.pattern == "nearest-k":
+            per = min(m.k, m.terminals or m.k)
+            want = per * sizes[0] // 2 if len(sizes) == 1 else per * min(sizes)
+        else:  # cluster-mesh: range decides; warn only when nothing links
+            want = 1
+        if got < LINK_SHORTFALL * want:
+            out.append(f"{where}: {got:,.1f} lasers per step on average, expected about {want:,} "
+                       f"({100 * got / want:.0f} %): satellites beyond line of sight or max_range_km")
+
+    # Groups their own lasers leave in pieces (at sampled steps; only up links).
+    up = isl["up"].to_numpy()
+    steps = isl["step"].to_numpy()
+    sampled = np.unique(np.linspace(0, T - 1, min(T, _SAMPLED_STEPS)).astype(int))
+    for gname in dict.fromkeys(m.groups[0] for m in scenario.isls if len(m.groups) == 1):
+        lo, hi = offs[gname]
+        if hi - lo < 2:
+            continue
+        inside = up & in_group[gname][a] & in_group[gname][b]
+        split, smallest_largest = [], hi - lo
+        for k in sampled:
+            sel = inside & (steps == k)
+            graph = sp.csr_matrix((np.ones(int(sel.sum())), (a[sel] - lo, b[sel] - lo)), shape=(hi - lo, hi - lo))
+            parts, label = connected_components(graph, directed=False)
+            if parts > 1:
+                split.append(parts)
+                smallest_largest = min(smallest_largest, int(np.bincount(label).max()))
+        if split:
+            out.append(f"group {gname}: its lasers leave it in up to {max(split):,} disconnected parts at "
+                       f"{len(split)} of {len(sampled)} sampled steps (the largest part down to "
+                       f"{smallest_largest:,} of {hi - lo:,} satellites)")
+
+    # Workload node pairs (client-server, allreduce ring neighbours) and how often they are reachable.
+    if scenario.workloads:
+        p = routes.paths
+        ep = {e: i for i, e in enumerate(routes.endpoints)}
+        E = len(ep)
+        reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
+                            + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
+        for w in scenario.workloads:
+            if w.server is not None:
+                pairs = [(c, w.server) for c in w.clients]
+            else:
+                pairs = [(w.clients[j], w.clients[(j + 1) % len(w.clients)]) for j in range(len(w.clients))]
+            for x, y in pairs:
+                i, j = sorted((ep[x], ep[y]))
+                share = reach[i * E + j] / T
+                if share < REACHABLE_AT_LEAST:
+                    how = "never" if share == 0 else f"at only {100 * share:.0f} % of the steps"
+                    out.append(f"workload {w.name}: {x} and {y} are {how} reachable from each other")
+    return out
 
 
 def plan_summary(plan: Plan) -> dict:

@@ -165,3 +165,69 @@ class _PoolThatDies:
     def map(self, fn, jobs):
         from concurrent.futures.process import BrokenProcessPool
         raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+
+_UNWORKABLE = """
+[scenario]
+epoch = 2026-03-20T00:00:00Z
+duration_s = 600
+step_s = 10
+
+[[satellites]]
+name = "shell"
+source = "walker"
+prefix = "w"
+altitude_km = 600
+inclination_deg = 53
+planes = 4
+sats_per_plane = 8
+phasing = 1
+compute = true
+
+[[ground_stations]]
+name = "g-beijing"
+lat_deg = 40.45
+lon_deg = 116.85
+
+[[ground_stations]]
+name = "g-paris"
+lat_deg = 48.86
+lon_deg = 2.35
+
+[[isl]]
+groups = ["shell"]
+pattern = "plus-grid"
+rate_mbps = 10000
+
+[gsl]
+min_elevation_deg = 25
+rate_mbps = 1000
+
+[endpoints]
+nodes = ["g-beijing", "g-paris", "w00-00"]
+
+[[workloads]]
+kind = "inference"
+server = "w00-00"
+"""
+
+
+def test_a_constellation_that_cannot_work_plans_with_warnings(tmp_path):
+    # 8 satellites per plane at 600 km are 45° apart: their lasers would graze below 80 km.
+    p = tmp_path / "s.toml"
+    p.write_text(_UNWORKABLE)
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    assert any(w.startswith("isl[0] plus-grid shell: 0.0 of 32 intra-plane lasers per step") for w in warnings), warnings
+    assert any(w.startswith("group shell: its lasers leave it in up to ") for w in warnings), warnings
+    for st in ("g-beijing", "g-paris"):
+        assert any(w.startswith(f"workload inference-0: {st} and w00-00 are ") and "reachable" in w
+                   for w in warnings), warnings
+    for w in warnings:
+        assert f"warning: {w}" in r.stderr
+
+
+def test_shipped_small_scenarios_plan_without_warnings(small_plan):
+    assert small_plan.warnings == () and small_plan.summary()["warnings"] == []
