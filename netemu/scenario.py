@@ -27,7 +27,8 @@ from .errors import ScenarioError, TLEError
 from .inputfiles import MAX_TEXT_BYTES, read_input, resolve_path
 import numpy as np
 
-from .orbits import SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg, tle_status_at
+from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
+                     sso_inclination_deg, tle_status_at)
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
@@ -456,8 +457,9 @@ def _inclination(t: _Table, altitude_km: float) -> float:
         try:
             return sso_inclination_deg(altitude_km)
         except ValueError:
-            raise t.error("sun_synchronous", f"no sun-synchronous orbit exists above about {SSO_MAX_ALTITUDE_KM:,.0f} "
-                                             f"km; found altitude_km = {altitude_km:g} (give inclination_deg instead)") from None
+            raise t.error("sun_synchronous", f"no sun-synchronous orbit exists above about "
+                                             f"{SSO_MAX_ALTITUDE_KM:,.0f} km; found altitude_km = {altitude_km:g} "
+                                             "(give inclination_deg instead)") from None
     return t.get("inclination_deg", "a number", check=_range(0, 180))
 
 
@@ -520,7 +522,8 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: 
             incl = _pair(t, "inclination_deg_range", (0.0, 180.0))
             alt_range = _pair(t, "altitude_km_range", (0.0, 1e9))
             limit = t.get("limit", "an integer", None, check=_range(1, 1_000_000))
-            max_age_days = t.get("max_tle_age_days", "a number", DEFAULT_MAX_TLE_AGE_DAYS, check=_range(0, 1e6, lo_open=True))
+            max_age_days = t.get("max_tle_age_days", "a number", DEFAULT_MAX_TLE_AGE_DAYS,
+                                 check=_range(0, 1e6, lo_open=True))
             raw_tle = read_input(tle_path, MAX_TEXT_BYTES, lambda problem: t.error(
                 "file", f"expected a readable TLE file (a regular file of at most {MAX_TEXT_BYTES >> 20} MiB), "
                         f"{problem}"))
@@ -799,37 +802,37 @@ MAX_REQUESTS_PER_CLIENT = 10_000_000
 # (Azure LLM conversation trace 2023, Sentinel-2 tiles, 8B-parameter model in bf16).
 WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]] = {
     "inference": {
-        "rate_per_s": ("a number", 5.5, _upto(_positive, 100_000)),          # Poisson arrivals per client (Azure conv: 5.53 req/s)
-        "prompt_tokens": ("a number", 1020.0, _upto(_positive, 1e7)),    # median prompt (Azure conv p50)
-        "prompt_sigma": ("a number", 0.77, _upto(_nonneg, 10)),         # lognormal spread: p90/p50 = 2734/1020
-        "output_tokens": ("a number", 129.0, _upto(_positive, 1e7)),     # median output (Azure conv p50)
-        "output_sigma": ("a number", 0.93, _upto(_nonneg, 10)),         # p90/p50 = 424/129
-        "max_tokens": ("an integer", 8192, _upto(_positive, 10_000_000)),       # cap on drawn prompt/output tokens
-        "request_bytes_per_token": ("a number", 4.0, _upto(_positive, 1e6)),   # UTF-8 English text
-        "request_overhead_bytes": ("an integer", 1000, _upto(_count, 1_000_000_000)),     # JSON/HTTP headers
-        "image_bytes": ("an integer", 0, _upto(_count, 10_000_000_000)),            # > 0: requests carry an image of this size instead
+        "rate_per_s": ("a number", 5.5, _upto(_positive, 100_000)),           # Poisson arrivals per client (Azure conv: 5.53 req/s)
+        "prompt_tokens": ("a number", 1020.0, _upto(_positive, 1e7)),         # median prompt (Azure conv p50)
+        "prompt_sigma": ("a number", 0.77, _upto(_nonneg, 10)),               # lognormal spread: p90/p50 = 2734/1020
+        "output_tokens": ("a number", 129.0, _upto(_positive, 1e7)),          # median output (Azure conv p50)
+        "output_sigma": ("a number", 0.93, _upto(_nonneg, 10)),               # p90/p50 = 424/129
+        "max_tokens": ("an integer", 8192, _upto(_positive, 10_000_000)),     # cap on drawn prompt/output tokens
+        "request_bytes_per_token": ("a number", 4.0, _upto(_positive, 1e6)),  # UTF-8 English text
+        "request_overhead_bytes": ("an integer", 1000, _upto(_count, 1_000_000_000)),  # JSON/HTTP headers
+        "image_bytes": ("an integer", 0, _upto(_count, 10_000_000_000)),      # > 0: requests carry an image of this size instead
         "response_bytes_per_token": ("a number", 250.0, _upto(_positive, 1e6)),  # one SSE chunk per token
-        "service_s": ("a number", 0.5, _upto(_nonneg, 864_000)),             # queueing + prefill before the first token
-        "tokens_per_s": ("a number", 100.0, _upto(_positive, 1e9)),      # decode speed of the server
-        "window_s": ("a number", 10.0, _upto(_positive, 864_000)),           # percentile windows in the summary
+        "service_s": ("a number", 0.5, _upto(_nonneg, 864_000)),              # queueing + prefill before the first token
+        "tokens_per_s": ("a number", 100.0, _upto(_positive, 1e9)),           # decode speed of the server
+        "window_s": ("a number", 10.0, _upto(_positive, 864_000)),            # percentile windows in the summary
     },
     "upload": {
-        "file_mb": ("a number", 600.0, _upto(_positive, 1e8)),           # one Sentinel-2 L1C tile
-        "files": ("an integer", 0, _upto(_count, 1_000_000)),                  # per client; 0 = as many as fit before stop_s
-        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),            # 0 = back to back, else one file every interval_s
-        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),             # UDP only: the sender's pacing rate
+        "file_mb": ("a number", 600.0, _upto(_positive, 1e8)),                # one Sentinel-2 L1C tile
+        "files": ("an integer", 0, _upto(_count, 1_000_000)),                 # per client; 0 = as many as fit before stop_s
+        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),             # 0 = back to back, else one file every interval_s
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),                  # UDP only: the sender's pacing rate
     },
     "checkpoint": {
-        "size_gb": ("a number", 16.0, _upto(_positive, 1e5)),            # 8B parameters in bf16
+        "size_gb": ("a number", 16.0, _upto(_positive, 1e5)),                 # 8B parameters in bf16
         "direction": ("a string", "up", lambda v: None if v in ("up", "down") else "'up' (ground to orbit) or 'down'"),
-        "count": ("an integer", 1, _upto(_positive, 1_000_000)),               # transfers per client, back to back
+        "count": ("an integer", 1, _upto(_positive, 1_000_000)),              # transfers per client, back to back
         "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),
-        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),             # UDP only: the sender's pacing rate
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),                  # UDP only: the sender's pacing rate
     },
     "allreduce": {
-        "gradient_mb": ("a number", 16000.0, _upto(_positive, 1e8)),     # 8B parameters, bf16 gradients
+        "gradient_mb": ("a number", 16000.0, _upto(_positive, 1e8)),          # 8B parameters, bf16 gradients
         "steps": ("an integer", 10, _upto(_positive, 1_000_000)),
-        "compute_s": ("a number", 0.0, _upto(_nonneg, 864_000)),             # compute time between steps
+        "compute_s": ("a number", 0.0, _upto(_nonneg, 864_000)),              # compute time between steps
     },
 }
 
