@@ -13,6 +13,8 @@ import ipaddress
 import numpy as np
 import pandas as pd
 
+from .errors import PlanError
+
 __all__ = ["address_plan", "LOOPBACK_NET", "LINK_NET", "MAX_IFACES_PER_NODE"]
 
 LOOPBACK_NET = ipaddress.IPv4Network("10.128.0.0/9")
@@ -32,11 +34,12 @@ def address_plan(nodes: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame
 
     Returns (loopbacks: name, loopback), (links: link, a, b, kind, a_ifname, b_ifname, a_addr,
     b_addr, prefix_len) with one row per distinct linked pair, in order of first appearance.
-    Raises ValueError if the plan does not fit (too many nodes, links or interfaces per node).
+    Raises `PlanError` if the plan does not fit (too many nodes, links or interfaces per node).
     """
     names = nodes["name"].to_numpy()
     if len(names) > LOOPBACK_NET.num_addresses - 2:
-        raise ValueError(f"{len(names):,} nodes exceed the loopback range {LOOPBACK_NET}")
+        raise PlanError(f"address plan: {len(names):,} nodes exceed the loopback range {LOOPBACK_NET} "
+                        f"({LOOPBACK_NET.num_addresses - 2:,} addresses); emulate fewer nodes (--scope paths)")
     lo = pd.DataFrame({"name": names, "loopback": _dotted(int(LOOPBACK_NET.network_address) + 1 + np.arange(len(names)))})
     a = links["a"].cat.codes.to_numpy().astype(np.int64)
     b = links["b"].cat.codes.to_numpy().astype(np.int64)
@@ -47,7 +50,9 @@ def address_plan(nodes: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame
     la, lb = key // n, key % n
     L = len(key)
     if 2 * L > LINK_NET.num_addresses:
-        raise ValueError(f"{L:,} links exceed the link range {LINK_NET}")
+        raise PlanError(f"address plan: {L:,} linked pairs exceed the link range {LINK_NET} "
+                        f"({LINK_NET.num_addresses // 2:,} /31 subnets); emulate fewer nodes (--scope paths) "
+                        "or a shorter window")
     # k-th interface of each node, numbered in link order
     ends = np.concatenate([la, lb])
     pos = np.empty(2 * L, np.int64)
@@ -55,7 +60,9 @@ def address_plan(nodes: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame
     counts = np.bincount(ends, minlength=n)
     if counts.max(initial=0) > MAX_IFACES_PER_NODE:
         worst = names[int(np.argmax(counts))]
-        raise ValueError(f"node {worst} would have {counts.max():,} interfaces; at most {MAX_IFACES_PER_NODE}")
+        raise PlanError(f"address plan: node {worst} would have {counts.max():,} interfaces; at most "
+                        f"{MAX_IFACES_PER_NODE} (names end in -e0 … -e999); fewer neighbours over the window, "
+                        "e.g. a shorter window or fewer terminals")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos[srt] = np.arange(2 * L) - np.repeat(starts, counts)
     base = int(LINK_NET.network_address) + 2 * np.arange(L)

@@ -15,14 +15,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-from sgp4.api import WGS72, Satrec, SatrecArray
+from sgp4.api import SGP4_ERRORS, WGS72, Satrec, SatrecArray
 
 from .constants import C_KM_PER_S, DAY_S, J2_EARTH, MU_EARTH_KM3_PER_S2, R_EARTH_KM, SIDEREAL_YEAR_S
 from .errors import TLEError
 
 __all__ = [
     "Track", "TLERecord", "parse_tle_text", "sso_inclination_deg", "ltan_raan_deg",
-    "propagate", "station_ecef_km", "elevation_deg", "time_grid_s",
+    "propagate", "station_ecef_km", "elevation_deg", "time_grid_s", "tle_status_at",
 ]
 
 _SGP4_EPOCH_JD = 2433281.5  # sgp4init counts epoch days from 1949-12-31 00:00 UTC
@@ -84,6 +84,8 @@ def parse_tle_text(text: str, path: str | Path = "<tle>") -> list[TLERecord]:
     lines = [ln.rstrip() for ln in text.splitlines()]
     while lines and not lines[-1].strip():
         lines.pop()
+    if not lines:
+        raise TLEError(path, "", "the file is empty; expected 3-line TLEs (name, line 1, line 2 per satellite)")
     if len(lines) % 3:
         raise TLEError(path, f"line {len(lines)}", f"expected the 3-line format (name, line 1, line 2 per "
                                                     f"satellite); found {len(lines)} lines, not a multiple of 3")
@@ -91,9 +93,11 @@ def parse_tle_text(text: str, path: str | Path = "<tle>") -> list[TLERecord]:
     for i in range(0, len(lines), 3):
         name, l1, l2 = lines[i].strip(), lines[i + 1], lines[i + 2]
         for n, (ln, tag) in enumerate(((l1, "1"), (l2, "2")), start=i + 2):
-            if len(ln) < 69 or not ln.startswith(tag + " "):
-                raise TLEError(path, f"line {n}", f"expected TLE line {tag} (69 characters starting "
-                                                  f"'{tag} '), found {ln!r}")
+            # Exactly 69: a longer line may hold a digit in column 69 that passes the checksum
+            # while every field is shifted (trailing whitespace was stripped above).
+            if len(ln) != 69 or not ln.startswith(tag + " "):
+                raise TLEError(path, f"line {n}", f"expected TLE line {tag} (exactly 69 characters starting "
+                                                  f"'{tag} '), found {len(ln)} characters: {ln!r}")
             if not ln[68].isdigit() or int(ln[68]) != _checksum(ln):
                 raise TLEError(path, f"line {n}", f"bad checksum: expected {_checksum(ln)} in column 69, "
                                                   f"found {ln[68]!r} ({name})")
@@ -116,7 +120,26 @@ def parse_tle_text(text: str, path: str | Path = "<tle>") -> list[TLERecord]:
     return out
 
 
+def tle_status_at(records: list[TLERecord], when: datetime) -> tuple[np.ndarray, np.ndarray]:
+    """Each TLE's age at `when` (days, `when` − TLE epoch; negative for a TLE from the future)
+    and SGP4's error code there (0: fine; 1-6: eccentricity, mean motion or radius out of range,
+    i.e. the orbit has decayed or diverged). Shapes [N], [N]."""
+    if not records:
+        return np.zeros(0), np.zeros(0, np.int64)
+    sats = [Satrec.twoline2rv(r.line1, r.line2) for r in records]
+    jd = _jd_utc(when)
+    ages = np.array([jd - (s.jdsatepoch + s.jdsatepochF) for s in sats])
+    whole = math.floor(jd - 0.5) + 0.5
+    err, _, _ = SatrecArray(sats).sgp4(np.array([whole]), np.array([jd - whole]))
+    return ages, err[:, 0].astype(np.int64)
+
+
 # --------------------------------------------------------------------------- orbit design
+
+
+SSO_MAX_ALTITUDE_KM = 5974.49
+"""Highest circular sun-synchronous orbit: above it even a retrograde polar orbit (i = 180°)
+precesses too slowly."""
 
 
 def sso_inclination_deg(altitude_km: float) -> float:
@@ -125,7 +148,7 @@ def sso_inclination_deg(altitude_km: float) -> float:
     n = math.sqrt(MU_EARTH_KM3_PER_S2 / a**3)
     cos_i = -(2 * math.pi / SIDEREAL_YEAR_S) / (1.5 * n * J2_EARTH * (R_EARTH_KM / a) ** 2)
     if cos_i < -1:
-        raise ValueError(f"no sun-synchronous orbit at {altitude_km} km")
+        raise ValueError(f"no sun-synchronous orbit at {altitude_km} km (none above {SSO_MAX_ALTITUDE_KM:,.0f} km)")
     return math.degrees(math.acos(cos_i))
 
 

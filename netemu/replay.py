@@ -19,6 +19,7 @@ packet not replayed counted by reason). Times are scenario seconds, durations em
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -69,7 +70,13 @@ class TraceReplay:
         if mode not in REPLAY_MODES:
             raise TraceError(f"--mode: expected one of {', '.join(REPLAY_MODES)}, found {mode!r}")
         self.plan, self.mode, self.path = plan, mode, Path(pcap)
-        self.trace = tr = read_trace(pcap)
+        tr = read_trace(pcap)
+        if len(tr.t_s) and tr.t_s.min() < 0:
+            # A packet captured out of order before the first one: count time from the earliest,
+            # so every replay time is ≥ 0 (the open-loop sender plays times in order from 0).
+            earliest = float(tr.t_s.min())
+            tr = dataclasses.replace(tr, t_s=tr.t_s - earliest, t0_unix_s=tr.t0_unix_s + earliest)
+        self.trace = tr
         eps = set(plan.scenario.endpoints)
         if mapping is None:
             client, server = default_pair(plan)
@@ -102,7 +109,10 @@ class TraceReplay:
         open_flows = set(f.loc[f["mode"] == "open", "flow"])
         closed_flows = set(f.loc[f["mode"] == "closed", "flow"])
         sched, _ = open_loop_schedule(tr, m)
-        self.open_schedule = sched[sched["flow"].isin(open_flows)].reset_index(drop=True)
+        # Open-loop packets go in time order (capture order may step back, e.g. packets queued
+        # on another CPU); ties keep capture order. counts["out_of_order"] says how many steps back.
+        sched = sched[sched["flow"].isin(open_flows)]
+        self.open_schedule = sched.sort_values("t_s", kind="stable").reset_index(drop=True)
         msgs = messages(tr)
         self.messages = msgs[msgs["flow"].isin(closed_flows)].reset_index(drop=True)
         in_closed = np.isin(self.flow_of, list(closed_flows))
@@ -113,6 +123,7 @@ class TraceReplay:
             "unmapped": int((~mapped).sum()), "same_node": int(same.sum()),
             "open_loop": int(len(self.open_schedule)), "closed_loop_flow_packets": int((in_closed & mapped & ~same).sum()),
             "not_replayable_in_mode": int((mapped & ~same & ~in_closed & ~in_open).sum()),
+            "out_of_order": int(tr.counts.get("out_of_order", 0)),
         }
         if not len(self.open_schedule) and not len(self.messages):
             raise TraceError(f"{self.path}: nothing to replay: {self.counts['unmapped']} of "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
@@ -23,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
+from .errors import PlanError
 from .topology import Schedule
 
 __all__ = ["Routes", "compute_routes", "path_events", "next_hop_changes"]
@@ -87,11 +89,17 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
             for i in range(n_chunks) if edges[i] < edges[i + 1]]
     results = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            for r in pool.map(_route_chunk, jobs):
-                results.append(r)
-                if progress:
-                    progress(r["k1"], T)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+                for r in pool.map(_route_chunk, jobs):
+                    results.append(r)
+                    if progress:
+                        progress(r["k1"], T)
+        except BrokenProcessPool:
+            # A routing process killed from outside: the kernel's OOM killer, in practice.
+            raise PlanError(f"a routing process died (most likely out of memory: {len(endpoints):,} endpoints "
+                            f"give {len(endpoints) * (len(endpoints) - 1) // 2:,} pairs per step over "
+                            f"{T:,} steps); name fewer endpoints, shorten the window or pass --workers 1") from None
     else:
         for job in jobs:
             results.append(_route_chunk(job))

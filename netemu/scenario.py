@@ -11,17 +11,24 @@ expected; nothing is computed before the whole file has been checked.
 from __future__ import annotations
 
 import csv
+import difflib
 import fnmatch
+import io
+import json
 import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import ScenarioError, TLEError
-from .orbits import TLERecord, ltan_raan_deg, parse_tle_text, sso_inclination_deg
+from .inputfiles import MAX_TEXT_BYTES, read_input, resolve_path
+from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
+                     sso_inclination_deg, tle_status_at)
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
@@ -30,6 +37,12 @@ __all__ = [
 
 NAME_MAX_CHARS = 10
 """Longest node name: Linux interface names hold 15 characters and netemu appends `-eNNN`."""
+
+MAX_SATELLITES = 339_999
+"""Most satellites of a scenario: SGP4 numbers them with 5-character (Alpha-5) catalogue numbers."""
+
+DEFAULT_MAX_TLE_AGE_DAYS = 30.0
+"""TLEs further than this from the scenario epoch load with a warning (key `max_tle_age_days`)."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 ISL_PATTERNS = ("plus-grid", "nearest-k", "cluster-mesh", "explicit")
@@ -189,6 +202,8 @@ class Scenario:
     endpoints: tuple[str, ...]
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
 
     @property
     def n_steps(self) -> int:
@@ -227,6 +242,11 @@ class _Table:
         self.seen.add(k)
         if k not in self.data:
             if default is ...:
+                # A misspelled key reads as a missing one: name the stray key first.
+                stray = [x for x in self.data if x not in self.seen and x not in _KNOWN_KEYS]
+                close = difflib.get_close_matches(k, stray, n=1)
+                if close:
+                    raise self.error(close[0], f"unknown key; did you mean {k!r}?")
                 raise self.error(k, f"missing; expected {kind}")
             return default
         v = self.data[k]
@@ -257,16 +277,45 @@ class _Table:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise self.error(unknown[0], f"unknown key; expected one of: {known}")
+            raise self.error(unknown[0], "unknown key; " + _suggest(unknown[0], sorted(self.seen)))
+
+
+def _suggest(found: str, valid: list[str]) -> str:
+    """'did you mean X?' for the closest valid name, else the list of valid names."""
+    close = difflib.get_close_matches(found, valid, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "expected one of: " + ", ".join(valid)
 
 
 def _show(v: Any) -> str:
+    """A TOML value as it is written in the file (not as Python prints it), with its TOML type."""
     if isinstance(v, dict):
         return "a table"
     if isinstance(v, list):
-        return "a list"
-    return f"{type(v).__name__} {v!r}"
+        return "a list " + _toml_text(v)
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", datetime: "date-time",
+            date: "date", time: "time"}.get(type(v), type(v).__name__)
+    return f"{kind} {_toml_text(v)}"
+
+
+def _toml_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, str):  # a TOML literal string where one can hold it
+        return f"'{v}'" if not any(c in v for c in "'\n\r") else json.dumps(v, ensure_ascii=False)
+    if isinstance(v, datetime):
+        text = v.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(v, (date, time)):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{…}"
+    return str(v)
 
 
 def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], str | None]:
@@ -295,6 +344,19 @@ def _prefix_check(v: str) -> str | None:
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads")
 
+# Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
+# required key found missing is first matched against present keys that are valid nowhere.
+_KNOWN_KEYS = set(_TOP_LEVEL) | {
+    "acquisition_s", "along_track_km", "alt_m", "altitude_km", "altitude_km_range", "clients", "columns",
+    "compute", "count", "cross_track_km", "description", "duration_s", "epoch", "file", "grazing_altitude_km",
+    "ground_relay", "ground_stations_file", "groups", "handover_gap_s", "inclination_deg",
+    "inclination_deg_range", "isl_shift", "k", "kind", "lat_deg", "limit", "lon_deg", "loss_pct", "ltan_h",
+    "max_range_km", "max_tle_age_days", "mean_anomaly_deg", "metric", "min_elevation_deg", "name",
+    "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
+    "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
+    "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
+}
+
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file.
@@ -304,10 +366,8 @@ def load_scenario(path: str | Path) -> Scenario:
     (TLE, station list, pairs), duplicate or over-long node names, dangling references.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError(path, "", f"cannot read the scenario file ({e.strerror or e})") from None
+    raw = read_input(path, MAX_TEXT_BYTES, lambda problem: ScenarioError(
+        path, "", f"cannot read the scenario file: {problem}"))
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -317,6 +377,11 @@ def load_scenario(path: str | Path) -> Scenario:
 
     top = _Table(path, "", data)
     base = path.parent
+    # Unknown sections first: a misspelled one would otherwise surface as a distant error (no
+    # stations → no workload clients).
+    for k in data:
+        if k not in _TOP_LEVEL:
+            raise top.error(k, "unknown key (a top-level section); " + _suggest(k, list(_TOP_LEVEL)))
 
     s = top.table("scenario")
     name = s.get("name", "a string", path.stem)
@@ -329,7 +394,12 @@ def load_scenario(path: str | Path) -> Scenario:
     stations_file = s.get("ground_stations_file", "a string", None)
     s.done()
 
-    groups = _satellites(top, path, base, epoch)
+    warnings: list[str] = []
+    groups = _satellites(top, path, base, epoch, warnings)
+    n_sats = sum(g.count for g in groups)
+    if n_sats > MAX_SATELLITES:
+        raise ScenarioError(path, "satellites", f"at most {MAX_SATELLITES:,} satellites in all (SGP4's catalogue "
+                                                f"numbers), found {n_sats:,}")
     stations = _ground_stations(top, path, base, stations_file)
     gsl = _gsl(top, groups) if top.has("gsl") else None
     top.seen.add("gsl")
@@ -351,7 +421,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(path, "satellites", "expected at least one [[satellites]] group")
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
-                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads))
+                    isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
+                    warnings=tuple(warnings))
+
+
+def _did_you_mean(found: Any, valid: list[str]) -> str:
+    close = difflib.get_close_matches(found, valid, n=1) if isinstance(found, str) else []
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _claim(path: Path, names: dict[str, str], name: str, where: str) -> None:
@@ -367,9 +443,9 @@ def _epoch(t: _Table, k: str) -> datetime:
         try:
             v = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
-            raise t.error(k, f"expected an ISO 8601 UTC date-time like 2026-03-20T00:00:00Z, found {v!r}") from None
+            raise t.error(k, f"expected an ISO 8601 UTC date-time like 2026-03-20T00:00:00Z, found {_show(v)}") from None
     if not isinstance(v, datetime) or v.tzinfo is None:
-        raise t.error(k, f"expected a UTC date-time with its zone, like 2026-03-20T00:00:00Z, found {v!r}")
+        raise t.error(k, f"expected a UTC date-time with its zone, like 2026-03-20T00:00:00Z, found {_show(v)}")
     return v.astimezone(timezone.utc)
 
 
@@ -378,7 +454,12 @@ def _inclination(t: _Table, altitude_km: float) -> float:
     if sso:
         if t.has("inclination_deg"):
             raise t.error("inclination_deg", "expected either inclination_deg or sun_synchronous = true, not both")
-        return sso_inclination_deg(altitude_km)
+        try:
+            return sso_inclination_deg(altitude_km)
+        except ValueError:
+            raise t.error("sun_synchronous", f"no sun-synchronous orbit exists above about "
+                                             f"{SSO_MAX_ALTITUDE_KM:,.0f} km; found altitude_km = {altitude_km:g} "
+                                             "(give inclination_deg instead)") from None
     return t.get("inclination_deg", "a number", check=_range(0, 180))
 
 
@@ -392,7 +473,7 @@ def _raan(t: _Table, epoch: datetime, key: str) -> float:
     return t.get(key, "a number", 0.0, check=_range(-360, 360))
 
 
-def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[SatelliteGroup]:
+def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: list[str]) -> list[SatelliteGroup]:
     top.seen.add("satellites")
     items = top.data.get("satellites", [])
     if not isinstance(items, list):
@@ -436,21 +517,25 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
                                                 "satellites of a formation must not coincide")
         else:
             file_ = t.get("file", "a string")
-            tle_path = (base / file_).resolve()
+            tle_path = resolve_path(base / file_)
             pattern = t.get("name_pattern", "a string", "*")
             incl = _pair(t, "inclination_deg_range", (0.0, 180.0))
             alt_range = _pair(t, "altitude_km_range", (0.0, 1e9))
             limit = t.get("limit", "an integer", None, check=_range(1, 1_000_000))
+            max_age_days = t.get("max_tle_age_days", "a number", DEFAULT_MAX_TLE_AGE_DAYS,
+                                 check=_range(0, 1e6, lo_open=True))
+            raw_tle = read_input(tle_path, MAX_TEXT_BYTES, lambda problem: t.error(
+                "file", f"expected a readable TLE file (a regular file of at most {MAX_TEXT_BYTES >> 20} MiB), "
+                        f"{problem}"))
             try:
-                text = tle_path.read_text(encoding="ascii")
-            except FileNotFoundError:
-                raise t.error("file", f"expected a readable TLE file, {tle_path} does not exist") from None
-            except (OSError, UnicodeDecodeError) as e:
+                text = raw_tle.decode("ascii")
+            except UnicodeDecodeError as e:
                 raise t.error("file", f"expected a readable ASCII TLE file: {e}") from None
             try:
                 records = parse_tle_text(text, tle_path)
             except TLEError as e:
-                raise TLEError(path, t.key("file"), f"{tle_path} {e.key}: {e.message}") from None
+                where = f"{tle_path} {e.key}" if e.key else f"{tle_path}"
+                raise TLEError(path, t.key("file"), f"{where}: {e.message}") from None
             chosen = [r for r in records
                       if fnmatch.fnmatchcase(r.name, pattern)
                       and incl[0] <= r.inclination_deg <= incl[1]
@@ -461,6 +546,7 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
             if not chosen:
                 raise t.error("name_pattern", f"at least one satellite of {tle_path.name} to match the "
                                               f"pattern and ranges; none of {len(records)} does")
+            warnings.extend(_tle_age_check(t, tle_path, chosen, epoch, max_age_days))
             g = TLEGroup(name=name, prefix=prefix, path=tle_path, records=tuple(chosen),
                          compute=t.get("compute", "true or false", False))
         t.done()
@@ -470,6 +556,28 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime) -> list[Sa
                                         "use a shorter prefix")
         groups.append(g)
     return groups
+
+
+def _tle_age_check(t: _Table, tle_path: Path, records: list[TLERecord], epoch: datetime,
+                   max_age_days: float) -> list[str]:
+    """Refuse TLEs SGP4 cannot propagate to the scenario epoch; warnings for those older (or
+    newer) than `max_age_days`, whose positions drift by kilometres per day of age."""
+    ages, err = tle_status_at(records, epoch)
+    bad = np.nonzero(err != 0)[0]
+    if len(bad):
+        r, age = records[bad[0]], ages[bad[0]]
+        raise t.error("file", f"expected TLEs that SGP4 can propagate to the epoch {epoch:%Y-%m-%dT%H:%M:%SZ}; "
+                              f"{len(bad)} of {len(records)} in {tle_path.name} cannot (e.g. {r.name}, TLE "
+                              f"{age:,.0f} days from the epoch: {SGP4_ERRORS.get(int(err[bad[0]]), 'error')}); "
+                              "use TLEs from near the epoch or move the epoch")
+    old = np.nonzero(np.abs(ages) > max_age_days)[0]
+    if not len(old):
+        return []
+    worst = old[np.argmax(np.abs(ages[old]))]
+    return [f"{t.key('file')}: {len(old)} of {len(records)} TLEs of {tle_path.name} are more than "
+            f"{max_age_days:g} days from the scenario epoch (up to {abs(ages[worst]):,.0f} days, "
+            f"{records[worst].name}); SGP4 positions drift by kilometres per day of age "
+            "(set max_tle_age_days to accept)"]
 
 
 def _pair(t: _Table, k: str, default: tuple[float, float]) -> tuple[float, float]:
@@ -493,7 +601,7 @@ def group_node_names(g: SatelliteGroup) -> list[str]:
 def _ground_stations(top: _Table, path: Path, base: Path, stations_file: str | None) -> list[GroundStation]:
     stations: list[GroundStation] = []
     if stations_file is not None:
-        stations.extend(_read_stations_csv(path, (base / stations_file).resolve()))
+        stations.extend(_read_stations_csv(path, resolve_path(base / stations_file)))
     top.seen.add("ground_stations")
     items = top.data.get("ground_stations", [])
     if not isinstance(items, list):
@@ -512,13 +620,14 @@ def _ground_stations(top: _Table, path: Path, base: Path, stations_file: str | N
 
 def _read_stations_csv(scenario_path: Path, csv_path: Path) -> list[GroundStation]:
     key = "scenario.ground_stations_file"
+    raw = read_input(csv_path, MAX_TEXT_BYTES, lambda problem: ScenarioError(
+        scenario_path, key, f"expected a readable CSV file (a regular file of at most {MAX_TEXT_BYTES >> 20} MiB), "
+                            f"{problem}"))
     try:
-        numbered = [(i, ln) for i, ln in enumerate(csv_path.read_text(encoding="utf-8").splitlines(), start=1)
+        numbered = [(i, ln) for i, ln in enumerate(raw.decode("utf-8").splitlines(), start=1)
                     if ln.strip() and not ln.lstrip().startswith("#")]
         rows = list(zip((i for i, _ in numbered[1:]), csv.DictReader(ln for _, ln in numbered)))
-    except FileNotFoundError:
-        raise ScenarioError(scenario_path, key, f"expected a readable CSV file, {csv_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (UnicodeDecodeError, csv.Error) as e:
         raise ScenarioError(scenario_path, key, f"expected a readable CSV file {csv_path}: {e}") from None
     out = []
     for line, row in rows:
@@ -530,8 +639,12 @@ def _read_stations_csv(scenario_path: Path, csv_path: Path) -> list[GroundStatio
         except (KeyError, TypeError, ValueError):
             raise ScenarioError(scenario_path, key, f"{where}: expected columns name,lat_deg,lon_deg[,alt_m] "
                                                     f"with numbers, found {row}") from None
-        problem = _name_check(name) or (_range(-90, 90)(lat) and "lat_deg in [-90, 90]") \
-            or (_range(-180, 180)(lon) and "lon_deg in [-180, 180]")
+        for column, v, lo, hi in (("lat_deg", lat, -90, 90), ("lon_deg", lon, -180, 180), ("alt_m", alt, -500, 9000)):
+            # nan passes every comparison: a station there would silently never see a satellite
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ScenarioError(scenario_path, key, f"{where}, column {column}: expected a finite number in "
+                                                        f"[{lo}, {hi}], found {str(row.get(column)).strip()!r}")
+        problem = _name_check(name)
         if problem:
             raise ScenarioError(scenario_path, key, f"{where}: expected {problem}, found {row}")
         out.append(GroundStation(name=name, lat_deg=lat, lon_deg=lon, alt_m=alt))
@@ -579,13 +692,14 @@ def _isls(top: _Table, path: Path, base: Path, groups: list[SatelliteGroup]) -> 
 
 def _read_pairs(t: _Table, base: Path, allowed: list[str]) -> tuple[tuple[str, str], ...]:
     file_ = t.get("pairs_file", "a string")
-    p = (base / file_).resolve()
+    p = resolve_path(base / file_)
+    raw = read_input(p, MAX_TEXT_BYTES, lambda problem: t.error(
+        "pairs_file", f"expected a readable CSV file of node pairs (a regular file of at most "
+                      f"{MAX_TEXT_BYTES >> 20} MiB), {problem}"))
     try:
-        with p.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except FileNotFoundError:
-        raise t.error("pairs_file", f"expected a readable CSV file of node pairs, {p} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+                if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
         raise t.error("pairs_file", f"expected a readable CSV file of node pairs: {e}") from None
     if rows and [c.strip() for c in rows[0]] == ["a", "b"]:
         rows = rows[1:]
@@ -644,7 +758,8 @@ def _endpoints(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
             elif isinstance(v, str) and v in node_names:
                 out.append(v)
             else:
-                raise t.error("nodes", f"node or group names defined in this scenario, found {v!r}")
+                raise t.error("nodes", f"expected node or group names defined in this scenario, found {_show(v)}"
+                                       + _did_you_mean(v, [*by_group, *node_names]))
     else:
         out = [st.name for st in stations] + [n for g in groups if g.compute for n in by_group[g.name]]
     t.done()
@@ -669,43 +784,60 @@ def _count(v: Any) -> str | None:
     return None if v >= 0 else "an integer ≥ 0"
 
 
+def _upto(first: Callable[[Any], str | None], hi: float) -> Callable[[Any], str | None]:
+    """`first`, and at most `hi`: bounds what the programs and tables of a run can carry (a
+    size beyond 64-bit byte counts, or billions of requests, would fail after the build)."""
+    def check(v: Any) -> str | None:
+        problem = first(v)
+        if problem or v <= hi:
+            return problem
+        return f"at most {hi:,.0f}"
+    return check
+
+
+# Largest number of inference requests drawn per client over a run (their table is in memory).
+MAX_REQUESTS_PER_CLIENT = 10_000_000
+
 # Kind -> key -> (kind of TOML value, default, check). Defaults: shared domain facts §4
 # (Azure LLM conversation trace 2023, Sentinel-2 tiles, 8B-parameter model in bf16).
 WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]] = {
     "inference": {
-        "rate_per_s": ("a number", 5.5, _positive),          # Poisson arrivals per client (Azure conv: 5.53 req/s)
-        "prompt_tokens": ("a number", 1020.0, _positive),    # median prompt (Azure conv p50)
-        "prompt_sigma": ("a number", 0.77, _nonneg),         # lognormal spread: p90/p50 = 2734/1020
-        "output_tokens": ("a number", 129.0, _positive),     # median output (Azure conv p50)
-        "output_sigma": ("a number", 0.93, _nonneg),         # p90/p50 = 424/129
-        "max_tokens": ("an integer", 8192, _positive),       # cap on drawn prompt/output tokens
-        "request_bytes_per_token": ("a number", 4.0, _positive),   # UTF-8 English text
-        "request_overhead_bytes": ("an integer", 1000, _count),     # JSON/HTTP headers
-        "image_bytes": ("an integer", 0, _count),            # > 0: requests carry an image of this size instead
-        "response_bytes_per_token": ("a number", 250.0, _positive),  # one SSE chunk per token
-        "service_s": ("a number", 0.5, _nonneg),             # queueing + prefill before the first token
-        "tokens_per_s": ("a number", 100.0, _positive),      # decode speed of the server
-        "window_s": ("a number", 10.0, _positive),           # percentile windows in the summary
+        "rate_per_s": ("a number", 5.5, _upto(_positive, 100_000)),           # Poisson arrivals per client (Azure conv: 5.53 req/s)
+        "prompt_tokens": ("a number", 1020.0, _upto(_positive, 1e7)),         # median prompt (Azure conv p50)
+        "prompt_sigma": ("a number", 0.77, _upto(_nonneg, 10)),               # lognormal spread: p90/p50 = 2734/1020
+        "output_tokens": ("a number", 129.0, _upto(_positive, 1e7)),          # median output (Azure conv p50)
+        "output_sigma": ("a number", 0.93, _upto(_nonneg, 10)),               # p90/p50 = 424/129
+        "max_tokens": ("an integer", 8192, _upto(_positive, 10_000_000)),     # cap on drawn prompt/output tokens
+        "request_bytes_per_token": ("a number", 4.0, _upto(_positive, 1e6)),  # UTF-8 English text
+        "request_overhead_bytes": ("an integer", 1000, _upto(_count, 1_000_000_000)),  # JSON/HTTP headers
+        "image_bytes": ("an integer", 0, _upto(_count, 10_000_000_000)),      # > 0: requests carry an image of this size instead
+        "response_bytes_per_token": ("a number", 250.0, _upto(_positive, 1e6)),  # one SSE chunk per token
+        "service_s": ("a number", 0.5, _upto(_nonneg, 864_000)),              # queueing + prefill before the first token
+        "tokens_per_s": ("a number", 100.0, _upto(_positive, 1e9)),           # decode speed of the server
+        "window_s": ("a number", 10.0, _upto(_positive, 864_000)),            # percentile windows in the summary
     },
     "upload": {
-        "file_mb": ("a number", 600.0, _positive),           # one Sentinel-2 L1C tile
-        "files": ("an integer", 0, _count),                  # per client; 0 = as many as fit before stop_s
-        "interval_s": ("a number", 0.0, _nonneg),            # 0 = back to back, else one file every interval_s
-        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
+        "file_mb": ("a number", 600.0, _upto(_positive, 1e8)),                # one Sentinel-2 L1C tile
+        "files": ("an integer", 0, _upto(_count, 1_000_000)),                 # per client; 0 = as many as fit before stop_s
+        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),             # 0 = back to back, else one file every interval_s
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),                  # UDP only: the sender's pacing rate
     },
     "checkpoint": {
-        "size_gb": ("a number", 16.0, _positive),            # 8B parameters in bf16
+        "size_gb": ("a number", 16.0, _upto(_positive, 1e5)),                 # 8B parameters in bf16
         "direction": ("a string", "up", lambda v: None if v in ("up", "down") else "'up' (ground to orbit) or 'down'"),
-        "count": ("an integer", 1, _positive),               # transfers per client, back to back
-        "interval_s": ("a number", 0.0, _nonneg),
-        "rate_mbps": ("a number", 0.0, _nonneg),             # UDP only: the sender's pacing rate
+        "count": ("an integer", 1, _upto(_positive, 1_000_000)),              # transfers per client, back to back
+        "interval_s": ("a number", 0.0, _upto(_nonneg, 864_000)),
+        "rate_mbps": ("a number", 0.0, _upto(_nonneg, 1e8)),                  # UDP only: the sender's pacing rate
     },
     "allreduce": {
-        "gradient_mb": ("a number", 16000.0, _positive),     # 8B parameters, bf16 gradients
-        "steps": ("an integer", 10, _positive),
-        "compute_s": ("a number", 0.0, _nonneg),             # compute time between steps
+        "gradient_mb": ("a number", 16000.0, _upto(_positive, 1e8)),          # 8B parameters, bf16 gradients
+        "steps": ("an integer", 10, _upto(_positive, 1_000_000)),
+        "compute_s": ("a number", 0.0, _upto(_nonneg, 864_000)),              # compute time between steps
     },
 }
+
+
+_KNOWN_KEYS.update(k for params in WORKLOAD_PARAMS.values() for k in params)
 
 
 def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
@@ -741,7 +873,8 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
                     got.append(x)
                 else:
                     known = ", ".join(list(node_names)[:6]) + (", …" if len(node_names) > 6 else "")
-                    raise t.error(key, f"node or group names defined in this scenario (e.g. {known}), found {x!r}")
+                    raise t.error(key, f"expected node or group names defined in this scenario (e.g. {known}), "
+                                       f"found {_show(x)}" + _did_you_mean(x, [*by_group, *node_names]))
             return got
 
         if kind == "allreduce":
@@ -776,6 +909,12 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         params = []
         for key, (vkind, default, check) in WORKLOAD_PARAMS[kind].items():
             params.append((key, t.get(key, vkind, default, check=check)))
+        if kind == "inference":
+            span_s = (duration_s if stop_s is None else stop_s) - (start_s or 0.0)
+            if dict(params)["rate_per_s"] * span_s > MAX_REQUESTS_PER_CLIENT:
+                raise t.error("rate_per_s", f"at most {MAX_REQUESTS_PER_CLIENT:,} requests per client over the "
+                                            f"workload's {span_s:g} s, found rate_per_s = {dict(params)['rate_per_s']:g} "
+                                            "(lower the rate or the window)")
         if transport == "tcp" and dict(params).get("rate_mbps", 0) > 0:
             raise t.error("rate_mbps", "no sending rate for transport = 'tcp' (TCP finds its own); set "
                                        "transport = 'udp' to pace a transfer")

@@ -315,7 +315,7 @@ def visible_pairs(track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
         r = np.linalg.norm(pos, axis=-1)
         # Coarse cut by Earth-central angle (one matmul), exact elevation only on survivors.
         cos_c = (pos / np.where(ok, r, 1.0)[..., None]) @ st_unit.T  # [t, S, G]
-        max_c = _max_central_angle_rad(r, st_r.min(), gsl)        # [t, S]
+        max_c = _max_central_angle_rad(r, st_r.min(), st_r.max(), gsl)  # [t, S]
         with np.errstate(invalid="ignore"):
             ts, ss, gs = np.nonzero((cos_c >= np.cos(max_c)[..., None]) & ok[..., None])
         d = pos[ts, ss] - station_xyz[gs]
@@ -331,18 +331,24 @@ def visible_pairs(track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
     return _concat(parts), np.concatenate(elevs)
 
 
-def _max_central_angle_rad(r_sat: np.ndarray, r_st: float, gsl: GSLModel) -> np.ndarray:
-    """Upper bound of the Earth-central angle between a satellite at radius `r_sat` and a station
-    at radius ≥ `r_st` that sees it (a lower station sees farther)."""
+def _max_central_angle_rad(r_sat: np.ndarray, r_st_min: float, r_st_max: float, gsl: GSLModel) -> np.ndarray:
+    """Upper bound of the Earth-central angle between a satellite at radius `r_sat` (km) and any
+    station with radius in [`r_st_min`, `r_st_max`] (km) that sees it."""
     rs = r_sat
     with np.errstate(invalid="ignore"):
         if gsl.min_elevation_deg is not None:
+            # A lower station sees farther at a given elevation: the smallest radius bounds all.
             e = math.radians(max(gsl.min_elevation_deg - 0.5, 0.0))
             # Triangle centre–station–satellite: angle at the satellite from the sine rule.
-            nadir = np.arcsin(np.clip(r_st * math.cos(e) / rs, -1, 1))
+            nadir = np.arcsin(np.clip(r_st_min * math.cos(e) / rs, -1, 1))
             ang = math.pi / 2 - e - nadir
         else:
-            ang = np.arccos(np.clip((rs**2 + r_st**2 - gsl.max_range_km**2) / (2 * rs * r_st), -1, 1))
+            # Law of cosines: cos c = (rs² + r² − R²) / (2 rs r) = (rs² − R²) / (2 rs r) + r / (2 rs),
+            # convex in r with its minimum (the widest angle) at r = √(rs² − R²). Near the equator
+            # (larger radius) a station reaches farther than at the poles, so the smallest radius
+            # is not the bound: take the widest angle over the stations' radius interval.
+            r = np.clip(np.sqrt(np.maximum(rs**2 - gsl.max_range_km**2, 0.0)), r_st_min, r_st_max)
+            ang = np.arccos(np.clip((rs**2 + r**2 - gsl.max_range_km**2) / (2 * rs * r), -1, 1))
     return np.nan_to_num(ang, nan=math.pi) + 1e-3
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import TraceError
+from .inputfiles import MAX_CAPTURE_BYTES, open_input
 
 __all__ = [
     "Trace", "read_trace", "flows", "flow_of_packets", "messages", "parse_map", "auto_map",
@@ -140,10 +141,11 @@ class _open_capture:
 
         path = self.path
         try:
-            self.f = open(path, "rb")
+            self.f = open_input(path, MAX_CAPTURE_BYTES, lambda problem: TraceError(
+                f"{path}: no such file (expected a pcap or pcapng capture)" if not os.path.lexists(path)
+                else f"{path}: expected a pcap or pcapng capture (a regular file of at most "
+                     f"{MAX_CAPTURE_BYTES >> 30} GiB): {problem}"))
             magic = self.f.read(4)
-        except FileNotFoundError:
-            raise TraceError(f"{path}: no such file (expected a pcap or pcapng capture)") from None
         except OSError as e:
             raise TraceError(f"{path}: cannot read: {e.strerror or e}") from None
         if magic in _PCAP_MAGICS:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from netemu.addressing import LINK_NET, LOOPBACK_NET, address_plan
+from netemu.errors import PlanError
 
 
 def test_plan_of_the_small_scenario(small_plan):
@@ -49,5 +50,26 @@ def test_too_many_interfaces_is_an_error():
     links = pd.DataFrame({"a": pd.Categorical.from_codes(np.zeros(1100, int), dtype=cat),
                           "b": pd.Categorical.from_codes(np.arange(1, 1101), dtype=cat),
                           "kind": pd.Categorical(["gsl"] * 1100)})
-    with pytest.raises(ValueError, match="n0 would have 1,100 interfaces"):
+    with pytest.raises(PlanError, match="n0 would have 1,100 interfaces"):
         address_plan(pd.DataFrame({"name": names}), links)
+
+
+def _chain(n_nodes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    names = [f"n{i}" for i in range(n_nodes)]
+    cat = pd.CategoricalDtype(names, ordered=True)
+    links = pd.DataFrame({"a": pd.Categorical.from_codes(np.arange(n_nodes - 1), dtype=cat),
+                          "b": pd.Categorical.from_codes(np.arange(1, n_nodes), dtype=cat),
+                          "kind": pd.Categorical(["isl"] * (n_nodes - 1))})
+    return pd.DataFrame({"name": names}), links
+
+
+def test_address_ranges_too_small_are_netemu_errors(monkeypatch):
+    from netemu import addressing
+    nodes, links = _chain(10)
+    monkeypatch.setattr(addressing, "LOOPBACK_NET", ipaddress.IPv4Network("10.128.0.0/29"))
+    with pytest.raises(PlanError, match=r"10 nodes exceed the loopback range 10\.128\.0\.0/29 \(6 addresses\)"):
+        address_plan(nodes, links)
+    monkeypatch.setattr(addressing, "LOOPBACK_NET", LOOPBACK_NET)
+    monkeypatch.setattr(addressing, "LINK_NET", ipaddress.IPv4Network("10.0.0.0/29"))
+    with pytest.raises(PlanError, match=r"9 linked pairs exceed the link range 10\.0\.0\.0/29 \(4 /31 subnets\)"):
+        address_plan(nodes, links)

@@ -118,3 +118,27 @@ def test_truncated_tle_is_reported():
     lines = TLE_FILE.read_text().splitlines()[:5]
     with pytest.raises(TLEError, match="3-line format"):
         parse_tle_text("\n".join(lines), "x.tle")
+
+
+def _with_checksum(line68: str) -> str:
+    return line68 + str(sum(int(c) if c.isdigit() else (1 if c == "-" else 0) for c in line68) % 10)
+
+
+def test_tle_line_must_be_exactly_69_characters():
+    lines = TLE_FILE.read_text().splitlines()[:3]
+    # Two extra characters inserted in line 2 with a digit in column 69 that passes the checksum:
+    # every field after the insertion is shifted.
+    shifted = lines[2][:8] + "  " + lines[2][8:66]
+    shifted = _with_checksum(shifted[:68]) + "99"
+    with pytest.raises(TLEError, match=r"line 3: expected TLE line 2 \(exactly 69 characters.*found 71 characters"):
+        parse_tle_text("\n".join([lines[0], lines[1], shifted]), "x.tle")
+    with pytest.raises(TLEError, match=r"line 2: .*found 70 characters"):
+        parse_tle_text("\n".join([lines[0], lines[1] + "7", lines[2]]), "x.tle")
+    # trailing whitespace is not part of the line
+    assert len(parse_tle_text("\n".join([lines[0], lines[1] + "   ", lines[2] + "\t"]), "x.tle")) == 1
+
+
+def test_empty_tle_file_says_empty():
+    for text in ("", "\n\n  \n"):
+        with pytest.raises(TLEError, match="the file is empty"):
+            parse_tle_text(text, "x.tle")

@@ -117,3 +117,119 @@ def test_shipped_scenarios_plan(name):
     assert s["links"]["gsl"]["links_per_step_min"] >= 95
     assert s["reachable_pair_fraction_min"] > 0.9
     assert 20 < s["path_delay_ms"]["median"] < 120
+
+
+def test_plan_memory_is_checked_before_allocating(small_scenario):
+    from netemu.errors import PlanError
+    from netemu.plan import check_plan_memory, plan_memory_bytes
+    need = plan_memory_bytes(small_scenario)
+    assert need["total"] == sum(v for k, v in need.items() if k != "total") + 300 * 2**20
+    assert check_plan_memory(small_scenario, available_bytes=need["total"] + 1) == need["total"]
+    with pytest.raises(PlanError, match=r"small.toml: planning needs about 0\.\d GiB of memory .*more than the "
+                                        r"0\.1 GiB available; shorten duration_s, raise step_s"):
+        check_plan_memory(small_scenario, available_bytes=2**27)
+
+
+def test_plan_memory_estimate_is_within_a_factor_of_the_measured_peak():
+    # Peak RSS of the planner and of its largest routing process, in a fresh interpreter. The
+    # planner's own peak is VmHWM: ru_maxrss would keep the high-water mark of the pytest process
+    # it was forked from (Linux carries it across exec).
+    code = ("import re, resource, netemu\n"
+            "from netemu.plan import plan_memory_bytes\n"
+            f"sc = netemu.load_scenario({str(DATA / 'small.toml')!r})\n"
+            "netemu.make_plan(sc, workers=2)\n"
+            "hwm_kb = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+            "print(plan_memory_bytes(sc, workers=2)['total'], "
+            "(hwm_kb + 2 * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    est, measured = map(int, out.stdout.split())
+    assert measured / 1.5 <= est <= 4 * measured, (est, measured)
+
+
+def test_broken_routing_pool_is_a_plan_error(small_scenario, monkeypatch):
+    from netemu import routing
+    from netemu.errors import PlanError
+    monkeypatch.setattr(routing, "ProcessPoolExecutor", _PoolThatDies)
+    with pytest.raises(PlanError, match="a routing process died .*out of memory"):
+        netemu.make_plan(small_scenario, workers=2)
+
+
+class _PoolThatDies:
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, jobs):
+        from concurrent.futures.process import BrokenProcessPool
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+
+_UNWORKABLE = """
+[scenario]
+epoch = 2026-03-20T00:00:00Z
+duration_s = 600
+step_s = 10
+
+[[satellites]]
+name = "shell"
+source = "walker"
+prefix = "w"
+altitude_km = 600
+inclination_deg = 53
+planes = 4
+sats_per_plane = 8
+phasing = 1
+compute = true
+
+[[ground_stations]]
+name = "g-beijing"
+lat_deg = 40.45
+lon_deg = 116.85
+
+[[ground_stations]]
+name = "g-paris"
+lat_deg = 48.86
+lon_deg = 2.35
+
+[[isl]]
+groups = ["shell"]
+pattern = "plus-grid"
+rate_mbps = 10000
+
+[gsl]
+min_elevation_deg = 25
+rate_mbps = 1000
+
+[endpoints]
+nodes = ["g-beijing", "g-paris", "w00-00"]
+
+[[workloads]]
+kind = "inference"
+server = "w00-00"
+"""
+
+
+def test_a_constellation_that_cannot_work_plans_with_warnings(tmp_path):
+    # 8 satellites per plane at 600 km are 45° apart: their lasers would graze below 80 km.
+    p = tmp_path / "s.toml"
+    p.write_text(_UNWORKABLE)
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    assert any(w.startswith("isl[0] plus-grid shell: 0.0 of 32 intra-plane lasers per step") for w in warnings), warnings
+    assert any(w.startswith("group shell: its lasers leave it in up to ") for w in warnings), warnings
+    for st in ("g-beijing", "g-paris"):
+        assert any(w.startswith(f"workload inference-0: {st} and w00-00 are ") and "reachable" in w
+                   for w in warnings), warnings
+    for w in warnings:
+        assert f"warning: {w}" in r.stderr
+
+
+def test_shipped_small_scenarios_plan_without_warnings(small_plan):
+    assert small_plan.warnings == () and small_plan.summary()["warnings"] == []

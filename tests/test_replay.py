@@ -220,3 +220,28 @@ def test_cli_replay_bad_trace_leaves_nothing(root_env, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "g-mars" in r.stderr
     assert not out.exists() and sorted(list_netemu_namespaces()) == before
+
+
+def test_out_of_order_packets_are_sorted_before_the_build(wl_plan, tmp_path):
+    # Capture order steps back twice: once inside the trace, once before its first packet. The
+    # open-loop schedule must be in time order from 0 (the sender's own check), counted.
+    from scapy.all import IP, UDP, Ether, Raw, wrpcap
+    from netemu.openloop import check_schedule
+    times = [1.0 + i * 0.01 for i in range(20)]
+    times[7], times[8] = times[8], times[7]
+    times.append(0.5)
+    pk = []
+    for t in times:
+        p = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / Raw(b"x" * 100)
+        p.time = t
+        pk.append(p)
+    wrpcap(str(tmp_path / "o.pcap"), pk)
+    rp = TraceReplay(wl_plan, tmp_path / "o.pcap", mapping="10.0.0.1=g-beijing,10.0.0.2=w03-00", mode="open")
+    t = rp.open_schedule["t_s"].to_numpy()
+    assert len(t) == 21 and (np.diff(t) >= 0).all() and t[0] == 0.0
+    assert t[-1] == pytest.approx(0.69, abs=1e-6)
+    assert rp.counts["out_of_order"] == 2
+    n = len(t)
+    check_schedule({"idx": rp.open_schedule["idx"].to_numpy(), "t_s": t,
+                    "size_bytes": rp.open_schedule["size_bytes"].to_numpy(), "dst": np.zeros(n, np.int32),
+                    "dst_addrs": np.array(["10.128.0.1"])})

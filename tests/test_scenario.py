@@ -209,3 +209,154 @@ def test_cli_bad_flag_exit_code_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(tmp_path),
                         "--workers", "zero"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--workers" in r.stderr
+
+
+def _tle_at(epoch_yyddd: str) -> str:
+    """The first TLE of the shipped snapshot with its epoch (YYDDD.DDDDDDDD) replaced."""
+    name, l1, l2 = _TLE_LINES
+    l1 = l1[:18] + epoch_yyddd + l1[32:68]
+    l1 += str(sum(int(c) if c.isdigit() else (1 if c == "-" else 0) for c in l1) % 10)
+    return "\n".join([name, l1, l2]) + "\n"
+
+
+def test_empty_tle_file_is_reported_as_empty(tmp_path):
+    e = _error(tmp_path, BASE + _TLE_GROUP, **{"x.tle": "\n"})
+    assert e.key == "satellites[t].file" and "x.tle: the file is empty" in e.message
+    assert "name_pattern" not in str(e)
+
+
+def test_old_tles_warn_past_max_tle_age_days(tmp_path):
+    (tmp_path / "x.tle").write_text(_tle_at("26031.25003471"))  # 48 days before the epoch
+    sc = netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP))
+    assert len(sc.warnings) == 1 and "more than 30 days" in sc.warnings[0] and "48 days" in sc.warnings[0]
+    sc = netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP + "max_tle_age_days = 60\n"))
+    assert sc.warnings == ()
+    (tmp_path / "x.tle").write_text(_tle_at("26078.50000000"))  # half a day before the epoch
+    assert netemu.load_scenario(write_scenario(tmp_path, BASE + _TLE_GROUP)).warnings == ()
+
+
+def test_decades_old_tle_sgp4_cannot_propagate_is_an_error(tmp_path):
+    e = _error(tmp_path, BASE + _TLE_GROUP, **{"x.tle": _tle_at("96031.25003471")})
+    assert e.key == "satellites[t].file"
+    assert "1 of 1 in x.tle cannot" in e.message and "11,006 days" in e.message
+
+
+def test_plan_summary_carries_scenario_warnings(tmp_path):
+    (tmp_path / "x.tle").write_text(_tle_at("26031.25003471"))
+    p = write_scenario(tmp_path, BASE + _TLE_GROUP)
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "warning: satellites[t].file: 1 of 1 TLEs" in r.stderr
+    import json
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("more than 30 days" in w for w in s["warnings"])
+
+
+def test_misspelled_required_key_is_reported_as_unknown_first(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "plnes = 4"))
+    assert e.key == "satellites[shell].plnes" and e.message == "unknown key; did you mean 'planes'?"
+    # a key missing with nothing like it in the table stays "missing"
+    e = _error(tmp_path, BASE.replace("planes = 4\n", ""))
+    assert e.key == "satellites[shell].planes" and e.message.startswith("missing")
+    # a valid key read later is not taken for a misspelling (lon_deg is close to lat_deg)
+    e = _error(tmp_path, BASE.replace("lat_deg = 10\n", ""))
+    assert e.key == "ground_stations[0].lat_deg" and e.message.startswith("missing")
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = 4\nphasnig = 1"))
+    assert e.key == "satellites[shell].phasnig" and "did you mean 'phasing'?" in e.message
+
+
+def test_singular_ground_station_section_is_an_unknown_section(tmp_path):
+    text = BASE.replace("[[ground_stations]]", "[[ground_station]]") + (
+        '\n[[workloads]]\nkind = "inference"\n')
+    e = _error(tmp_path, text)
+    assert e.key == "ground_station"
+    assert "top-level section" in e.message and "did you mean 'ground_stations'?" in e.message
+
+
+def test_unknown_node_gets_did_you_mean(tmp_path):
+    e = _error(tmp_path, BASE + '\n[endpoints]\nnodes = ["g-a", "g-bb"]\n')
+    assert e.key == "endpoints.nodes" and "did you mean 'g-b'?" in e.message and "'g-bb'" in e.message
+    text = BASE.replace("inclination_deg = 53", "inclination_deg = 53\ncompute = true") + \
+        '\n[[workloads]]\nkind = "inference"\nclients = ["g-aa"]\n'
+    e = _error(tmp_path, text)
+    assert e.key == "workloads[0].clients" and "did you mean 'g-a'?" in e.message
+
+
+@pytest.mark.parametrize("written, shown", [
+    ("2026-03-20", "date 2026-03-20"),
+    ("2026-03-20T00:00:00", "date-time 2026-03-20T00:00:00"),
+])
+def test_values_are_quoted_as_written(tmp_path, written, shown):
+    e = _error(tmp_path, BASE.replace("epoch = 2026-03-20T00:00:00Z", f"epoch = {written}"))
+    assert e.key == "scenario.epoch" and e.message.endswith(f"found {shown}"), e.message
+    assert "datetime." not in e.message
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = true"))
+    assert e.message == "expected an integer, found boolean true"
+
+
+def test_known_keys_cover_every_key_the_checker_reads():
+    import re
+    from netemu import scenario
+    src = (ROOT / "netemu" / "scenario.py").read_text()
+    read = set(re.findall(r'(?:get|has|table|seen\.add|nodes)\("([a-z_0-9]+)"', src))
+    read |= set(re.findall(r'(?:_pair\(t|_raan\(t, epoch|_epoch\(s), "([a-z_0-9]+)"', src))
+    assert read and read <= scenario._KNOWN_KEYS, read - scenario._KNOWN_KEYS
+
+
+def _stations_scenario(tmp_path, target: str) -> str:
+    return BASE.replace("step_s = 10", f'step_s = 10\nground_stations_file = "{target}"')
+
+
+@pytest.mark.parametrize("make, found", [
+    (lambda d: __import__("os").mkfifo(d / "st.csv"), "is a FIFO (named pipe), not a regular file"),
+    (lambda d: (d / "st.csv").symlink_to("/dev/zero"), "is a character device, not a regular file"),
+    (lambda d: ((d / "st.csv").symlink_to(d / "loop2"), (d / "loop2").symlink_to(d / "st.csv")),
+     "is a symbolic link loop"),
+    (lambda d: (d / "st.csv").mkdir(), "is a directory, not a regular file"),
+    (lambda d: (d / "st.csv").write_bytes(b"#" * (64 * 2**20 + 1)), "more than the limit of 64.0 MiB"),
+])
+def test_referenced_files_must_be_regular_and_bounded(tmp_path, make, found):
+    make(tmp_path)
+    for text in (_stations_scenario(tmp_path, "st.csv"),
+                 BASE + _TLE_GROUP.replace("x.tle", "st.csv"),
+                 BASE + '\n[[isl]]\ngroups = ["shell"]\npattern = "explicit"\nrate_mbps = 1\npairs_file = "st.csv"\n'):
+        e = _error(tmp_path, text)
+        assert found in e.message and ("st.csv" in e.message or "/dev/zero" in e.message), e.message
+
+
+def test_scenario_file_that_is_a_fifo(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "s.toml")
+    with pytest.raises(ScenarioError, match="cannot read the scenario file: .* is a FIFO"):
+        netemu.load_scenario(tmp_path / "s.toml")
+
+
+def test_more_satellites_than_sgp4_can_number(tmp_path):
+    e = _error(tmp_path, BASE.replace("planes = 4", "planes = 600").replace("sats_per_plane = 4", "sats_per_plane = 600"))
+    assert e.key == "satellites" and "at most 339,999 satellites" in e.message and "found 360,000" in e.message
+
+
+@pytest.mark.parametrize("row, column, found", [
+    ("g-x,nan,10,0", "lat_deg", "'nan'"),
+    ("g-x,10,NaN,0", "lon_deg", "'NaN'"),
+    ("g-x,10,10,inf", "alt_m", "'inf'"),
+    ("g-x,10,10,-1e6", "alt_m", "'-1e6'"),
+    ("g-x,95,10,0", "lat_deg", "'95'"),
+])
+def test_station_csv_numbers_must_be_finite_and_in_range(tmp_path, row, column, found):
+    e = _error(tmp_path, _stations_scenario(tmp_path, "st.csv"),
+               **{"st.csv": "name,lat_deg,lon_deg,alt_m\ng-y,1,2,0\n" + row + "\n"})
+    assert e.key == "scenario.ground_stations_file"
+    assert e.message.startswith(f"st.csv line 3, column {column}: expected a finite number in ")
+    assert e.message.endswith(f"found {found}")
+
+
+def test_sun_synchronous_too_high_is_a_scenario_error(tmp_path):
+    text = BASE.replace("altitude_km = 550\ninclination_deg = 53", "altitude_km = 8000\nsun_synchronous = true")
+    e = _error(tmp_path, text)
+    assert e.key == "satellites[shell].sun_synchronous"
+    assert "no sun-synchronous orbit exists above about 5,974 km; found altitude_km = 8000" in e.message

@@ -228,3 +228,46 @@ def test_snapshot_graph(small_plan):
     assert g.number_of_nodes() == len(small_plan.schedule.nodes)
     for u, v, d in g.edges(data=True):
         assert d["up"] and d["delay_ms"] > 0
+
+
+def _brute_force_visible(track, xyz, up, gsl):
+    """Every (step, satellite, station) seen, pair by pair, with no pre-filter (slow reference)."""
+    from netemu.orbits import elevation_deg
+    out = set()
+    for k in range(len(track.t_s)):
+        pos = track.xyz_km[k]
+        el = elevation_deg(xyz, up, pos)                                   # [G, N]
+        rng = np.linalg.norm(pos[None, :, :] - xyz[:, None, :], axis=-1)  # [G, N]
+        if gsl.min_elevation_deg is not None:
+            seen = el >= gsl.min_elevation_deg
+        else:
+            seen = (rng <= gsl.max_range_km) & (el >= 0)
+        seen &= track.ok[k][None, :]
+        out |= {(k, int(n), int(g)) for g, n in zip(*np.nonzero(seen))}
+    return out
+
+
+def test_gsl_prefilter_matches_brute_force_from_equator_to_poles_and_at_altitude(small_scenario):
+    # Stations at every latitude (Earth's radius there differs by 21 km) and from -400 m to 9 km:
+    # the candidate pre-filter must keep every pair a check of all pairs finds, at both models.
+    from netemu.orbits import propagate
+    from netemu.scenario import GSLModel, WalkerShell
+    shell = WalkerShell(name="s", prefix="s", altitude_km=550, inclination_deg=53, planes=34,
+                        sats_per_plane=34, phasing=1, raan_spread_deg=360, raan0_deg=0)
+    sats = walker_satrecs(shell, small_scenario.epoch)
+    track = propagate(sats, [f"s{i}" for i in range(len(sats))], small_scenario.epoch, np.arange(0, 600, 15.0))
+    lat = np.linspace(-90, 90, 37)
+    lon = (np.arange(37) * 47.0) % 360 - 180
+    alt = np.tile([0.0, 9000.0, -400.0, 3000.0], 10)[:37]
+    lat, lon, alt = np.r_[lat, 0.0, 0.0], np.r_[lon, 10.0, 100.0], np.r_[alt, 9000.0, 0.0]
+    xyz, up = station_ecef_km(lat, lon, alt)
+    checked = 0
+    for gsl in (GSLModel(rate_mbps=1, min_elevation_deg=None, max_range_km=1260.0),
+                GSLModel(rate_mbps=1, min_elevation_deg=None, max_range_km=900.0),
+                GSLModel(rate_mbps=1, min_elevation_deg=25.0)):
+        vis, _ = visible_pairs(track, xyz, up, np.arange(len(sats)), gsl)
+        ours = set(zip(vis.step.tolist(), vis.a.tolist(), vis.b.tolist()))
+        ref = _brute_force_visible(track, xyz, up, gsl)
+        assert ours == ref, (gsl, sorted(ref - ours)[:5], sorted(ours - ref)[:5])
+        checked += len(ref)
+    assert checked > 10_000

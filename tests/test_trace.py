@@ -403,3 +403,14 @@ def test_unsupported_link_type(tmp_path):
     with pytest.raises(TraceError, match=r"usb\.pcap: unsupported link type 189; expected one "
                                          r"of 0 \(NULL\), 1 \(EN10MB\)"):
         read_trace(path)
+
+
+def test_capture_that_is_not_a_regular_file(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "f.pcap")
+    (tmp_path / "z.pcap").symlink_to("/dev/zero")
+    (tmp_path / "l.pcap").symlink_to(tmp_path / "l.pcap")
+    for name, found in (("f.pcap", "is a FIFO"), ("z.pcap", "is a character device"), ("l.pcap", "symbolic link loop")):
+        with pytest.raises(TraceError, match=rf"{name}: expected a pcap or pcapng capture \(a regular file of at "
+                                             rf"most 4 GiB\): .*{found}"):
+            read_trace(tmp_path / name)

@@ -282,3 +282,23 @@ def test_the_run_writes_its_report(wl_run):
         assert c.cells[i:i + len(row)] == [_fmt(v) for v in row]
     assert "handover at t = 338 s" in (out / "report.html").read_text()
     check_headline_numbers(out)          # every number of the headline sentences is the run's own
+
+
+@pytest.mark.parametrize("text, key, match", [
+    ('kind = "inference"\nrate_per_s = 1e12', "workloads[0].rate_per_s", r"expected at most 100,000, found float 1000000000000\.0"),
+    ('kind = "checkpoint"\nsize_gb = 1e300', "workloads[0].size_gb", r"expected at most 100,000, found float 1e\+300"),
+    ('kind = "upload"\nfile_mb = 1e20', "workloads[0].file_mb", "at most 100,000,000, found float 1e\\+20"),
+    ('kind = "allreduce"\ngradient_mb = 1e20', "workloads[0].gradient_mb", "at most 100,000,000"),
+])
+def test_workload_sizes_and_rates_are_bounded_at_load(tmp_path, text, key, match):
+    with pytest.raises(netemu.ScenarioError, match=match) as e:
+        _load(tmp_path, "[[workloads]]\n" + text + "\n")
+    assert e.value.key == key
+
+
+def test_inference_requests_per_client_are_bounded_at_load(tmp_path):
+    text = "[[workloads]]\nkind = \"inference\"\nrate_per_s = 50000\n"
+    with pytest.raises(netemu.ScenarioError, match=r"at most 10,000,000 requests per client over the workload's "
+                                                   r"86400 s, found rate_per_s = 50000") as e:
+        netemu.load_scenario(write_scenario(tmp_path, BASE.replace("duration_s = 100", "duration_s = 86400") + text))
+    assert e.value.key == "workloads[0].rate_per_s"
