@@ -175,15 +175,40 @@ def cmd_doctor(args) -> int:
 
 def cmd_clean(args) -> int:
     import os
-    from .netns import clean
+    from .netns import check_run_id, clean
+    if args.run is not None:
+        check_run_id(args.run)
     if os.geteuid() != 0:
         print("netemu: error: clean needs root (it deletes network namespaces); run with sudo", file=sys.stderr)
         return 2
-    removed = clean(args.run)
+    removed = clean(args.run, everything=args.all)
     print(f"removed {len(removed['namespaces'])} namespaces, {len(removed['links'])} interfaces and "
           f"{len(removed['processes'])} processes left by netemu")
     for name in removed["namespaces"] + removed["links"]:
         print(f"  {name}")
+    if removed["spared"]:
+        print(f"spared {len(removed['spared'])} live run(s) ({', '.join(removed['spared'])}; see `netemu ps`; "
+              f"--all removes them too)")
+    return 0
+
+
+def cmd_ps(args) -> int:
+    from .netns import list_runs
+    runs = list_runs()
+    live = [e for e in runs if e["alive"]]
+    if args.json:
+        print(json.dumps(runs if args.all else live, indent=2))
+        return 0
+    shown = runs if args.all else live
+    if not shown:
+        print("no live netemu runs" + ("" if args.all else f" ({len(runs)} stale entries: --all lists them)"
+                                        if runs else ""))
+        return 0
+    print(f"{'id':<5} {'pid':>7}  {'started (UTC)':<20} {'scenario':<24} out dir")
+    for e in shown:
+        state = "" if e["alive"] else "  (owner gone: `netemu clean` removes it)"
+        print(f"{e['id']:<5} {e.get('pid', '?'):>7}  {str(e.get('started', '?')):<20} "
+              f"{str(e.get('scenario') or '-'):<24} {e.get('out_dir') or '-'}{state}")
     return 0
 
 
@@ -290,8 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
     dr.set_defaults(func=cmd_doctor)
     cl = sub.add_parser("clean", help="remove namespaces and interfaces that netemu runs left behind")
-    cl.add_argument("--run", help="only this run id (4 hex digits)", default=None)
+    cl.add_argument("--run", help="only this run id (4 hex digits, as `netemu ps` lists them; removed even if live)",
+                    default=None)
+    cl.add_argument("--all", action="store_true",
+                    help="also remove live runs (default: only runs whose owner process is gone)")
     cl.set_defaults(func=cmd_clean)
+    ps = sub.add_parser("ps", help="list live netemu runs (id, pid, scenario, output directory, start)")
+    ps.add_argument("--all", action="store_true", help="also list registered runs whose owner process is gone")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(func=cmd_ps)
     return p
 
 

@@ -153,6 +153,7 @@ class Emulation:
         self.seed, self.do_calibrate, self.mtu = seed, calibrate, mtu
         self.say = progress or (lambda msg: None)
         self.ns = Namespaces()
+        self.ns.meta["scenario"] = plan.scenario.name   # for `netemu ps` (registered at build)
         self.run_id = self.ns.run_id
         self.links: EngineLinks | KernelLinks | None = None
         self.net = None
