@@ -18,7 +18,7 @@ setup-test:
 	bash scripts/setup-machine.sh --with-browser
 
 run: setup
-	$(SUDO) .venv/bin/netemu run $(SCENARIO) --duration $(DURATION) -o $(OUT)
+	$(SUDO) .venv/bin/netemu run $(SCENARIO) --duration $(DURATION) -o $(OUT) --overwrite
 
 plan: setup
 	.venv/bin/netemu plan $(SCENARIO) -o out/plan
