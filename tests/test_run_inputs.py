@@ -183,3 +183,14 @@ def test_plan_refuses_a_file_and_a_foreign_directory(tmp_path):
         r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(out)],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and expected in r.stderr, r.stderr
+
+
+def test_report_bug_after_a_run_is_one_clear_error(tmp_path, monkeypatch):
+    import netemu.report
+    from netemu.runner import _report
+
+    def bug(out, progress=None):
+        raise ValueError("cannot reindex on an axis with duplicate labels")
+    monkeypatch.setattr(netemu.report, "build_report", bug)
+    with pytest.raises(OutputError, match=r"results are written, but report.html could not be: ValueError"):
+        _report(tmp_path, lambda m: None)
