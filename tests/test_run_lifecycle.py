@@ -75,3 +75,31 @@ def test_ctrl_c_keeps_the_measurements_and_tears_down(root_env, tmp_path):
     rid = info["run_id"]
     assert not [n for n in list_netemu_namespaces() if n.startswith(f"netemu-{rid}-")]
     assert rid not in {e["id"] for e in list_runs()}
+
+
+def test_run_defaults_to_a_short_window():
+    from netemu.cli import DEFAULT_RUN_DURATION_S, _default_duration, build_parser
+
+    class _Plan:
+        class track:
+            t_s = [0.0, 1800.0, 3600.0]
+    assert DEFAULT_RUN_DURATION_S == 60.0
+    assert _default_duration(_Plan, 0.0, None) == 60.0
+    assert _default_duration(_Plan, 3570.0, None) == 30.0        # cut to the plan's end
+    assert _default_duration(_Plan, 0.0, 600.0) == 600.0
+    assert "default 60" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+
+
+@pytest.mark.root
+def test_a_failed_run_says_so_in_run_json(root_env, small_plan, tmp_path, monkeypatch):
+    import netemu
+    from netemu.emulation import Emulation
+
+    def broken(self):
+        raise EmulationError("the engine could not start (test)")
+    monkeypatch.setattr(Emulation, "_build", broken)
+    with pytest.raises(EmulationError, match="could not start"):
+        netemu.run(small_plan, tmp_path / "out", duration_s=5)
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["error"] == "the engine could not start (test)" and info["interrupted"] is False
+    assert info["run_id"] not in {e["id"] for e in list_runs()}
