@@ -30,6 +30,9 @@ def cmd_plan(args) -> int:
     from .plan import make_plan, summary_text, write_plan
     from .scenario import load_scenario
     say = _stage(time.perf_counter())
+    if args.out:
+        from .rundir import check_out_dir
+        check_out_dir(args.out, overwrite=args.overwrite, for_plan=True)
     scenario = load_scenario(args.scenario)
     say(f"scenario {scenario.name}: {sum(g.count for g in scenario.satellites):,} satellites, "
         f"{len(scenario.ground_stations)} ground stations, {scenario.n_steps:,} steps")
@@ -37,7 +40,12 @@ def cmd_plan(args) -> int:
         raise NetemuError("plan: expected -o OUT, --check GOLDEN_DIR or --save-golden DIR")
     plan = make_plan(scenario, workers=args.workers, progress=say)
     if args.out:
-        summary = write_plan(plan, args.out)
+        from .rundir import OutputError, prepare_out_dir
+        prepare_out_dir(args.out, overwrite=args.overwrite)
+        try:
+            summary = write_plan(plan, args.out)
+        except OSError as e:
+            raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
         say(f"wrote {args.out}")
         if args.json:
             print(json.dumps(summary, indent=2))
@@ -78,16 +86,19 @@ def cmd_run(args) -> int:
     if args.probe:
         probes = [_pair(p, "--probe") for item in args.probe for p in item.split(",") if p]
     iperf = _pair(args.iperf, "--iperf") if args.iperf else None
+    from .rundir import check_out_dir
+    check_out_dir(args.out, overwrite=args.overwrite)     # before anything is planned or built
     scenario = load_scenario(args.scenario)
     from .netns import running_as_root
     if not running_as_root():
         raise NetemuError("netemu run needs root (namespaces, TAP devices, routes); run it with sudo")
     say(f"scenario {scenario.name}: planning")
     plan = make_plan(scenario, progress=say)
+    duration = _default_duration(plan, args.start, args.duration)
     info = run(plan, args.out, probes=probes, probe_rate_hz=args.probe_rate, iperf=iperf, cli=args.cli,
                progress=say, links=args.links, scope=args.scope, speed=args.speed, dilation=args.dilation,
-               start_s=args.start, duration_s=args.duration, shards=args.shards, busy_poll=False if args.no_busy_poll else None, seed=args.seed,
-               calibrate=not args.no_calibrate)
+               start_s=args.start, duration_s=duration, shards=args.shards, busy_poll=False if args.no_busy_poll else None, seed=args.seed,
+               calibrate=not args.no_calibrate, overwrite=args.overwrite, allow_concurrent=args.allow_concurrent)
     fid = info.get("fidelity", {})
     lag = info.get("apply_lag_ms", {})
     print(f"run of {scenario.name}: {info.get('nodes')} nodes, {info.get('links')} links, up in {info.get('up_s')} s, "
@@ -112,6 +123,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+DEFAULT_RUN_DURATION_S = 60.0   # emulated seconds `netemu run` plays unless --duration says otherwise
+
+
+def _default_duration(plan, start_s: float, duration_s: float | None) -> float | None:
+    """--duration, or DEFAULT_RUN_DURATION_S cut to the plan's end (the whole plan of a shipped
+    scenario is an hour of wall time)."""
+    if duration_s is not None:
+        return duration_s
+    left_s = float(plan.track.t_s[-1]) - start_s
+    return min(DEFAULT_RUN_DURATION_S, left_s) if left_s > 0 else None
+
+
 def cmd_trace_inspect(args) -> int:
     from .trace import format_inspect, inspect
     info = inspect(args.pcap, top=args.top)
@@ -130,6 +153,8 @@ def cmd_replay(args) -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    from .rundir import check_out_dir
+    check_out_dir(args.out, overwrite=args.overwrite)     # before anything is planned or built
     scenario = load_scenario(args.scenario)
     from .netns import running_as_root
     if not running_as_root():
@@ -142,7 +167,7 @@ def cmd_replay(args) -> int:
     duration = args.duration if args.duration is not None else rp.window_s(args.speed, args.start)
     info = run(plan, args.out, probes=[] if args.no_probes else None, progress=say, workloads=False, replay=rp,
                scope=args.scope, speed=args.speed, dilation=args.dilation, start_s=args.start, duration_s=duration,
-               seed=args.seed)
+               seed=args.seed, overwrite=args.overwrite, allow_concurrent=args.allow_concurrent)
     for w in info.get("warnings", []):
         print(f"warning: {w}")
     print(f"Results in {args.out}/ (packets.parquet, messages.parquet, flows.parquet, summary.json, run.json); "
@@ -179,15 +204,40 @@ def cmd_doctor(args) -> int:
 
 def cmd_clean(args) -> int:
     import os
-    from .netns import clean
+    from .netns import check_run_id, clean
+    if args.run is not None:
+        check_run_id(args.run)
     if os.geteuid() != 0:
         print("netemu: error: clean needs root (it deletes network namespaces); run with sudo", file=sys.stderr)
         return 2
-    removed = clean(args.run)
+    removed = clean(args.run, everything=args.all)
     print(f"removed {len(removed['namespaces'])} namespaces, {len(removed['links'])} interfaces and "
           f"{len(removed['processes'])} processes left by netemu")
     for name in removed["namespaces"] + removed["links"]:
         print(f"  {name}")
+    if removed["spared"]:
+        print(f"spared {len(removed['spared'])} live run(s) ({', '.join(removed['spared'])}; see `netemu ps`; "
+              f"--all removes them too)")
+    return 0
+
+
+def cmd_ps(args) -> int:
+    from .netns import list_runs
+    runs = list_runs()
+    live = [e for e in runs if e["alive"]]
+    if args.json:
+        print(json.dumps(runs if args.all else live, indent=2))
+        return 0
+    shown = runs if args.all else live
+    if not shown:
+        print("no live netemu runs" + ("" if args.all else f" ({len(runs)} stale entries: --all lists them)"
+                                        if runs else ""))
+        return 0
+    print(f"{'id':<5} {'pid':>7}  {'started (UTC)':<20} {'scenario':<24} out dir")
+    for e in shown:
+        state = "" if e["alive"] else "  (owner gone: `netemu clean` removes it)"
+        print(f"{e['id']:<5} {e.get('pid', '?'):>7}  {str(e.get('started', '?')):<20} "
+              f"{str(e.get('scenario') or '-'):<24} {e.get('out_dir') or '-'}{state}")
     return 0
 
 
@@ -213,6 +263,24 @@ def _at_least_one(text: str) -> float:
     return _number(text, lambda v: v >= 1, "a number ≥ 1")
 
 
+MAX_PROBE_RATE_HZ = 1000.0   # = runner.MAX_PROBE_RATE_HZ (not imported: the parser stays light)
+
+
+def _probe_rate(text: str) -> float:
+    return _number(text, lambda v: 0 < v <= MAX_PROBE_RATE_HZ,
+                   f"probes per second per pair in (0, {MAX_PROBE_RATE_HZ:g}] (the probe program sends at "
+                   f"most one echo per ms per pair)")
+
+
+def _run_dir_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier netemu run in -o (its files are removed first; any other "
+                        "non-empty directory is refused)")
+    p.add_argument("--allow-concurrent", action="store_true",
+                   help="run even while another netemu run is live (both share the CPUs: delays and the "
+                        "calibration suffer; a warning says so)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="netemu", description="Emulate space-ground data networks (orbital AI data centres).")
     p.add_argument("--version", action="version", version=f"netemu {__version__}")
@@ -230,13 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="links that may appear or vanish per step against the golden (default 0)")
     pl.add_argument("--workers", type=int, default=None, help="routing processes (default: one per core)")
     pl.add_argument("--json", action="store_true", help="print summary.json instead of the plain summary")
+    pl.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier netemu run in -o (an earlier plan there is rewritten anyway; any "
+                         "other non-empty directory is refused)")
     pl.set_defaults(func=cmd_plan)
     rn = sub.add_parser("run", help="emulate the scenario with real network stacks (root)")
     rn.add_argument("scenario", nargs="?", default=str(DEFAULT_SCENARIO),
                     help="scenario TOML (default: topologies/beijing-orbital-dc.toml)")
     rn.add_argument("-o", "--out", required=True, help="run directory")
     rn.add_argument("--start", type=_nonneg, default=0.0, help="emulated start time, s from the epoch (default 0)")
-    rn.add_argument("--duration", type=_positive, default=None, help="emulated seconds to play (default: to the end)")
+    rn.add_argument("--duration", type=_positive, default=None,
+                    help=f"emulated seconds to play (default {DEFAULT_RUN_DURATION_S:g}, or to the plan's end if "
+                         f"sooner; the wall time is duration × dilation / speed plus the bring-up, printed "
+                         f"before the run starts)")
     rn.add_argument("--speed", type=_positive, default=1.0, help="< 1 slows the orbital motion (default 1)")
     rn.add_argument("--dilation", type=_at_least_one, default=1.0,
                     help="time dilation K ≥ 1: delays × K, rates ÷ K, motion ÷ K (default 1)")
@@ -250,11 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(frees those cores; delays jitter by the wake-up time)")
     rn.add_argument("--probe", action="append", metavar="SRC:DST[,SRC:DST]",
                     help="RTT probe pairs (default: every ground station to the first compute satellite)")
-    rn.add_argument("--probe-rate", type=_positive, default=20.0, help="probes per second per pair (default 20)")
+    rn.add_argument("--probe-rate", type=_probe_rate, default=20.0,
+                    help=f"probes per second per pair (default 20, at most {MAX_PROBE_RATE_HZ:g})")
     rn.add_argument("--iperf", metavar="SRC:DST", help="also run iperf3 (TCP) from SRC to DST over the window")
     rn.add_argument("--seed", type=int, default=0, help="random seed of link losses")
     rn.add_argument("--no-calibrate", action="store_true", help="skip the link-engine overhead calibration")
     rn.add_argument("--cli", action="store_true", help="open the Mininet CLI while the constellation moves")
+    _run_dir_flags(rn)
     rn.set_defaults(func=cmd_run)
     tr = sub.add_parser("trace", help="packet traces (pcap, pcapng)")
     trs = tr.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
@@ -282,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--scope", choices=("auto", "all", "paths"), default="auto")
     rp.add_argument("--seed", type=int, default=0, help="random seed of link losses")
     rp.add_argument("--no-probes", action="store_true", help="no RTT probes alongside the replay")
+    _run_dir_flags(rp)
     rp.set_defaults(func=cmd_replay)
     rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
     rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
@@ -297,8 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
     dr.set_defaults(func=cmd_doctor)
     cl = sub.add_parser("clean", help="remove namespaces and interfaces that netemu runs left behind")
-    cl.add_argument("--run", help="only this run id (4 hex digits)", default=None)
+    cl.add_argument("--run", help="only this run id (4 hex digits, as `netemu ps` lists them; removed even if live)",
+                    default=None)
+    cl.add_argument("--all", action="store_true",
+                    help="also remove live runs (default: only runs whose owner process is gone)")
     cl.set_defaults(func=cmd_clean)
+    ps = sub.add_parser("ps", help="list live netemu runs (id, pid, scenario, output directory, start)")
+    ps.add_argument("--all", action="store_true", help="also list registered runs whose owner process is gone")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(func=cmd_ps)
     return p
 
 

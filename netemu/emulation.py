@@ -121,6 +121,26 @@ def _mac(link_index: int, side: int) -> str:
     return "02:4e:" + ":".join(f"{(v >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
 
 
+# The largest engine overhead per traversal a calibration may take off the links' delays. On this
+# kind of host it measures 1-5 µs per hop and tens of µs at a process's origin; hundreds of µs
+# mean the measurement saw someone else's load (another run, a busy host), and subtracting that
+# from every delay would make emulated delays shorter than the light-time (seen: 2 ms per hop,
+# RTTs 52 ms below physics).
+MAX_OVERHEAD_US = 500.0
+
+
+def check_calibration(hop_us: float, origin_us: float) -> None:
+    """Refuse engine corrections (µs per traversal) above MAX_OVERHEAD_US, saying why."""
+    for what, v in (("per hop", hop_us), ("at the origin", origin_us)):
+        if not v <= MAX_OVERHEAD_US:
+            raise EmulationError(
+                f"the link-engine calibration measured {v:.0f} µs of overhead {what} per traversal, above the "
+                f"{MAX_OVERHEAD_US:g} µs bound (a quiet host measures 1-5 µs per hop, tens of µs at the origin): "
+                f"another run is live (`netemu ps`) or the host is heavily loaded, and taking that off every "
+                f"delay would make emulated delays shorter than the light-time; stop the other load and "
+                f"run again (or use --no-calibrate)")
+
+
 class Emulation:
     """A live emulated network of a plan's window. Use `emulate()` (a context manager)."""
 
@@ -153,6 +173,7 @@ class Emulation:
         self.seed, self.do_calibrate, self.mtu = seed, calibrate, mtu
         self.say = progress or (lambda msg: None)
         self.ns = Namespaces()
+        self.ns.meta["scenario"] = plan.scenario.name   # for `netemu ps` (registered at build)
         self.run_id = self.ns.run_id
         self.links: EngineLinks | KernelLinks | None = None
         self.net = None
@@ -272,7 +293,9 @@ class Emulation:
             if key in delay:
                 by_src.setdefault(s, []).append((d, *delay[key]))
         if not by_src:
-            return self.links.calibrate(probes=60, refine=1)
+            res = self.links.calibrate(probes=60, refine=1)
+            check_calibration(self.links.hop_overhead_us, self.links.origin_overhead_us)
+            return res
         ref_ms = self.calibration["reference_rtt_us"] / 1e3
 
         def probe(src: str, items: list) -> list:
@@ -307,6 +330,7 @@ class Emulation:
                 pilot.baseline_us -= r
                 pilot.smoothed_us = pilot.baseline_us
         first, final = residuals[0], residuals[-1]
+        check_calibration(self.links.hop_overhead_us, self.links.origin_overhead_us)
         if pilot:
             pilot.base_hop, pilot.base_origin = self.links.hop_overhead_us, self.links.origin_overhead_us
         return {"in_place_pairs": sum(len(v) for v in by_src.values()), "in_place_first_residual_us": round(first, 1),
@@ -565,7 +589,8 @@ class _Pilot:
             if np.isnan(r) or self._stop.is_set():
                 continue
             self.smoothed_us += self.GAIN * (r - self.smoothed_us)
-            drift = self.smoothed_us - self.baseline_us
+            # never past the calibration's bound: a load that large is not the engine's to correct
+            drift = min(self.smoothed_us - self.baseline_us, MAX_OVERHEAD_US - max(self.base_hop, self.base_origin))
             try:
                 links.set_overhead(self.base_hop + drift, self.base_origin + drift)
             except NetemuError:

@@ -7,21 +7,28 @@ what netemu made and nothing else.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import secrets
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import EmulationError
 
 __all__ = ["Namespaces", "NETNS_PREFIX", "TAP_PREFIX", "new_run_id", "list_netemu_namespaces", "clean", "entered",
-           "set_sysctls"]
+           "set_sysctls", "check_run_id", "register_run", "unregister_run", "list_runs", "live_runs"]
 
 NETNS_PREFIX = "netemu-"
 TAP_PREFIX = "ne"
 NETNS_DIR = Path("/var/run/netns")
+# Live runs, one JSON file each (id, pid, process start, scenario, output directory, start time):
+# `clean` spares the runs whose owner process is still there, `ps` lists them. /run is a tmpfs,
+# emptied at boot like the namespaces themselves.
+RUNS_DIR = Path("/run/netemu/runs")
+RUN_ID_RE = re.compile(r"[0-9a-f]{4}")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
@@ -77,6 +84,78 @@ def new_run_id() -> str:
     return secrets.token_hex(2)
 
 
+def check_run_id(text: str) -> str:
+    """`text` if it is a run id as `new_run_id` makes them (four lowercase hex digits), else an error."""
+    if not isinstance(text, str) or not RUN_ID_RE.fullmatch(text):
+        raise EmulationError(f"run id {text!r}: expected four lowercase hex digits as `netemu ps` lists them "
+                             f"(e.g. 3fa2)")
+    return text
+
+
+def _pid_start_ticks(pid: int) -> int | None:
+    """Start time of process `pid` (clock ticks after boot, /proc/PID/stat field 22), None if it is
+    gone: with the pid it names one process, never a later one that reuses the pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields follow the last ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def register_run(run_id: str, pid: int | None = None, **meta) -> Path:
+    """Record run `run_id` as live, owned by process `pid` (default this one); `meta` (scenario,
+    out_dir, …) is stored beside. Registering again updates the entry."""
+    check_run_id(run_id)
+    pid = os.getpid() if pid is None else pid
+    path = RUNS_DIR / f"{run_id}.json"
+    entry = {}
+    if path.exists():
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            entry = {}
+    entry.update({"id": run_id, "pid": pid, "pid_start_ticks": _pid_start_ticks(pid),
+                  "started": entry.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    entry.update({k: (str(v) if isinstance(v, Path) else v) for k, v in meta.items()})
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(entry) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def unregister_run(run_id: str) -> None:
+    try:
+        (RUNS_DIR / f"{run_id}.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def list_runs() -> list[dict]:
+    """Registered runs, oldest first, each with `alive`: its owner process (same pid, same start
+    time) is still there."""
+    if not RUNS_DIR.exists():
+        return []
+    out = []
+    for p in RUNS_DIR.glob("*.json"):
+        try:
+            e = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(e, dict) or not RUN_ID_RE.fullmatch(str(e.get("id", ""))):
+            continue
+        start = _pid_start_ticks(int(e.get("pid", -1))) if isinstance(e.get("pid"), int) and e["pid"] > 0 else None
+        e["alive"] = start is not None and start == e.get("pid_start_ticks")
+        out.append(e)
+    return sorted(out, key=lambda e: str(e.get("started", "")))
+
+
+def live_runs() -> list[dict]:
+    return [e for e in list_runs() if e["alive"]]
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and r.returncode != 0:
@@ -88,8 +167,24 @@ class Namespaces:
     """A set of named namespaces `netemu-<run>-<name>`, deleted together (also on error)."""
 
     def __init__(self, run_id: str | None = None):
+        # a set made with a given run id belongs to that run (calibration chains of an engine):
+        # only the set that drew the id registers it as a live run
+        self._owner = run_id is None
         self.run_id = run_id or new_run_id()
         self.names: list[str] = []
+        self.meta: dict = {}         # stored in the registry entry: scenario, out_dir
+        self._registered = False
+
+    def register(self, **meta) -> None:
+        """Record this set as a live run (owner: this process) with `self.meta` and `meta`."""
+        self.meta.update(meta)
+        if self._owner:
+            register_run(self.run_id, **self.meta)
+            self._registered = True
+
+    def _ensure_registered(self) -> None:
+        if self._owner and not self._registered:
+            self.register()
 
     def full(self, name: str) -> str:
         return f"{NETNS_PREFIX}{self.run_id}-{name}"
@@ -102,6 +197,7 @@ class Namespaces:
         """Create namespace `name` (loopback up; IPv6 off unless asked: netemu's networks are IPv4,
         and IPv6 autoconfiguration would put unsolicited frames on every link)."""
         full = self.full(name)
+        self._ensure_registered()
         _ip("netns", "add", full)
         self.names.append(name)
         if not ipv6:
@@ -115,6 +211,7 @@ class Namespaces:
         does, without a fork per namespace): loopback up, `ROUTER_SYSCTLS` set, then
         `configure(name)` called while the thread is inside (open netlink sockets there).
         Returns their paths. On error, the ones made so far stay in the set (delete_all)."""
+        self._ensure_registered()
         if names and (not NETNS_DIR.exists() or not any(True for _ in _mounts_of(NETNS_DIR))):
             # the first through `ip` makes /var/run/netns the shared mount `ip netns` expects
             self.add(names[0], loopback=False)
@@ -170,6 +267,9 @@ class Namespaces:
         for name in reversed(self.names):
             _delete_netns(self.path(name))
         self.names.clear()
+        if self._registered:
+            unregister_run(self.run_id)
+            self._registered = False
 
     def __enter__(self) -> "Namespaces":
         return self
@@ -240,28 +340,57 @@ def list_netemu_namespaces() -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(NETNS_PREFIX))
 
 
-def clean(run_id: str | None = None) -> dict:
-    """Remove what netemu runs left behind: their namespaces (with the interfaces inside) and
-    netemu-named devices left in the root namespace (veth pairs of the kernel backend and of
-    calibration, between creation and their move). Only names with netemu's prefixes are touched;
-    `run_id` limits it to one run."""
-    ns_prefix = NETNS_PREFIX + (f"{run_id}-" if run_id else "")
+def _link_pattern(run_id: str) -> re.Pattern:
+    """Root-namespace devices netemu makes, exactly: `ne<id>` then `r`/`v` (calibration veths) or
+    `k<n>` (kernel-backend veths), then the side `a`/`b`."""
+    return re.compile(rf"{TAP_PREFIX}({run_id})(?:r|v|k[0-9]+)[ab]")
+
+
+def _ns_run_id(name: str) -> str | None:
+    rest = name[len(NETNS_PREFIX):]
+    rid, sep, _ = rest.partition("-")
+    return rid if sep and RUN_ID_RE.fullmatch(rid) else None
+
+
+def clean(run_id: str | None = None, everything: bool = False) -> dict:
+    """Remove what netemu runs left behind: their namespaces (with the interfaces inside, and the
+    processes still running in them) and netemu-named devices left in the root namespace (veth
+    pairs of the kernel backend and of calibration, between creation and their move). Only names
+    of netemu's exact forms are touched. Runs whose owner process is alive (see `register_run`)
+    are spared unless `everything`; `run_id` (validated) limits it to that one run, which is
+    removed even if live (it was named). Returns what was removed, and `spared` live run ids."""
+    if run_id is not None:
+        check_run_id(run_id)
+    runs = list_runs()
+    live = {e["id"] for e in runs if e["alive"]}
+
+    def doomed_ids(rid: str | None) -> bool:
+        if rid is None:
+            return False
+        if run_id is not None:
+            return rid == run_id
+        return everything or rid not in live
     removed_ns = []
-    doomed = [name for name in list_netemu_namespaces() if name.startswith(ns_prefix)]
+    doomed = [name for name in list_netemu_namespaces() if doomed_ids(_ns_run_id(name))]
     killed = _kill_processes_in({_ns_id(str(NETNS_DIR / n)) for n in doomed} - {None})
     for name in doomed:
         _delete_netns(str(NETNS_DIR / name))
         removed_ns.append(name)
     removed_links = []
-    pattern = re.compile(rf"^{TAP_PREFIX}{run_id or '[0-9a-f]{4}'}[a-z][0-9]*[ab]$")
+    pattern = _link_pattern(run_id or "[0-9a-f]{4}")
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         parts = line.split(":")
         if len(parts) > 1:
             ifname = parts[1].strip().split("@")[0]
-            if pattern.match(ifname):
+            m = pattern.fullmatch(ifname)
+            if m and doomed_ids(m.group(1)):
                 _ip("link", "del", ifname, check=False)
                 removed_links.append(ifname)
-    return {"namespaces": removed_ns, "links": removed_links, "processes": killed}
+    for e in runs:
+        if doomed_ids(e["id"]):
+            unregister_run(e["id"])
+    spared = sorted(live - {rid for rid in live if doomed_ids(rid)})
+    return {"namespaces": removed_ns, "links": removed_links, "processes": killed, "spared": spared}
 
 
 def running_as_root() -> bool:

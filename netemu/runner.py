@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -27,16 +28,29 @@ import numpy as np
 import pandas as pd
 
 from .emulation import Emulation
-from .errors import EmulationError
+from .errors import EmulationError, NetemuError
 from .fidelity import FIDELITY_P99_MS, assess
 from .playback import oracle_rtt_ms
 from .plan import write_plan
+from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from .traffic import WorkloadRunner
 
-__all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS"]
+__all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS", "MAX_PROBE_RATE_HZ", "check_probe_rate"]
 
 RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
 PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
+# One Python probe process per source sends every echo from a timed loop and tells echoes apart
+# by a 16-bit ICMP sequence: 1,000 echoes/s per pair (one per ms) is well within what it keeps up
+# with, and far more than an RTT curve needs.
+MAX_PROBE_RATE_HZ = 1000.0
+
+
+def check_probe_rate(rate_hz: float) -> float:
+    """`rate_hz` if it is a probe rate the probe program can keep (0 < rate ≤ MAX_PROBE_RATE_HZ)."""
+    if not (0 < rate_hz <= MAX_PROBE_RATE_HZ):
+        raise EmulationError(f"probe rate {rate_hz!r}: expected probes per second per pair in "
+                             f"(0, {MAX_PROBE_RATE_HZ:g}] (the probe program sends at most one echo per ms per pair)")
+    return rate_hz
 
 
 def default_probe_pairs(plan) -> list[tuple[str, str]]:
@@ -181,113 +195,114 @@ def _peak_rss_gib() -> float:
 
 def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = None, probe_rate_hz: float = 20.0,
         iperf: tuple[str, str] | None = None, cli: bool = False, progress: Callable[[str], None] | None = None,
-        workloads: bool = True, replay=None, report: bool = True, **options) -> dict:
+        workloads: bool = True, replay=None, report: bool = True, overwrite: bool = False,
+        allow_concurrent: bool = False, **options) -> dict:
     """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
     `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
     The scenario's workloads run unless `workloads` is False; `replay` is a prepared
-    `netemu.replay.TraceReplay`; `report` writes report.html at the end. Returns run.json's
-    content. Ctrl-C / SIGTERM tear everything down (run.json then says `interrupted`)."""
+    `netemu.replay.TraceReplay`; `report` writes report.html at the end. `out_dir` must be new,
+    empty, or (with `overwrite`) an earlier netemu run, which is replaced. Returns run.json's
+    content. Ctrl-C / SIGTERM stop the sources, write what was measured (run.json then says
+    `interrupted` and `partial`) and the report, tear everything down, and raise
+    KeyboardInterrupt. A failed run's run.json says why (`error`). Another live run (of another
+    process) is refused unless `allow_concurrent` (then a warning)."""
     say = progress or (lambda m: None)
     out = Path(out_dir)
+    check_out_dir(out, overwrite=overwrite)
+    check_probe_rate(probe_rate_hz)
     pairs = default_probe_pairs(plan) if probes is None else list(probes)
     check_pairs(plan, pairs)
     if iperf:
         check_pairs(plan, [iperf], "iperf")
         if shutil.which("iperf3") is None:
             raise EmulationError("iperf3 is missing (Debian package iperf3); run `netemu doctor`")
+    concurrent = check_concurrent(allow_concurrent)
     em = Emulation(plan, progress=say, **options)   # checks root, options and window first
-    out.mkdir(parents=True, exist_ok=True)
-    write_plan(plan, out)
+    em.ns.meta["out_dir"] = str(out.absolute())
+    say(wall_time_line(plan, em))
+    prepare_out_dir(out, overwrite=overwrite)
     from .report import MAP_INSTANTS, positions_table
     w = em.window
     # the compute satellites' ground track from 50 min before to 50 min after the window (about an
     # orbit at 700-800 km), within the plan
     t_grid = plan.track.t_s
-    positions_table(plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
-                    track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
-                    ).to_parquet(out / "positions.parquet", index=False)
-    info: dict = {"versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
+    try:
+        write_plan(plan, out)
+        atomic_write(out / "positions.parquet", lambda tmp: positions_table(
+            plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
+            track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
+        ).to_parquet(tmp, index=False))
+    except OSError as e:
+        raise OutputError(f"-o {out_dir}: cannot write the plan files before the run: {e.strerror or e}; "
+                          f"nothing was emulated") from None
+    info: dict = {"run_id": em.run_id, "versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
                   "options": {k: v for k, v in options.items()}, "probes": [f"{s}>{d}" for s, d in pairs],
                   "probe_rate_hz": probe_rate_hz, "iperf": f"{iperf[0]}>{iperf[1]}" if iperf else None,
-                  "interrupted": False, "warnings": [], "times_are": "emulated seconds (wall / (dilation / speed))"}
+                  "interrupted": False, "partial": False, "warnings": list(concurrent),
+                  "times_are": "emulated seconds (wall / (dilation / speed))"}
     t_start = time.perf_counter()
-    prb = ipf = wlr = rpl = None
+    src = {"prb": None, "ipf": None, "wlr": None, "rpl": None}   # sources still running
+    playing = False
     try:
         em.build()
         info["up_s"] = round(time.perf_counter() - t_start, 3)
         say(f"up in {info['up_s']:.1f} s; playing t = {em.window.t0_s:g}..{em.window.t_end_s:g} s "
             f"(dilation {em.dilation:g}, speed {em.speed:g}: {em.scale * (em.window.t_end_s - em.window.t0_s):.0f} s wall)")
-        em.address_table().to_csv(out / "addresses.csv", index=False)
-        prb = _Probes(em, pairs, probe_rate_hz, out / ".probes") if pairs else None
+        atomic_write(out / "addresses.csv", lambda tmp: em.address_table().to_csv(tmp, index=False))
+        src["prb"] = _Probes(em, pairs, probe_rate_hz, out / ".probes") if pairs else None
         em.start(lead_s=0.5)
+        playing = True
+        t_play = time.perf_counter()
         if replay is not None:
             replay.start(em, out)
-            rpl = replay
+            src["rpl"] = replay
             say(f"replaying {replay.path.name}: {replay.counts['open_loop']:,} packets open-loop, "
                 f"{replay.messages['flow'].nunique()} flows closed-loop ({len(replay.messages)} messages)")
         if workloads and plan.scenario.workloads:
-            wlr = WorkloadRunner(em, out)
+            src["wlr"] = WorkloadRunner(em, out)
             say(f"workloads: {', '.join(w.name for w in plan.scenario.workloads)} "
-                f"({len(wlr.procs)} agents)")
+                f"({len(src['wlr'].procs)} agents)")
         if iperf:
-            ipf = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
-        t_play = time.perf_counter()
+            src["ipf"] = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
         if cli:
             from mininet.cli import CLI
             say("Mininet CLI: the constellation keeps moving; `exit` ends the run")
             CLI(em.net)
             em.player.stop()
         else:
-            _wait_with_progress(em, say, rpl.finished if rpl else None)
+            _wait_with_progress(em, say, src["rpl"].finished if src["rpl"] else None)
         info["play_s"] = round(time.perf_counter() - t_play, 3)
         say("collecting results")
-        probes_df = prb.stop() if prb else pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
-        prb = None
-        if rpl:
-            rpl.stop()
-            info["replay"] = _replay_lines(rpl.write_results(), say)
-            info["warnings"] += rpl.failures()
-            rpl = None
-        if wlr:
-            wlr.stop()
-            info["workloads"] = _workload_lines(wlr.write_results(), say)
-            info["warnings"] += wlr.failures()
-            wlr = None
-        log = em.player.apply_log()
-        log.to_csv(out / "apply.csv", index=False)
-        info["apply_lag_ms"] = _stats(log["lag_ms"])
-        info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
-        info["routes_installed_at_start"] = int(em._nh_by_step.get(em.window.k0, pd.DataFrame()).shape[0])
-        _write_probes(plan, em, probes_df, log, out, info,
-                      loaded=bool(iperf or replay or (workloads and plan.scenario.workloads)))
-        if ipf:
-            iv = ipf.finish()
-            ipf = None
-            iv.to_csv(out / "iperf.csv", index=False)
-            info["iperf_mean_mbps"] = round(float(iv["mbps"].mean()), 3) if len(iv) else None
-        counters = em.links.counters()
-        if len(counters):
-            counters = counters.merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left")
-        counters.to_csv(out / "link_counters.csv", index=False)
-        if hasattr(em.links, "check_overload"):
-            info["warnings"] += em.links.check_overload()
-            info["engine"] = em.links.status()
-        info["calibration"] = em.calibration
-        info["nodes"], info["links"] = len(em.node_names), len(em.link_table)
-        info["window"] = {"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s, "t_end_s": em.window.t_end_s}
-        info["dilation"], info["speed"] = em.dilation, em.speed
+        _collect(plan, em, out, info, src, say, loaded=bool(iperf or replay or (workloads and plan.scenario.workloads)))
     except KeyboardInterrupt:
-        info["interrupted"] = True
-        say("interrupted: tearing down")
+        info["interrupted"] = info["partial"] = True
+        if playing:
+            say("interrupted: stopping the sources and writing what was measured (Ctrl-C again: tear down at once)")
+            info["play_s"] = round(time.perf_counter() - t_play, 3)
+            try:
+                em.player.stop()
+                if src["ipf"] is not None and src["ipf"].client.poll() is None:
+                    src["ipf"].client.send_signal(signal.SIGINT)   # iperf3 then writes what it measured
+                _collect(plan, em, out, info, src, say, loaded=bool(iperf or replay or (workloads and plan.scenario.workloads)),
+                         partial=True)
+            except KeyboardInterrupt:
+                say("interrupted again: tearing down without collecting")
+            except Exception as e:
+                info["error"] = f"while writing the partial results: {e}"
+        else:
+            say("interrupted before the run started: tearing down")
+    except BaseException as e:
+        info["error"] = str(e) or type(e).__name__
+        raise
     finally:
-        if prb:
-            prb.kill()
-        if wlr:
-            wlr.kill()
-        if rpl:
-            rpl.kill()
-        if ipf:
-            for p in (ipf.client, ipf.server):
+        if src["prb"]:
+            src["prb"].kill()
+        if src["wlr"]:
+            src["wlr"].kill()
+        if src["rpl"]:
+            src["rpl"].kill()
+        if src["ipf"]:
+            for p in (src["ipf"].client, src["ipf"].server):
                 if p.poll() is None:
                     p.kill()
         t_down = time.perf_counter()
@@ -295,14 +310,162 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         info["down_s"] = round(time.perf_counter() - t_down, 3)
         info["timings_s"] = {k: round(v, 3) for k, v in em.timings_s.items()}
         info["peak_rss_gib"] = _peak_rss_gib()
-        (out / "run.json").write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+        run_json_error = _write_run_json(out, info)
+    if run_json_error:
+        raise OutputError(run_json_error)
     if info["interrupted"]:
+        say(f"down in {info['down_s']:.1f} s; partial results in {out}")
+        if report and playing:
+            _report(out, say, partial=True)
         raise KeyboardInterrupt
     say(f"down in {info['down_s']:.1f} s; results in {out}")
     if report:
-        from .report import build_report
-        say(f"report: {build_report(out)}")
+        _report(out, say)
     return info
+
+
+def check_concurrent(allow: bool) -> list[str]:
+    """Refuse to start while another process's netemu run is live (both would share the CPUs, and
+    this run's calibration would measure the other's load and take it off every delay), unless
+    `allow`: then the warnings to report."""
+    from .netns import live_runs
+    others = [e for e in live_runs() if e.get("pid") != os.getpid()]
+    if not others:
+        return []
+    desc = "; ".join(f"run {e['id']} (pid {e.get('pid')}, scenario {e.get('scenario') or '?'}, "
+                     f"output {e.get('out_dir') or '?'}, since {e.get('started')})" for e in others)
+    if not allow:
+        raise EmulationError(f"another netemu run is live: {desc}. Two runs share the CPUs and this run's "
+                             f"calibration would measure the other's load; wait for it to end, or pass "
+                             f"--allow-concurrent (`netemu ps` lists live runs)")
+    msg = (f"running alongside another live netemu run ({desc}): both share the CPUs, so delays and the "
+           f"calibration may be distorted")
+    warnings.warn(msg, stacklevel=3)
+    return [msg]
+
+
+BRING_UP_BASE_S = 8.0        # calibration and engine start (6-7 s of the 7.7-9.3 s measured, default scenario)
+BRING_UP_PER_NODE_S = 0.012  # namespaces, links, routes (Starlink shell 1, 1,684 nodes: up in 21.6-36.8 s)
+
+
+def wall_time_line(plan, em: Emulation) -> str:
+    """What the run will cost in wall time: the window × dilation / speed, plus an estimate of
+    the bring-up from the node count."""
+    from .playback import scope_nodes
+    w = em.window
+    play_s = em.scale * (w.t_end_s - w.t0_s)
+    n = len(scope_nodes(plan.schedule, plan.routes.routes, em.endpoints, w, em.scope))
+    up_s = BRING_UP_BASE_S + BRING_UP_PER_NODE_S * n
+    return (f"this run takes about {_mmss(play_s + up_s)} of wall time: {w.t_end_s - w.t0_s:g} s emulated "
+            f"× dilation {em.dilation:g} / speed {em.speed:g} = {_mmss(play_s)} of play, plus about "
+            f"{_mmss(up_s)} to bring {n:,} nodes up")
+
+
+def _mmss(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _collect(plan, em: Emulation, out: Path, info: dict, src: dict, say, loaded: bool, partial: bool = False) -> None:
+    """Stop the sources in `src` and write their results, the apply log, probes and fidelity,
+    link counters and run facts into `out`. With `partial` (after an interrupt) a part that
+    fails is named in the warnings and the others are still written."""
+    def part(what: str, fn) -> None:
+        try:
+            fn()
+        except KeyboardInterrupt:
+            raise
+        except OSError as e:
+            raise OutputError(f"{out}: cannot write {what}: {e.strerror or e} (the run's other results "
+                              f"were written before it)") from None
+        except Exception as e:
+            if not partial:
+                raise
+            info["warnings"].append(f"partial run: {what} not written ({e})")
+
+    probes_df = pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
+
+    def stop_probes() -> None:
+        nonlocal probes_df
+        if src["prb"]:
+            probes_df = src["prb"].stop()
+        src["prb"] = None
+    part("the probes", stop_probes)
+
+    def replay_results() -> None:
+        rpl = src["rpl"]
+        rpl.stop()
+        info["replay"] = _replay_lines(rpl.write_results(), say)
+        info["warnings"] += rpl.failures()
+        src["rpl"] = None
+    if src["rpl"]:
+        part("the replay's results", replay_results)
+
+    def workload_results() -> None:
+        wlr = src["wlr"]
+        wlr.stop()
+        info["workloads"] = _workload_lines(wlr.write_results(), say)
+        info["warnings"] += wlr.failures()
+        src["wlr"] = None
+    if src["wlr"]:
+        part("the workloads' results (jobs.csv, throughput.csv)", workload_results)
+
+    log = em.player.apply_log()
+    part("apply.csv", lambda: atomic_write(out / "apply.csv", lambda tmp: log.to_csv(tmp, index=False)))
+    info["apply_lag_ms"] = _stats(log["lag_ms"])
+    info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
+    info["routes_installed_at_start"] = int(em._nh_by_step.get(em.window.k0, pd.DataFrame()).shape[0])
+    part("probes.parquet and fidelity.json", lambda: _write_probes(plan, em, probes_df, log, out, info, loaded=loaded))
+
+    def iperf_results() -> None:
+        iv = src["ipf"].finish()
+        src["ipf"] = None
+        atomic_write(out / "iperf.csv", lambda tmp: iv.to_csv(tmp, index=False))
+        info["iperf_mean_mbps"] = round(float(iv["mbps"].mean()), 3) if len(iv) else None
+    if src["ipf"]:
+        part("iperf.csv", iperf_results)
+
+    def counters() -> None:
+        c = em.links.counters()
+        if len(c):
+            c = c.merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left")
+        atomic_write(out / "link_counters.csv", lambda tmp: c.to_csv(tmp, index=False))
+    part("link_counters.csv", counters)
+    if hasattr(em.links, "check_overload"):
+        info["warnings"] += em.links.check_overload()
+        info["engine"] = em.links.status()
+    info["calibration"] = em.calibration
+    info["nodes"], info["links"] = len(em.node_names), len(em.link_table)
+    info["window"] = {"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s, "t_end_s": em.window.t_end_s}
+    info["dilation"], info["speed"] = em.dilation, em.speed
+
+
+def _write_run_json(out: Path, info: dict) -> str | None:
+    """Write run.json atomically; the error message when it cannot be written, else None."""
+    try:
+        atomic_write(out / "run.json",
+                     lambda tmp: tmp.write_text(json.dumps(info, indent=2, default=_json_default) + "\n"))
+    except OSError as e:
+        return (f"{out}: cannot write run.json: {e.strerror or e}; the run's other results are there, "
+                f"but without run.json `netemu report` cannot read them")
+    return None
+
+
+def _report(out: Path, say, partial: bool = False) -> None:
+    """report.html; a failure to write it is one error saying what is there and what is missing."""
+    from .report import build_report
+    try:
+        say(f"report: {build_report(out)}")
+    except OSError as e:
+        raise OutputError(f"{out}: the run's results are written, but report.html could not be: "
+                          f"{e.strerror or e}; free some space and run `netemu report {out}`") from None
+    except NetemuError as e:
+        if not partial:
+            raise
+        say(f"no report of the partial run: {e}")
+    except Exception as e:   # a report bug must not hide that the run's results are safe
+        raise OutputError(f"{out}: the run's results are written, but report.html could not be: "
+                          f"{type(e).__name__}: {e}; `netemu report {out}` tries again") from None
 
 
 def _replay_lines(summary: dict, say) -> dict:
@@ -364,7 +527,7 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
                    & (routes["step"] > 0)]
         changes[(src, dst)] = r["t_s"].to_numpy(float)
     df = df[["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]]
-    df.to_parquet(out / "probes.parquet", index=False)
+    atomic_write(out / "probes.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     lag_p99_s = float(np.nanpercentile(log["lag_ms"], 99)) / 1e3 if len(log) else 0.0
     guard_s = lag_p99_s / em.scale + 0.001
     fid = assess(df, changes, guard_s=guard_s, timeout_s=PROBE_TIMEOUT_S, threshold_p99_ms=FIDELITY_P99_MS,
@@ -374,7 +537,7 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
     o = fid["overall"]
     fid.update(guard_ms=round(guard_s * 1e3, 3), dilation=em.dilation,
                note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")
-    (out / "fidelity.json").write_text(json.dumps(fid, indent=2) + "\n")
+    atomic_write(out / "fidelity.json", lambda tmp: tmp.write_text(json.dumps(fid, indent=2) + "\n"))
     info["fidelity"] = {"verdict": fid["verdict"], **{k: v for k, v in o.items()}, "reasons": fid["reasons"]}
 
 

@@ -191,7 +191,7 @@ def test_report_renders_in_headless_chromium(synthetic_run, tmp_path):
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing in CI (Debian package chromium; scripts/setup-machine.sh installs it)")
+            pytest.fail("chromium is missing in CI (Debian package chromium; scripts/setup-machine.sh --with-browser installs it)")
         pytest.skip("needs chromium (Debian package chromium)")
     report = build_report(synthetic_run)
     shot = tmp_path / "shot.png"
