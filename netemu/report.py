@@ -46,7 +46,7 @@ padding:.6em 1em;margin:1em 0}.verdict-ok{color:#1a7f37;font-weight:600}.verdict
 
 def positions_table(plan, t_s: list[float], track_window: tuple[float, float] | None = None,
                     track_points: int = 240) -> pd.DataFrame:
-    """Where every node is at the grid steps nearest to `t_s` (`instant` True), plus, over
+    """Where every node is at the grid steps nearest to `t_s` (`instant` True; each step once), plus, over
     `track_window`, the ground tracks of the compute satellites (`instant` False, about
     `track_points` points each): `step, t_s, name, kind, lat_deg, lon_deg, alt_km, instant`
     (geocentric latitude, enough for a map)."""
@@ -69,8 +69,7 @@ def positions_table(plan, t_s: list[float], track_window: tuple[float, float] | 
     rows = []
     g = plan.scenario.ground_stations
     every = np.ones(len(names), bool)
-    for t in t_s:
-        k = step_of(t)
+    for k in dict.fromkeys(step_of(t) for t in t_s):     # instants in one step: one map, not copies
         rows.append(at(k, every, True))
         rows.append(pd.DataFrame({"step": k, "t_s": float(track.t_s[k]), "name": [st.name for st in g],
                                   "kind": "ground", "lat_deg": [st.lat_deg for st in g],

@@ -140,6 +140,20 @@ def test_positions_and_ground_tracks():
     assert np.allclose(arc_deg, 30 * 7.48 / (6371 + 750) * 180 / np.pi, rtol=0.1)
 
 
+def test_instants_in_one_step_give_one_map(synthetic_run, tmp_path):
+    """A window shorter than a step (t = 330 and 330.5 s in one 1-s step) once gave every node twice
+    at that step, and the map failed on the duplicates."""
+    plan = netemu.make_plan(netemu.load_scenario(DATA / "workloads.toml"), workers=2)
+    pos = positions_table(plan, [330.0, 330.5, 336.0])
+    assert not pos.duplicated(["step", "name"]).any()
+    assert pos["step"].nunique() == 2
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    pos.to_parquet(run / "positions.parquet", index=False)
+    build_report(run)
+    assert (run / "figures" / "map.png").exists()
+
+
 def test_report_from_synthetic_run(synthetic_run):
     report = build_report(synthetic_run)
     assert report == synthetic_run / "report.html"
