@@ -183,7 +183,7 @@ def fig_map(run: _Run, figs: Path) -> str | None:
             for seg_lon, seg_lat in zip(np.split(lon, cut), np.split(lat, cut)):
                 ax.plot(seg_lon, seg_lat, color="#d1495b", lw=0.8, alpha=0.5, zorder=1,
                         label="compute satellites' ground track" if i == 0 else None)
-        p = pos[pos["step"] == k]
+        p = pos[pos["step"] == k].drop_duplicates("name")   # runs written before one map per step
         where = p.set_index("name")[["lon_deg", "lat_deg"]]
         if links is not None:
             live = links[(links["step"] == k) & links["up"]]
