@@ -148,7 +148,9 @@ class Emulation:
         cpus = len(os.sched_getaffinity(0))
         # Busy-polling engines on their own CPUs give the steadiest delays (a sleeping engine
         # waits 30-80 µs for each wake-up here, and that varies); half the CPUs go to them.
-        self.busy_poll = cpus >= 2 if busy_poll is None else busy_poll
+        # Only when they can have CPUs of their own: more polling engines than spare CPUs
+        # starve everything else (the run's own threads included: `--shards 64` hung).
+        self.busy_poll = (cpus >= 2 and (shards is None or shards < cpus)) if busy_poll is None else busy_poll
         self.shards = shards or (max(1, cpus // 2) if self.busy_poll else cpus)
         self.seed, self.do_calibrate, self.mtu = seed, calibrate, mtu
         self.say = progress or (lambda msg: None)
@@ -455,6 +457,14 @@ class Emulation:
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait for the player to reach the window's end; True when it has."""
         return self.player.wait(timeout_s)
+
+    def waiting_for(self) -> str:
+        """What a run that has not ended waits for: the player's current work and any engine
+        request left unanswered for a second or more."""
+        parts = [f"the player ({self.player.doing})" if self.player is not None else "the player (not built)"]
+        if hasattr(self.links, "in_flight"):
+            parts += self.links.in_flight(min_age_s=1.0)
+        return "; ".join(parts)
 
     def now_t_s(self) -> float:
         """Current emulated schedule time (s)."""

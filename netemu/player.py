@@ -38,6 +38,7 @@ class Player:
         self.log: list[tuple] = []
         self.feed_ms: list[float] = []          # duration of each engine call of a feed
         self._work: deque = deque()             # engine calls of feeds, sent between route steps
+        self.doing = "not started"              # what the player's thread is doing (for the watchdog)
 
     # ------------------------------------------------------------------ clock
 
@@ -49,6 +50,14 @@ class Player:
         if self.origin is None:
             return self.w.t0_s
         return self.w.t0_s + (time.monotonic() - self.origin) / self.scale
+
+    def end_mono(self) -> float:
+        """Monotonic time of the window's end."""
+        return self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+
+    def finished(self) -> bool:
+        """Whether the player's thread has ended (reached the window's end, stopped or failed)."""
+        return self._thread is not None and not self._thread.is_alive()
 
     def mono_to_t_s(self, mono: np.ndarray) -> np.ndarray:
         return self.w.t0_s + (np.asarray(mono) - self.origin) / self.scale
@@ -99,26 +108,31 @@ class Player:
     def _loop(self) -> None:
         em, S = self.em, len(self.t)
         engine = em.backend_name == "engine"
-        end_wall = self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+        end_wall = self.end_mono()
         n_apply = int(np.searchsorted(self.t, self.w.t_end_s + 1e-9, side="right"))  # steps inside the window
         i = 1
         while not self._stop.is_set():
             now = time.monotonic()
             if i < n_apply and now >= self.wall(i):   # due routes first: feeding can wait
+                self.doing = f"applying the routes of step {self.w.k0 + i} (t = {self.t[i]:g} s)"
                 self._apply(i, engine)
                 i += 1
                 continue
             if self._work:                            # one engine call of a feed at a time
+                self.doing = f"feeding the link engines the steps up to {self.w.k0 + self._fed - 1}"
                 self._work.popleft()()
                 continue
             if engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
+                self.doing = f"preparing the link engines' feed from step {self.w.k0 + self._fed}"
                 self._feed(self._fed, self._batch_end(self._fed))
                 continue
             if i >= n_apply and now >= end_wall:
+                self.doing = "done"
                 return
             nxt = self.wall(i) if i < n_apply else end_wall
             if engine and self._fed < S:
                 nxt = min(nxt, self.wall(self._fed) - LOOKAHEAD_S)
+            self.doing = "waiting for the next step"
             self._stop.wait(max(0.0, min(nxt - now, 0.2)))
 
     def _apply(self, i: int, engine: bool) -> None:

@@ -37,6 +37,7 @@ __all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS"]
 RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
 FIDELITY_P99_MS = 0.5    # |measured − oracle| RTT at p99 that counts as faithful
 PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
+WATCHDOG_GRACE_S = 10.0  # wall seconds (× dilation) past the window's end after which a run is stuck
 
 
 def default_probe_pairs(plan) -> list[tuple[str, str]]:
@@ -331,10 +332,17 @@ def _workload_lines(summary: dict, say) -> dict:
     return heads
 
 
-def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None = None) -> None:
-    """Wait for the window's end, or (with `finished`) one emulated second after it says so."""
+def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None = None,
+                        grace_s: float | None = None) -> None:
+    """Wait for the window's end, or (with `finished`) one emulated second after it says so.
+
+    Watchdog: a run still playing `grace_s` wall seconds after its window's end (default
+    WATCHDOG_GRACE_S, scaled by the dilation) is stuck: stop with an EmulationError naming
+    what it waits for, rather than wait for ever."""
     w = em.window
     span = w.t_end_s - w.t0_s
+    grace = WATCHDOG_GRACE_S * max(1.0, em.scale) if grace_s is None else grace_s
+    deadline = em.player.end_mono() + grace
     last = time.monotonic()
     while not em.wait(0.5):
         if finished is not None and finished():
@@ -342,6 +350,9 @@ def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None 
             em.player.stop()
             say(f"  replay finished at t = {em.now_t_s():.1f} s")
             break
+        if time.monotonic() > deadline:
+            raise EmulationError(f"the run passed the end of its window (t = {w.t_end_s:g} s) by {grace:.3g} s "
+                                 f"wall and has not ended: it waits for {em.waiting_for()}")
         if time.monotonic() - last >= 10:
             last = time.monotonic()
             t = em.now_t_s()
