@@ -185,6 +185,7 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         workloads: bool = True, replay=None, report: bool = True, **options) -> dict:
     """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
     `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
+    `cli`: open netemu's shell (reading stdin, or this text stream) while the window plays.
     The scenario's workloads run unless `workloads` is False; `replay` is a prepared
     `netemu.replay.TraceReplay`; `report` writes report.html at the end. Returns run.json's
     content. Ctrl-C / SIGTERM tear everything down (run.json then says `interrupted`)."""
@@ -234,9 +235,10 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
             ipf = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
         t_play = time.perf_counter()
         if cli:
-            from mininet.cli import CLI
-            say("Mininet CLI: the constellation keeps moving; `exit` ends the run")
-            CLI(em.net)
+            from .shell import NetemuCLI
+            say("netemu shell (Mininet's CLI): `<node> <command>` runs in a node, node names stand for their "
+                "loopbacks; the constellation keeps moving; `exit` ends the run and writes its results")
+            NetemuCLI(em, stdin=cli if hasattr(cli, "readline") else None, run=True)
             em.player.stop()
         else:
             _wait_with_progress(em, say, rpl.finished if rpl else None)
