@@ -32,7 +32,7 @@ from .playback import fidelity, oracle_rtt_ms
 from .plan import write_plan
 from .traffic import WorkloadRunner
 
-__all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS"]
+__all__ = ["run", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS"]
 
 RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
 FIDELITY_P99_MS = 0.5    # |measured − oracle| RTT at p99 that counts as faithful
@@ -40,15 +40,52 @@ PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
 WATCHDOG_GRACE_S = 10.0  # wall seconds (× dilation) past the window's end after which a run is stuck
 
 
-def default_probe_pairs(plan) -> list[tuple[str, str]]:
-    """Every ground station to the first compute satellite (to the first endpoint if there is
-    no compute satellite)."""
+DEFAULT_PROBE_PAIRS = 10   # default probe pairs at most: each is a process at 20 echoes/s (the
+                           # 99 of a 100-city scenario loaded the host and started seconds late)
+
+
+def default_probe_pairs(plan, max_pairs: int = DEFAULT_PROBE_PAIRS) -> list[tuple[str, str]]:
+    """Ground stations to the first compute satellite (to the first endpoint if there is no
+    compute satellite): all of them up to `max_pairs`, else `max_pairs` spread over the
+    globe (the first station, then each time the one farthest from those chosen)."""
     nodes = plan.schedule.nodes
     eps = list(plan.scenario.endpoints)
     kind = dict(zip(nodes["name"], nodes["kind"]))
     compute = [e for e in eps if kind.get(e) == "compute"]
     target = compute[0] if compute else eps[0]
-    return [(e, target) for e in eps if kind.get(e) == "ground" and e != target]
+    sources = [e for e in eps if kind.get(e) == "ground" and e != target]
+    if len(sources) > max_pairs:
+        sources = spread_stations(plan.scenario.ground_stations, sources, max_pairs)
+    return [(e, target) for e in sources]
+
+
+def spread_stations(stations, names: list[str], n: int) -> list[str]:
+    """`n` of the stations `names` spread over the globe (farthest-point order from the first;
+    ties go to the earlier station), in the order of `names`."""
+    where = {st.name: (st.lat_deg, st.lon_deg) for st in stations}
+    lat, lon = np.radians(np.array([where[x] for x in names], float)).T
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+    chosen = [0]
+    nearest = np.linalg.norm(xyz - xyz[0], axis=1)      # chord to the nearest chosen station
+    while len(chosen) < min(n, len(names)):
+        i = int(np.argmax(nearest))
+        chosen.append(i)
+        nearest = np.minimum(nearest, np.linalg.norm(xyz - xyz[i], axis=1))
+    return [names[i] for i in sorted(chosen)]
+
+
+def probe_frames_per_s(plan, pairs: list[tuple[str, str]], rate_hz: float) -> float:
+    """Link traversals per emulated second of `pairs` probed at `rate_hz`: each echo crosses
+    its path's links there and back (the planned hops, averaged over the plan; 1 when unknown)."""
+    paths = plan.routes.paths
+    ends = {x for pair in pairs for x in pair}
+    paths = paths[paths["src"].isin(ends) & paths["dst"].isin(ends)]
+    hops = paths.groupby(["src", "dst"], observed=True)["hops"].mean()
+    total = 0.0
+    for s, d in pairs:
+        h = hops.get((s, d), hops.get((d, s), 1.0))
+        total += 2 * rate_hz * float(h if h == h else 1.0)
+    return total
 
 
 def check_pairs(plan, pairs: list[tuple[str, str]], what: str = "probe") -> None:
@@ -197,6 +234,8 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         check_pairs(plan, [iperf], "iperf")
         if shutil.which("iperf3") is None:
             raise EmulationError("iperf3 is missing (Debian package iperf3); run `netemu doctor`")
+    if options.get("dilation") == "auto":   # the probes' frames count toward the engines' load
+        options = {**options, "probe_frames_per_s": probe_frames_per_s(plan, pairs, probe_rate_hz)}
     em = Emulation(plan, progress=say, **options)   # checks root, options and window first
     out.mkdir(parents=True, exist_ok=True)
     write_plan(plan, out)
@@ -279,6 +318,8 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         info["nodes"], info["links"] = len(em.node_names), len(em.link_table)
         info["window"] = {"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s, "t_end_s": em.window.t_end_s}
         info["dilation"], info["speed"] = em.dilation, em.speed
+        if em.dilation_choice:
+            info["dilation_auto"] = em.dilation_choice
     except KeyboardInterrupt:
         info["interrupted"] = True
         say("interrupted: tearing down")
@@ -388,8 +429,36 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
                verdict=verdict if o["compared"] else "not assessed: no probes compared",
                loaded=loaded,
                note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")
+    fid["probe_windows"], late = probe_windows(df, info.get("probes", []), em.window.t0_s, em.window.t_end_s)
+    info["warnings"] += late
     (out / "fidelity.json").write_text(json.dumps(fid, indent=2) + "\n")
     info["fidelity"] = {"verdict": fid["verdict"], **{k: v for k, v in o.items()}}
+
+
+PROBE_LATE_S = 0.5   # emulated seconds a pair's probes may start after the window's start (or end before its end)
+
+
+def probe_windows(df: pd.DataFrame, pairs: list[str], t0_s: float, t_end_s: float) -> tuple[dict, list[str]]:
+    """Each probe pair's effective window: its first and last probe instants (emulated s) and
+    how late it started / how early it ended against the window [t0_s, t_end_s]. Returns
+    ({"SRC>DST": {...}}, a warning per pair that started or ended more than PROBE_LATE_S off,
+    or sent nothing)."""
+    out, warns = {}, []
+    keys = df["src"].astype(str) + ">" + df["dst"].astype(str) if len(df) else pd.Series(dtype=str)
+    for pair in dict.fromkeys([*pairs, *keys.unique()]):
+        t = df["t_s"].to_numpy(float)[(keys == pair).to_numpy()] if len(df) else np.empty(0)
+        if not len(t):
+            out[pair] = {"first_t_s": None, "last_t_s": None, "late_start_s": None, "early_end_s": None}
+            warns.append(f"probes {pair}: no probe was sent within the window t = {t0_s:g}..{t_end_s:g} s")
+            continue
+        first, last = float(t.min()), float(t.max())
+        late, early = max(0.0, first - t0_s), max(0.0, t_end_s - last)
+        out[pair] = {"first_t_s": round(first, 3), "last_t_s": round(last, 3), "late_start_s": round(late, 3),
+                     "early_end_s": round(early, 3)}
+        if late > PROBE_LATE_S or early > PROBE_LATE_S:
+            warns.append(f"probes {pair}: measured t = {first:.1f}..{last:.1f} s of the window "
+                         f"t = {t0_s:g}..{t_end_s:g} s (started {late:.1f} s late, ended {early:.1f} s early)")
+    return out, warns
 
 
 def _stats(s: pd.Series) -> dict:
