@@ -246,7 +246,8 @@ def test_shell_runs_commands_in_every_node_and_exit_ends_the_run_with_results(fi
     """`netemu run --cli`: `<node> <command>` works for endpoints and satellites (names with
     '-'), node names stand for their loopbacks, and leaving the shell ends the run normally."""
     import io
-    commands = "g-beijing ping -c 3 -i 0.2 g-sanya\nw00-00 ip route get g-beijing\nexit\n"
+    # (a pause before `exit`: the probes, started with the window, get a few seconds of it)
+    commands = "g-beijing ping -c 3 -i 0.2 g-sanya\nw00-00 ip route get g-beijing\nsh sleep 3\nexit\n"
     info = netemu.run(fid_plan, tmp_path, start_s=300, duration_s=30, calibrate=False, report=False,
                       cli=io.StringIO(commands))
     out = capfd.readouterr().out
