@@ -281,6 +281,12 @@ def _run_dir_flags(p: argparse.ArgumentParser) -> None:
                         "calibration suffer; a warning says so)")
 
 
+def _dilation(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _number(text, lambda v: v >= 1, "a number ≥ 1 or auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="netemu", description="Emulate space-ground data networks (orbital AI data centres).")
     p.add_argument("--version", action="version", version=f"netemu {__version__}")
@@ -312,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
                          f"sooner; the wall time is duration × dilation / speed plus the bring-up, printed "
                          f"before the run starts)")
     rn.add_argument("--speed", type=_positive, default=1.0, help="< 1 slows the orbital motion (default 1)")
-    rn.add_argument("--dilation", type=_at_least_one, default=1.0,
-                    help="time dilation K ≥ 1: delays × K, rates ÷ K, motion ÷ K (default 1)")
+    rn.add_argument("--dilation", type=_dilation, default="auto",
+                    help="time dilation K ≥ 1: delays × K, rates ÷ K, motion ÷ K; auto (default): the "
+                         "smallest K at which this machine keeps up with the window's route changes and "
+                         "moving links (run.json: dilation_auto)")
     rn.add_argument("--scope", choices=("auto", "all", "paths"), default="auto",
                     help="instantiate every satellite or only those on endpoint paths (auto: paths above 500)")
     rn.add_argument("--links", choices=("engine", "kernel"), default="engine", help="link backend (default engine)")

@@ -147,14 +147,18 @@ class Emulation:
     def __init__(self, plan, *, links: str = "engine", scope: str = "auto", speed: float = 1.0,
                  dilation: float = 1.0, start_s: float = 0.0, duration_s: float | None = None,
                  shards: int | None = None, busy_poll: bool | None = None, seed: int = 0, calibrate: bool = True,
-                 mtu: int = 1500,
+                 mtu: int = 1500, probe_frames_per_s: float = 0.0,
                  progress: Callable[[str], None] | None = None):
         if not running_as_root():
             raise EmulationError("emulation needs root (namespaces, TAP devices, routes); run with sudo")
         if links not in ("engine", "kernel"):
             raise EmulationError(f"links: expected engine or kernel, found {links!r}")
-        if not (speed > 0 and dilation >= 1):
-            raise EmulationError(f"expected speed > 0 and dilation ≥ 1, found speed={speed!r}, dilation={dilation!r}")
+        self.auto_dilation = dilation == "auto"
+        if self.auto_dilation:
+            dilation = 1.0          # chosen in build(), from the window's work (see player.auto_dilation)
+        if not (isinstance(speed, (int, float)) and isinstance(dilation, (int, float)) and speed > 0 and dilation >= 1):
+            raise EmulationError(f"expected speed > 0 and dilation ≥ 1 (or \"auto\"), found speed={speed!r}, "
+                                 f"dilation={dilation!r}")
         if shutil.which("mnexec") is None:
             raise EmulationError("mnexec is missing (Debian package `mininet`); run `netemu doctor`")
         self.plan = plan
@@ -168,9 +172,12 @@ class Emulation:
         cpus = len(os.sched_getaffinity(0))
         # Busy-polling engines on their own CPUs give the steadiest delays (a sleeping engine
         # waits 30-80 µs for each wake-up here, and that varies); half the CPUs go to them.
-        self.busy_poll = cpus >= 2 if busy_poll is None else busy_poll
+        # Only when they can have CPUs of their own: more polling engines than spare CPUs
+        # starve everything else (the run's own threads included: `--shards 64` hung).
+        self.busy_poll = (cpus >= 2 and (shards is None or shards < cpus)) if busy_poll is None else busy_poll
         self.shards = shards or (max(1, cpus // 2) if self.busy_poll else cpus)
         self.seed, self.do_calibrate, self.mtu = seed, calibrate, mtu
+        self.probe_frames_per_s = probe_frames_per_s   # the caller's probe traffic, for dilation "auto"
         self.say = progress or (lambda msg: None)
         self.ns = Namespaces()
         self.ns.meta["scenario"] = plan.scenario.name   # for `netemu ps` (registered at build)
@@ -214,6 +221,9 @@ class Emulation:
         n_sat = sum(1 for n in self.node_names if n not in ground)
         self.say(f"network: {len(self.node_names):,} nodes ({n_sat:,} satellites), {len(table):,} links, "
                  f"steps {w.k0}..{w.k1} (t = {w.t0_s:g}..{w.t_end_s:g} s)")
+        self.dilation_choice: dict = {}
+        if self.auto_dilation:
+            self._choose_dilation()
 
         t = time.perf_counter()
 
@@ -268,6 +278,32 @@ class Emulation:
         self.timings_s["mininet"] = time.perf_counter() - t
         self.player = Player(self, self.window, self.schedule.t_s, self.scale)
 
+    def _choose_dilation(self) -> None:
+        """Pick the smallest dilation this window's work allows (player.auto_dilation): its
+        route changes per step (the in-scope next-hop changes) and its moving links."""
+        from .player import auto_dilation
+        sc, w = self.plan.scenario, self.window
+        t0 = time.perf_counter()
+        self._nh_all = next_hop_changes(self.schedule, self.endpoints, sc.routing.metric, sc.routing.ground_relay,
+                                        steps=(w.k0, w.k1 + 1))
+        self.timings_s["next_hops_for_dilation"] = time.perf_counter() - t0
+        pos = {n: i for i, n in enumerate(self.schedule.node_names)}
+        in_scope = np.zeros(len(pos), bool)
+        in_scope[[pos[n] for n in self.node_names]] = True
+        nh = self._nh_all[in_scope[self._nh_all["node"].to_numpy()]]
+        per_step = nh[nh["step"] > w.k0].groupby("step").size().reindex(range(w.k0 + 1, w.k1 + 1), fill_value=0)
+        d = self.states.delay_ms
+        moving = int((d != d[:1]).any(axis=0).sum()) if len(d) > 1 else 0
+        t = self.schedule.t_s
+        step_s = float(t[1] - t[0]) if len(t) > 1 else 1.0
+        k, self.dilation_choice = auto_dilation(per_step.to_numpy(), step_s / self.speed, moving,
+                                                self.shards if self.backend_name == "engine" else 1,
+                                                self.probe_frames_per_s * self.speed)
+        self.dilation = k
+        self.scale = self.dilation / self.speed
+        why = f", bound by {self.dilation_choice['bound_by']}" if self.dilation_choice["bound_by"] else ""
+        self.say(f"dilation auto: {k:g} ({per_step.mean():.0f} route changes per step, {moving:,} moving links{why})")
+
     def _calibrate_in_place(self, rounds: int = 3, echoes: int = 30, rate_hz: float = 20.0) -> dict:
         """Measure the engine's per-traversal overhead on this network's own endpoint paths.
 
@@ -288,7 +324,7 @@ class Emulation:
         at = paths[paths["step"] == k0]
         delay = {(str(r.src), str(r.dst)): (r.delay_ms, r.hops) for r in at.itertuples(index=False)}
         by_src: dict[str, list] = {}
-        for s, d in default_probe_pairs(self.plan)[:16]:
+        for s, d in default_probe_pairs(self.plan, max_pairs=16):
             key = (s, d) if (s, d) in delay else (d, s)
             if key in delay:
                 by_src.setdefault(s, []).append((d, *delay[key]))
@@ -370,8 +406,10 @@ class Emulation:
     def _prepare_routes(self) -> None:
         sc, w = self.plan.scenario, self.window
         t = time.perf_counter()
-        self.nh = next_hop_changes(self.schedule, self.endpoints, sc.routing.metric, sc.routing.ground_relay,
-                                   steps=(w.k0, w.k1 + 1))
+        self.nh = getattr(self, "_nh_all", None)
+        if self.nh is None:
+            self.nh = next_hop_changes(self.schedule, self.endpoints, sc.routing.metric, sc.routing.ground_relay,
+                                       steps=(w.k0, w.k1 + 1))
         self.timings_s["next_hops"] = time.perf_counter() - t
         names = self.schedule.node_names
         in_scope = np.zeros(len(names), bool)
@@ -479,6 +517,14 @@ class Emulation:
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait for the player to reach the window's end; True when it has."""
         return self.player.wait(timeout_s)
+
+    def waiting_for(self) -> str:
+        """What a run that has not ended waits for: the player's current work and any engine
+        request left unanswered for a second or more."""
+        parts = [f"the player ({self.player.doing})" if self.player is not None else "the player (not built)"]
+        if hasattr(self.links, "in_flight"):
+            parts += self.links.in_flight(min_age_s=1.0)
+        return "; ".join(parts)
 
     def now_t_s(self) -> float:
         """Current emulated schedule time (s)."""

@@ -14,8 +14,8 @@ allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; a ready
 until EAGAIN (a TAP read returns one frame), at most DRAIN_MAX frames before due departures
 get their turn.
 
-Control messages (length-prefixed pickles over a stream socket from the parent) add and remove
-links, schedule parameter changes at emulated times, extend delay profiles, read counters and
+Control messages (length-prefixed pickles of (seq, command, *args) over a stream socket from
+the parent, each answered in order by (seq, status, result)) add and remove links, schedule parameter changes at emulated times, extend delay profiles, read counters and
 stop the engine. The engine exits, closing its TAPs, when the parent goes away.
 """
 
@@ -539,11 +539,12 @@ class Engine:
                 break
             t0 = monotonic()
             msg, self.buf = pickle.loads(self.buf[4:4 + n]), self.buf[4 + n:]
+            seq, cmd, args = msg[0], msg[1], msg[2:]    # the reply echoes seq (see links._Shard)
             try:
-                reply = ("ok", getattr(self, "cmd_" + msg[0])(*msg[1:]))
+                reply = (seq, "ok", getattr(self, "cmd_" + cmd)(*args))
             except Exception as e:  # reported to the parent, which raises EmulationError
-                reply = ("error", f"{type(e).__name__}: {e}")
-            if msg[0] in ("set", "delay_points"):   # control work the data path waited for
+                reply = (seq, "error", f"{type(e).__name__}: {e}")
+            if cmd in ("set", "delay_points"):   # control work the data path waited for
                 self.control_max_ms = max(self.control_max_ms, (monotonic() - t0) * 1e3)
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
             self.ctl.setblocking(True)

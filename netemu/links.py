@@ -20,6 +20,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -102,7 +103,15 @@ def _params_dict(p: LinkParams | dict) -> dict:
 
 
 class _Shard:
-    """One engine process and its control socket."""
+    """One engine process and its control socket.
+
+    Several threads call the engines during a run (the player feeding link state, the pilot
+    correcting the overhead, the main thread reading counters), so each request/reply pair
+    holds the channel's lock, and requests carry a sequence number that the reply echoes: a
+    reply is only ever taken by the caller that asked for it (replies to requests whose caller
+    gave up, e.g. on a timeout, are recognised as stale and skipped)."""
+
+    REPLY_TIMEOUT_S = 60.0    # an engine that does not answer for this long is wedged
 
     def __init__(self, index: int, vnet_hdr: bool, busy_poll: bool, mtu: int):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -111,17 +120,45 @@ class _Shard:
         self.proc = subprocess.Popen([sys.executable, "-m", "netemu.engine", str(child.fileno())],
                                      pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
         child.close()
+        self.sock.settimeout(self.REPLY_TIMEOUT_S)
         self.links: set[str] = set()
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.broken = ""                      # why the channel cannot be used any more
+        self.in_flight: tuple[str, float] | None = None   # (command, monotonic time sent)
         self.call("hello", vnet_hdr, busy_poll, mtu)
 
     def call(self, cmd: str, *args):
-        data = pickle.dumps((cmd, *args), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            self.sock.sendall(struct.pack("!I", len(data)) + data)
-            head = self._recv(4)
-            status, result = pickle.loads(self._recv(struct.unpack("!I", head)[0]))
-        except (OSError, EOFError) as e:
-            raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}) is gone: {e}") from None
+        with self.lock:
+            if self.broken:
+                raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}): {self.broken}")
+            self.seq += 1
+            seq = self.seq
+            data = pickle.dumps((seq, cmd, *args), protocol=pickle.HIGHEST_PROTOCOL)
+            self.in_flight = (cmd, time.monotonic())
+            try:
+                try:
+                    self.sock.sendall(struct.pack("!I", len(data)) + data)
+                except BaseException:
+                    # part of a message may have gone: the stream's framing is lost
+                    self.broken = f"its control channel broke while sending {cmd!r}"
+                    raise
+                while True:
+                    head = self._recv(4)
+                    r_seq, status, result = pickle.loads(self._recv(struct.unpack("!I", head)[0]))
+                    if r_seq == seq:
+                        break
+                    if r_seq > seq:
+                        self.broken = f"answered request {r_seq} while {seq} ({cmd!r}) was the latest"
+                        raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}): {self.broken}")
+                    # a reply to an earlier request whose caller gave up: not ours
+            except socket.timeout:
+                raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}) did not answer {cmd!r} "
+                                     f"within {self.REPLY_TIMEOUT_S:g} s") from None
+            except (OSError, EOFError) as e:
+                raise EmulationError(f"link engine {self.index} (pid {self.proc.pid}) is gone: {e}") from None
+            finally:
+                self.in_flight = None
         if status != "ok":
             raise EmulationError(f"link engine {self.index}: {cmd} failed: {result}")
         return result
@@ -136,16 +173,23 @@ class _Shard:
         return buf
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        try:
-            self.call("stop")
-        except EmulationError:
-            pass
-        self.sock.close()
+        if self.lock.acquire(timeout=timeout_s):
+            self.lock.release()
+            try:
+                self.call("stop")
+            except EmulationError:
+                pass
+        else:
+            # a caller is stuck waiting on this engine: end the engine, which ends its wait
+            # (the caller gets "is gone") instead of waiting behind it for ever
+            self.proc.kill()
         try:
             self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        with self.lock:
+            self.sock.close()
 
 
 class EngineLinks:
@@ -232,18 +276,24 @@ class EngineLinks:
             out.setdefault(self._shard_of(link_id), []).append((link_id, value))
         return out
 
-    def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None:
+    def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> int:
         """Change parameters of many links, now or when emulated time reaches `at_t_s`.
-        A dict sets only the keys it has (e.g. {"up": False})."""
+        A dict sets only the keys it has (e.g. {"up": False}). Returns how many links the
+        engines acknowledged."""
+        done = 0
         for shard, items in self._by_shard((k, _params_dict(v)) for k, v in updates.items()).items():
             for i in range(0, len(items), CONTROL_CHUNK_LINKS):
-                shard.call("set", items[i:i + CONTROL_CHUNK_LINKS], at_t_s)
+                done += shard.call("set", items[i:i + CONTROL_CHUNK_LINKS], at_t_s)
+        return done
 
-    def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None:
-        """Extend links' delay profiles with (t_s, delay_ms) points; delay is linear in between."""
+    def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> int:
+        """Extend links' delay profiles with (t_s, delay_ms) points; delay is linear in between.
+        Returns how many links the engines acknowledged."""
+        done = 0
         for shard, items in self._by_shard((k, [(float(t), float(d)) for t, d in v]) for k, v in points.items()).items():
             for i in range(0, len(items), CONTROL_CHUNK_LINKS):
-                shard.call("delay_points", items[i:i + CONTROL_CHUNK_LINKS])
+                done += shard.call("delay_points", items[i:i + CONTROL_CHUNK_LINKS])
+        return done
 
     def set_clock(self, origin_monotonic: float | None = None, scale: float = 1.0) -> float:
         """Emulated t_s = 0 is `origin_monotonic` (time.monotonic(); default now); one emulated
@@ -328,6 +378,18 @@ class EngineLinks:
         for shard, items in self._by_shard((k, None) for k in link_ids).items():
             paths += shard.call("pcap", [k for k, _ in items], os.path.abspath(directory))
         return paths
+
+    def in_flight(self, min_age_s: float = 0.0) -> list[str]:
+        """Requests sent to an engine and not answered yet (for `min_age_s` or longer), one
+        sentence each: what a stalled caller is waiting for."""
+        now, out = time.monotonic(), []
+        for s in self._shards:
+            req = s.in_flight
+            if req is not None and now - req[1] >= min_age_s:
+                alive = "running" if s.proc.poll() is None else f"exited with code {s.proc.returncode}"
+                out.append(f"link engine {s.index} (pid {s.proc.pid}, {alive}) has not answered {req[0]!r} "
+                           f"for {now - req[1]:.1f} s")
+        return out
 
     @property
     def pids(self) -> list[int]:

@@ -19,10 +19,57 @@ from .errors import EmulationError
 from .links import CONTROL_CHUNK_LINKS
 from .playback import Window
 
-__all__ = ["Player"]
+__all__ = ["Player", "auto_dilation", "PLAY_COSTS"]
 
 LOOKAHEAD_S = 2.5   # wall seconds of link state the engine holds ahead of time
 BATCH_S = 1.0       # wall seconds of steps sent to the engine at once
+
+# What playing costs, measured on the reference machine (2-core VM, Starlink shell-1 runs): wall
+# seconds per route change the player applies and stages (1,462 changes took 20 ms to apply),
+# per link and step of delay points the player prepares and sends, per link and step the
+# engine spends taking them in (time its data path waits), and per frame an engine writes
+# (the receiving stack runs inside the write: 20 µs, run.json's write_cost_us).
+PLAY_COSTS = {"route_change_s": 20e-6, "feed_link_step_s": 4e-6, "engine_link_step_s": 3e-6, "frame_s": 20e-6}
+# What the run may spend: the player's share of one core (the rest goes to the nodes' stacks,
+# probes and workloads), each engine's share of its time on control, and the route-apply lag
+# of a step (emulated seconds) at the 99th percentile (a tenth of a 100-ms step: probes that
+# close to their path's change are counted apart anyway), and each engine's share of its time
+# writing frames.
+PLAYER_SHARE = 0.25
+ENGINE_CONTROL_SHARE = 0.1
+ROUTE_LAG_TARGET_S = 0.01
+ENGINE_FRAME_SHARE = 0.5
+
+
+def auto_dilation(route_changes: np.ndarray, step_s: float, moving_links: int, shards: int,
+                  frames_per_s: float = 0.0, costs: dict = PLAY_COSTS) -> tuple[float, dict]:
+    """The smallest time dilation K (an integer ≥ 1) at which playing a window keeps up:
+    `route_changes` per step (after the first), `step_s` emulated seconds per step,
+    `moving_links` links whose delay moves (fed every step), `shards` engine processes,
+    `frames_per_s` link traversals per emulated second of the traffic known in advance (probes).
+
+    At K, a step lasts step_s × K wall seconds, so:
+    - the player's work per step (its route changes and the delay points it prepares) stays
+      within PLAYER_SHARE of it;
+    - each engine's control work per step (taking the points in) within ENGINE_CONTROL_SHARE;
+    - a step's route changes (99th percentile) are in force within ROUTE_LAG_TARGET_S emulated;
+    - writing the frames takes each engine ENGINE_FRAME_SHARE of its time at most.
+    Returns (K, {each bound's K and the costs used})."""
+    r = np.asarray(route_changes, float)
+    mean_r = float(r.mean()) if len(r) else 0.0
+    p99_r = float(np.percentile(r, 99)) if len(r) else 0.0
+    c = costs
+    bounds = {
+        "player": (mean_r * c["route_change_s"] + moving_links * c["feed_link_step_s"]) / (PLAYER_SHARE * step_s),
+        "engine": moving_links * c["engine_link_step_s"] / max(1, shards) / (ENGINE_CONTROL_SHARE * step_s),
+        "route_lag": p99_r * c["route_change_s"] / ROUTE_LAG_TARGET_S,
+        "engine_frames": frames_per_s * c["frame_s"] / max(1, shards) / ENGINE_FRAME_SHARE,
+    }
+    k = max(1.0, float(np.ceil(max(bounds.values()) - 1e-9)))
+    return k, {"dilation": k, "bound_by": max(bounds, key=bounds.get) if k > 1 else None,
+               "bounds": {n: round(v, 2) for n, v in bounds.items()},
+               "route_changes_per_step_mean": round(mean_r, 1), "route_changes_per_step_p99": round(p99_r, 1),
+               "moving_links": int(moving_links), "frames_per_s": round(float(frames_per_s)), "step_s": step_s, "shards": int(shards), "costs": dict(c)}
 
 
 class Player:
@@ -38,6 +85,7 @@ class Player:
         self.log: list[tuple] = []
         self.feed_ms: list[float] = []          # duration of each engine call of a feed
         self._work: deque = deque()             # engine calls of feeds, sent between route steps
+        self.doing = "not started"              # what the player's thread is doing (for the watchdog)
 
     # ------------------------------------------------------------------ clock
 
@@ -49,6 +97,14 @@ class Player:
         if self.origin is None:
             return self.w.t0_s
         return self.w.t0_s + (time.monotonic() - self.origin) / self.scale
+
+    def end_mono(self) -> float:
+        """Monotonic time of the window's end."""
+        return self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+
+    def finished(self) -> bool:
+        """Whether the player's thread has ended (reached the window's end, stopped or failed)."""
+        return self._thread is not None and not self._thread.is_alive()
 
     def mono_to_t_s(self, mono: np.ndarray) -> np.ndarray:
         return self.w.t0_s + (np.asarray(mono) - self.origin) / self.scale
@@ -99,26 +155,31 @@ class Player:
     def _loop(self) -> None:
         em, S = self.em, len(self.t)
         engine = em.backend_name == "engine"
-        end_wall = self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+        end_wall = self.end_mono()
         n_apply = int(np.searchsorted(self.t, self.w.t_end_s + 1e-9, side="right"))  # steps inside the window
         i = 1
         while not self._stop.is_set():
             now = time.monotonic()
             if i < n_apply and now >= self.wall(i):   # due routes first: feeding can wait
+                self.doing = f"applying the routes of step {self.w.k0 + i} (t = {self.t[i]:g} s)"
                 self._apply(i, engine)
                 i += 1
                 continue
             if self._work:                            # one engine call of a feed at a time
+                self.doing = f"feeding the link engines the steps up to {self.w.k0 + self._fed - 1}"
                 self._work.popleft()()
                 continue
             if engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
+                self.doing = f"preparing the link engines' feed from step {self.w.k0 + self._fed}"
                 self._feed(self._fed, self._batch_end(self._fed))
                 continue
             if i >= n_apply and now >= end_wall:
+                self.doing = "done"
                 return
             nxt = self.wall(i) if i < n_apply else end_wall
             if engine and self._fed < S:
                 nxt = min(nxt, self.wall(self._fed) - LOOKAHEAD_S)
+            self.doing = "waiting for the next step"
             self._stop.wait(max(0.0, min(nxt - now, 0.2)))
 
     def _apply(self, i: int, engine: bool) -> None:

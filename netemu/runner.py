@@ -35,10 +35,12 @@ from .plan import write_plan
 from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from .traffic import WorkloadRunner
 
-__all__ = ["run", "default_probe_pairs", "RUN_FILES", "FIDELITY_P99_MS", "MAX_PROBE_RATE_HZ", "check_probe_rate"]
+__all__ = ["run", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS", "MAX_PROBE_RATE_HZ",
+           "check_probe_rate"]
 
 RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
 PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
+WATCHDOG_GRACE_S = 10.0  # wall seconds (× dilation) past the window's end after which a run is stuck
 # One Python probe process per source sends every echo from a timed loop and tells echoes apart
 # by a 16-bit ICMP sequence: 1,000 echoes/s per pair (one per ms) is well within what it keeps up
 # with, and far more than an RTT curve needs.
@@ -53,15 +55,52 @@ def check_probe_rate(rate_hz: float) -> float:
     return rate_hz
 
 
-def default_probe_pairs(plan) -> list[tuple[str, str]]:
-    """Every ground station to the first compute satellite (to the first endpoint if there is
-    no compute satellite)."""
+DEFAULT_PROBE_PAIRS = 10   # default probe pairs at most: each is a process at 20 echoes/s (the
+                           # 99 of a 100-city scenario loaded the host and started seconds late)
+
+
+def default_probe_pairs(plan, max_pairs: int = DEFAULT_PROBE_PAIRS) -> list[tuple[str, str]]:
+    """Ground stations to the first compute satellite (to the first endpoint if there is no
+    compute satellite): all of them up to `max_pairs`, else `max_pairs` spread over the
+    globe (the first station, then each time the one farthest from those chosen)."""
     nodes = plan.schedule.nodes
     eps = list(plan.scenario.endpoints)
     kind = dict(zip(nodes["name"], nodes["kind"]))
     compute = [e for e in eps if kind.get(e) == "compute"]
     target = compute[0] if compute else eps[0]
-    return [(e, target) for e in eps if kind.get(e) == "ground" and e != target]
+    sources = [e for e in eps if kind.get(e) == "ground" and e != target]
+    if len(sources) > max_pairs:
+        sources = spread_stations(plan.scenario.ground_stations, sources, max_pairs)
+    return [(e, target) for e in sources]
+
+
+def spread_stations(stations, names: list[str], n: int) -> list[str]:
+    """`n` of the stations `names` spread over the globe (farthest-point order from the first;
+    ties go to the earlier station), in the order of `names`."""
+    where = {st.name: (st.lat_deg, st.lon_deg) for st in stations}
+    lat, lon = np.radians(np.array([where[x] for x in names], float)).T
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+    chosen = [0]
+    nearest = np.linalg.norm(xyz - xyz[0], axis=1)      # chord to the nearest chosen station
+    while len(chosen) < min(n, len(names)):
+        i = int(np.argmax(nearest))
+        chosen.append(i)
+        nearest = np.minimum(nearest, np.linalg.norm(xyz - xyz[i], axis=1))
+    return [names[i] for i in sorted(chosen)]
+
+
+def probe_frames_per_s(plan, pairs: list[tuple[str, str]], rate_hz: float) -> float:
+    """Link traversals per emulated second of `pairs` probed at `rate_hz`: each echo crosses
+    its path's links there and back (the planned hops, averaged over the plan; 1 when unknown)."""
+    paths = plan.routes.paths
+    ends = {x for pair in pairs for x in pair}
+    paths = paths[paths["src"].isin(ends) & paths["dst"].isin(ends)]
+    hops = paths.groupby(["src", "dst"], observed=True)["hops"].mean()
+    total = 0.0
+    for s, d in pairs:
+        h = hops.get((s, d), hops.get((d, s), 1.0))
+        total += 2 * rate_hz * float(h if h == h else 1.0)
+    return total
 
 
 def check_pairs(plan, pairs: list[tuple[str, str]], what: str = "probe") -> None:
@@ -199,6 +238,7 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         allow_concurrent: bool = False, **options) -> dict:
     """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
     `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
+    `cli`: open netemu's shell (reading stdin, or this text stream) while the window plays.
     The scenario's workloads run unless `workloads` is False; `replay` is a prepared
     `netemu.replay.TraceReplay`; `report` writes report.html at the end. `out_dir` must be new,
     empty, or (with `overwrite`) an earlier netemu run, which is replaced. Returns run.json's
@@ -217,6 +257,8 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         if shutil.which("iperf3") is None:
             raise EmulationError("iperf3 is missing (Debian package iperf3); run `netemu doctor`")
     concurrent = check_concurrent(allow_concurrent)
+    if options.get("dilation") == "auto":   # the probes' frames count toward the engines' load
+        options = {**options, "probe_frames_per_s": probe_frames_per_s(plan, pairs, probe_rate_hz)}
     em = Emulation(plan, progress=say, **options)   # checks root, options and window first
     em.ns.meta["out_dir"] = str(out.absolute())
     say(wall_time_line(plan, em))
@@ -265,9 +307,10 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         if iperf:
             src["ipf"] = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
         if cli:
-            from mininet.cli import CLI
-            say("Mininet CLI: the constellation keeps moving; `exit` ends the run")
-            CLI(em.net)
+            from .shell import NetemuCLI
+            say("netemu shell (Mininet's CLI): `<node> <command>` runs in a node, node names stand for their "
+                "loopbacks; the constellation keeps moving; `exit` ends the run and writes its results")
+            NetemuCLI(em, stdin=cli if hasattr(cli, "readline") else None, run=True)
             em.player.stop()
         else:
             _wait_with_progress(em, say, src["rpl"].finished if src["rpl"] else None)
@@ -356,6 +399,10 @@ def wall_time_line(plan, em: Emulation) -> str:
     play_s = em.scale * (w.t_end_s - w.t0_s)
     n = len(scope_nodes(plan.schedule, plan.routes.routes, em.endpoints, w, em.scope))
     up_s = BRING_UP_BASE_S + BRING_UP_PER_NODE_S * n
+    if getattr(em, "auto_dilation", False):   # chosen at bring-up: the line gives the floor
+        return (f"this run takes at least {_mmss(play_s + up_s)} of wall time: {w.t_end_s - w.t0_s:g} s emulated "
+                f"× the dilation chosen at bring-up (≥ 1, printed then) / speed {em.speed:g}, plus about "
+                f"{_mmss(up_s)} to bring {n:,} nodes up")
     return (f"this run takes about {_mmss(play_s + up_s)} of wall time: {w.t_end_s - w.t0_s:g} s emulated "
             f"× dilation {em.dilation:g} / speed {em.speed:g} = {_mmss(play_s)} of play, plus about "
             f"{_mmss(up_s)} to bring {n:,} nodes up")
@@ -438,6 +485,8 @@ def _collect(plan, em: Emulation, out: Path, info: dict, src: dict, say, loaded:
     info["nodes"], info["links"] = len(em.node_names), len(em.link_table)
     info["window"] = {"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s, "t_end_s": em.window.t_end_s}
     info["dilation"], info["speed"] = em.dilation, em.speed
+    if em.dilation_choice:
+        info["dilation_auto"] = em.dilation_choice
 
 
 def _write_run_json(out: Path, info: dict) -> str | None:
@@ -495,10 +544,17 @@ def _workload_lines(summary: dict, say) -> dict:
     return heads
 
 
-def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None = None) -> None:
-    """Wait for the window's end, or (with `finished`) one emulated second after it says so."""
+def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None = None,
+                        grace_s: float | None = None) -> None:
+    """Wait for the window's end, or (with `finished`) one emulated second after it says so.
+
+    Watchdog: a run still playing `grace_s` wall seconds after its window's end (default
+    WATCHDOG_GRACE_S, scaled by the dilation) is stuck: stop with an EmulationError naming
+    what it waits for, rather than wait for ever."""
     w = em.window
     span = w.t_end_s - w.t0_s
+    grace = WATCHDOG_GRACE_S * max(1.0, em.scale) if grace_s is None else grace_s
+    deadline = em.player.end_mono() + grace
     last = time.monotonic()
     while not em.wait(0.5):
         if finished is not None and finished():
@@ -506,6 +562,9 @@ def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None 
             em.player.stop()
             say(f"  replay finished at t = {em.now_t_s():.1f} s")
             break
+        if time.monotonic() > deadline:
+            raise EmulationError(f"the run passed the end of its window (t = {w.t_end_s:g} s) by {grace:.3g} s "
+                                 f"wall and has not ended: it waits for {em.waiting_for()}")
         if time.monotonic() - last >= 10:
             last = time.monotonic()
             t = em.now_t_s()
@@ -537,6 +596,8 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
     o = fid["overall"]
     fid.update(guard_ms=round(guard_s * 1e3, 3), dilation=em.dilation,
                note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")
+    fid["probe_windows"], late = probe_windows(df, info.get("probes", []), em.window.t0_s, em.window.t_end_s)
+    info["warnings"] += late
     atomic_write(out / "fidelity.json", lambda tmp: tmp.write_text(json.dumps(fid, indent=2) + "\n"))
     info["fidelity"] = {"verdict": fid["verdict"], **{k: v for k, v in o.items()}, "reasons": fid["reasons"]}
 
@@ -548,6 +609,32 @@ def _pilot_drift(em: Emulation) -> pd.DataFrame | None:
         return None
     mono, drift = zip(*pilot.adjustments)
     return pd.DataFrame({"t_s": em.player.mono_to_t_s(np.asarray(mono, float)), "drift_us": np.asarray(drift, float)})
+
+
+PROBE_LATE_S = 0.5   # emulated seconds a pair's probes may start after the window's start (or end before its end)
+
+
+def probe_windows(df: pd.DataFrame, pairs: list[str], t0_s: float, t_end_s: float) -> tuple[dict, list[str]]:
+    """Each probe pair's effective window: its first and last probe instants (emulated s) and
+    how late it started / how early it ended against the window [t0_s, t_end_s]. Returns
+    ({"SRC>DST": {...}}, a warning per pair that started or ended more than PROBE_LATE_S off,
+    or sent nothing)."""
+    out, warns = {}, []
+    keys = df["src"].astype(str) + ">" + df["dst"].astype(str) if len(df) else pd.Series(dtype=str)
+    for pair in dict.fromkeys([*pairs, *keys.unique()]):
+        t = df["t_s"].to_numpy(float)[(keys == pair).to_numpy()] if len(df) else np.empty(0)
+        if not len(t):
+            out[pair] = {"first_t_s": None, "last_t_s": None, "late_start_s": None, "early_end_s": None}
+            warns.append(f"probes {pair}: no probe was sent within the window t = {t0_s:g}..{t_end_s:g} s")
+            continue
+        first, last = float(t.min()), float(t.max())
+        late, early = max(0.0, first - t0_s), max(0.0, t_end_s - last)
+        out[pair] = {"first_t_s": round(first, 3), "last_t_s": round(last, 3), "late_start_s": round(late, 3),
+                     "early_end_s": round(early, 3)}
+        if late > PROBE_LATE_S or early > PROBE_LATE_S:
+            warns.append(f"probes {pair}: measured t = {first:.1f}..{last:.1f} s of the window "
+                         f"t = {t0_s:g}..{t_end_s:g} s (started {late:.1f} s late, ended {early:.1f} s early)")
+    return out, warns
 
 
 def _stats(s: pd.Series) -> dict:

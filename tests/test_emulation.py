@@ -240,3 +240,22 @@ def test_scope_paths_instantiates_only_path_satellites(fid_plan):
         assert _check_routes(em, em.window.k0) == len(em.node_names) * 2 - 2
         out = em["g-sanya"].cmd(f"ping -c 2 -i 0.2 -W 2 {em.loopback('g-beijing')}")
         assert " 0% packet loss" in out, out
+
+
+def test_shell_runs_commands_in_every_node_and_exit_ends_the_run_with_results(fid_plan, tmp_path, capfd):
+    """`netemu run --cli`: `<node> <command>` works for endpoints and satellites (names with
+    '-'), node names stand for their loopbacks, and leaving the shell ends the run normally."""
+    import io
+    # (a pause before `exit`: the probes, started with the window, get a few seconds of it)
+    commands = "g-beijing ping -c 3 -i 0.2 g-sanya\nw00-00 ip route get g-beijing\nsh sleep 3\nexit\n"
+    info = netemu.run(fid_plan, tmp_path, start_s=300, duration_s=30, calibrate=False, report=False,
+                      cli=io.StringIO(commands))
+    out = capfd.readouterr().out
+    lo = pd.read_csv(tmp_path / "addresses.csv").query("ifname == 'lo'").set_index("node")["address"]
+    assert f"PING {lo['g-sanya']}" in out and "3 received" in out and "Unknown command" not in out, out
+    # a satellite (a relay) runs commands too: its route toward Beijing's loopback, from its own
+    assert re.search(rf"{re.escape(lo['g-beijing'])} via \S+ dev \S+ src {re.escape(lo['w00-00'])}", out), out
+    assert not info["interrupted"] and info["play_s"] < 25           # exit ended the window early
+    for name in ("probes.parquet", "fidelity.json", "apply.csv", "run.json"):
+        assert (tmp_path / name).exists(), name
+    assert pd.read_parquet(tmp_path / "probes.parquet")["rtt_ms"].notna().sum() > 0

@@ -316,3 +316,4 @@ def test_scheduled_update_does_not_hold_frames_in_flight(netns, engine):
     finally:
         engine.remove_link("sched")
         engine.remove_link("sched-other")
+
