@@ -25,10 +25,11 @@ from .errors import EmulationError, NetemuError, PlanError, ScenarioError, TLEEr
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Track": "orbits", "Plan": "plan", "make_plan": "plan", "read_plan": "plan", "write_plan": "plan",
-    "Routes": "routing", "Scenario": "scenario", "load_scenario": "scenario", "Schedule": "topology",
-    "Emulation": "emulation", "emulate": "emulation", "run": "runner", "Workload": "scenario",
-    "Trace": "trace", "read_trace": "trace", "TraceReplay": "replay",
+    "Track": "plan.orbits", "Plan": "plan.planner", "make_plan": "plan.planner", "read_plan": "plan.planner",
+    "write_plan": "plan.planner", "Routes": "plan.routing", "Scenario": "plan.scenario",
+    "load_scenario": "plan.scenario", "Schedule": "plan.topology", "Workload": "plan.scenario",
+    "Emulation": "emulate.emulation", "run": "runner",
+    "Trace": "traffic.trace", "read_trace": "traffic.trace", "TraceReplay": "traffic.replay",
 }
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "emulate":   # the wing, callable: netemu.emulate(plan, ...) is emulate.emulation.emulate
+        return importlib.import_module(".emulate", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

@@ -27,8 +27,8 @@ def _stage(start: float):
 
 
 def cmd_plan(args) -> int:
-    from .plan import make_plan, summary_text, write_plan
-    from .scenario import load_scenario
+    from .plan.planner import make_plan, summary_text, write_plan
+    from .plan.scenario import load_scenario
     say = _stage(time.perf_counter())
     if args.out:
         from .rundir import check_out_dir
@@ -53,12 +53,12 @@ def cmd_plan(args) -> int:
             print(summary_text(summary))
             print(f"Plan files in {args.out}/")
     if args.save_golden:
-        from .golden import save_golden
+        from .plan.golden import save_golden
         meta = save_golden(plan, args.save_golden)
         print(f"golden summary of {scenario.name} in {args.save_golden}/ ({meta['links_intervals']:,} link "
               f"intervals, paths every {meta['path_sample_every_steps']} steps)")
     if args.check:
-        from .golden import check_plan
+        from .plan.golden import check_plan
         res = check_plan(plan, args.check, tolerance_ms=args.tolerance_ms, link_changes_per_step=args.link_tolerance)
         print(res.report())
         return 0 if res.ok else 1
@@ -74,9 +74,9 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
 
 def cmd_run(args) -> int:
     import signal
-    from .plan import make_plan
+    from .plan.planner import make_plan
     from .runner import run
-    from .scenario import load_scenario
+    from .plan.scenario import load_scenario
     say = _stage(time.perf_counter())
 
     def on_term(signum, frame):  # SIGTERM tears down like Ctrl-C
@@ -89,7 +89,7 @@ def cmd_run(args) -> int:
     from .rundir import check_out_dir
     check_out_dir(args.out, overwrite=args.overwrite)     # before anything is planned or built
     scenario = load_scenario(args.scenario)
-    from .netns import running_as_root
+    from .emulate.netns import running_as_root
     if not running_as_root():
         raise NetemuError("netemu run needs root (namespaces, TAP devices, routes); run it with sudo")
     say(f"scenario {scenario.name}: planning")
@@ -136,7 +136,7 @@ def _default_duration(plan, start_s: float, duration_s: float | None) -> float |
 
 
 def cmd_trace_inspect(args) -> int:
-    from .trace import format_inspect, inspect
+    from .traffic.trace import format_inspect, inspect
     info = inspect(args.pcap, top=args.top)
     print(json.dumps(info, indent=2, default=str) if args.json else format_inspect(info))
     return 0
@@ -144,10 +144,10 @@ def cmd_trace_inspect(args) -> int:
 
 def cmd_replay(args) -> int:
     import signal
-    from .plan import make_plan
-    from .replay import TraceReplay
+    from .plan.planner import make_plan
+    from .traffic.replay import TraceReplay
     from .runner import run
-    from .scenario import load_scenario
+    from .plan.scenario import load_scenario
     say = _stage(time.perf_counter())
 
     def on_term(signum, frame):
@@ -156,7 +156,7 @@ def cmd_replay(args) -> int:
     from .rundir import check_out_dir
     check_out_dir(args.out, overwrite=args.overwrite)     # before anything is planned or built
     scenario = load_scenario(args.scenario)
-    from .netns import running_as_root
+    from .emulate.netns import running_as_root
     if not running_as_root():
         raise NetemuError("netemu replay needs root (namespaces, TAP devices, routes); run it with sudo")
     say(f"scenario {scenario.name}: planning")
@@ -192,10 +192,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import format_checks, run_checks
+    from .emulate.doctor import format_checks, run_checks
     scenario = None
     if args.scenario:
-        from .scenario import load_scenario
+        from .plan.scenario import load_scenario
         scenario = load_scenario(args.scenario)
     checks = run_checks(scenario)
     print(format_checks(checks))
@@ -204,7 +204,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_clean(args) -> int:
     import os
-    from .netns import check_run_id, clean
+    from .emulate.netns import check_run_id, clean
     if args.run is not None:
         check_run_id(args.run)
     if os.geteuid() != 0:
@@ -222,7 +222,7 @@ def cmd_clean(args) -> int:
 
 
 def cmd_ps(args) -> int:
-    from .netns import list_runs
+    from .emulate.netns import list_runs
     runs = list_runs()
     live = [e for e in runs if e["alive"]]
     if args.json:

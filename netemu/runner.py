@@ -27,13 +27,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .emulation import Emulation
+from .emulate import probe as probe_program
+from .emulate.emulation import Emulation
 from .errors import EmulationError, NetemuError
-from .fidelity import FIDELITY_P99_MS, assess
-from .playback import oracle_rtt_ms
-from .plan import write_plan
+from .traffic.fidelity import FIDELITY_P99_MS, assess
+from .emulate.playback import oracle_rtt_ms
+from .plan.planner import write_plan
 from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
-from .traffic import WorkloadRunner
+from .traffic.launcher import WorkloadRunner
 
 __all__ = ["run", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS", "MAX_PROBE_RATE_HZ",
            "check_probe_rate"]
@@ -128,7 +129,7 @@ class _Probes:
         for src, dsts in by_src.items():
             interval = em.scale / (rate_hz * len(dsts))       # wall seconds between echoes
             out = work / f"probe-{src}.csv"
-            cmd = [sys.executable, "-m", "netemu.probe", "stream", *[em.loopback(d) for d in dsts],
+            cmd = [sys.executable, "-m", probe_program.__name__, "stream", *[em.loopback(d) for d in dsts],
                    "--interval", f"{interval:.6f}", "--out", str(out), "--timeout", f"{PROBE_TIMEOUT_S * em.scale:g}"]
             self.procs[src] = (em.popen(src, cmd), out, {em.loopback(d): d for d in dsts})
 
@@ -307,7 +308,7 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         if iperf:
             src["ipf"] = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
         if cli:
-            from .shell import NetemuCLI
+            from .emulate.shell import NetemuCLI
             say("netemu shell (Mininet's CLI): `<node> <command>` runs in a node, node names stand for their "
                 "loopbacks; the constellation keeps moving; `exit` ends the run and writes its results")
             NetemuCLI(em, stdin=cli if hasattr(cli, "readline") else None, run=True)
@@ -371,7 +372,7 @@ def check_concurrent(allow: bool) -> list[str]:
     """Refuse to start while another process's netemu run is live (both would share the CPUs, and
     this run's calibration would measure the other's load and take it off every delay), unless
     `allow`: then the warnings to report."""
-    from .netns import live_runs
+    from .emulate.netns import live_runs
     others = [e for e in live_runs() if e.get("pid") != os.getpid()]
     if not others:
         return []
@@ -394,7 +395,7 @@ BRING_UP_PER_NODE_S = 0.012  # namespaces, links, routes (Starlink shell 1, 1,68
 def wall_time_line(plan, em: Emulation) -> str:
     """What the run will cost in wall time: the window × dilation / speed, plus an estimate of
     the bring-up from the node count."""
-    from .playback import scope_nodes
+    from .emulate.playback import scope_nodes
     w = em.window
     play_s = em.scale * (w.t_end_s - w.t0_s)
     n = len(scope_nodes(plan.schedule, plan.routes.routes, em.endpoints, w, em.scope))

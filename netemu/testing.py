@@ -22,9 +22,9 @@ def assert_plan_matches_golden(scenario: str | Path, golden_dir: str | Path, *, 
     """Plan `scenario` and compare it with the golden summary in `golden_dir`; raise
     AssertionError listing every difference (links per step, reachability, path delays beyond
     `tolerance_ms`). Returns the `GoldenCheck` when it passes."""
-    from .golden import check_plan
-    from .plan import make_plan
-    from .scenario import load_scenario
+    from .plan.golden import check_plan
+    from .plan.planner import make_plan
+    from .plan.scenario import load_scenario
     plan = make_plan(load_scenario(scenario), workers=workers)
     res = check_plan(plan, golden_dir, tolerance_ms=tolerance_ms, link_changes_per_step=link_changes_per_step)
     if not res.ok:

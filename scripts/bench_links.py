@@ -21,9 +21,9 @@ import statistics
 import subprocess
 import time
 
-from netemu.links import EngineLinks, LinkParams, build_chain, veth_reference_rtt_ms
-from netemu.netns import Namespaces
-from netemu.probe import icmp_rtts_ms
+from netemu.emulate.links import EngineLinks, LinkParams, build_chain, veth_reference_rtt_ms
+from netemu.emulate.netns import Namespaces
+from netemu.emulate.probe import icmp_rtts_ms
 
 
 def iperf(ns: Namespaces, src: str, dst_name: str, dst_addr: str, seconds: float) -> float:
@@ -76,7 +76,7 @@ def update_batch(args, n_links: int = 5000) -> dict:
     """Apply 5,000 link updates in one batch: wall time of the call (engines on all shards)."""
     with Namespaces() as ns, EngineLinks(shards=args.shards) as eng:
         pa, pb = ns.add("a"), ns.add("b")
-        from netemu.links import LinkEnd
+        from netemu.emulate.links import LinkEnd
         t = time.monotonic()
         for i in range(n_links):
             eng.add_link(f"u{i}", LinkEnd(pa, f"u{i}"), LinkEnd(pb, f"u{i}"), LinkParams(delay_ms=5))

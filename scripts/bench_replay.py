@@ -3,7 +3,7 @@
 
 Two namespaces joined by a veth pair; a synthetic schedule (exponential gaps at --rate average,
 IP sizes 64/576/1500 in the ratio 7:4:1, and a constant-rate variant) replayed by
-`netemu.openloop send` in one and recorded by `netemu.openloop recv` in the other. Prints the
+`netemu.traffic.openloop send` in one and recorded by `netemu.traffic.openloop recv` in the other. Prints the
 achieved send rate, the timing error against the schedule (median/p99/max), the gap error p99,
 drift (slope, first vs last 10 %), delivered/sent and kernel receive drops, and whether the
 sender targets were met: ≥ 100,000 packets/s, inter-packet timing error (actual − due gap
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netemu import openloop
-from netemu.netns import Namespaces
+from netemu.traffic import openloop
+from netemu.emulate.netns import Namespaces
 
 ADDR_A, ADDR_B, PREFIX_LEN = "10.99.0.1", "10.99.0.2", 30
 PORT = 9700
@@ -85,7 +85,7 @@ def pinned(cmd: list[str], cpu: int | None) -> list[str]:
 def run_case(ns: Namespaces, sched: dict, args, work: Path, name: str) -> dict:
     openloop.save_schedule(work / f"{name}-schedule.npz", sched)
     span_s = float(sched["t_s"][-1]) * args.scale
-    py = [sys.executable, "-m", "netemu.openloop"]
+    py = [sys.executable, "-m", "netemu.traffic.openloop"]
     steal0 = cpu_steal_ticks()
     # --until-mono is only a safety net: the receiver is stopped once the sender is done
     until_s = time.monotonic() + span_s + 300

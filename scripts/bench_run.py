@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import netemu  # noqa: E402
-from netemu.emulation import Emulation  # noqa: E402
+from netemu.emulate.emulation import Emulation  # noqa: E402
 
 
 def mem_used_gib() -> float:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Recapture the packet traces in traces/ (root): run each built-in workload's real programs
-(`netemu.agent`) between two network namespaces joined by a veth pair and record the veth with
+(`netemu.traffic.agent`) between two network namespaces joined by a veth pair and record the veth with
 tcpdump (headers only: replay uses each packet's IP length, so payload bytes are not needed).
 
     sudo .venv/bin/python scripts/capture_traces.py            # all traces into traces/
@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netemu.netns import Namespaces  # noqa: E402
-from netemu.scenario import load_scenario  # noqa: E402
-from netemu.workloads import Clock, agent_specs  # noqa: E402
+from netemu.emulate.netns import Namespaces  # noqa: E402
+from netemu.plan.scenario import load_scenario  # noqa: E402
+from netemu.traffic.workloads import Clock, agent_specs  # noqa: E402
 
 ADDR = {"ground": "10.77.0.1", "orbit": "10.77.0.2"}
 SNAPLEN = 96           # Ethernet + IPv4 + TCP with options fit
@@ -53,7 +53,7 @@ def capture(ns: Namespaces, dev: str, w, out: Path) -> dict:
             path = Path(tmp) / f"{node}.json"
             spec["address"] = ADDR[side(node)]
             path.write_text(json.dumps(spec))
-            agents.append(ns.popen(side(node), [sys.executable, "-m", "netemu.agent", str(path)]))
+            agents.append(ns.popen(side(node), [sys.executable, "-m", "netemu.traffic.agent", str(path)]))
         deadline = clock.mono(t_end)
         while time.monotonic() < deadline:
             time.sleep(0.2)

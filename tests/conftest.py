@@ -54,6 +54,6 @@ def root_env():
 
 @pytest.fixture
 def netns(root_env):
-    from netemu.netns import Namespaces
+    from netemu.emulate.netns import Namespaces
     with Namespaces() as ns:
         yield ns

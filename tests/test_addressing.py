@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netemu.addressing import LINK_NET, LOOPBACK_NET, address_plan
+from netemu.emulate.addressing import LINK_NET, LOOPBACK_NET, address_plan
 from netemu.errors import PlanError
 
 
@@ -64,7 +64,7 @@ def _chain(n_nodes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_address_ranges_too_small_are_netemu_errors(monkeypatch):
-    from netemu import addressing
+    from netemu.emulate import addressing
     nodes, links = _chain(10)
     monkeypatch.setattr(addressing, "LOOPBACK_NET", ipaddress.IPv4Network("10.128.0.0/29"))
     with pytest.raises(PlanError, match=r"10 nodes exceed the loopback range 10\.128\.0\.0/29 \(6 addresses\)"):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from netemu.errors import EmulationError
-from netemu.netns import (Namespaces, check_run_id, clean, list_netemu_namespaces, list_runs, new_run_id,
+from netemu.emulate.netns import (Namespaces, check_run_id, clean, list_netemu_namespaces, list_runs, new_run_id,
                           register_run, unregister_run)
 from conftest import ROOT
 

@@ -3,7 +3,7 @@
 import io
 from types import SimpleNamespace
 
-from netemu.shell import NetemuCLI, substitute_loopbacks
+from netemu.emulate.shell import NetemuCLI, substitute_loopbacks
 
 LOOPBACKS = {"g-paris": "10.200.0.1", "c-odc-00": "10.200.0.2", "sat-0-1": "10.200.0.3", "g-relay-x": "10.200.0.4"}
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from netemu.doctor import Check, format_checks
-from netemu.netns import Namespaces
+from netemu.emulate.doctor import Check, format_checks
+from netemu.emulate.netns import Namespaces
 from conftest import ROOT, TOPOLOGIES
 
 
@@ -93,7 +93,7 @@ def _memory_of(cmd: list[str]) -> float:
 def test_memory_estimate_matches_a_measured_run(root_env, tmp_path):
     """doctor's estimate of the small scenario within a factor of 1.5 of what a run takes."""
     import netemu
-    from netemu.doctor import estimate_memory_bytes
+    from netemu.emulate.doctor import estimate_memory_bytes
     measured = _memory_of([sys.executable, "-m", "netemu", "run", str(ROOT / "tests" / "data" / "small.toml"),
                            "--duration", "20", "--no-calibrate", "-o", str(tmp_path / "run")])
     est = estimate_memory_bytes(netemu.load_scenario(ROOT / "tests" / "data" / "small.toml"))
@@ -104,7 +104,7 @@ def test_memory_estimate_of_starlink_matches_its_measurement():
     """Starlink shell 1, --scope all, measured on the 2-core VM as in test_memory_estimate_
     matches_a_measured_run: 3.4 GiB of processes (PSS) + 1.0 GiB of kernel memory."""
     import netemu
-    from netemu.doctor import estimate_memory_bytes
+    from netemu.emulate.doctor import estimate_memory_bytes
     measured_gib = 3.40 + 1.03
     est_gib = estimate_memory_bytes(netemu.load_scenario(TOPOLOGIES / "starlink-s1.toml")) / 2**30
     assert measured_gib / 1.5 <= est_gib <= measured_gib * 1.5, est_gib

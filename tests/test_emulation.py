@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import netemu
-from netemu.netns import list_netemu_namespaces
+from netemu.emulate.netns import list_netemu_namespaces
 
 pytestmark = [pytest.mark.root]
 
@@ -34,7 +34,7 @@ def _kernel_state() -> dict:
     return {"namespaces": sorted(list_netemu_namespaces()),
             "links": sorted(re.findall(r"^\d+: ([^:@]+)", links, re.M)),
             "processes": sorted(line for line in procs.splitlines()
-                                if any(m in line for m in ("netemu.engine", "netemu.probe", "netemu.agent", "netemu.openloop", "mininet:")))}
+                                if any(m in line for m in ("netemu.emulate.engine", "netemu.emulate.probe", "netemu.traffic.agent", "netemu.traffic.openloop", "mininet:")))}
 
 
 def _expected_next_hops(em, k: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def test_bad_input_leaves_nothing(fid_plan, monkeypatch, tmp_path):
         netemu.run(fid_plan, tmp_path / "b", probes=[("nowhere", "g-sanya")], duration_s=5)
     with pytest.raises(netemu.EmulationError, match="duration"):
         netemu.emulate(fid_plan, start_s=390, duration_s=60).__enter__()
-    from netemu.links import netem_available
+    from netemu.emulate.links import netem_available
     if not netem_available():
         with pytest.raises(netemu.EmulationError, match="netem"):
             with netemu.emulate(fid_plan, links="kernel", duration_s=5, calibrate=False):
@@ -189,7 +189,7 @@ def test_cli_run_sigterm_and_kill9(tmp_path):
     p = _netemu("run", scenario, "-o", str(tmp_path / "k"), "--no-calibrate", "--start", "300")
     _wait_playing(p)
     time.sleep(1.0)                       # the agents are up
-    assert any("netemu.agent" in line for line in _kernel_state()["processes"])
+    assert any("netemu.traffic.agent" in line for line in _kernel_state()["processes"])
     p.kill()
     p.wait()
     # each child gets SIGTERM from the kernel; a probe first waits out its echo timeout (2 s)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from netemu.links import EngineLinks, LinkParams, build_chain
-from netemu.probe import icmp_rtts_ms
+from netemu.emulate.links import EngineLinks, LinkParams, build_chain
+from netemu.emulate.probe import icmp_rtts_ms
 
 pytestmark = pytest.mark.root
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from netemu.engine import DelayProfile, Direction
-from netemu.links import LinkEnd, LinkParams, tc_commands
+from netemu.emulate.engine import DelayProfile, Direction
+from netemu.emulate.links import LinkEnd, LinkParams, tc_commands
 from netemu.errors import EmulationError
 
 
@@ -121,7 +121,7 @@ def test_departure_lateness_is_counted_per_bucket():
     import os
     import socket
 
-    from netemu.engine import LATE_BUCKETS_S, Engine
+    from netemu.emulate.engine import LATE_BUCKETS_S, Engine
 
     a, b = socket.socketpair()
     r, w = os.pipe()

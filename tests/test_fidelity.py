@@ -1,11 +1,11 @@
-"""The fidelity verdict (netemu.fidelity.assess) on synthetic probe tables: a run that is not
+"""The fidelity verdict (netemu.traffic.fidelity.assess) on synthetic probe tables: a run that is not
 faithful always says why (pairs, instants, engine lateness, route-apply lag, host load) and what
 to do; no root needed."""
 
 import numpy as np
 import pandas as pd
 
-from netemu.fidelity import FIDELITY_P99_MS, assess
+from netemu.traffic.fidelity import FIDELITY_P99_MS, assess
 
 
 def _probes(pairs=("g-a>c-0", "g-b>c-0"), t0_s=0.0, t_end_s=60.0, rate_hz=20.0, err_ms=0.05, seed=0):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import netemu
-from netemu.golden import check_plan, save_golden
+from netemu.plan.golden import check_plan, save_golden
 from netemu.testing import assert_plan_matches_golden
 
 ROOT = Path(__file__).resolve().parent.parent

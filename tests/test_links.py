@@ -13,9 +13,9 @@ import time
 import pytest
 
 from netemu.errors import EmulationError
-from netemu.links import (EngineLinks, KernelLinks, LinkEnd, LinkParams, build_chain, icmp_medians_ms,
+from netemu.emulate.links import (EngineLinks, KernelLinks, LinkEnd, LinkParams, build_chain, icmp_medians_ms,
                           netem_available)
-from netemu.netns import Namespaces, clean
+from netemu.emulate.netns import Namespaces, clean
 
 pytestmark = pytest.mark.root
 
@@ -41,7 +41,7 @@ def _pair(ns, engine, params, link="l", net="10.9.0"):
 
 
 def _icmp_median_ms(ns, src, dst, count=60):
-    """Median RTT from netemu.probe's ICMP echo (kernel timestamps, not rounded like ping's)."""
+    """Median RTT from netemu.emulate.probe's ICMP echo (kernel timestamps, not rounded like ping's)."""
     return icmp_medians_ms(ns, src, [dst], count, interval_s=0.02)[0]
 
 
@@ -100,9 +100,9 @@ def test_tcp_throughput_respects_the_rate(netns, engine, rate_mbps):
 
 
 def _send_udp(ns, src, dst, count, interval=0.0005):
-    srv = ns.popen("b", [sys.executable, "-m", "netemu.probe", "server", "--max-s", "20"])
+    srv = ns.popen("b", [sys.executable, "-m", "netemu.emulate.probe", "server", "--max-s", "20"])
     time.sleep(0.2)
-    out = ns.run(src, [sys.executable, "-m", "netemu.probe", "client", dst, "--count", str(count),
+    out = ns.run(src, [sys.executable, "-m", "netemu.emulate.probe", "client", dst, "--count", str(count),
                        "--interval", str(interval)]).stdout
     srv.kill()
     srv.wait()
@@ -153,9 +153,9 @@ def test_delay_ramp_is_followed_without_reordering(netns, engine):
 
         engine.set_delay_points({"ramp": [(t0, 20.0), (t0 + 2.0, 5.0)]})
         engine.record(["ramp"])
-        srv = netns.popen("b", [sys.executable, "-m", "netemu.probe", "server", "--max-s", "15"])
+        srv = netns.popen("b", [sys.executable, "-m", "netemu.emulate.probe", "server", "--max-s", "15"])
         time.sleep(0.2)
-        out = netns.run("a", [sys.executable, "-m", "netemu.probe", "client", dst, "--count", "500",
+        out = netns.run("a", [sys.executable, "-m", "netemu.emulate.probe", "client", dst, "--count", "500",
                               "--interval", "0.01"]).stdout
         srv.kill()
         srv.wait()
@@ -258,7 +258,7 @@ def test_nothing_survives_a_killed_engine(root_env):
 
 
 def test_engine_dies_with_its_parent(root_env, tmp_path):
-    code = ("import sys, time; from netemu.links import EngineLinks; e = EngineLinks(shards=2); "
+    code = ("import sys, time; from netemu.emulate.links import EngineLinks; e = EngineLinks(shards=2); "
             "print(' '.join(map(str, e.pids)), flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     pids = [int(x) for x in p.stdout.readline().split()]
@@ -305,7 +305,7 @@ def test_scheduled_update_does_not_hold_frames_in_flight(netns, engine):
     engine.add_link(other, LinkEnd(netns.add("c"), "eth0"), LinkEnd(netns.add("d"), "eth0"), LinkParams(delay_ms=1))
     try:
         _icmp_median_ms(netns, "a", dst, count=4)
-        from netemu.probe import icmp_rtts_ms
+        from netemu.emulate.probe import icmp_rtts_ms
         rtts = []
         for _ in range(5):
             t_now = engine.set_clock()      # emulated t = 0 is now

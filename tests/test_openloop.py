@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from netemu import openloop
+from netemu.traffic import openloop
 from netemu.errors import TraceError
 from conftest import ROOT
 
 ADDR_A, ADDR_B, PORT = "10.99.0.1", "10.99.0.2", 9710
-OPENLOOP = [sys.executable, "-m", "netemu.openloop"]
+OPENLOOP = [sys.executable, "-m", "netemu.traffic.openloop"]
 
 
 # --- pure helpers ---------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from skyfield.api import EarthSatellite, load, wgs84
 from skyfield.framelib import itrs
 
 from netemu.errors import TLEError
-from netemu.orbits import (elevation_deg, formation_satrecs, ltan_raan_deg, parse_tle_text, propagate,
+from netemu.plan.orbits import (elevation_deg, formation_satrecs, ltan_raan_deg, parse_tle_text, propagate,
                            sso_inclination_deg, station_ecef_km, sun_right_ascension_deg, walker_satrecs)
-from netemu.plan import satellite_track
+from netemu.plan.planner import satellite_track
 from conftest import TOPOLOGIES
 
 TS = load.timescale(builtin=True)

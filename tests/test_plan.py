@@ -81,7 +81,7 @@ def test_cli_plan_writes_files_and_summary(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(DATA / "small.toml"), "-o", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    for f in netemu.plan.PLAN_FILES + ("scenario.toml",):
+    for f in netemu.plan.planner.PLAN_FILES + ("scenario.toml",):
         assert (out / f).exists(), f
     assert "Scenario small: 144 satellites, 4 compute satellites, 4 ground stations" in r.stdout
     assert "routing:" in r.stderr and "orbits:" in r.stderr  # progress, one line per stage
@@ -121,7 +121,7 @@ def test_shipped_scenarios_plan(name):
 
 def test_plan_memory_is_checked_before_allocating(small_scenario):
     from netemu.errors import PlanError
-    from netemu.plan import check_plan_memory, plan_memory_bytes
+    from netemu.plan.planner import check_plan_memory, plan_memory_bytes
     need = plan_memory_bytes(small_scenario)
     assert need["total"] == sum(v for k, v in need.items() if k != "total") + 300 * 2**20
     assert check_plan_memory(small_scenario, available_bytes=need["total"] + 1) == need["total"]
@@ -135,7 +135,7 @@ def test_plan_memory_estimate_is_within_a_factor_of_the_measured_peak():
     # planner's own peak is VmHWM: ru_maxrss would keep the high-water mark of the pytest process
     # it was forked from (Linux carries it across exec).
     code = ("import re, resource, netemu\n"
-            "from netemu.plan import plan_memory_bytes\n"
+            "from netemu.plan.planner import plan_memory_bytes\n"
             f"sc = netemu.load_scenario({str(DATA / 'small.toml')!r})\n"
             "netemu.make_plan(sc, workers=2)\n"
             "hwm_kb = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
@@ -147,7 +147,7 @@ def test_plan_memory_estimate_is_within_a_factor_of_the_measured_peak():
 
 
 def test_broken_routing_pool_is_a_plan_error(small_scenario, monkeypatch):
-    from netemu import routing
+    from netemu.plan import routing
     from netemu.errors import PlanError
     monkeypatch.setattr(routing, "ProcessPoolExecutor", _PoolThatDies)
     with pytest.raises(PlanError, match="a routing process died .*out of memory"):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from netemu.errors import EmulationError
-from netemu.playback import fidelity, link_states, oracle_rtt_ms, scope_nodes, window
+from netemu.emulate.playback import fidelity, link_states, oracle_rtt_ms, scope_nodes, window
 
 
 def test_window_covers_the_asked_span(small_plan):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import netemu
-from netemu.replay import TraceReplay
+from netemu.traffic.replay import TraceReplay
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -137,7 +137,7 @@ def test_bad_input_is_one_clear_error(wl_plan, tmp_path, make, kw, match):
 
 
 def test_trace_inspect_cli(tmp_path):
-    from netemu.trace import read_trace
+    from netemu.traffic.trace import read_trace
     n = len(read_trace(TRACES / "upload.pcap").t_s)
     r = subprocess.run([sys.executable, "-m", "netemu", "trace", "inspect", str(TRACES / "upload.pcap")],
                        capture_output=True, text=True)
@@ -208,7 +208,7 @@ def test_closed_and_open_loop_in_one_mixed_trace(root_env, wl_plan, tmp_path):
 
 @pytest.mark.root
 def test_cli_replay_bad_trace_leaves_nothing(root_env, tmp_path):
-    from netemu.netns import list_netemu_namespaces
+    from netemu.emulate.netns import list_netemu_namespaces
     before = sorted(list_netemu_namespaces())
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "netemu", "replay", str(DATA / "workloads.toml"),
@@ -226,7 +226,7 @@ def test_out_of_order_packets_are_sorted_before_the_build(wl_plan, tmp_path):
     # Capture order steps back twice: once inside the trace, once before its first packet. The
     # open-loop schedule must be in time order from 0 (the sender's own check), counted.
     from scapy.all import IP, UDP, Ether, Raw, wrpcap
-    from netemu.openloop import check_schedule
+    from netemu.traffic.openloop import check_schedule
     times = [1.0 + i * 0.01 for i in range(20)]
     times[7], times[8] = times[8], times[7]
     times.append(0.5)

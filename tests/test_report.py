@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import netemu
-from netemu.playback import oracle_rtt_ms
+from netemu.emulate.playback import oracle_rtt_ms
 from netemu.report import build_compare, build_report, positions_table, workload_rows
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -109,7 +109,7 @@ def synthetic_run(tmp_path_factory):
         out / "throughput.csv", index=False)
     done = pd.read_csv(out / "jobs.csv")
     summary = json.loads((out / "summary.json").read_text())
-    from netemu.workloads import Clock, summarise
+    from netemu.traffic.workloads import Clock, summarise
     chat = next(w for w in plan.scenario.workloads if w.name == "chat")
     summary["workloads"] = summarise(done, (chat,), Clock(330, 346, 0, 1, 1))
     (out / "summary.json").write_text(json.dumps(summary))
@@ -314,7 +314,7 @@ def test_compare_without_common_pair_says_so(tmp_path):
 def test_report_shows_why_a_run_is_not_faithful(synthetic_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)
-    from netemu.fidelity import assess
+    from netemu.traffic.fidelity import assess
     pr = pd.read_parquet(run / "probes.parquet")
     pr["rtt_ms"] += 1.5
     fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, engine=[{"frames": 1000, "late_frames": 200}])
@@ -329,7 +329,7 @@ def test_report_shows_why_a_run_is_not_faithful(synthetic_run, tmp_path):
 def test_report_shows_fidelity_per_window(synthetic_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)
-    from netemu.fidelity import assess
+    from netemu.traffic.fidelity import assess
     pr = pd.read_parquet(run / "probes.parquet")
     pr.loc[pr["t_s"].between(330, 340, inclusive="left").to_numpy().nonzero()[0][::60], "rtt_ms"] += 0.9
     fid = assess(pr, {}, guard_s=0.001, timeout_s=2.0, t0_s=330.0, t_end_s=346.0)
@@ -411,7 +411,7 @@ def test_report_sentences_are_true(synthetic_run, tmp_path):
                                        "owd_minus_oracle_ms_p50": 0.021, "owd_minus_oracle_ms_p99_abs": 0.31}}
     (run / "summary.json").write_text(json.dumps(summary))
     # probes sent in the Beijing-Sanya gap (t = 338-340 s, no planned path) are unreachable, not lost
-    from netemu.fidelity import assess
+    from netemu.traffic.fidelity import assess
     from netemu.report import probe_status
     pr = pd.read_parquet(run / "probes.parquet")
     gap = pr["oracle_rtt_ms"].isna()

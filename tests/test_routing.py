@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netemu.routing import compute_routes
+from netemu.plan.routing import compute_routes
 
 
 def _link_delay(links):
@@ -108,7 +108,7 @@ def test_unreachable_pairs_have_no_path_rows_and_an_empty_route(small_plan):
 def test_next_hops_walk_the_planned_paths(small_plan):
     """Following next hops hop by hop from src reaches dst along the planner's path (src→dst in
     dst's tree, as routes lists it) at every step, and only changed entries are listed."""
-    from netemu.routing import next_hop_changes
+    from netemu.plan.routing import next_hop_changes
     sched, routes, sc = small_plan.schedule, small_plan.routes, small_plan.scenario
     names = sched.node_names
     idx = {n: i for i, n in enumerate(names)}

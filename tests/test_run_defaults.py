@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netemu.player import PLAY_COSTS, ROUTE_LAG_TARGET_S, auto_dilation
+from netemu.emulate.player import PLAY_COSTS, ROUTE_LAG_TARGET_S, auto_dilation
 from netemu.runner import DEFAULT_PROBE_PAIRS, default_probe_pairs, probe_windows
-from netemu.scenario import GroundStation
+from netemu.plan.scenario import GroundStation
 
 
 def _plan(stations, compute=("c-0",)):

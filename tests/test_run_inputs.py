@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu.netns import list_netemu_namespaces, list_runs
+from netemu.emulate.netns import list_netemu_namespaces, list_runs
 from netemu.rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from conftest import DATA, ROOT
 

@@ -10,9 +10,9 @@ import time
 import pandas as pd
 import pytest
 
-from netemu.emulation import MAX_OVERHEAD_US, check_calibration
+from netemu.emulate.emulation import MAX_OVERHEAD_US, check_calibration
 from netemu.errors import EmulationError
-from netemu.netns import list_netemu_namespaces, list_runs, new_run_id, register_run, unregister_run
+from netemu.emulate.netns import list_netemu_namespaces, list_runs, new_run_id, register_run, unregister_run
 from conftest import DATA, ROOT
 
 
@@ -93,7 +93,7 @@ def test_run_defaults_to_a_short_window():
 @pytest.mark.root
 def test_a_failed_run_says_so_in_run_json(root_env, small_plan, tmp_path, monkeypatch):
     import netemu
-    from netemu.emulation import Emulation
+    from netemu.emulate.emulation import Emulation
 
     def broken(self):
         raise EmulationError("the engine could not start (test)")

@@ -300,8 +300,8 @@ def test_values_are_quoted_as_written(tmp_path, written, shown):
 
 def test_known_keys_cover_every_key_the_checker_reads():
     import re
-    from netemu import scenario
-    src = (ROOT / "netemu" / "scenario.py").read_text()
+    from netemu.plan import scenario
+    src = (ROOT / "netemu" / "plan" / "scenario.py").read_text()
     read = set(re.findall(r'(?:get|has|table|seen\.add|nodes)\("([a-z_0-9]+)"', src))
     read |= set(re.findall(r'(?:_pair\(t|_raan\(t, epoch|_epoch\(s), "([a-z_0-9]+)"', src))
     assert read and read <= scenario._KNOWN_KEYS, read - scenario._KNOWN_KEYS

@@ -8,9 +8,9 @@ from skyfield.api import EarthSatellite, load, wgs84
 
 import netemu
 from netemu.constants import C_KM_PER_S, R_EARTH_KM
-from netemu.orbits import station_ecef_km, walker_satrecs
-from netemu.plan import satellite_track
-from netemu.topology import build_schedule, clears_earth, gsl_links, plus_grid_pairs, visible_pairs
+from netemu.plan.orbits import station_ecef_km, walker_satrecs
+from netemu.plan.planner import satellite_track
+from netemu.plan.topology import build_schedule, clears_earth, gsl_links, plus_grid_pairs, visible_pairs
 from conftest import TOPOLOGIES
 
 TS = load.timescale(builtin=True)
@@ -232,7 +232,7 @@ def test_snapshot_graph(small_plan):
 
 def _brute_force_visible(track, xyz, up, gsl):
     """Every (step, satellite, station) seen, pair by pair, with no pre-filter (slow reference)."""
-    from netemu.orbits import elevation_deg
+    from netemu.plan.orbits import elevation_deg
     out = set()
     for k in range(len(track.t_s)):
         pos = track.xyz_km[k]
@@ -250,8 +250,8 @@ def _brute_force_visible(track, xyz, up, gsl):
 def test_gsl_prefilter_matches_brute_force_from_equator_to_poles_and_at_altitude(small_scenario):
     # Stations at every latitude (Earth's radius there differs by 21 km) and from -400 m to 9 km:
     # the candidate pre-filter must keep every pair a check of all pairs finds, at both models.
-    from netemu.orbits import propagate
-    from netemu.scenario import GSLModel, WalkerShell
+    from netemu.plan.orbits import propagate
+    from netemu.plan.scenario import GSLModel, WalkerShell
     shell = WalkerShell(name="s", prefix="s", altitude_km=550, inclination_deg=53, planes=34,
                         sats_per_plane=34, phasing=1, raan_spread_deg=360, raan0_deg=0)
     sats = walker_satrecs(shell, small_scenario.epoch)

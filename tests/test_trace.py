@@ -16,7 +16,7 @@ from scapy.all import (ARP, IP, TCP, UDP, CookedLinux, CookedLinuxV2, Dot1Q, Eth
                        raw, rdpcap, wrpcap)
 
 from netemu.errors import TraceError
-from netemu.trace import (auto_map, flow_of_packets, flows, format_inspect, inspect, messages,
+from netemu.traffic.trace import (auto_map, flow_of_packets, flows, format_inspect, inspect, messages,
                           open_loop_schedule, parse_map, read_trace)
 
 T0 = 1_700_000_000

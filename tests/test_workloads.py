@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import netemu
-from netemu.playback import oracle_rtt_ms
-from netemu.scenario import WORKLOAD_PARAMS
-from netemu.workloads import Clock, allreduce_ideal_ms, inference_jobs, jobs_table, summarise, throughput_table
+from netemu.emulate.playback import oracle_rtt_ms
+from netemu.plan.scenario import WORKLOAD_PARAMS
+from netemu.traffic.workloads import Clock, allreduce_ideal_ms, inference_jobs, jobs_table, summarise, throughput_table
 
 from conftest import write_scenario
 
@@ -199,7 +199,7 @@ def test_transfers_deliver_every_byte(wl_run):
 def test_udp_upload_is_paced_at_its_rate(wl_run):
     """Over UDP nothing is lost on an idle path, and a file arrives when its last datagram,
     sent at the pacing rate, has crossed the path: (n − 1) gaps + the one-way light-time."""
-    from netemu.agent import _UDP_IP_BYTES, _UDP_PAYLOAD
+    from netemu.traffic.agent import _UDP_IP_BYTES, _UDP_PAYLOAD
     plan, out, info = wl_run
     jobs = pd.read_csv(out / "jobs.csv")
     udp = jobs[jobs["workload"] == "eo-udp"]

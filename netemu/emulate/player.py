@@ -15,7 +15,7 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
-from .errors import EmulationError
+from ..errors import EmulationError
 from .links import CONTROL_CHUNK_LINKS
 from .playback import Window
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .playback import fidelity, straddling
+from ..emulate.playback import fidelity, straddling
 
 __all__ = ["assess", "window_width_s", "FIDELITY_P99_MS", "ENGINE_LATE_SHARE", "APPLY_LAG_P99_MS", "HOST_DRIFT_US",
            "MANY_PAIRS", "MIN_WINDOW_PROBES"]

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import EmulationError
+from ..errors import EmulationError
 
 __all__ = ["Namespaces", "NETNS_PREFIX", "TAP_PREFIX", "new_run_id", "list_netemu_namespaces", "clean", "entered",
            "set_sysctls", "check_run_id", "register_run", "unregister_run", "list_runs", "live_runs"]

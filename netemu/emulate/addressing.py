@@ -13,7 +13,7 @@ import ipaddress
 import numpy as np
 import pandas as pd
 
-from .errors import PlanError
+from ..errors import PlanError
 
 __all__ = ["address_plan", "LOOPBACK_NET", "LINK_NET", "MAX_IFACES_PER_NODE"]
 

@@ -28,8 +28,9 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
+from . import engine as engine_program
 from .engine import default_queue_bytes
-from .errors import EmulationError
+from ..errors import EmulationError
 from .netns import TAP_PREFIX, Namespaces, new_run_id
 
 __all__ = ["LinkParams", "LinkEnd", "LinkBackend", "EngineLinks", "KernelLinks", "netem_available",
@@ -117,7 +118,7 @@ class _Shard:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.index = index
         self.sock = parent
-        self.proc = subprocess.Popen([sys.executable, "-m", "netemu.engine", str(child.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", engine_program.__name__, str(child.fileno())],
                                      pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
         child.close()
         self.sock.settimeout(self.REPLY_TIMEOUT_S)

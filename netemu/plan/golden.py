@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import PlanError
+from ..errors import PlanError
 
 __all__ = ["GoldenCheck", "save_golden", "check_plan", "golden_summary", "GOLDEN_FILES", "MAX_PATH_ROWS"]
 

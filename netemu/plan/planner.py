@@ -27,8 +27,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from . import __version__
-from .errors import PlanError
+from .. import __version__
+from ..errors import PlanError
 from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import agent as agent_program
 from .workloads import Clock, agent_specs, jobs_table, read_events, ring_ideal_ms, summarise, throughput_table
 
 __all__ = ["WorkloadRunner", "WORKLOAD_FILES", "terminate", "kill_all", "update_summary"]
@@ -37,7 +38,7 @@ class WorkloadRunner:
         for node, spec in self.specs.items():
             path = self.log_dir / f"{node}.spec.json"
             path.write_text(json.dumps(spec))
-            self.procs[node] = em.popen(node, [sys.executable, "-m", "netemu.agent", str(path)],
+            self.procs[node] = em.popen(node, [sys.executable, "-m", agent_program.__name__, str(path)],
                                         stdout=subprocess.DEVNULL, stderr=open(self.log_dir / f"{node}.stderr", "w"))
 
     def stop(self) -> None:

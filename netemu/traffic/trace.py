@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import TraceError
-from .inputfiles import MAX_CAPTURE_BYTES, open_input
+from ..errors import TraceError
+from ..plan.inputfiles import MAX_CAPTURE_BYTES, open_input
 
 __all__ = [
     "Trace", "read_trace", "flows", "flow_of_packets", "messages", "parse_map", "auto_map",

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from sgp4.api import SGP4_ERRORS, WGS72, Satrec, SatrecArray
 
-from .constants import C_KM_PER_S, DAY_S, J2_EARTH, MU_EARTH_KM3_PER_S2, R_EARTH_KM, SIDEREAL_YEAR_S
-from .errors import TLEError
+from ..constants import C_KM_PER_S, DAY_S, J2_EARTH, MU_EARTH_KM3_PER_S2, R_EARTH_KM, SIDEREAL_YEAR_S
+from ..errors import TLEError
 
 __all__ = [
     "Track", "TLERecord", "parse_tle_text", "sso_inclination_deg", "ltan_raan_deg",

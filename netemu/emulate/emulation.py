@@ -34,13 +34,13 @@ import pandas as pd
 
 from .addressing import address_plan
 from .engine import default_queue_bytes
-from .errors import EmulationError, NetemuError
+from ..errors import EmulationError, NetemuError
 from .links import EngineLinks, KernelLinks, LinkEnd, LinkParams, veth_reference_rtt_ms
 from .netns import Namespaces, entered, running_as_root
 from .playback import LinkStates, Window, link_states, scope_nodes, window
 from .player import Player
 from .rtnl import Rtnl
-from .routing import next_hop_changes
+from ..plan.routing import next_hop_changes
 
 __all__ = ["Emulation", "emulate", "RouterNode"]
 
@@ -318,7 +318,7 @@ class Emulation:
         from concurrent.futures import ThreadPoolExecutor
 
         from .probe import icmp_rtts_ms
-        from .runner import default_probe_pairs
+        from ..runner import default_probe_pairs
         k0 = self.window.k0
         paths = self.plan.routes.paths
         at = paths[paths["step"] == k0]

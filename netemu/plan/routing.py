@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from .errors import PlanError
+from ..errors import PlanError
 from .topology import Schedule
 
 __all__ = ["Routes", "compute_routes", "path_events", "next_hop_changes"]

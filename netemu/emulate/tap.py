@@ -12,7 +12,7 @@ import os
 import signal
 import struct
 
-from .errors import EmulationError
+from ..errors import EmulationError
 
 __all__ = ["open_tap", "unpersist_tap", "setns", "Timer", "die_with_parent", "TUN_DEVICE"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from .errors import EmulationError
+from ..errors import EmulationError
 
 __all__ = ["Rtnl", "RTPROT_NETEMU", "mac_bytes"]
 

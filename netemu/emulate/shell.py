@@ -16,7 +16,7 @@ import sys
 from cmd import Cmd
 from typing import TextIO
 
-from .errors import EmulationError
+from ..errors import EmulationError
 
 __all__ = ["NetemuCLI", "substitute_loopbacks"]
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TraceError
+from ..errors import TraceError
 
 __all__ = ["HEADER_BYTES", "MIN_SIZE_BYTES", "payload_bytes", "due_times_ns", "check_schedule", "save_schedule",
            "load_schedule", "send", "receive", "save_result", "load_sent", "load_received", "match",
@@ -392,7 +392,7 @@ def _udp_socket(netns: str) -> socket.socket:
     """A UDP socket of network namespace file `netns` ('' = this process's)."""
     if not netns:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    from .netns import entered
+    from ..emulate.netns import entered
     with entered(netns):
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     rv.add_argument("--until-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which to stop")
     rv.add_argument("--out", required=True, help="result .npz (counts in the .json beside it)")
     args = ap.parse_args(argv)
-    from .tap import die_with_parent
+    from ..emulate.tap import die_with_parent
     die_with_parent()
     stop, wake = _stop_on_signals()
     try:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import EmulationError
-from .topology import Schedule
+from ..errors import EmulationError
+from ..plan.topology import Schedule
 
 __all__ = ["Window", "window", "scope_nodes", "LinkStates", "link_states", "oracle_rtt_ms", "fidelity",
            "SCOPE_PATHS_ABOVE", "straddling"]

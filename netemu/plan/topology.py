@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .constants import C_KM_PER_S, R_EARTH_KM
+from ..constants import C_KM_PER_S, R_EARTH_KM
 from .orbits import Track
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 

@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import TraceError
-from .playback import oracle_rtt_ms
+from . import agent as agent_program
+from . import openloop as openloop_program
+from ..errors import TraceError
+from ..emulate.playback import oracle_rtt_ms
 from .trace import auto_map, flow_of_packets, flows, messages, open_loop_schedule, parse_map, read_trace
-from .traffic import kill_all, terminate, update_summary
+from .launcher import kill_all, terminate, update_summary
 from .workloads import read_events
 
 __all__ = ["TraceReplay", "REPLAY_MODES", "REPLAY_FILES"]
@@ -52,7 +54,7 @@ def default_pair(plan) -> tuple[str, str]:
     for w in plan.scenario.workloads:
         if w.server:
             return w.clients[0], w.server
-    from .runner import default_probe_pairs
+    from ..runner import default_probe_pairs
     pairs = default_probe_pairs(plan)
     if not pairs:
         eps = plan.scenario.endpoints
@@ -181,7 +183,7 @@ class TraceReplay:
         s = self.open_schedule
         for node in sorted(set(s["dst_node"])):
             o = work / f"recv-{node}.npz"
-            self._popen(node, "recv", py + ["netemu.openloop", "recv", "--bind", em.loopback(node), "--port",
+            self._popen(node, "recv", py + [openloop_program.__name__, "recv", "--bind", em.loopback(node), "--port",
                                             str(UDP_PORT), "--until-mono", f"{until:.6f}", "--out", str(o)], o)
         specs: dict[str, dict] = {}
         if len(self.messages):
@@ -205,7 +207,7 @@ class TraceReplay:
                 spec["roles"] = sorted(spec["roles"].values(), key=lambda r: r["role"] != "replay-server")
                 path = work / f"{node}.spec.json"
                 path.write_text(json.dumps(spec))
-                self._popen(node, "agent", py + ["netemu.agent", str(path)], work / f"{node}.jsonl")
+                self._popen(node, "agent", py + [agent_program.__name__, str(path)], work / f"{node}.jsonl")
         if len(s):
             # one sender for every source node (a socket in each node's namespace): busy-waiting
             # senders in several nodes would take turns on one CPU and miss their instants
@@ -221,7 +223,7 @@ class TraceReplay:
             sp, o = work / "schedule.npz", work / "send.npz"
             save_schedule(sp, sched)
             err = open(work / "send.stderr", "w")
-            cmd = py + ["netemu.openloop", "send", "--schedule", str(sp), "--port", str(UDP_PORT),
+            cmd = py + [openloop_program.__name__, "send", "--schedule", str(sp), "--port", str(UDP_PORT),
                         "--start-mono", f"{t0_mono:.9f}", "--scale", f"{K:g}", "--out", str(o)]
             self.procs.append(("*", "send", subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), o))
 

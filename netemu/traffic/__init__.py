@@ -1,0 +1,1 @@
+"""The traffic wing: what runs in and through the network: workloads, probes, traces, replay."""
