@@ -318,7 +318,7 @@ class Emulation:
         from concurrent.futures import ThreadPoolExecutor
 
         from .probe import icmp_rtts_ms
-        from ..runner import default_probe_pairs
+        from ..plan.pairs import default_probe_pairs
         k0 = self.window.k0
         paths = self.plan.routes.paths
         at = paths[paths["step"] == k0]

@@ -54,7 +54,7 @@ def default_pair(plan) -> tuple[str, str]:
     for w in plan.scenario.workloads:
         if w.server:
             return w.clients[0], w.server
-    from ..runner import default_probe_pairs
+    from ..plan.pairs import default_probe_pairs
     pairs = default_probe_pairs(plan)
     if not pairs:
         eps = plan.scenario.endpoints
