@@ -20,7 +20,7 @@ probes inside emulated nodes) start fast.
 
 import importlib
 
-from .errors import EmulationError, NetemuError, PlanError, ScenarioError, TLEError, TraceError
+from .errors import EmulationError, NetemuError, OutputError, PlanError, ScenarioError, TLEError, TraceError
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ _LAZY = {
 
 __all__ = [
     "__version__",
-    "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError",
+    "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError", "OutputError",
     "Scenario", "Workload", "load_scenario",
     "Track", "Schedule", "Routes",
     "Plan", "make_plan", "write_plan", "read_plan",

@@ -1,5 +1,15 @@
 """netemu's exceptions: one short tree under `NetemuError`.
 
+    NetemuError                 every error netemu raises on purpose; the CLI prints it as one
+    │                           line and exits with code 2
+    ├── ScenarioError           a scenario file or a file it references (path, key, message)
+    │   └── TLEError            a TLE file: layout, checksum, numbers, age
+    ├── PlanError               a plan that cannot be computed (memory, address plan) or read
+    ├── TraceError              a packet capture that cannot be read, mapped or replayed
+    ├── EmulationError          the live network: root, kernel features, options, the engines,
+    │                           the player, calibration, another live run
+    └── OutputError             an output directory: a file, read-only, full, someone else's
+
 Every message says what was expected, what was found and, where it helps, what to do.
 """
 
@@ -35,3 +45,7 @@ class TraceError(NetemuError):
 
 class EmulationError(NetemuError):
     """The emulated network cannot be built, driven or torn down."""
+
+
+class OutputError(NetemuError):
+    """An output directory cannot be used (a file, not writable, full, or holding other files)."""

@@ -12,19 +12,15 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
 
-from .errors import NetemuError
+from .errors import OutputError
+from .plan.files import atomic_write
 
 __all__ = ["OutputError", "check_out_dir", "prepare_out_dir", "atomic_write", "MIN_FREE_MIB"]
 
 MIN_FREE_MIB = 50          # a default-scenario run writes ~10 MiB; Starlink-sized runs tens of MiB
 _PROBE_BYTES = 64 * 1024   # the writability probe writes this much (a full filesystem refuses it)
 _PLAN_MARKERS = ("summary.json", "nodes.csv", "scenario.toml")
-
-
-class OutputError(NetemuError):
-    """An output directory cannot be used (a file, not writable, full, or holding other files)."""
 
 
 def _kind(path: Path) -> str | None:
@@ -112,19 +108,3 @@ def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     except OSError as e:
         raise OutputError(f"-o {out_dir}: cannot create the directory: {e.strerror}") from None
     return out
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` into a temporary file beside `path`, then rename it onto `path`: a failure
-    (a full disk) leaves no truncated file, only no file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise

@@ -1,5 +1,9 @@
-"""`netemu run`: plan, bring the network up, play it with probes (and iperf3), write the run
-directory, tear down (kernel edge; root).
+"""`netemu run`: plan, bring the network up, play it with its traffic sources (probes, the
+scenario's workloads, a trace replay, iperf3), write the run directory, tear down (kernel edge;
+root).
+
+    build the emulation; start the sources (an ExitStack kills them whatever happens); wait for
+    the window's end; stop and collect each source; write run.json; tear down.
 
 Run directory: the plan files (scenario copy, nodes, links, paths, routes, events, summary),
 `addresses.csv`, `apply.csv`, `probes.parquet`, `fidelity.json`, `link_counters.csv`,
@@ -12,148 +16,88 @@ Every time and figure there is in emulated time (divided back by the dilation fa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
-import shutil
-import signal
-import subprocess
-import sys
 import time
 import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import numpy as np
 import pandas as pd
 
-from .emulate import probe as probe_program
 from .emulate.emulation import Emulation
 from .errors import EmulationError, NetemuError
-from .traffic.fidelity import FIDELITY_P99_MS, assess
-from .emulate.playback import oracle_rtt_ms
 from .plan.pairs import DEFAULT_PROBE_PAIRS, default_probe_pairs, probe_frames_per_s
 from .plan.planner import write_plan
 from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
+from .traffic.fidelity import FIDELITY_P99_MS, assess
 from .traffic.launcher import WorkloadRunner
+from .traffic.probes import (MAX_PROBE_RATE_HZ, PROBE_TIMEOUT_S, Iperf, Probes, check_pairs, check_probe_rate,
+                             probe_windows)
 
-__all__ = ["run", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS", "MAX_PROBE_RATE_HZ",
-           "check_probe_rate"]
+__all__ = ["run", "RunOptions", "start_sources", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS",
+           "MAX_PROBE_RATE_HZ", "check_probe_rate"]
 
 RUN_FILES = ("addresses.csv", "apply.csv", "probes.parquet", "fidelity.json", "link_counters.csv", "run.json")
-PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
 WATCHDOG_GRACE_S = 10.0  # wall seconds (× dilation) past the window's end after which a run is stuck
-# One Python probe process per source sends every echo from a timed loop and tells echoes apart
-# by a 16-bit ICMP sequence: 1,000 echoes/s per pair (one per ms) is well within what it keeps up
-# with, and far more than an RTT curve needs.
-MAX_PROBE_RATE_HZ = 1000.0
 
 
-def check_probe_rate(rate_hz: float) -> float:
-    """`rate_hz` if it is a probe rate the probe program can keep (0 < rate ≤ MAX_PROBE_RATE_HZ)."""
-    if not (0 < rate_hz <= MAX_PROBE_RATE_HZ):
-        raise EmulationError(f"probe rate {rate_hz!r}: expected probes per second per pair in "
-                             f"(0, {MAX_PROBE_RATE_HZ:g}] (the probe program sends at most one echo per ms per pair)")
-    return rate_hz
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a run is asked, recorded in full (defaults included) in run.json `options`.
 
+    Traffic: `probes` (SRC, DST) pairs (None: plan.pairs.default_probe_pairs), `probe_rate_hz`
+    echoes per emulated second per pair, `iperf` (SRC, DST) or None, `workloads` (the
+    scenario's). Output: `report` (report.html at the end), `overwrite` (replace an earlier run
+    in the directory), `allow_concurrent` (run beside another live run). The emulation:
+    `links` (engine or kernel), `scope` (auto, all, paths), `speed`, `dilation` (≥ 1 or "auto"),
+    `start_s`, `duration_s` (emulated; None: to the plan's end), `shards`, `busy_poll`, `seed`,
+    `calibrate`, `mtu`."""
 
-def check_pairs(plan, pairs: list[tuple[str, str]], what: str = "probe") -> None:
-    eps = set(plan.scenario.endpoints)
-    for src, dst in pairs:
-        for role, name in (("source", src), ("destination", dst)):
-            if name not in eps:
-                known = ", ".join(plan.scenario.endpoints[:8]) + (", …" if len(eps) > 8 else "")
-                raise EmulationError(f"--{what} {src}:{dst}: {role} {name!r} is not an endpoint of scenario "
-                                     f"{plan.scenario.name!r} (routes exist toward endpoints only: {known})")
-        if src == dst:
-            raise EmulationError(f"--{what} {src}:{dst}: source and destination are the same node")
+    probes: tuple[tuple[str, str], ...] | None = None
+    probe_rate_hz: float = 20.0
+    iperf: tuple[str, str] | None = None
+    workloads: bool = True
+    report: bool = True
+    overwrite: bool = False
+    allow_concurrent: bool = False
+    links: str = "engine"
+    scope: str = "auto"
+    speed: float = 1.0
+    dilation: float | str = 1.0
+    start_s: float = 0.0
+    duration_s: float | None = None
+    shards: int | None = None
+    busy_poll: bool | None = None
+    seed: int = 0
+    calibrate: bool = True
+    mtu: int = 1500
 
+    EMULATION = ("links", "scope", "speed", "dilation", "start_s", "duration_s", "shards", "busy_poll", "seed",
+                 "calibrate", "mtu")
 
-class _Probes:
-    """One ICMP probe process per source node, inside it, probing its destinations in turn."""
+    def emulation(self) -> dict:
+        """The keyword arguments of `Emulation`."""
+        return {k: getattr(self, k) for k in self.EMULATION}
 
-    def __init__(self, em: Emulation, pairs: list[tuple[str, str]], rate_hz: float, work: Path):
-        self.em, self.work = em, work
-        self.procs: dict[str, tuple] = {}
-        by_src: dict[str, list[str]] = {}
-        for s, d in pairs:
-            by_src.setdefault(s, []).append(d)
-        work.mkdir(parents=True, exist_ok=True)
-        for src, dsts in by_src.items():
-            interval = em.scale / (rate_hz * len(dsts))       # wall seconds between echoes
-            out = work / f"probe-{src}.csv"
-            cmd = [sys.executable, "-m", probe_program.__name__, "stream", *[em.loopback(d) for d in dsts],
-                   "--interval", f"{interval:.6f}", "--out", str(out), "--timeout", f"{PROBE_TIMEOUT_S * em.scale:g}"]
-            self.procs[src] = (em.popen(src, cmd), out, {em.loopback(d): d for d in dsts})
-
-    def stop(self) -> pd.DataFrame:
-        """Stop the probes; their echoes as `t_s, src, dst, rtt_ms` (emulated; rtt NaN = lost)."""
-        for p, _, _ in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        frames = []
-        pl = self.em.player
-        for src, (p, out, names) in self.procs.items():
-            try:
-                p.wait(PROBE_TIMEOUT_S * self.em.scale + 10)
-            except Exception:
-                p.kill()
-                p.wait()
-            if not out.exists():
-                raise EmulationError(f"the probe in {src} wrote no results (exit code {p.returncode})")
-            df = pd.read_csv(out)
-            frames.append(pd.DataFrame({
-                "t_s": pl.mono_to_t_s(df["t_send_mono_s"].to_numpy()), "src": src,
-                "dst": df["dst"].map(names), "rtt_ms": df["rtt_ms"].to_numpy(float) / self.em.dilation}))
-        shutil.rmtree(self.work, ignore_errors=True)
-        if not frames:
-            return pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
-        w = self.em.window
-        df = pd.concat(frames, ignore_index=True)
-        return df[(df["t_s"] >= w.t0_s) & (df["t_s"] <= w.t_end_s)].sort_values("t_s", ignore_index=True)
-
-    def kill(self) -> None:
-        for p, _, _ in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
-class _Iperf:
-    """iperf3 from one endpoint to another over the window (TCP, loopback to loopback)."""
-
-    def __init__(self, em: Emulation, src: str, dst: str, seconds: float, out_dir: Path):
-        self.em, self.src, self.dst = em, src, dst
-        self.json_path = out_dir / "iperf.json"
-        wall_s = max(1, int(round(seconds * em.scale)))
-        interval = max(0.1, em.scale * 1.0)
-        self.server = em.popen(dst, ["iperf3", "-s", "-1", "-B", em.loopback(dst)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(max(0.2, em.player.origin - time.monotonic()))   # start with the window
-        self.client = em.popen(src, ["iperf3", "-c", em.loopback(dst), "-B", em.loopback(src), "-t", str(wall_s),
-                                     "-i", f"{interval:g}", "-J"], stdout=open(self.json_path, "w"),
-                               stderr=subprocess.DEVNULL)
-        self.started_mono = time.monotonic()
-
-    def finish(self) -> pd.DataFrame:
-        """Wait for iperf3; intervals as `t_s, mbps, retransmits` (emulated: rates × dilation)."""
-        for p in (self.client, self.server):
-            try:
-                p.wait(30)
-            except Exception:
-                p.kill()
-                p.wait()
-        try:
-            data = json.loads(self.json_path.read_text())
-        except (OSError, ValueError):
-            raise EmulationError(f"iperf3 {self.src}→{self.dst} wrote no JSON ({self.json_path})") from None
-        if "error" in data:
-            raise EmulationError(f"iperf3 {self.src}→{self.dst}: {data['error']}")
-        K = self.em.dilation
-        t0 = self.em.player.mono_to_t_s(self.started_mono)
-        rows = [(float(t0 + iv["sum"]["start"] / self.em.scale), iv["sum"]["bits_per_second"] * K / 1e6,
-                 iv["sum"].get("retransmits", 0)) for iv in data.get("intervals", [])]
-        return pd.DataFrame(rows, columns=["t_s", "mbps", "retransmits"])
+    @classmethod
+    def of(cls, base: "RunOptions | None" = None, **changes) -> "RunOptions":
+        """`base` (default: the defaults) with `changes`; an unknown option is one clear error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise EmulationError(f"run: unknown option(s) {', '.join(unknown)}; expected some of "
+                                 f"{', '.join(sorted(known))}")
+        if changes.get("probes") is not None:
+            changes["probes"] = tuple(tuple(p) for p in changes["probes"])
+        if changes.get("iperf") is not None:
+            changes["iperf"] = tuple(changes["iperf"])
+        return dataclasses.replace(base or cls(), **changes)
 
 
 def _versions() -> dict:
@@ -186,122 +130,100 @@ def _peak_rss_gib() -> float:
     return round((own + kids) / 2**20, 2)
 
 
-def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = None, probe_rate_hz: float = 20.0,
-        iperf: tuple[str, str] | None = None, cli: bool = False, progress: Callable[[str], None] | None = None,
-        workloads: bool = True, replay=None, report: bool = True, overwrite: bool = False,
-        allow_concurrent: bool = False, **options) -> dict:
-    """Run `plan` in emulation and write the run directory `out_dir`. `options` go to
-    `Emulation` (links, scope, speed, dilation, start_s, duration_s, shards, seed, calibrate).
-    `cli`: open netemu's shell (reading stdin, or this text stream) while the window plays.
-    The scenario's workloads run unless `workloads` is False; `replay` is a prepared
-    `netemu.replay.TraceReplay`; `report` writes report.html at the end. `out_dir` must be new,
-    empty, or (with `overwrite`) an earlier netemu run, which is replaced. Returns run.json's
-    content. Ctrl-C / SIGTERM stop the sources, write what was measured (run.json then says
-    `interrupted` and `partial`) and the report, tear everything down, and raise
-    KeyboardInterrupt. A failed run's run.json says why (`error`). Another live run (of another
-    process) is refused unless `allow_concurrent` (then a warning)."""
+def run(plan, out_dir: str | Path, options: RunOptions | None = None, *, replay=None,
+        cli: bool | TextIO = False, progress: Callable[[str], None] | None = None, **changes) -> dict:
+    """Run `plan` in emulation and write the run directory `out_dir`; returns run.json's content.
+
+    `options` (RunOptions; keyword `changes` override it, e.g. `duration_s=30`); `replay` a
+    prepared `netemu.traffic.replay.TraceReplay`; `cli` opens netemu's shell (reading stdin, or
+    this text stream) while the window plays. `out_dir` must be new, empty, or (with
+    `overwrite`) an earlier netemu run, which is replaced. Ctrl-C / SIGTERM stop the sources,
+    write what was measured (run.json then says `interrupted` and `partial`) and the report,
+    tear everything down, and raise KeyboardInterrupt. A failed run's run.json says why
+    (`error`). Another live run (of another process) is refused unless `allow_concurrent`."""
+    opts = RunOptions.of(options, **changes)
     say = progress or (lambda m: None)
     out = Path(out_dir)
-    check_out_dir(out, overwrite=overwrite)
-    check_probe_rate(probe_rate_hz)
-    pairs = default_probe_pairs(plan) if probes is None else list(probes)
+    check_out_dir(out, overwrite=opts.overwrite)
+    check_probe_rate(opts.probe_rate_hz)
+    pairs = default_probe_pairs(plan) if opts.probes is None else list(opts.probes)
     check_pairs(plan, pairs)
-    if iperf:
-        check_pairs(plan, [iperf], "iperf")
-        if shutil.which("iperf3") is None:
-            raise EmulationError("iperf3 is missing (Debian package iperf3); run `netemu doctor`")
-    concurrent = check_concurrent(allow_concurrent)
-    if options.get("dilation") == "auto":   # the probes' frames count toward the engines' load
-        options = {**options, "probe_frames_per_s": probe_frames_per_s(plan, pairs, probe_rate_hz)}
-    em = Emulation(plan, progress=say, **options)   # checks root, options and window first
+    if opts.iperf:
+        check_pairs(plan, [opts.iperf], "iperf")
+    concurrent = check_concurrent(opts.allow_concurrent)
+    emulation = opts.emulation()
+    if opts.dilation == "auto":   # the probes' frames count toward the engines' load
+        emulation["probe_frames_per_s"] = probe_frames_per_s(plan, pairs, opts.probe_rate_hz)
+    em = Emulation(plan, progress=say, **emulation)   # checks root, options and window first
+    sources = {"probes": Probes(plan, pairs, opts.probe_rate_hz, out / ".probes"),   # none: empty tables
+               "replay": replay,
+               "workloads": WorkloadRunner(plan, out / "workloads") if opts.workloads and plan.scenario.workloads
+               else None,
+               "iperf": Iperf(*opts.iperf, out / "iperf.json") if opts.iperf else None}
+    if replay is not None:
+        replay.work_dir = out / "replay"
     em.ns.meta["out_dir"] = str(out.absolute())
     say(wall_time_line(plan, em))
-    prepare_out_dir(out, overwrite=overwrite)
-    from .report import MAP_INSTANTS, positions_table
-    w = em.window
-    # the compute satellites' ground track from 50 min before to 50 min after the window (about an
-    # orbit at 700-800 km), within the plan
-    t_grid = plan.track.t_s
-    try:
-        write_plan(plan, out)
-        atomic_write(out / "positions.parquet", lambda tmp: positions_table(
-            plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
-            track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
-        ).to_parquet(tmp, index=False))
-    except OSError as e:
-        raise OutputError(f"-o {out_dir}: cannot write the plan files before the run: {e.strerror or e}; "
-                          f"nothing was emulated") from None
+    prepare_out_dir(out, overwrite=opts.overwrite)
+    _write_plan_files(plan, em, out, out_dir)
     info: dict = {"run_id": em.run_id, "versions": _versions(), "host": _host(), "scenario": plan.scenario.name,
-                  "options": {k: v for k, v in options.items()}, "probes": [f"{s}>{d}" for s, d in pairs],
-                  "probe_rate_hz": probe_rate_hz, "iperf": f"{iperf[0]}>{iperf[1]}" if iperf else None,
+                  "options": dataclasses.asdict(opts), "probes": [f"{s}>{d}" for s, d in pairs],
+                  "probe_rate_hz": opts.probe_rate_hz, "iperf": "{}>{}".format(*opts.iperf) if opts.iperf else None,
                   "interrupted": False, "partial": False, "warnings": list(concurrent),
                   "times_are": "emulated seconds (wall / (dilation / speed))"}
+    loaded = any(sources[k] is not None for k in ("replay", "workloads", "iperf"))
     t_start = time.perf_counter()
-    src = {"prb": None, "ipf": None, "wlr": None, "rpl": None}   # sources still running
-    playing = False
+    t_play = None
     try:
-        em.build()
-        info["up_s"] = round(time.perf_counter() - t_start, 3)
-        say(f"up in {info['up_s']:.1f} s; playing t = {em.window.t0_s:g}..{em.window.t_end_s:g} s "
-            f"(dilation {em.dilation:g}, speed {em.speed:g}: {em.scale * (em.window.t_end_s - em.window.t0_s):.0f} s wall)")
-        atomic_write(out / "addresses.csv", lambda tmp: em.address_table().to_csv(tmp, index=False))
-        src["prb"] = _Probes(em, pairs, probe_rate_hz, out / ".probes") if pairs else None
-        em.start(lead_s=0.5)
-        playing = True
-        t_play = time.perf_counter()
-        if replay is not None:
-            replay.start(em, out)
-            src["rpl"] = replay
-            say(f"replaying {replay.path.name}: {replay.counts['open_loop']:,} packets open-loop, "
-                f"{replay.messages['flow'].nunique()} flows closed-loop ({len(replay.messages)} messages)")
-        if workloads and plan.scenario.workloads:
-            src["wlr"] = WorkloadRunner(em, out)
-            say(f"workloads: {', '.join(w.name for w in plan.scenario.workloads)} "
-                f"({len(src['wlr'].procs)} agents)")
-        if iperf:
-            src["ipf"] = _Iperf(em, iperf[0], iperf[1], em.window.t_end_s - em.window.t0_s, out)
-        if cli:
-            from .emulate.shell import NetemuCLI
-            say("netemu shell (Mininet's CLI): `<node> <command>` runs in a node, node names stand for their "
-                "loopbacks; the constellation keeps moving; `exit` ends the run and writes its results")
-            NetemuCLI(em, stdin=cli if hasattr(cli, "readline") else None, run=True)
-            em.player.stop()
-        else:
-            _wait_with_progress(em, say, src["rpl"].finished if src["rpl"] else None)
-        info["play_s"] = round(time.perf_counter() - t_play, 3)
-        say("collecting results")
-        _collect(plan, em, out, info, src, say, loaded=bool(iperf or replay or (workloads and plan.scenario.workloads)))
+        with ExitStack() as stack:       # every started source is killed on the way out (a no-op once collected)
+            em.build()
+            info["up_s"] = round(time.perf_counter() - t_start, 3)
+            say(f"up in {info['up_s']:.1f} s; playing t = {em.window.t0_s:g}..{em.window.t_end_s:g} s "
+                f"(dilation {em.dilation:g}, speed {em.speed:g}: {em.clock.wall_s:.0f} s wall)")
+            atomic_write(out / "addresses.csv", lambda tmp: em.address_table().to_csv(tmp, index=False))
+            live = em.live()
+            start_sources(stack, live, sources, ("probes",))   # before the clock: Python takes a moment to start
+            em.start(lead_s=0.5)
+            t_play = time.perf_counter()
+            start_sources(stack, live, sources, ("replay", "workloads", "iperf"))
+            if replay is not None:
+                say(f"replaying {replay.path.name}: {replay.counts['open_loop']:,} packets open-loop, "
+                    f"{replay.messages['flow'].nunique()} flows closed-loop ({len(replay.messages)} messages)")
+            if sources["workloads"] is not None:
+                say(f"workloads: {', '.join(w.name for w in plan.scenario.workloads)} "
+                    f"({len(sources['workloads'].procs)} agents)")
+            try:
+                if cli:
+                    from .emulate.shell import NetemuCLI   # Mininet's CLI, only when asked for
+                    say("netemu shell (Mininet's CLI): `<node> <command>` runs in a node, node names stand for "
+                        "their loopbacks; the constellation keeps moving; `exit` ends the run and writes its results")
+                    NetemuCLI(em, stdin=cli if hasattr(cli, "readline") else None, run=True)
+                    em.player.stop()
+                else:
+                    _wait_with_progress(em, say, replay.finished if replay is not None else None)
+                info["play_s"] = round(time.perf_counter() - t_play, 3)
+                say("collecting results")
+                _collect(plan, em, out, info, sources, say, loaded=loaded)
+            except KeyboardInterrupt:
+                info["interrupted"] = info["partial"] = True
+                say("interrupted: stopping the sources and writing what was measured (Ctrl-C again: tear down at once)")
+                info["play_s"] = round(time.perf_counter() - t_play, 3)
+                try:
+                    em.player.stop()
+                    if sources["iperf"] is not None:
+                        sources["iperf"].interrupt()      # iperf3 then writes what it measured
+                    _collect(plan, em, out, info, sources, say, loaded=loaded, partial=True)
+                except KeyboardInterrupt:
+                    say("interrupted again: tearing down without collecting")
+                except Exception as e:
+                    info["error"] = f"while writing the partial results: {e}"
     except KeyboardInterrupt:
         info["interrupted"] = info["partial"] = True
-        if playing:
-            say("interrupted: stopping the sources and writing what was measured (Ctrl-C again: tear down at once)")
-            info["play_s"] = round(time.perf_counter() - t_play, 3)
-            try:
-                em.player.stop()
-                if src["ipf"] is not None and src["ipf"].client.poll() is None:
-                    src["ipf"].client.send_signal(signal.SIGINT)   # iperf3 then writes what it measured
-                _collect(plan, em, out, info, src, say, loaded=bool(iperf or replay or (workloads and plan.scenario.workloads)),
-                         partial=True)
-            except KeyboardInterrupt:
-                say("interrupted again: tearing down without collecting")
-            except Exception as e:
-                info["error"] = f"while writing the partial results: {e}"
-        else:
-            say("interrupted before the run started: tearing down")
+        say("interrupted before the run started: tearing down")
     except BaseException as e:
         info["error"] = str(e) or type(e).__name__
         raise
     finally:
-        if src["prb"]:
-            src["prb"].kill()
-        if src["wlr"]:
-            src["wlr"].kill()
-        if src["rpl"]:
-            src["rpl"].kill()
-        if src["ipf"]:
-            for p in (src["ipf"].client, src["ipf"].server):
-                if p.poll() is None:
-                    p.kill()
         t_down = time.perf_counter()
         em.close()
         info["down_s"] = round(time.perf_counter() - t_down, 3)
@@ -312,13 +234,40 @@ def run(plan, out_dir: str | Path, *, probes: list[tuple[str, str]] | None = Non
         raise OutputError(run_json_error)
     if info["interrupted"]:
         say(f"down in {info['down_s']:.1f} s; partial results in {out}")
-        if report and playing:
+        if opts.report and t_play is not None:
             _report(out, say, partial=True)
         raise KeyboardInterrupt
     say(f"down in {info['down_s']:.1f} s; results in {out}")
-    if report:
+    if opts.report:
         _report(out, say)
     return info
+
+
+def start_sources(stack: ExitStack, live, sources: dict, names) -> None:
+    """Start `sources[name]` for each of `names` in order (None: not in this run), each one's
+    `kill` registered with `stack` first, so whatever fails later (another source's start, the
+    wait, a Ctrl-C), every source started (or half started) is killed on the way out."""
+    for name in names:
+        src = sources.get(name)
+        if src is not None:
+            stack.callback(src.kill)
+            src.start(live)
+
+
+def _write_plan_files(plan, em: Emulation, out: Path, out_dir) -> None:
+    """The plan's files and the map's positions (the compute satellites' ground track from 50 min
+    before to 50 min after the window: about an orbit at 700-800 km), within the plan."""
+    from .report import MAP_INSTANTS, positions_table   # matplotlib and the map data stay out of the engine
+    w, t_grid = em.window, plan.track.t_s
+    try:
+        write_plan(plan, out)
+        atomic_write(out / "positions.parquet", lambda tmp: positions_table(
+            plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
+            track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
+        ).to_parquet(tmp, index=False))
+    except OSError as e:
+        raise OutputError(f"-o {out_dir}: cannot write the plan files before the run: {e.strerror or e}; "
+                          f"nothing was emulated") from None
 
 
 def check_concurrent(allow: bool) -> list[str]:
@@ -367,10 +316,11 @@ def _mmss(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _collect(plan, em: Emulation, out: Path, info: dict, src: dict, say, loaded: bool, partial: bool = False) -> None:
-    """Stop the sources in `src` and write their results, the apply log, probes and fidelity,
-    link counters and run facts into `out`. With `partial` (after an interrupt) a part that
-    fails is named in the warnings and the others are still written."""
+def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loaded: bool,
+             partial: bool = False) -> None:
+    """Stop each source and write its results, then the apply log, the fidelity verdict, link
+    counters and run facts into `out`. With `partial` (after an interrupt) a part that fails is
+    named in the warnings and the others are still written."""
     def part(what: str, fn) -> None:
         try:
             fn()
@@ -384,47 +334,29 @@ def _collect(plan, em: Emulation, out: Path, info: dict, src: dict, say, loaded:
                 raise
             info["warnings"].append(f"partial run: {what} not written ({e})")
 
-    probes_df = pd.DataFrame(columns=["t_s", "src", "dst", "rtt_ms"])
+    def collect(name: str, what: str, record) -> None:
+        src = sources[name]
+        if src is None:
+            return
 
-    def stop_probes() -> None:
-        nonlocal probes_df
-        if src["prb"]:
-            probes_df = src["prb"].stop()
-        src["prb"] = None
-    part("the probes", stop_probes)
+        def go() -> None:
+            src.stop()
+            record(src.write_results(out))
+            if hasattr(src, "failures"):
+                info["warnings"] += src.failures()
+        part(what, go)
 
-    def replay_results() -> None:
-        rpl = src["rpl"]
-        rpl.stop()
-        info["replay"] = _replay_lines(rpl.write_results(), say)
-        info["warnings"] += rpl.failures()
-        src["rpl"] = None
-    if src["rpl"]:
-        part("the replay's results", replay_results)
-
-    def workload_results() -> None:
-        wlr = src["wlr"]
-        wlr.stop()
-        info["workloads"] = _workload_lines(wlr.write_results(), say)
-        info["warnings"] += wlr.failures()
-        src["wlr"] = None
-    if src["wlr"]:
-        part("the workloads' results (jobs.csv, throughput.csv)", workload_results)
-
+    collect("probes", "probes.parquet", lambda r: None)
+    collect("replay", "the replay's results", lambda r: info.__setitem__("replay", _replay_lines(r, say)))
+    collect("workloads", "the workloads' results (jobs.csv, throughput.csv)",
+            lambda r: info.__setitem__("workloads", _workload_lines(r, say)))
     log = em.player.apply_log()
     part("apply.csv", lambda: atomic_write(out / "apply.csv", lambda tmp: log.to_csv(tmp, index=False)))
     info["apply_lag_ms"] = _stats(log["lag_ms"])
     info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
-    info["routes_installed_at_start"] = int(em._nh_by_step.get(em.window.k0, pd.DataFrame()).shape[0])
-    part("probes.parquet and fidelity.json", lambda: _write_probes(plan, em, probes_df, log, out, info, loaded=loaded))
-
-    def iperf_results() -> None:
-        iv = src["ipf"].finish()
-        src["ipf"] = None
-        atomic_write(out / "iperf.csv", lambda tmp: iv.to_csv(tmp, index=False))
-        info["iperf_mean_mbps"] = round(float(iv["mbps"].mean()), 3) if len(iv) else None
-    if src["ipf"]:
-        part("iperf.csv", iperf_results)
+    info["routes_installed_at_start"] = em.routes_at_start()
+    part("fidelity.json", lambda: _write_fidelity(em, sources["probes"], log, out, info, loaded=loaded))
+    collect("iperf", "iperf.csv", info.update)
 
     def counters() -> None:
         c = em.links.counters()
@@ -525,22 +457,12 @@ def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None 
             say(f"  t = {t:.0f} s ({100 * (t - w.t0_s) / span:.0f} %)")
 
 
-def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out: Path, info: dict,
-                  loaded: bool = False) -> None:
-    """probes.parquet and fidelity.json. With workload, replay or iperf traffic (`loaded`) the
-    probes share queues and CPUs with it: the verdict then says so, since the error includes
-    queueing and the host's load, not only the emulator's."""
-    sched, routes = plan.schedule, plan.routes.routes
-    df = df.copy()
-    df["oracle_rtt_ms"] = np.nan
-    changes = {}
-    for (src, dst), g in df.groupby(["src", "dst"], sort=False):
-        df.loc[g.index, "oracle_rtt_ms"] = oracle_rtt_ms(sched, routes, src, dst, g["t_s"].to_numpy())
-        r = routes[(((routes["src"] == src) & (routes["dst"] == dst)) | ((routes["src"] == dst) & (routes["dst"] == src)))
-                   & (routes["step"] > 0)]
-        changes[(src, dst)] = r["t_s"].to_numpy(float)
-    df = df[["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]]
-    atomic_write(out / "probes.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+def _write_fidelity(em: Emulation, probes: Probes, log: pd.DataFrame, out: Path, info: dict,
+                    loaded: bool = False) -> None:
+    """fidelity.json: the probes' RTTs against the oracle (traffic.fidelity.assess). With workload,
+    replay or iperf traffic (`loaded`) the probes share queues and CPUs with it: the verdict then
+    says so, since the error includes queueing and the host's load, not only the emulator's."""
+    df, changes = probes.table, probes.path_changes
     lag_p99_s = float(np.nanpercentile(log["lag_ms"], 99)) / 1e3 if len(log) else 0.0
     guard_s = lag_p99_s / em.scale + 0.001
     fid = assess(df, changes, guard_s=guard_s, timeout_s=PROBE_TIMEOUT_S, threshold_p99_ms=FIDELITY_P99_MS,
@@ -558,37 +480,11 @@ def _write_probes(plan, em: Emulation, df: pd.DataFrame, log: pd.DataFrame, out:
 
 def _pilot_drift(em: Emulation) -> pd.DataFrame | None:
     """The pilot's readings during the run as `t_s, drift_us` (None without a pilot)."""
-    pilot = getattr(em, "_pilot", None)
+    pilot = em.pilot
     if pilot is None or not pilot.adjustments:
         return None
     mono, drift = zip(*pilot.adjustments)
-    return pd.DataFrame({"t_s": em.player.mono_to_t_s(np.asarray(mono, float)), "drift_us": np.asarray(drift, float)})
-
-
-PROBE_LATE_S = 0.5   # emulated seconds a pair's probes may start after the window's start (or end before its end)
-
-
-def probe_windows(df: pd.DataFrame, pairs: list[str], t0_s: float, t_end_s: float) -> tuple[dict, list[str]]:
-    """Each probe pair's effective window: its first and last probe instants (emulated s) and
-    how late it started / how early it ended against the window [t0_s, t_end_s]. Returns
-    ({"SRC>DST": {...}}, a warning per pair that started or ended more than PROBE_LATE_S off,
-    or sent nothing)."""
-    out, warns = {}, []
-    keys = df["src"].astype(str) + ">" + df["dst"].astype(str) if len(df) else pd.Series(dtype=str)
-    for pair in dict.fromkeys([*pairs, *keys.unique()]):
-        t = df["t_s"].to_numpy(float)[(keys == pair).to_numpy()] if len(df) else np.empty(0)
-        if not len(t):
-            out[pair] = {"first_t_s": None, "last_t_s": None, "late_start_s": None, "early_end_s": None}
-            warns.append(f"probes {pair}: no probe was sent within the window t = {t0_s:g}..{t_end_s:g} s")
-            continue
-        first, last = float(t.min()), float(t.max())
-        late, early = max(0.0, first - t0_s), max(0.0, t_end_s - last)
-        out[pair] = {"first_t_s": round(first, 3), "last_t_s": round(last, 3), "late_start_s": round(late, 3),
-                     "early_end_s": round(early, 3)}
-        if late > PROBE_LATE_S or early > PROBE_LATE_S:
-            warns.append(f"probes {pair}: measured t = {first:.1f}..{last:.1f} s of the window "
-                         f"t = {t0_s:g}..{t_end_s:g} s (started {late:.1f} s late, ended {early:.1f} s early)")
-    return out, warns
+    return pd.DataFrame({"t_s": em.clock.t_s(np.asarray(mono, float)), "drift_us": np.asarray(drift, float)})
 
 
 def _stats(s: pd.Series) -> dict:

@@ -11,7 +11,7 @@ between consecutive packets) p99 ≤ 50 µs, no drift; also, stricter, whether t
 packet against its due time stays within 50 µs at p99 (a stall of the sender shows there).
 
     sudo .venv/bin/python scripts/bench_replay.py [--packets 1000000] [--rate 150000] [--pattern both]
-        [--scale 1] [--send-nice -10] [--send-cpu N] [--recv-cpu N] [--keep DIR] [--json]
+        [--dilation 1] [--send-nice -10] [--send-cpu N] [--recv-cpu N] [--keep DIR] [--json]
 
 The sender runs at nice −10 (as the link engine's shards do) unless told otherwise. On a small VM
 the figures vary from run to run with what else the host does: run it on an idle machine, more
@@ -84,7 +84,7 @@ def pinned(cmd: list[str], cpu: int | None) -> list[str]:
 
 def run_case(ns: Namespaces, sched: dict, args, work: Path, name: str) -> dict:
     openloop.save_schedule(work / f"{name}-schedule.npz", sched)
-    span_s = float(sched["t_s"][-1]) * args.scale
+    span_s = float(sched["t_s"][-1]) * args.dilation
     py = [sys.executable, "-m", "netemu.traffic.openloop"]
     steal0 = cpu_steal_ticks()
     # --until-mono is only a safety net: the receiver is stopped once the sender is done
@@ -95,8 +95,8 @@ def run_case(ns: Namespaces, sched: dict, args, work: Path, name: str) -> dict:
         wait_bound(ns, recv)
         start_s = time.monotonic() + 1.0    # the sender has loaded its schedule by then
         send = ns.popen("a", pinned(py + ["send", "--schedule", str(work / f"{name}-schedule.npz"), "--src", ADDR_A,
-                                          "--port", str(PORT), "--start-mono", f"{start_s:.9f}", "--scale",
-                                          str(args.scale), "--out", str(work / f"{name}-send.npz")], args.send_cpu))
+                                          "--port", str(PORT), "--start-mono", f"{start_s:.9f}", "--dilation",
+                                          str(args.dilation), "--out", str(work / f"{name}-send.npz")], args.send_cpu))
         try:
             # as the link engine's shards are: a wake-up of anything else must not preempt the pacing
             os.setpriority(os.PRIO_PROCESS, send.pid, args.send_nice)
@@ -166,7 +166,7 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=150_000, help="average packets/s of the schedule")
     ap.add_argument("--pattern", choices=("exp", "const", "both"), default="both")
-    ap.add_argument("--scale", type=float, default=1.0, help="wall seconds per trace second")
+    ap.add_argument("--dilation", type=float, default=1.0, help="wall seconds per trace second")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--send-cpu", type=int, default=None, help="pin the sender to this CPU")
     ap.add_argument("--send-nice", type=int, default=-10, help="the sender's nice value")

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from netemu.emulate.netns import Namespaces  # noqa: E402
 from netemu.plan.scenario import load_scenario  # noqa: E402
-from netemu.traffic.workloads import Clock, agent_specs  # noqa: E402
+from netemu.emulate.clock import Clock  # noqa: E402
+from netemu.traffic.workloads import agent_specs  # noqa: E402
 
 ADDR = {"ground": "10.77.0.1", "orbit": "10.77.0.2"}
 SNAPLEN = 96           # Ethernet + IPv4 + TCP with options fit
@@ -41,7 +42,7 @@ def side(node: str) -> str:
 
 def capture(ns: Namespaces, dev: str, w, out: Path) -> dict:
     t_end = (w.stop_s or 10.0) + 5.0
-    clock = Clock(t0_s=0.0, t_end_s=t_end, origin_mono=time.monotonic() + 1.0, scale=1.0, dilation=1.0)
+    clock = Clock(t0_s=0.0, t_end_s=t_end, origin_mono=time.monotonic() + 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         specs = agent_specs((w,), clock, lambda n: ADDR[side(n)], Path(tmp))
         dump = ns.popen("ground", ["tcpdump", "-i", dev, "-s", str(SNAPLEN), "-w", str(out), "-U", "-q",

@@ -4,7 +4,7 @@ import netemu
 def test_public_api_is_pinned():
     assert sorted(netemu.__all__) == sorted([
         "__version__",
-        "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError",
+        "NetemuError", "ScenarioError", "TLEError", "PlanError", "TraceError", "EmulationError", "OutputError",
         "Scenario", "Workload", "load_scenario",
         "Track", "Schedule", "Routes",
         "Plan", "make_plan", "write_plan", "read_plan",
@@ -16,6 +16,7 @@ def test_public_api_is_pinned():
 
 
 def test_errors_form_one_tree():
-    for cls in (netemu.ScenarioError, netemu.TLEError, netemu.PlanError, netemu.TraceError, netemu.EmulationError):
+    for cls in (netemu.ScenarioError, netemu.TLEError, netemu.PlanError, netemu.TraceError, netemu.EmulationError,
+                netemu.OutputError):
         assert issubclass(cls, netemu.NetemuError)
     assert issubclass(netemu.TLEError, netemu.ScenarioError)

@@ -39,7 +39,8 @@ def _kernel_state() -> dict:
 
 def _expected_next_hops(em, k: int) -> np.ndarray:
     """The next-hop table [endpoint, node] in force at step k, from the changes the run uses."""
-    nh = em.nh[em.nh["step"] <= k]
+    nh = em.forwarding.next_hops
+    nh = nh[nh["step"] <= k]
     table = np.full((len(em.endpoints), len(em.schedule.node_names)), -1, np.int32)
     table[nh["dst"].to_numpy(), nh["node"].to_numpy()] = nh["next_hop"].to_numpy()
     return table

@@ -20,8 +20,8 @@ ALLOWED = {
     "report": BASE,
     "runner": BASE | {"netemu.plan", "netemu.emulate", "netemu.traffic", "netemu.report", "netemu.rundir"},
     "cli": None,       # the top: anything
-    "testing": BASE | {"netemu.plan"},
-    "rundir": BASE,
+    "testing": BASE | {"netemu.plan", "netemu.emulate"},
+    "rundir": BASE | {"netemu.plan"},
     "errors": set(),
     "constants": set(),
     "__init__": BASE,

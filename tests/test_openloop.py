@@ -115,7 +115,7 @@ def test_timing_stats_of_a_constant_lateness():
 def test_payload_and_due_times():
     plen, small = openloop.payload_bytes(np.array([1, 35, 36, 64, 1500]))
     assert plen.tolist() == [8, 8, 8, 36, 1472] and small.tolist() == [True, True, False, False, False]
-    assert openloop.due_times_ns(np.array([0.0, 0.5, 1.25]), 5_000, scale=2.0).tolist() == \
+    assert openloop.due_times_ns(np.array([0.0, 0.5, 1.25]), 5_000, dilation=2.0).tolist() == \
         [5_000, 1_000_005_000, 2_500_005_000]
 
 
@@ -162,16 +162,16 @@ def _start_receiver(ns, out, until_mono_s):
     return p
 
 
-def _send_cmd(sched_path, out, start_s, scale=1.0):
+def _send_cmd(sched_path, out, start_s, dilation=1.0):
     return OPENLOOP + ["send", "--schedule", str(sched_path), "--src", ADDR_A, "--port", str(PORT),
-                       "--start-mono", f"{start_s:.9f}", "--scale", str(scale), "--out", str(out)]
+                       "--start-mono", f"{start_s:.9f}", "--dilation", str(dilation), "--out", str(out)]
 
 
-def _replay(ns, tmp_path, sched, receive_s=None, scale=1.0):
+def _replay(ns, tmp_path, sched, receive_s=None, dilation=1.0):
     """Run receiver and sender; returns (sent, received, sender counts, receiver counts). The
     receiver stops `receive_s` after its launch (default: after the whole run)."""
     openloop.save_schedule(tmp_path / "schedule.npz", sched)
-    span_s = float(sched["t_s"][-1]) * scale
+    span_s = float(sched["t_s"][-1]) * dilation
     launch_s = time.monotonic()
     until_s = launch_s + (receive_s if receive_s is not None else span_s + 10.0)
     recv = _start_receiver(ns, tmp_path / "recv.npz", until_s)
@@ -179,7 +179,7 @@ def _replay(ns, tmp_path, sched, receive_s=None, scale=1.0):
         start_s = time.monotonic() + 0.3
         if receive_s is not None:
             assert start_s < until_s < start_s + span_s, "the receiver must leave during the run"
-        ns.run("a", _send_cmd(tmp_path / "schedule.npz", tmp_path / "send.npz", start_s, scale), cwd=ROOT,
+        ns.run("a", _send_cmd(tmp_path / "schedule.npz", tmp_path / "send.npz", start_s, dilation), cwd=ROOT,
                timeout=span_s + 60)
         if receive_s is None:
             time.sleep(0.2)                       # the last datagrams through the veth
@@ -218,8 +218,8 @@ def test_every_packet_arrives_once_with_its_idx_and_ip_size(pair, tmp_path):
 @pytest.mark.root
 def test_dilated_replay_is_due_at_scale_times_trace_time(pair, tmp_path):
     sched = _schedule(np.full(200, 64), rate_pps=1000)
-    sent, received, sc, _ = _replay(pair, tmp_path, sched, scale=2.5)
-    assert sc["scale"] == 2.5
+    sent, received, sc, _ = _replay(pair, tmp_path, sched, dilation=2.5)
+    assert sc["dilation"] == 2.5
     expected = openloop.due_times_ns(sched["t_s"], sc["start_mono_ns"], 2.5)
     assert sent["due_ns"].tolist() == expected.tolist()
     assert (sent["sent_ns"] >= sent["due_ns"]).all()

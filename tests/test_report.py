@@ -109,9 +109,10 @@ def synthetic_run(tmp_path_factory):
         out / "throughput.csv", index=False)
     done = pd.read_csv(out / "jobs.csv")
     summary = json.loads((out / "summary.json").read_text())
-    from netemu.traffic.workloads import Clock, summarise
+    from netemu.emulate.clock import Clock
+    from netemu.traffic.workloads import summarise
     chat = next(w for w in plan.scenario.workloads if w.name == "chat")
-    summary["workloads"] = summarise(done, (chat,), Clock(330, 346, 0, 1, 1))
+    summary["workloads"] = summarise(done, (chat,), Clock(330, 346, origin_mono=0))
     (out / "summary.json").write_text(json.dumps(summary))
     (out / "fidelity.json").write_text(json.dumps({
         "overall": {"compared": len(t), "error_median_ms": 0.05, "abs_error_p99_ms": 0.17},

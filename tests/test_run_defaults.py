@@ -8,7 +8,7 @@ import pytest
 
 from netemu.emulate.player import PLAY_COSTS, ROUTE_LAG_TARGET_S, auto_dilation
 from netemu.plan.pairs import DEFAULT_PROBE_PAIRS, default_probe_pairs
-from netemu.runner import probe_windows
+from netemu.traffic.probes import probe_windows
 from netemu.plan.scenario import GroundStation
 
 

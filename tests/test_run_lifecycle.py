@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from netemu.emulate.emulation import MAX_OVERHEAD_US, check_calibration
+from netemu.emulate.calibration import MAX_OVERHEAD_US, check_calibration
 from netemu.errors import EmulationError
 from netemu.emulate.netns import list_netemu_namespaces, list_runs, new_run_id, register_run, unregister_run
 from conftest import DATA, ROOT

@@ -13,7 +13,8 @@ import pytest
 import netemu
 from netemu.emulate.playback import oracle_rtt_ms
 from netemu.plan.scenario import WORKLOAD_PARAMS
-from netemu.traffic.workloads import Clock, allreduce_ideal_ms, inference_jobs, jobs_table, summarise, throughput_table
+from netemu.emulate.clock import Clock
+from netemu.traffic.workloads import allreduce_ideal_ms, inference_jobs, jobs_table, summarise, throughput_table
 
 from conftest import write_scenario
 
@@ -123,7 +124,7 @@ def _events(rows):
 def test_jobs_table_converts_to_emulated_units(tmp_path):
     s = _load(tmp_path, '[[workloads]]\nname = "chat"\nkind = "inference"\nclients = ["g-a"]\n'
                         '[[workloads]]\nname = "eo"\nkind = "upload"\nclients = ["g-b"]\nfile_mb = 1\n')
-    clock = Clock(t0_s=10.0, t_end_s=40.0, origin_mono=1000.0, scale=4.0, dilation=4.0)
+    clock = Clock(t0_s=10.0, t_end_s=40.0, origin_mono=1000.0, speed=1.0, dilation=4.0)
     ev = _events([
         {"t": 1004.0, "ev": "start", "wl": "chat", "node": "g-a", "job": 0, "request_bytes": 5000, "expected": 1000},
         {"t": 1004.4, "ev": "first_byte", "wl": "chat", "node": "g-a", "job": 0},

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..errors import PlanError
 
-__all__ = ["address_plan", "LOOPBACK_NET", "LINK_NET", "MAX_IFACES_PER_NODE"]
+__all__ = ["address_plan", "address_table", "link_mac", "LOOPBACK_NET", "LINK_NET", "MAX_IFACES_PER_NODE"]
 
 LOOPBACK_NET = ipaddress.IPv4Network("10.128.0.0/9")
 LINK_NET = ipaddress.IPv4Network("10.0.0.0/9")
@@ -74,3 +74,19 @@ def address_plan(nodes: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame
         "b_ifname": np.char.add(np.char.add(names[lb].astype(str), "-e"), pos[L:].astype(str)),
         "a_addr": _dotted(base), "b_addr": _dotted(base + 1), "prefix_len": 31})
     return lo, table
+
+
+def link_mac(link_index: int, side: int) -> str:
+    """The fixed MAC of side 0 or 1 of link `link_index` (locally administered, unique per run)."""
+    v = 2 * link_index + side
+    return "02:4e:" + ":".join(f"{(v >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
+
+
+def address_table(node_names: list[str], loopbacks: dict[str, str], link_table: pd.DataFrame) -> pd.DataFrame:
+    """One row per interface: node, ifname, address, prefix_len, mac, link, peer, peer_address, kind."""
+    rows = [(n, "lo", loopbacks[n], 32, "", "", "", "", "loopback") for n in node_names]
+    for i, r in enumerate(link_table.itertuples(index=False)):
+        rows.append((r.a, r.a_ifname, r.a_addr, 31, link_mac(i, 0), r.link, r.b, r.b_addr, r.kind))
+        rows.append((r.b, r.b_ifname, r.b_addr, 31, link_mac(i, 1), r.link, r.a, r.a_addr, r.kind))
+    return pd.DataFrame(rows, columns=["node", "ifname", "address", "prefix_len", "mac", "link", "peer",
+                                       "peer_address", "kind"])

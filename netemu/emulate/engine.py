@@ -1,6 +1,6 @@
 """The link engine process: moves frames between TAP pairs with each link's delay, rate, queue,
-loss and up/down. Started and driven by `netemu.links.EngineLinks`; run as
-`python -m netemu.engine CONTROL_FD`.
+loss and up/down. Started and driven by `netemu.emulate.links.EngineLinks`; run as
+`python -m netemu.emulate.engine CONTROL_FD`.
 
 Per link direction, a frame entering at time t is admitted or dropped (down, random loss, full
 queue), serialised at the link rate behind the frames already queued (FIFO), and leaves at
@@ -105,7 +105,7 @@ class DelayProfile:
 class Direction:
     """One direction of a link: admission (down, loss, queue), serialisation, departure time."""
 
-    __slots__ = ("link", "name", "in_fd", "out_fd", "profile", "rate_Bps", "loss", "up", "queue_bytes",
+    __slots__ = ("link", "name", "in_fd", "out_fd", "profile", "rate_bytes_per_s", "loss", "up", "queue_bytes",
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
                  "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                  "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
@@ -113,7 +113,7 @@ class Direction:
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
-        self.rate_Bps = 0.0
+        self.rate_bytes_per_s = 0.0
         self.loss = 0.0
         self.up = True
         self.queue_bytes: float = float("inf")
@@ -138,7 +138,7 @@ class Direction:
 
     def configure(self, p: dict) -> None:
         if "rate_mbps" in p:
-            self.rate_Bps = p["rate_mbps"] * 1e6 / 8
+            self.rate_bytes_per_s = p["rate_mbps"] * 1e6 / 8
         if "loss_pct" in p:
             self.loss = p["loss_pct"] / 100.0
         if "up" in p and p["up"] != self.up:
@@ -149,7 +149,7 @@ class Direction:
             self.reorder = p["reorder"]
         if "queue_bytes" in p or "rate_mbps" in p:
             qb = p.get("queue_bytes")
-            self.queue_bytes = qb or (default_queue_bytes(self.rate_Bps * 8e-6) if self.rate_Bps else float("inf"))
+            self.queue_bytes = qb or (default_queue_bytes(self.rate_bytes_per_s * 8e-6) if self.rate_bytes_per_s else float("inf"))
         if "queue_packets" in p:
             self.queue_packets = p["queue_packets"] or float("inf")
 
@@ -166,9 +166,9 @@ class Direction:
             self.drop_loss += 1
             return -2.0
         t = now if enter is None else enter    # the link's own clock: the frame joins its queue when it entered
-        if self.rate_Bps:
+        if self.rate_bytes_per_s:
             start = self.next_free if self.next_free > t else t
-            backlog = (start - t) * self.rate_Bps
+            backlog = (start - t) * self.rate_bytes_per_s
             if self.queue_packets != float("inf"):
                 ends = self.tx_ends
                 while ends and ends[0] <= t:
@@ -181,7 +181,7 @@ class Direction:
                 return -3.0
             if backlog + size > self.queue_hwm_bytes:
                 self.queue_hwm_bytes = backlog + size
-            self.next_free = start + size / self.rate_Bps
+            self.next_free = start + size / self.rate_bytes_per_s
             if self.queue_packets != float("inf"):
                 self.tx_ends.append(self.next_free)
             sent = self.next_free
@@ -234,7 +234,7 @@ class Engine:
         self.seq = 0
         self.pending: list = []          # scheduled parameter changes: (t_mono, seq, link, params)
         self.hop_s = 0.0       # correction taken off frames the engine's own writes caused
-        self.origin_s = 0.0    # … and off frames sent by processes
+        self.process_s = 0.0    # … and off frames sent by processes
         self.origin_mono = monotonic()   # monotonic time of emulated t = 0
         self.scale = 1.0                 # wall seconds per emulated second (time dilation)
         self.wall_offset = time() - monotonic()
@@ -275,15 +275,15 @@ class Engine:
         product (forwarded by a router, or an end host's reply or ACK made while receiving):
         the receiving stack runs inside the write, so the frame entered when the write began.
         Such frames get the calibrated `hop_s` taken off their delay. Other frames (sent by a
-        process) entered about one read latency before the read: `origin_s` is taken off."""
+        process) entered about one read latency before the read: `process_s` is taken off."""
         d = self.by_fd[fd]
         record = d.record
         ws = self.ns_ws[d.in_ns]
         # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
         caused = ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
-        comp = self.hop_s if caused else self.origin_s
+        comp = self.hop_s if caused else self.process_s
         q = d.q
-        if d.up and not (d.rate_Bps or d.loss or d.reorder or record is not None):
+        if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None):
             n = self._drain_plain(d, fd, ws if caused else 0.0, comp)
         else:
             n = self._drain_general(d, fd, ws, caused, comp)
@@ -562,10 +562,10 @@ class Engine:
     def cmd_clock(self, origin_mono: float, scale: float) -> None:
         self.origin_mono, self.scale = origin_mono, scale
 
-    def cmd_overhead(self, hop_us: float, origin_us: float) -> None:
+    def cmd_overhead(self, hop_us: float, process_us: float) -> None:
         """Per-traversal corrections to take off delays (see drain()): for frames the engine's
-        own writes caused (`hop_us`) and for frames sent by processes (`origin_us`)."""
-        self.hop_s, self.origin_s = hop_us * 1e-6, origin_us * 1e-6
+        own writes caused (`hop_us`) and for frames sent by processes (`process_us`)."""
+        self.hop_s, self.process_s = hop_us * 1e-6, process_us * 1e-6
 
     def cmd_add(self, link: str, ends: list, params: dict, seed: int) -> None:
         """ends: [(netns_path, ifname), (…)] for side a and side b."""

@@ -1,6 +1,6 @@
 """Emulated point-to-point links between network namespaces: one interface, two backends.
 
-- `EngineLinks` (default): TAP pairs served by netemu's link-engine processes (`netemu.engine`),
+- `EngineLinks` (default): TAP pairs served by netemu's link-engine processes (`netemu.emulate.engine`),
   sharded over cores. Works on any kernel with TUN/TAP. Delay follows a piecewise-linear profile
   per frame; rate, loss, queue and up/down change at scheduled emulated times.
 - `KernelLinks`: veth pairs shaped with tc (netem delay/loss, TBF rate), for kernels with
@@ -33,7 +33,7 @@ from .engine import default_queue_bytes
 from ..errors import EmulationError
 from .netns import TAP_PREFIX, Namespaces, new_run_id
 
-__all__ = ["LinkParams", "LinkEnd", "LinkBackend", "EngineLinks", "KernelLinks", "netem_available",
+__all__ = ["LinkParams", "LinkEnd", "LinkBackend", "link_params", "engine_cpu_policy", "EngineLinks", "KernelLinks", "netem_available",
            "tc_commands", "EngineOverloadWarning", "build_chain", "icmp_medians_ms", "veth_reference_rtt_ms"]
 
 
@@ -75,12 +75,40 @@ class LinkEnd:
 
 
 class LinkBackend(Protocol):
+    """What the emulation and the player need of a link backend (EngineLinks, KernelLinks, or a
+    recording fake in tests: netemu.testing.RecordingLinks)."""
+
     def add_link(self, link_id: str, a: LinkEnd, b: LinkEnd, params: LinkParams) -> None: ...
     def remove_link(self, link_id: str) -> None: ...
     def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None: ...
     def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None: ...
+    def set_clock(self, origin_mono: float, scale: float) -> None: ...
     def counters(self) -> pd.DataFrame: ...
     def stop(self) -> None: ...
+
+
+def engine_cpu_policy(shards: int | None, busy_poll: bool | None) -> tuple[bool, int]:
+    """(busy_poll, shards) for this machine's CPUs, unless given. Busy-polling engines on their
+    own CPUs give the steadiest delays (a sleeping engine waits 30-80 µs for each wake-up here,
+    and that varies); half the CPUs go to them. Only when they can have CPUs of their own: more
+    polling engines than spare CPUs starve everything else (the run's own threads included:
+    `--shards 64` hung)."""
+    cpus = len(os.sched_getaffinity(0))
+    poll = (cpus >= 2 and (shards is None or shards < cpus)) if busy_poll is None else busy_poll
+    return poll, shards or (max(1, cpus // 2) if poll else cpus)
+
+
+def link_params(states, i_step: int, j: int, dilation: float, only: tuple[str, ...] | None = None) -> "LinkParams | dict":
+    """Link j's parameters at window step i of `states` (playback.LinkStates) under time dilation:
+    delays × dilation, rates ÷ dilation; the queue holds the same bytes as undilated (100 ms at
+    the link's rate). `only`: a dict of those keys instead of a LinkParams."""
+    rate = float(states.rate_mbps[i_step, j])
+    p = {"delay_ms": float(states.delay_ms[i_step, j]) * dilation, "rate_mbps": rate / dilation,
+         "loss_pct": float(states.loss_pct[i_step, j]), "up": bool(states.up[i_step, j]),
+         "queue_bytes": default_queue_bytes(rate) if rate > 0 else None}
+    if only is not None:
+        return {k: p[k] for k in only}
+    return LinkParams(**p)
 
 
 # Links per control message: the engine handles one message at a time between frames, so small
@@ -216,7 +244,7 @@ class EngineLinks:
         self._shards: list[_Shard] = []
         self._where: dict[str, _Shard] = {}
         self._count = 0
-        self.hop_overhead_us = self.origin_overhead_us = 0.0
+        self.hop_overhead_us = self.process_overhead_us = 0.0
         try:
             for i in range(n):
                 self._shards.append(_Shard(i, vnet_hdr, busy_poll, mtu))
@@ -304,15 +332,15 @@ class EngineLinks:
             s.call("clock", origin, scale)
         return origin
 
-    def set_overhead(self, hop_us: float, origin_us: float | None = None) -> None:
+    def set_overhead(self, hop_us: float, process_us: float | None = None) -> None:
         """Corrections (µs per traversal) taken off every link's delay, which never goes below
         zero: for frames the engine's own writes caused, a router forwarding or a host answering
         (`hop_us`), and for frames sent by a process, read some latency after they entered
-        (`origin_us`, default the same). Negative values add delay. `calibrate()` measures both."""
+        (`process_us`, default the same). Negative values add delay. `calibrate()` measures both."""
         self.hop_overhead_us = float(hop_us)
-        self.origin_overhead_us = float(hop_us if origin_us is None else origin_us)
+        self.process_overhead_us = float(hop_us if process_us is None else process_us)
         for s in self._shards:
-            s.call("overhead", self.hop_overhead_us, self.origin_overhead_us)
+            s.call("overhead", self.hop_overhead_us, self.process_overhead_us)
 
     # ------------------------------------------------------------------ observation
 
@@ -431,10 +459,10 @@ class EngineLinks:
            plus one frame sent by a process (the echo): the origin correction is the rest;
         3. `refine` times, both are measured again and the residuals taken off;
         4. a last measurement gives the residuals.
-        Returns {hop_overhead_us, origin_overhead_us, residual_one_link_us (per traversal),
+        Returns {hop_overhead_us, process_overhead_us, residual_one_link_us (per traversal),
         residual_per_hop_us, reference_rtt_us}.
         """
-        saved = (self.hop_overhead_us, self.origin_overhead_us)
+        saved = (self.hop_overhead_us, self.process_overhead_us)
         names = [f"cal{i}" for i in range(hops + 1)]
         links = [f"_cal{i}_{self.run_id}" for i in range(hops)]
         with Namespaces(self.run_id) as ns:
@@ -459,7 +487,7 @@ class EngineLinks:
                 self.set_overhead(0.0, 0.0)
                 for _ in range(1 + refine):
                     one, per_hop, reference = excess_us()
-                    self.set_overhead(self.hop_overhead_us + per_hop, self.origin_overhead_us + one - per_hop)
+                    self.set_overhead(self.hop_overhead_us + per_hop, self.process_overhead_us + one - per_hop)
                 one, per_hop, _ = excess_us()
             except BaseException:
                 self.set_overhead(*saved)
@@ -468,7 +496,7 @@ class EngineLinks:
                 for link in links:
                     if link in self._where:
                         self.remove_link(link)
-        return {"hop_overhead_us": round(self.hop_overhead_us, 1), "origin_overhead_us": round(self.origin_overhead_us, 1),
+        return {"hop_overhead_us": round(self.hop_overhead_us, 1), "process_overhead_us": round(self.process_overhead_us, 1),
                 "residual_one_link_us": round(one / 2, 1), "residual_per_hop_us": round(per_hop, 1),
                 "reference_rtt_us": round(reference * 1e3, 1)}
 
@@ -584,6 +612,10 @@ class KernelLinks:
         self.run_id = run_id or new_run_id()
         self._links: dict[str, tuple[LinkEnd, LinkEnd, LinkParams]] = {}
         self._count = 0
+
+    def set_clock(self, origin_mono: float, scale: float) -> None:
+        """Nothing to do: the kernel cannot schedule changes, so the player applies them at
+        each step's instant (LinkBackend's method, for the engine's time base)."""
 
     @staticmethod
     def _run(netns: str, cmd: list[str], stdin: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """What a run plays, as data: the window, the nodes in scope, per-step link states and the oracle.
 
-Pure functions from a plan to arrays and tables; `netemu.emulation` turns them into kernel state
-and `netemu.player` applies them against the clock.
+Pure functions from a plan to arrays and tables; `netemu.emulate.emulation` turns them into kernel state
+and `netemu.emulate.player` applies them against the clock.
 """
 
 from __future__ import annotations

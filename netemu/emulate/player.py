@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EmulationError
-from .links import CONTROL_CHUNK_LINKS
-from .playback import Window
+from ..plan.routing import next_hop_changes
+from .clock import Clock
+from .links import CONTROL_CHUNK_LINKS, LinkBackend, link_params
+from .playback import LinkStates, Window
 
-__all__ = ["Player", "auto_dilation", "PLAY_COSTS"]
+__all__ = ["Player", "auto_dilation", "choose_dilation", "PLAY_COSTS"]
 
 LOOKAHEAD_S = 2.5   # wall seconds of link state the engine holds ahead of time
 BATCH_S = 1.0       # wall seconds of steps sent to the engine at once
@@ -72,11 +74,39 @@ def auto_dilation(route_changes: np.ndarray, step_s: float, moving_links: int, s
                "moving_links": int(moving_links), "frames_per_s": round(float(frames_per_s)), "step_s": step_s, "shards": int(shards), "costs": dict(c)}
 
 
+def choose_dilation(plan, w: Window, node_names: list[str], states: LinkStates, speed: float, shards: int,
+                    probe_frames_per_s: float = 0.0) -> tuple[float, dict, pd.DataFrame]:
+    """The dilation `auto_dilation` picks for window `w` of `plan` played with the nodes
+    `node_names`: from its route changes per step (the in-scope next-hop changes) and its
+    moving links. Returns (K, the choice's figures, the window's next-hop changes, which the
+    forwarding reuses)."""
+    sc, sched = plan.scenario, plan.schedule
+    nh_all = next_hop_changes(sched, tuple(sc.endpoints), sc.routing.metric, sc.routing.ground_relay,
+                              steps=(w.k0, w.k1 + 1))
+    pos = {n: i for i, n in enumerate(sched.node_names)}
+    in_scope = np.zeros(len(pos), bool)
+    in_scope[[pos[n] for n in node_names]] = True
+    nh = nh_all[in_scope[nh_all["node"].to_numpy()]]
+    per_step = nh[nh["step"] > w.k0].groupby("step").size().reindex(range(w.k0 + 1, w.k1 + 1), fill_value=0)
+    d = states.delay_ms
+    moving = int((d != d[:1]).any(axis=0).sum()) if len(d) > 1 else 0
+    t = sched.t_s
+    step_s = float(t[1] - t[0]) if len(t) > 1 else 1.0
+    k, choice = auto_dilation(per_step.to_numpy(), step_s / speed, moving, shards, probe_frames_per_s * speed)
+    return k, choice, nh_all
+
+
 class Player:
-    def __init__(self, em, w: Window, t_grid: np.ndarray, scale: float):
-        self.em, self.w, self.scale = em, w, scale
+    """Plays window `w` of a schedule (grid `t_grid`, s) against `clock` in a thread: link
+    states `states` (columns in the order of `link_ids`) go to the link backend `links`, each
+    step's route changes to `forwarding` (stage ahead, apply at the instant). `engine`: the
+    backend schedules link changes itself (the link engine); else they go with the routes."""
+
+    def __init__(self, clock: Clock, w: Window, t_grid: np.ndarray, links: LinkBackend, forwarding,
+                 states: LinkStates, link_ids: np.ndarray, engine: bool):
+        self.clock, self.w = clock, w
+        self.links, self.forwarding, self.states, self.link_ids, self.engine = links, forwarding, states, link_ids, engine
         self.t = t_grid[w.k0:w.k1 + 1]          # emulated times of the window's steps
-        self.origin = None                      # monotonic time of emulated t0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -89,37 +119,36 @@ class Player:
 
     # ------------------------------------------------------------------ clock
 
+    @property
+    def origin(self) -> float | None:
+        """Monotonic instant of the window's start (None before `start`)."""
+        return self.clock.origin_mono
+
     def wall(self, i: int | float) -> float:
         """Monotonic time of window step i (fractional steps are not used)."""
-        return self.origin + (self.t[int(i)] - self.w.t0_s) * self.scale
+        return self.clock.mono(float(self.t[int(i)]))
 
     def now_t_s(self) -> float:
-        if self.origin is None:
-            return self.w.t0_s
-        return self.w.t0_s + (time.monotonic() - self.origin) / self.scale
+        return self.clock.now_t_s(time.monotonic())
 
     def end_mono(self) -> float:
         """Monotonic time of the window's end."""
-        return self.origin + (self.w.t_end_s - self.w.t0_s) * self.scale
+        return self.clock.mono(self.w.t_end_s)
 
     def finished(self) -> bool:
         """Whether the player's thread has ended (reached the window's end, stopped or failed)."""
         return self._thread is not None and not self._thread.is_alive()
-
-    def mono_to_t_s(self, mono: np.ndarray) -> np.ndarray:
-        return self.w.t0_s + (np.asarray(mono) - self.origin) / self.scale
 
     # ------------------------------------------------------------------ control
 
     def start(self, lead_s: float = 0.3) -> None:
         if self._thread is not None:
             raise EmulationError("the player has started already")
-        self.origin = time.monotonic() + lead_s
-        em = self.em
+        self.clock = self.clock.started_at(time.monotonic() + lead_s)
         if len(self.t) > 1:
-            em._stage_routes(self.w.k0 + 1)
-        if em.backend_name == "engine":
-            em.links.set_clock(self.origin - self.w.t0_s * self.scale, self.scale)
+            self.forwarding.stage(self.w.k0 + 1)
+        if self.engine:
+            self.links.set_clock(self.clock.engine_origin_mono, self.clock.scale)
             self._feed(0, self._batch_end(0), now=True)
         self._thread = threading.Thread(target=self._run, name="netemu-player", daemon=True)
         self._thread.start()
@@ -140,7 +169,7 @@ class Player:
     # ------------------------------------------------------------------ loop
 
     def _batch_end(self, i: int) -> int:
-        n = max(1, int(np.ceil(BATCH_S / max(self.scale * self._step_s(), 1e-9))))
+        n = max(1, int(np.ceil(BATCH_S / max(self.clock.scale * self._step_s(), 1e-9))))
         return min(len(self.t), i + n)
 
     def _step_s(self) -> float:
@@ -153,8 +182,7 @@ class Player:
             self._error = e
 
     def _loop(self) -> None:
-        em, S = self.em, len(self.t)
-        engine = em.backend_name == "engine"
+        S, engine = len(self.t), self.engine
         end_wall = self.end_mono()
         n_apply = int(np.searchsorted(self.t, self.w.t_end_s + 1e-9, side="right"))  # steps inside the window
         i = 1
@@ -185,17 +213,17 @@ class Player:
     def _apply(self, i: int, engine: bool) -> None:
         k = self.w.k0 + i
         link_updates = len(self._changed(i)) if engine else self._kernel_step(i)
-        n_routes = self.em._apply_routes(k)
-        done = self.em.routes_in_force_at if n_routes else time.monotonic()
+        n_routes = self.forwarding.apply(k)
+        done = self.forwarding.routes_in_force_at if n_routes else time.monotonic()
         due = self.wall(i)
         if i + 1 < len(self.t):
-            self.em._stage_routes(k + 1)      # pack the next step's changes now, send at its instant
+            self.forwarding.stage(k + 1)      # pack the next step's changes now, send at its instant
         fed = self._fed_at.get(i)
         self.log.append((k, float(self.t[i]), due - self.origin, done - self.origin, (done - due) * 1e3,
                          n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan))
 
     def _changed(self, i: int) -> np.ndarray:
-        s = self.em.states
+        s = self.states
         return np.nonzero((s.up[i] != s.up[i - 1]) | (s.rate_mbps[i] != s.rate_mbps[i - 1])
                           | (s.loss_pct[i] != s.loss_pct[i - 1]))[0]
 
@@ -204,11 +232,11 @@ class Player:
         rate/loss/up changes scheduled at their steps' instants. The loop sends them one small
         engine call at a time between route steps (a whole feed of thousands of links takes
         tens of ms); `now` sends them at once."""
-        em, s, K = self.em, self.em.states, self.em.dilation
+        s, K, links = self.states, self.clock.dilation, self.links
         lo = max(ia - 1, 0)
         d = s.delay_ms[lo:ib]
         moving = np.nonzero((d != d[:1]).any(axis=0))[0] if ia > 0 else np.arange(d.shape[1])
-        ids = em.link_table["link"].to_numpy()
+        ids = self.link_ids
         tt = self.t[ia:ib].tolist()
         chunk = CONTROL_CHUNK_LINKS
         work = []
@@ -216,13 +244,13 @@ class Player:
             cols = moving[c0:c0 + chunk]
             block = (s.delay_ms[ia:ib, cols] * K).T.tolist()
             points = {ids[j]: list(zip(tt, block[c])) for c, j in enumerate(cols)}
-            work.append(lambda points=points: self._timed(em.links.set_delay_points, points))
+            work.append(lambda points=points: self._timed(links.set_delay_points, points))
         for i in range(max(ia, 1), ib):
             changed = self._changed(i)
             for c0 in range(0, len(changed), chunk):
-                upd = {ids[j]: em._params(i, j, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
+                upd = {ids[j]: link_params(s, i, j, K, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
                        for j in changed[c0:c0 + chunk]}
-                work.append(lambda upd=upd, t=float(self.t[i]): self._timed(em.links.set_params, upd, t))
+                work.append(lambda upd=upd, t=float(self.t[i]): self._timed(links.set_params, upd, t))
         def done() -> None:   # when the engine had all of it
             stamp = time.monotonic()
             for i in range(ia, ib):
@@ -241,11 +269,11 @@ class Player:
         self.feed_ms.append((time.perf_counter() - t) * 1e3)
 
     def _kernel_step(self, i: int) -> int:
-        em, s = self.em, self.em.states
-        ids = em.link_table["link"].to_numpy()
+        s, ids = self.states, self.link_ids
         changed = np.union1d(self._changed(i), np.nonzero(s.delay_ms[i] != s.delay_ms[i - 1])[0])
         if len(changed):
-            em.links.set_params({ids[j]: em._params(i, j, only=("delay_ms", "rate_mbps", "loss_pct", "up"))
+            self.links.set_params({ids[j]: link_params(s, i, j, self.clock.dilation,
+                                                       only=("delay_ms", "rate_mbps", "loss_pct", "up"))
                                  for j in changed})
         return int(len(changed))
 

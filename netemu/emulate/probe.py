@@ -4,10 +4,10 @@ All namespaces of a machine share CLOCK_MONOTONIC, so besides the round trip eac
 measures both one-way delays exactly. `ping` prints RTTs at 3 significant digits (1 ms steps
 above 100 ms); these probes do not round.
 
-    python -m netemu.probe server [--port 7777]
-    python -m netemu.probe client DST [--port 7777] [--count 50] [--interval 0.02] [--size 64]
-    python -m netemu.probe icmp DST [DST ...] [--count 50] [--interval 0.02]   (root: raw socket)
-    python -m netemu.probe stream DST [DST ...] --interval 0.025 --out FILE     (until SIGTERM)
+    python -m netemu.emulate.probe server [--port 7777]
+    python -m netemu.emulate.probe client DST [--port 7777] [--count 50] [--interval 0.02] [--size 64]
+    python -m netemu.emulate.probe icmp DST [DST ...] [--count 50] [--interval 0.02]   (root: raw socket)
+    python -m netemu.emulate.probe stream DST [DST ...] --interval 0.025 --out FILE     (until SIGTERM)
 
 The client prints one CSV line per probe: seq,t_send_s,rtt_ms,fwd_ms,rev_ms (rtt empty if lost;
 t_send_s on CLOCK_MONOTONIC).
@@ -232,7 +232,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m netemu.probe")
+    ap = argparse.ArgumentParser(prog="python -m netemu.emulate.probe")
     sub = ap.add_subparsers(dest="mode", required=True)
     sv = sub.add_parser("server")
     sv.add_argument("--port", type=int, default=DEFAULT_PORT)

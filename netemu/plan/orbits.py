@@ -22,7 +22,7 @@ from ..errors import TLEError
 
 __all__ = [
     "Track", "TLERecord", "parse_tle_text", "sso_inclination_deg", "ltan_raan_deg",
-    "propagate", "station_ecef_km", "elevation_deg", "time_grid_s", "tle_status_at",
+    "propagate", "station_ecef_km", "elevation_deg", "time_grid_s", "tle_status_at", "SGP4_ERRORS",
 ]
 
 _SGP4_EPOCH_JD = 2433281.5  # sgp4init counts epoch days from 1949-12-31 00:00 UTC

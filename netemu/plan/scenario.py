@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ScenarioError, TLEError
-from .inputfiles import MAX_TEXT_BYTES, read_input, resolve_path
+from .files import MAX_TEXT_BYTES, read_input, resolve_path
 from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
                      sso_inclination_deg, tle_status_at)
 

@@ -1,11 +1,11 @@
-"""The workload program that runs inside an emulated node (`python -m netemu.agent SPEC.json`).
+"""The workload program that runs inside an emulated node (`python -m netemu.traffic.agent SPEC.json`).
 
 One agent per node runs every workload role the run gives that node, on one asyncio loop, over
 real TCP sockets bound to the node's loopback address, and writes a JSON-lines event log (one
 object per line: `t` CLOCK_MONOTONIC seconds — one clock for every namespace, so times taken in
 different nodes subtract exactly — `ev`, `wl` workload, `job`, and fields of the event).
 
-The spec is made by `netemu.workloads.agent_specs`: every instant in it is already a monotonic
+The spec is made by `netemu.traffic.workloads.agent_specs`: every instant in it is already a monotonic
 time and every duration already in wall seconds (dilation applied), so this program does no
 time conversion. Roles:
 
@@ -16,7 +16,7 @@ time conversion. Roles:
 - `transfer-server` / `transfer-client`: files and checkpoints. The client connects; for `up`
   it sends the bytes and the server receives them, for `down` the server sends. The receiving
   side logs `progress` (cumulative bytes, every `progress_s`) and `received`. Over UDP
-  (`transport` udp) the sender paces 1,500-byte datagrams at `rate_bps`, then says END (and
+  (`transport` udp) the sender paces 1,500-byte datagrams at `rate_bits_per_s`, then says END (and
   repeats it until answered); bytes lost are simply missing from the receiver's count.
 - `allreduce-rank`: one rank of a ring all-reduce: 2(K−1) phases per step, each sending
   gradient/K bytes to the next rank while receiving as much from the previous one.
@@ -258,9 +258,9 @@ class _Datagrams(asyncio.DatagramProtocol):
             self.on_datagram(data, addr)
 
 
-async def _paced_send(transport, addr, job: int, total: int, rate_bps: float) -> None:
-    """Send `total` bytes as DATA datagrams at `rate_bps` of IP packets (wall), whatever comes back."""
-    gap_s = _UDP_IP_BYTES * 8 / rate_bps
+async def _paced_send(transport, addr, job: int, total: int, rate_bits_per_s: float) -> None:
+    """Send `total` bytes as DATA datagrams at `rate_bits_per_s` of IP packets (wall), whatever comes back."""
+    gap_s = _UDP_IP_BYTES * 8 / rate_bits_per_s
     n = -(-total // _UDP_PAYLOAD)
     t0, k = time.monotonic(), 0
     while k < n:
@@ -322,9 +322,9 @@ async def _serve_udp(role: dict, log: Log, address: str):
             receipts[(addr, job, "get")] = True
             asyncio.get_running_loop().create_task(send_down(addr, job, a, float(b)))
 
-    async def send_down(addr, job, total, rate_bps):
+    async def send_down(addr, job, total, rate_bits_per_s):
         log("sending", wl, job, bytes=total)
-        await _paced_send(transport, addr, job, total, rate_bps)
+        await _paced_send(transport, addr, job, total, rate_bits_per_s)
         for _ in range(3):                    # END may be lost: the client also times out
             transport.sendto(_UHEAD.pack(_MAGIC, U_END, job, total, 0), addr)
             await asyncio.sleep(0.01)
@@ -335,7 +335,7 @@ async def _serve_udp(role: dict, log: Log, address: str):
 
 
 async def _udp_transfer(role: dict, log: Log, address: str, job: int) -> None:
-    wl, size, rate = role["workload"], role["size_bytes"], role["rate_bps"]
+    wl, size, rate = role["workload"], role["size_bytes"], role["rate_bits_per_s"]
     up = role["direction"] == "up"
     server = (role["server"], role["port"])
     patience_s = role["patience_s"]
@@ -535,7 +535,7 @@ async def _settle(tasks) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m netemu.agent SPEC.json", file=sys.stderr)
+        print("usage: python -m netemu.traffic.agent SPEC.json", file=sys.stderr)
         return 2
     from ..emulate.tap import die_with_parent
     die_with_parent(signal.SIGTERM)       # a run killed with -9 takes its agents along

@@ -42,7 +42,7 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
            pilot_drift: pd.DataFrame | None = None, t0_s: float | None = None,
            t_end_s: float | None = None) -> dict:
     """The verdict on `probes` (`t_s, src, dst, rtt_ms, oracle_rtt_ms`; rtt NaN = lost, oracle
-    NaN = no planned path), with `netemu.playback.fidelity`'s overall and per-pair figures.
+    NaN = no planned path), with `netemu.emulate.playback.fidelity`'s overall and per-pair figures.
 
     `change_t_s`, `guard_s`, `timeout_s`: as for `fidelity` (probes straddling a path change are
     counted apart). What the run measured besides, each optional: `loaded` (the probes shared

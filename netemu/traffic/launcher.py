@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from . import agent as agent_program
-from .workloads import Clock, agent_specs, jobs_table, read_events, ring_ideal_ms, summarise, throughput_table
+from ..plan.files import atomic_write
+from .workloads import agent_specs, jobs_table, read_events, ring_ideal_ms, summarise, throughput_table
 
 __all__ = ["WorkloadRunner", "WORKLOAD_FILES", "terminate", "kill_all", "update_summary"]
 
@@ -20,26 +21,29 @@ WORKLOAD_FILES = ("jobs.csv", "throughput.csv", "summary.json")
 
 
 class WorkloadRunner:
-    """The scenario's workloads in emulation `em`; event logs go to `out/workloads/`.
+    """The workloads of `plan`'s scenario (or `workloads`) as agents in the live network; their
+    specs and event logs go to `log_dir` (a traffic source: emulate.live.TrafficSource).
 
-    Agents start at once and wait for their instants, so create this after `em.start()` has
-    fixed the clock's origin."""
+    Agents start at once and wait for their instants, so `start(live)` after the emulation's
+    clock has started (its origin fixes the instants)."""
 
-    def __init__(self, em, out: Path, workloads=None):
-        self.em, self.out = em, Path(out)
-        self.workloads = tuple(em.plan.scenario.workloads if workloads is None else workloads)
-        w = em.window
-        self.clock = Clock(t0_s=w.t0_s, t_end_s=w.t_end_s, origin_mono=em.player.origin, scale=em.scale,
-                           dilation=em.dilation)
-        self.log_dir = self.out / "workloads"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.specs = agent_specs(self.workloads, self.clock, em.loopback, self.log_dir, speed=em.speed)
+    def __init__(self, plan, log_dir: Path, workloads=None):
+        self.plan, self.log_dir = plan, Path(log_dir)
+        self.workloads = tuple(plan.scenario.workloads if workloads is None else workloads)
+        self.clock = None
+        self.specs: dict[str, dict] = {}
         self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, live) -> None:
+        self.clock = live.clock
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.specs = agent_specs(self.workloads, self.clock, live.loopback, self.log_dir, speed=self.clock.speed)
         for node, spec in self.specs.items():
             path = self.log_dir / f"{node}.spec.json"
             path.write_text(json.dumps(spec))
-            self.procs[node] = em.popen(node, [sys.executable, "-m", agent_program.__name__, str(path)],
-                                        stdout=subprocess.DEVNULL, stderr=open(self.log_dir / f"{node}.stderr", "w"))
+            with open(self.log_dir / f"{node}.stderr", "w") as err:
+                self.procs[node] = live.popen(node, [sys.executable, "-m", agent_program.__name__, str(path)],
+                                              stdout=subprocess.DEVNULL, stderr=err)
 
     def stop(self) -> None:
         terminate(list(self.procs.values()))
@@ -56,18 +60,21 @@ class WorkloadRunner:
                 bad.append(f"agent in {node} exited with {p.returncode}: {' / '.join(err)}")
         return bad
 
-    def write_results(self) -> dict:
-        """Analyse the event logs; write jobs.csv, throughput.csv, summary.json; return the summary."""
+    def write_results(self, out: Path) -> dict:
+        """Analyse the event logs; write jobs.csv, throughput.csv and summary.json's workload
+        section into `out`; return the summary."""
+        out = Path(out)
         events = read_events(sorted(self.log_dir.glob("*.jsonl")))
-        plan = self.em.plan
+        plan = self.plan
         ideal = lambda w, t: ring_ideal_ms(plan.schedule, plan.routes, w, t)   # noqa: E731
         jobs = jobs_table(events, self.workloads, self.clock, ideal)
-        jobs.to_csv(self.out / "jobs.csv", index=False)
-        throughput_table(events, self.workloads, self.clock).to_csv(self.out / "throughput.csv", index=False)
+        atomic_write(out / "jobs.csv", lambda tmp: jobs.to_csv(tmp, index=False))
+        tput = throughput_table(events, self.workloads, self.clock)
+        atomic_write(out / "throughput.csv", lambda tmp: tput.to_csv(tmp, index=False))
         summary = {"workloads": summarise(jobs, self.workloads, self.clock),
                    "workload_units": "t_s scenario seconds; *_ms emulated milliseconds; *_mbps emulated Mbit/s",
                    "agent_failures": self.failures()}
-        update_summary(self.out, summary)
+        update_summary(out, summary)
         return summary
 
 
@@ -97,7 +104,7 @@ def update_summary(out: Path, extra: dict) -> None:
     path = Path(out) / "summary.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(extra)
-    path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n"))
 
 
 def _plain(o):

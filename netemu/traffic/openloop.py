@@ -3,11 +3,11 @@
 Each trace record becomes one UDP datagram whose IP total length is the record's size (payload =
 size − 28 bytes of IPv4 + UDP headers; records under 36 bytes are sent at 36, the smallest that
 holds the tag, and counted), tagged with its record number (u64 big-endian, first 8 payload
-bytes). The record due at trace time t is sent at start_mono + t × scale (CLOCK_MONOTONIC, which
+bytes). The record due at trace time t is sent at start_mono + t × dilation (CLOCK_MONOTONIC, which
 all namespaces share), so one-way delay, loss and reordering come out exactly.
 
-    python -m netemu.openloop send --schedule S.npz --src ADDR --port P --start-mono S [--scale K] --out O.npz
-    python -m netemu.openloop recv --bind ADDR --port P --until-mono T --out O.npz
+    python -m netemu.traffic.openloop send --schedule S.npz --src ADDR --port P --start-mono S [--dilation K] --out O.npz
+    python -m netemu.traffic.openloop recv --bind ADDR --port P --until-mono T --out O.npz
 
 Schedule (npz): `idx` int64, `t_s` float64 (non-decreasing), `size_bytes` int32, `dst` int32 (index
 into `dst_addrs`, strings); for several sources from one process (`--src` then omitted), also
@@ -83,10 +83,10 @@ def payload_bytes(size_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(size, MIN_SIZE_BYTES) - np.int32(HEADER_BYTES), small
 
 
-def due_times_ns(t_s: np.ndarray, start_mono_ns: int, scale: float = 1.0) -> np.ndarray:
+def due_times_ns(t_s: np.ndarray, start_mono_ns: int, dilation: float = 1.0) -> np.ndarray:
     """Monotonic send instants (int64 ns, shape (n,)) of trace times `t_s` (s) under dilation
-    `scale` (wall seconds per trace second)."""
-    return int(start_mono_ns) + np.rint(np.asarray(t_s, dtype=np.float64) * (scale * 1e9)).astype(np.int64)
+    `dilation` (wall seconds per trace second)."""
+    return int(start_mono_ns) + np.rint(np.asarray(t_s, dtype=np.float64) * (dilation * 1e9)).astype(np.int64)
 
 
 def check_schedule(schedule: dict, where: str = "schedule") -> dict:
@@ -338,10 +338,10 @@ def _stop_on_signals() -> tuple[list[bool], int]:
     return stop, r
 
 
-def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, scale: float = 1.0,
+def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, dilation: float = 1.0,
          stop: list[bool] | None = None) -> tuple[dict, dict]:
     """Replay `schedule` (see `check_schedule`) from `src_addr` to UDP `port` of its dst_addrs,
-    record k due at start_mono_ns + t_s[k] × scale × 1e9. Never skips: a late record goes at once.
+    record k due at start_mono_ns + t_s[k] × dilation × 1e9. Never skips: a late record goes at once.
     A schedule with `src`/`src_addrs`/`src_netns` is sent from several sources by this one
     process, one socket each, made inside its network namespace (root): senders in several
     nodes would otherwise compete for a CPU while each busy-waits its next due time.
@@ -351,7 +351,7 @@ def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, sc
         s.update(src=np.zeros(len(s["idx"]), np.int32), src_addrs=np.array([src_addr]), src_netns=np.array([""]))
     n = len(s["idx"])
     stop = stop if stop is not None else [False]
-    due = due_times_ns(s["t_s"], start_mono_ns, scale)
+    due = due_times_ns(s["t_s"], start_mono_ns, dilation)
     plen, small = payload_bytes(s["size_bytes"])
     buf = bytearray(int(plen.max()) if n else TAG_BYTES)
     whole = memoryview(buf)
@@ -384,7 +384,7 @@ def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, sc
               "small_padded": int(small[:done].sum()), "complete": done == n,
               "preempted": switches,     # involuntary context switches while pacing: each one is a late burst
               "errors": {errno.errorcode.get(e, str(e)): c for e, c in sorted(errors.items())},
-              "src_addr": str(s["src_addrs"][0]) if len(s["src_addrs"]) == 1 else None, "port": int(port), "scale": float(scale), "start_mono_ns": int(start_mono_ns)}
+              "src_addr": str(s["src_addrs"][0]) if len(s["src_addrs"]) == 1 else None, "port": int(port), "dilation": float(dilation), "start_mono_ns": int(start_mono_ns)}
     return arrays, counts
 
 
@@ -631,7 +631,7 @@ def _to_monotonic(real_ns: np.ndarray, at_real_ns: np.ndarray, offset_ns: np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m netemu.openloop", description="Open-loop trace replay.")
+    ap = argparse.ArgumentParser(prog="python -m netemu.traffic.openloop", description="Open-loop trace replay.")
     sub = ap.add_subparsers(dest="mode", required=True)
     sd = sub.add_parser("send", help="replay a schedule")
     sd.add_argument("--schedule", required=True, help="schedule .npz (idx, t_s, size_bytes, dst, dst_addrs)")
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="address to send from (not needed when the schedule has src, src_addrs, src_netns)")
     sd.add_argument("--port", type=int, required=True, help="destination UDP port")
     sd.add_argument("--start-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which trace time 0 is due")
-    sd.add_argument("--scale", type=float, default=1.0, help="wall seconds per trace second (≥ 1 slows down)")
+    sd.add_argument("--dilation", type=float, default=1.0, help="time dilation K: wall seconds per trace second (≥ 1 slows down)")
     sd.add_argument("--out", required=True, help="result .npz (counts in the .json beside it)")
     rv = sub.add_parser("recv", help="record tagged datagrams")
     rv.add_argument("--bind", required=True, help="address to receive on")
@@ -652,17 +652,17 @@ def main(argv: list[str] | None = None) -> int:
     stop, wake = _stop_on_signals()
     try:
         if args.mode == "send":
-            if not args.scale > 0:
-                ap.error(f"--scale: expected a positive number, found {args.scale:g}")
+            if not args.dilation > 0:
+                ap.error(f"--dilation: expected a positive number, found {args.dilation:g}")
             schedule = load_schedule(args.schedule)
             if args.src is None and "src" not in schedule:
                 ap.error("--src: required unless the schedule names its sources (src, src_addrs, src_netns)")
             _precise_sleep()
-            arrays, counts = send(schedule, args.src, args.port, round(args.start_mono * 1e9), args.scale, stop)
+            arrays, counts = send(schedule, args.src, args.port, round(args.start_mono * 1e9), args.dilation, stop)
         else:
             arrays, counts = receive(args.bind, args.port, round(args.until_mono * 1e9), stop, wake)
     except (TraceError, OSError) as e:
-        print(f"netemu.openloop {args.mode}: {e}", file=sys.stderr)
+        print(f"netemu.traffic.openloop {args.mode}: {e}", file=sys.stderr)
         return 1
     counts["stopped_by_signal"] = bool(stop[0])
     save_result(args.out, arrays, counts)

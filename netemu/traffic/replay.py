@@ -5,12 +5,12 @@ two busiest addresses onto the scenario's first client/server pair). Then, per f
 
 - **open-loop** (default for UDP and other non-TCP traffic): every packet is re-sent from its
   source's node at its original time (× the run's dilation) with its original IP size, as a
-  tagged UDP datagram (`netemu.openloop`: one pacing process for all source nodes, with a
+  tagged UDP datagram (`netemu.traffic.openloop`: one pacing process for all source nodes, with a
   socket in each node's namespace); the destination's receiver timestamps it in the kernel. All namespaces share CLOCK_MONOTONIC, so each packet's one-way delay is exact; loss
   and reordering (RFC 4737) come per packet.
-- **closed-loop** (default for TCP): the flow's application messages (`netemu.trace.messages`:
+- **closed-loop** (default for TCP): the flow's application messages (`netemu.traffic.trace.messages`:
   direction, bytes, think time) are replayed over a real TCP connection between the two nodes by
-  their agents (`netemu.agent`); each message's completion time is measured.
+  their agents (`netemu.traffic.agent`); each message's completion time is measured.
 
 Outputs in the run directory: `packets.parquet` (open-loop, one row per packet),
 `messages.parquet` and `flows.parquet`, and the `replay` section of `summary.json` (with every
@@ -32,6 +32,7 @@ import pandas as pd
 from . import agent as agent_program
 from . import openloop as openloop_program
 from ..errors import TraceError
+from ..plan.files import atomic_write
 from ..emulate.playback import oracle_rtt_ms
 from .trace import auto_map, flow_of_packets, flows, messages, open_loop_schedule, parse_map, read_trace
 from .launcher import kill_all, terminate, update_summary
@@ -133,6 +134,8 @@ class TraceReplay:
                              f"(mapping {self.mapping}), mode {mode!r}")
         self.span_s = float(tr.t_s.max() - tr.t_s.min()) if len(tr.t_s) else 0.0
         self.procs: list[tuple[str, str, subprocess.Popen, Path]] = []
+        self.work_dir: Path | None = None     # where its programs write while it plays (set before start)
+        self.live = None
         self._client_of = {int(fl): n for fl, n in zip(self.flows["flow"], self.flows["client_node"])}
         self._log_pos: dict[str, int] = {}
         self._ended: set[int] = set()
@@ -169,21 +172,23 @@ class TraceReplay:
 
     # ------------------------------------------------------------------ live
 
-    def start(self, em, out: Path) -> None:
+    def start(self, live) -> None:
         """Start receivers, servers, then senders and clients; trace time 0 is due LEAD_S after
-        the window's start. Call after `em.start()`."""
-        self.em, self.out = em, Path(out)
-        work = self.out / "replay"
+        the window's start. Call once the clock has started; the programs write into
+        `work_dir`."""
+        if self.work_dir is None:
+            raise TraceError("replay: set work_dir (where the replay's programs write) before start()")
+        self.live, work, clock = live, Path(self.work_dir), live.clock
         work.mkdir(parents=True, exist_ok=True)
-        t0_mono = em.player.origin + LEAD_S * em.scale
-        K = em.dilation
+        t0_mono = clock.origin_mono + LEAD_S * clock.scale
+        K = clock.dilation
         self.t0_mono = t0_mono
-        until = em.player.origin + (em.window.t_end_s - em.window.t0_s) * em.scale
+        until = clock.mono(clock.t_end_s)
         py = [sys.executable, "-m"]
         s = self.open_schedule
         for node in sorted(set(s["dst_node"])):
             o = work / f"recv-{node}.npz"
-            self._popen(node, "recv", py + [openloop_program.__name__, "recv", "--bind", em.loopback(node), "--port",
+            self._popen(node, "recv", py + [openloop_program.__name__, "recv", "--bind", live.loopback(node), "--port",
                                             str(UDP_PORT), "--until-mono", f"{until:.6f}", "--out", str(o)], o)
         specs: dict[str, dict] = {}
         if len(self.messages):
@@ -195,14 +200,14 @@ class TraceReplay:
             for fl, script in scripts.items():
                 c, sv = f.loc[fl, "client_node"], f.loc[fl, "server_node"]
                 for node, role in ((sv, "replay-server"), (c, "replay-client")):
-                    spec = specs.setdefault(node, {"node": node, "address": em.loopback(node),
+                    spec = specs.setdefault(node, {"node": node, "address": live.loopback(node),
                                                    "log": str(work / f"{node}.jsonl"), "roles": {}})
                     r = spec["roles"].setdefault(role, {"role": role, "workload": "replay", "port": TCP_PORT,
                                                         "flows": {}, "starts": {}, "servers": {}})
                     r["flows"][str(fl)] = script
                     if role == "replay-client":
                         r["starts"][str(fl)] = t0_mono + float(f.loc[fl, "t_first_s"]) * K
-                        r["servers"][str(fl)] = em.loopback(sv)
+                        r["servers"][str(fl)] = live.loopback(sv)
             for node, spec in specs.items():
                 spec["roles"] = sorted(spec["roles"].values(), key=lambda r: r["role"] != "replay-server")
                 path = work / f"{node}.spec.json"
@@ -216,20 +221,20 @@ class TraceReplay:
             sched = {"idx": s["idx"].to_numpy(np.int64), "t_s": s["t_s"].to_numpy(float),
                      "size_bytes": s["size_bytes"].to_numpy(np.int32),
                      "dst": s["dst_node"].map({d: i for i, d in enumerate(dsts)}).to_numpy(np.int32),
-                     "dst_addrs": np.array([em.loopback(d) for d in dsts]),
+                     "dst_addrs": np.array([live.loopback(d) for d in dsts]),
                      "src": s["src_node"].map({n: i for i, n in enumerate(srcs)}).to_numpy(np.int32),
-                     "src_addrs": np.array([em.loopback(n) for n in srcs]),
-                     "src_netns": np.array([em.ns.path(n) for n in srcs])}
+                     "src_addrs": np.array([live.loopback(n) for n in srcs]),
+                     "src_netns": np.array([live.netns(n) for n in srcs])}
             sp, o = work / "schedule.npz", work / "send.npz"
             save_schedule(sp, sched)
-            err = open(work / "send.stderr", "w")
             cmd = py + [openloop_program.__name__, "send", "--schedule", str(sp), "--port", str(UDP_PORT),
-                        "--start-mono", f"{t0_mono:.9f}", "--scale", f"{K:g}", "--out", str(o)]
-            self.procs.append(("*", "send", subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), o))
+                        "--start-mono", f"{t0_mono:.9f}", "--dilation", f"{K:g}", "--out", str(o)]
+            with open(work / "send.stderr", "w") as err:
+                self.procs.append(("*", "send", subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), o))
 
     def _popen(self, node: str, kind: str, cmd: list[str], out: Path) -> None:
-        err = open(self.out / "replay" / f"{kind}-{node}.stderr", "w")
-        self.procs.append((node, kind, self.em.popen(node, cmd, stdout=subprocess.DEVNULL, stderr=err), out))
+        with open(Path(self.work_dir) / f"{kind}-{node}.stderr", "w") as err:
+            self.procs.append((node, kind, self.live.popen(node, cmd, stdout=subprocess.DEVNULL, stderr=err), out))
 
     def stop(self) -> None:
         """Stop everything (senders first, so receivers see their last packets)."""
@@ -244,25 +249,25 @@ class TraceReplay:
         for node, kind, p, out in self.procs:
             if p.returncode not in (0, -signal.SIGTERM) or not out.exists():
                 name = f"{kind}-{node}.stderr" if node != "*" else f"{kind}.stderr"
-                err = (self.out / "replay" / name).read_text().strip().splitlines()[-2:]
+                err = (Path(self.work_dir) / name).read_text().strip().splitlines()[-2:]
                 bad.append(f"replay {kind} in {node} exited with {p.returncode}: {' / '.join(err)}")
         return bad
 
     # ------------------------------------------------------------------ results
 
-    def write_results(self) -> dict:
-        """packets.parquet, messages.parquet, flows.parquet and summary.json's `replay`."""
-        em, out = self.em, self.out
-        K = em.dilation
+    def write_results(self, out: Path) -> dict:
+        """packets.parquet, messages.parquet, flows.parquet and summary.json's `replay`, in `out`."""
+        out = Path(out)
+        K = self.live.clock.dilation
         summary: dict = {"trace": str(self.path), "mode": self.mode, "mapping": self.mapping,
                          "mapping_source": self.mapping_source, "counts": self.counts,
                          "failures": self.failures()}
         pk = self._packets()
-        pk.to_parquet(out / "packets.parquet", index=False)
+        atomic_write(out / "packets.parquet", lambda tmp: pk.to_parquet(tmp, index=False))
         msgs = self._messages()
-        msgs.to_parquet(out / "messages.parquet", index=False)
+        atomic_write(out / "messages.parquet", lambda tmp: msgs.to_parquet(tmp, index=False))
         fl = self._flows(pk, msgs)
-        fl.to_parquet(out / "flows.parquet", index=False)
+        atomic_write(out / "flows.parquet", lambda tmp: fl.to_parquet(tmp, index=False))
         if len(pk):
             from .openloop import timing_stats
             timing = {}
@@ -297,7 +302,7 @@ class TraceReplay:
 
     def _packets(self) -> pd.DataFrame:
         from .openloop import load_received, load_sent, match
-        em, s = self.em, self.open_schedule
+        s = self.open_schedule
         cols = ["idx", "t_trace_s", "src", "dst", "size_bytes", "proto", "flow", "t_send_s", "t_recv_s",
                 "owd_ms", "oracle_owd_ms", "lost", "send_failed", "reordered", "duplicates", "send_error_us",
                 "due_ns", "sent_ns"]
@@ -312,9 +317,10 @@ class TraceReplay:
         m = match(sent, rec)
         df = s.rename(columns={"t_s": "t_trace_s", "src_node": "src", "dst_node": "dst"}).merge(
             m.drop(columns=[c for c in ("src", "dst", "size_bytes") if c in m]), on="idx", how="left")
-        pl, K = em.player, em.dilation
-        df["t_send_s"] = pl.mono_to_t_s(df["sent_ns"].to_numpy(float) / 1e9)
-        df["t_recv_s"] = pl.mono_to_t_s(df["recv_ns"].to_numpy(float) / 1e9)
+        clock = self.live.clock
+        K = clock.dilation
+        df["t_send_s"] = clock.t_s(df["sent_ns"].to_numpy(float) / 1e9)
+        df["t_recv_s"] = clock.t_s(df["recv_ns"].to_numpy(float) / 1e9)
         df["owd_ms"] = df["owd_ms"] / K
         df["send_error_us"] = (df["sent_ns"] - df["due_ns"]) / 1e3
         never = df["sent_ns"].isna()                     # the sender stopped before these
@@ -352,9 +358,10 @@ class TraceReplay:
         st = pick("msg_start", ["t"]).rename(columns={"t": "t0"})
         rc = pick("msg_received", ["t", "bytes"]).rename(columns={"t": "t1", "bytes": "got"})
         m = m.merge(st, on=key, how="left").merge(rc, on=key, how="left")
-        pl, K = self.em.player, self.em.dilation
-        m["t_start_s"] = pl.mono_to_t_s(m["t0"].to_numpy(float))
-        m["t_end_s"] = pl.mono_to_t_s(m["t1"].to_numpy(float))
+        clock = self.live.clock
+        K = clock.dilation
+        m["t_start_s"] = clock.t_s(m["t0"].to_numpy(float))
+        m["t_end_s"] = clock.t_s(m["t1"].to_numpy(float))
         m["completion_ms"] = (m["t1"] - m["t0"]) / K * 1e3
         m["bytes_expected"] = m["bytes"]
         m["bytes_delivered"] = m["got"]
@@ -369,7 +376,7 @@ class TraceReplay:
                  "mode", "packets", "bytes", "t_first_s", "duration_s", "rate_mbps"]].rename(
             columns={"packets": "trace_packets", "bytes": "trace_bytes", "t_first_s": "t_trace_s",
                      "duration_s": "trace_duration_s", "rate_mbps": "trace_rate_mbps"}).copy()
-        K = self.em.dilation
+        K = self.live.clock.dilation
         rows = []
         if len(pk):
             for fl, g in pk.groupby("flow"):
@@ -392,7 +399,7 @@ class TraceReplay:
         quiet = out["mode"].ne("skipped") & out["bytes_sent"].isna()
         out.loc[quiet, ["bytes_sent", "bytes_delivered"]] = 0.0
         # scenario seconds → network seconds: × scale / dilation
-        dur_s = (out["t_end_s"] - out["t_start_s"]) * self.em.scale / K
+        dur_s = (out["t_end_s"] - out["t_start_s"]) * self.live.clock.scale / K
         out["throughput_mbps"] = out["bytes_delivered"] * 8 / dur_s.where(dur_s > 0) / 1e6
         return out
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TraceError
-from ..plan.inputfiles import MAX_CAPTURE_BYTES, open_input
+from ..plan.files import MAX_CAPTURE_BYTES, open_input
 
 __all__ = [
     "Trace", "read_trace", "flows", "flow_of_packets", "messages", "parse_map", "auto_map",

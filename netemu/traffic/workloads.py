@@ -1,5 +1,5 @@
 """AI workloads: what each node's agent runs (specs), and the job tables made from their event
-logs (pure; the agents themselves are `netemu.agent`, started by `netemu.traffic`).
+logs (pure; the agents themselves are `netemu.traffic.agent`, started by `netemu.traffic.launcher`).
 
 Time: a run plays scenario time t_s from the window's start at `scale` wall seconds per emulated
 second, and the network at `dilation` wall seconds per network second (delays × K, rates / K).
@@ -12,13 +12,13 @@ t_s, durations to emulated milliseconds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from ..emulate.clock import Clock
 from ..plan.scenario import Workload
 
 __all__ = ["Clock", "PORT_BASE", "agent_specs", "inference_jobs", "read_events", "jobs_table",
@@ -31,30 +31,6 @@ UDP_PATIENCE_S = 2.0       # network seconds a UDP transfer waits for an answer 
 JOB_COLUMNS = ["workload", "kind", "job", "client", "server", "t_start_s", "t_end_s", "status",
                "bytes_expected", "bytes_delivered", "ttfb_ms", "completion_ms", "goodput_mbps",
                "ideal_ms", "ratio_to_ideal"]
-
-
-@dataclass(frozen=True)
-class Clock:
-    """How a run maps times: t_s = t0_s + (mono − origin_mono) / scale; wall durations are
-    network durations × dilation."""
-
-    t0_s: float
-    t_end_s: float
-    origin_mono: float
-    scale: float
-    dilation: float
-
-    def mono(self, t_s: float) -> float:
-        return self.origin_mono + (t_s - self.t0_s) * self.scale
-
-    def t_s(self, mono):
-        return self.t0_s + (np.asarray(mono, float) - self.origin_mono) / self.scale
-
-    def window(self, w: Workload) -> tuple[float, float]:
-        """The workload's [start, stop) in scenario time, clipped to the run window."""
-        start = self.t0_s if w.start_s is None else max(w.start_s, self.t0_s)
-        stop = self.t_end_s if w.stop_s is None else min(w.stop_s, self.t_end_s)
-        return start, stop
 
 
 def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float,
@@ -91,7 +67,7 @@ def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float
 
 def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callable[[str], str],
                 log_dir: Path, speed: float = 1.0) -> dict[str, dict]:
-    """The spec of every node's agent (`netemu.agent`): node -> {node, address, log, roles}.
+    """The spec of every node's agent (`netemu.traffic.agent`): node -> {node, address, log, roles}.
     Nodes without a role get no agent."""
     specs: dict[str, dict] = {}
     K = clock.dilation
@@ -104,7 +80,7 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
 
     for i, w in enumerate(workloads):
         port = PORT_BASE + i
-        start_s, stop_s = clock.window(w)
+        start_s, stop_s = clock.clip(w.start_s, w.stop_s)
         if stop_s <= start_s:
             continue
         if w.kind == "inference":
@@ -130,7 +106,7 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
                                  "port": port, "direction": direction, "size_bytes": size, "count": count,
                                  "interval_s": w.p("interval_s") * K, "start_mono": clock.mono(start_s),
                                  "stop_mono": clock.mono(stop_s), "progress_s": PROGRESS_S * K,
-                                 "transport": w.transport, "rate_bps": w.p("rate_mbps") * 1e6 / K,
+                                 "transport": w.transport, "rate_bits_per_s": w.p("rate_mbps") * 1e6 / K,
                                  "patience_s": UDP_PATIENCE_S * K})
         elif w.kind == "allreduce":
             k = len(w.clients)
@@ -273,7 +249,7 @@ def throughput_table(events: pd.DataFrame, workloads: tuple[Workload, ...], cloc
             t_parts.append(clock.t_s(g["t"].to_numpy(float)))
             b_parts.append(np.diff(g["bytes"].to_numpy(float), prepend=0.0))
         t, b = np.concatenate(t_parts), np.concatenate(b_parts)
-        start, stop = clock.window(w)
+        start, stop = clock.clip(w.start_s, w.stop_s)
         edges = np.arange(start, max(stop, float(t.max())) + bin_s, bin_s)
         got, _ = np.histogram(t, edges, weights=b)
         # bytes per scenario second → network Mbit/s: a scenario second is `scale` wall seconds,
@@ -302,7 +278,7 @@ def summarise(jobs: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clock)
     for w in workloads:
         j = jobs[jobs["workload"] == w.name]
         done = j[j["status"] == "done"]
-        start, stop = clock.window(w)
+        start, stop = clock.clip(w.start_s, w.stop_s)
         s: dict = {"kind": w.kind, "clients": list(w.clients), "server": w.server, "start_s": start, "stop_s": stop,
                    "jobs": int(len(j)), **{k: int((j["status"] == k).sum()) for k in ("done", "short", "error", "incomplete")},
                    "bytes_expected": float(j["bytes_expected"].sum()), "bytes_delivered": float(j["bytes_delivered"].fillna(0).sum())}

@@ -1,5 +1,5 @@
-"""Files named by users (scenario, TLE, station list, pairs, packet captures): read only regular
-files within a size limit.
+"""Files: those named by users (scenario, TLE, station list, pairs, packet captures) are read only
+when they are regular files within a size limit; those netemu writes are written atomically.
 
 A FIFO would block the planner forever, a character device such as /dev/zero would fill memory,
 and a symlink loop makes `Path.resolve` raise `RuntimeError`: each becomes one clear error here.
@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_CAPTURE_BYTES", "resolve_path", "open_input", "read_input"]
+__all__ = ["MAX_TEXT_BYTES", "MAX_CAPTURE_BYTES", "resolve_path", "open_input", "read_input", "atomic_write"]
 
 MAX_TEXT_BYTES = 64 * 2**20
 """Largest scenario, TLE, station or pairs file read (64 MiB: ~400,000 TLEs)."""
@@ -87,3 +87,19 @@ def read_input(path: str | Path, max_bytes: int, fail: Fail) -> bytes:
     if len(data) > max_bytes:  # it grew after the check
         raise fail(f"{path} holds more than the limit of {_size_text(max_bytes)}")
     return data
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then rename it onto `path`: a failure
+    (a full disk) leaves no truncated file, only no file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
