@@ -53,7 +53,7 @@ def test_routes_are_staged_ahead_and_applied_at_their_instant():
         due = pl.clock.mono(T0_S + STEP_S * (k - 10))
         assert t_applied >= due - 1e-4, f"step {k} applied before its instant"
         assert t_applied - due < 0.05, f"step {k} applied {1e3 * (t_applied - due):.1f} ms late"
-        assert staged[k] < due, f"step {k} was not staged before its instant"
+        assert staged.get(k, float("inf")) < due, f"step {k} was not staged before its instant"
     log = pl.apply_log()
     assert log["routes"].tolist() == [3, 0, 40, 0, 1, 0, 0]
     assert (log["lag_ms"] >= 0).all()
