@@ -91,6 +91,7 @@ class FakeForwarding:
         self.staged: list[tuple[float, int]] = []
         self.applied: list[tuple[float, int]] = []
         self.routes_in_force_at = 0.0
+        self.last_apply: dict = {}
 
     def stage(self, k: int) -> None:
         self.staged.append((time.monotonic(), k))
@@ -98,6 +99,7 @@ class FakeForwarding:
     def apply(self, k: int) -> int:
         self.routes_in_force_at = time.monotonic()
         self.applied.append((self.routes_in_force_at, k))
+        self.last_apply = {"namespaces": 1 if self.changes.get(k) else 0, "send_ms": 0.0, "ack_ms": 0.0}
         return self.changes.get(k, 0)
 
     def changes_at(self, k: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from netemu.emulate.clock import Clock
 from netemu.emulate.playback import LinkStates, Window
-from netemu.emulate.player import Player
+from netemu.emulate.player import APPLY_COLUMNS, Player
 from netemu.errors import EmulationError
 from netemu.testing import FakeForwarding, RecordingLinks
 
@@ -57,6 +57,12 @@ def test_routes_are_staged_ahead_and_applied_at_their_instant():
     log = pl.apply_log()
     assert log["routes"].tolist() == [3, 0, 40, 0, 1, 0, 0]
     assert (log["lag_ms"] >= 0).all()
+    # where each step's time went (apply.csv)
+    assert list(log.columns) == APPLY_COLUMNS
+    assert log["namespaces"].tolist() == [1, 0, 1, 0, 1, 0, 0]
+    assert (log["start_late_ms"] >= 0).all() and (log["start_late_ms"] <= log["lag_ms"] + 1e-6).all()
+    assert log["feed_ms"].sum() == pytest.approx(sum(pl.feed_ms))   # every engine call counted once
+    assert (log["cpu_wait_ms"].dropna() >= 0).all()
 
 
 def test_the_engine_gets_the_clock_and_link_changes_at_their_instants():

@@ -34,6 +34,7 @@ class Forwarding:
         self.link_table, self.endpoints, self.mtu = link_table, tuple(endpoints), mtu
         self.lock = threading.Lock()       # the player thread and callers share the sockets
         self.routes_in_force_at = 0.0      # monotonic instant the latest step's routes were sent
+        self.last_apply: dict = {}         # the latest step's namespaces, send_ms and ack_ms
         self._rtnl: dict[str, Rtnl] = {}
         self._ifindex: dict[str, dict[str, int]] = {}
         self.next_hops = pd.DataFrame()    # the window's next-hop changes, every node (routing.next_hop_changes)
@@ -111,11 +112,14 @@ class Forwarding:
         staged = self._staged.pop(k, None)
         count, items = staged if staged is not None else self._pack(k)
         with self.lock:
+            t0 = time.monotonic()
             for nl, st in items:
                 nl.send(st)
-            self.routes_in_force_at = time.monotonic()
+            self.routes_in_force_at = t1 = time.monotonic()
             for nl, st in items:
                 nl.finish(st)
+        self.last_apply = {"namespaces": len(items), "send_ms": (t1 - t0) * 1e3,
+                           "ack_ms": (time.monotonic() - t1) * 1e3}
         return count
 
     def _pack(self, k: int):

@@ -96,6 +96,19 @@ def choose_dilation(plan, w: Window, node_names: list[str], states: LinkStates, 
     return k, choice, nh_all
 
 
+APPLY_COLUMNS = ["step", "t_s", "due_s", "applied_s", "lag_ms", "routes", "link_updates", "link_lead_ms",
+                 "namespaces", "start_late_ms", "send_ms", "ack_ms", "feed_ms", "cpu_wait_ms"]
+
+
+def _cpu_wait_ns() -> int | None:
+    """Nanoseconds this thread has waited on a run queue (schedstat's second field), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Player:
     """Plays window `w` of a schedule (grid `t_grid`, s) against `clock` in a thread: link
     states `states` (columns in the order of `link_ids`) go to the link backend `links`, each
@@ -116,6 +129,8 @@ class Player:
         self.feed_ms: list[float] = []          # duration of each engine call of a feed
         self._work: deque = deque()             # engine calls of feeds, sent between route steps
         self.doing = "not started"              # what the player's thread is doing (for the watchdog)
+        self._feed_since_ms = 0.0               # engine feeding since the last route step
+        self._wait_ns: int | None = None        # the thread's run-queue wait at the last step
 
     # ------------------------------------------------------------------ clock
 
@@ -212,15 +227,23 @@ class Player:
 
     def _apply(self, i: int, engine: bool) -> None:
         k = self.w.k0 + i
+        t_start = time.monotonic()
         link_updates = len(self._changed(i)) if engine else self._kernel_step(i)
         n_routes = self.forwarding.apply(k)
         done = self.forwarding.routes_in_force_at if n_routes else time.monotonic()
+        sent = getattr(self.forwarding, "last_apply", {})
         due = self.wall(i)
         if i + 1 < len(self.t):
             self.forwarding.stage(k + 1)      # pack the next step's changes now, send at its instant
         fed = self._fed_at.get(i)
+        wait_ns = _cpu_wait_ns()
+        cpu_wait_ms = (wait_ns - self._wait_ns) / 1e6 if wait_ns is not None and self._wait_ns is not None else np.nan
+        self._wait_ns = wait_ns
         self.log.append((k, float(self.t[i]), due - self.origin, done - self.origin, (done - due) * 1e3,
-                         n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan))
+                         n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan,
+                         sent.get("namespaces", np.nan), (t_start - due) * 1e3, sent.get("send_ms", np.nan),
+                         sent.get("ack_ms", np.nan), self._feed_since_ms, cpu_wait_ms))
+        self._feed_since_ms = 0.0
 
     def _changed(self, i: int) -> np.ndarray:
         s = self.states
@@ -266,7 +289,9 @@ class Player:
     def _timed(self, fn, *args) -> None:
         t = time.perf_counter()
         fn(*args)
-        self.feed_ms.append((time.perf_counter() - t) * 1e3)
+        ms = (time.perf_counter() - t) * 1e3
+        self.feed_ms.append(ms)
+        self._feed_since_ms += ms
 
     def _kernel_step(self, i: int) -> int:
         s, ids = self.states, self.link_ids
@@ -281,6 +306,11 @@ class Player:
         """One row per step after the first: step, t_s, due_s and applied_s (wall seconds since
         the window's start), lag_ms (routes applied after their instant), routes (entries
         changed), link_updates (links whose rate/loss/up changed), link_lead_ms (how long before
-        its instant the engine had the step's link state; NaN for the kernel backend)."""
-        return pd.DataFrame(self.log, columns=["step", "t_s", "due_s", "applied_s", "lag_ms", "routes",
-                                               "link_updates", "link_lead_ms"])
+        its instant the engine had the step's link state; NaN for the kernel backend), and where
+        a step's lag went: namespaces (nodes whose routes changed), start_late_ms (the player
+        began the step this late: it was busy or not scheduled), send_ms (the netlink sends),
+        ack_ms (reading the kernel's acknowledgements, after the routes were in force),
+        feed_ms (time feeding the engines since the previous step), cpu_wait_ms (time the
+        player's thread waited for a CPU since the previous step, from the kernel's schedstat;
+        NaN where the kernel has none). All wall milliseconds."""
+        return pd.DataFrame(self.log, columns=APPLY_COLUMNS)
