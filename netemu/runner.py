@@ -354,6 +354,7 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     part("apply.csv", lambda: atomic_write(out / "apply.csv", lambda tmp: log.to_csv(tmp, index=False)))
     info["apply_lag_ms"] = _stats(log["lag_ms"])
     info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
+    info["player_realtime"] = em.player.realtime
     info["routes_installed_at_start"] = em.routes_at_start()
     part("fidelity.json", lambda: _write_fidelity(em, sources["probes"], log, out, info, loaded=loaded))
     collect("iperf", "iperf.csv", info.update)

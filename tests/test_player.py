@@ -10,7 +10,7 @@ import pytest
 
 from netemu.emulate.clock import Clock
 from netemu.emulate.playback import LinkStates, Window
-from netemu.emulate.player import APPLY_COLUMNS, Player
+from netemu.emulate.player import APPLY_COLUMNS, FEED_GUARD_S, Player
 from netemu.errors import EmulationError
 from netemu.testing import FakeForwarding, RecordingLinks
 
@@ -126,3 +126,41 @@ def test_a_player_must_start_before_it_is_waited_for_and_only_once():
         pl.start()
     assert pl.wait(5)
     assert time.monotonic() >= pl.end_mono()
+
+
+class _SlowEngine(RecordingLinks):
+    """A link engine whose every call takes `call_s` (a busy one)."""
+
+    def __init__(self, call_s: float):
+        super().__init__()
+        self.call_s = call_s
+
+    def set_delay_points(self, points) -> None:
+        super().set_delay_points(points)
+        time.sleep(self.call_s)
+
+
+def test_feeds_never_sit_in_front_of_a_route_step():
+    """500 moving links fed in chunks of 64 calls, 15 ms each: the loop sends them between
+    steps, but never starts one just before a route step's instant (FEED_GUARD_S, 20 ms:
+    checked at 10 ms, a call's start lags its decision by a little)."""
+    assert FEED_GUARD_S >= 0.01
+    steps, n = 50, 500
+    t = T0_S + STEP_S * np.arange(steps)
+    delay = 2.0 + 0.01 * np.arange(steps)[:, None] + np.zeros((steps, n))
+    states = LinkStates(k0=10, t_s=t, delay_ms=delay, rate_mbps=np.full((steps, n), 100.0),
+                        loss_pct=np.zeros((steps, n)), up=np.ones((steps, n), bool))
+    w = Window(10, 10 + steps - 1, T0_S, float(t[-1]))
+    grid = np.concatenate([T0_S - STEP_S * np.arange(10, 0, -1), t])
+    links, fw = _SlowEngine(0.015), FakeForwarding()
+    pl = Player(Clock(w.t0_s, w.t_end_s), w, grid, links, fw, states, np.array([f"l{j}" for j in range(n)]),
+                engine=True)
+    pl.start(lead_s=0.2)
+    assert pl.wait(timeout_s=30)
+    dues = np.array([pl.clock.mono(x) for x in t[1:]])
+    later = [c for c, _ in links.of("set_delay_points") if c > pl.clock.origin_mono]
+    assert len(later) >= 8                                      # feeds while the window plays
+    for c in later:
+        ahead = dues - c
+        assert not ((ahead > 0) & (ahead < 0.01)).any(), \
+            f"an engine call started {1e3 * ahead[ahead > 0].min():.1f} ms before a route step"

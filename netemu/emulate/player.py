@@ -8,6 +8,7 @@ The kernel backend cannot schedule, so its link changes are applied with the rou
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -25,6 +26,15 @@ __all__ = ["Player", "auto_dilation", "choose_dilation", "PLAY_COSTS"]
 
 LOOKAHEAD_S = 2.5   # wall seconds of link state the engine holds ahead of time
 BATCH_S = 1.0       # wall seconds of steps sent to the engine at once
+# No engine call of a feed starts closer than this to a route step's instant: one call takes
+# 0.1-5 ms on a quiet host and more on a loaded one, and a step must not wait behind it (the
+# engine holds LOOKAHEAD_S of link state, so feeding can always wait for the step).
+FEED_GUARD_S = 0.02
+# The player's thread runs at this real-time (SCHED_FIFO) priority when it may (root): a route
+# step then preempts the run's other processes on its CPU (probes, agents, the host's own) as
+# soon as its timer fires. Low, so the kernel's own real-time threads keep precedence; the
+# engines are on CPUs of their own and unaffected.
+PLAYER_RT_PRIORITY = 10
 
 # What playing costs, measured on the reference machine (2-core VM, Starlink shell-1 runs): wall
 # seconds per route change the player applies and stages (1,462 changes took 20 ms to apply),
@@ -100,6 +110,15 @@ APPLY_COLUMNS = ["step", "t_s", "due_s", "applied_s", "lag_ms", "routes", "link_
                  "namespaces", "start_late_ms", "send_ms", "ack_ms", "feed_ms", "cpu_wait_ms"]
 
 
+def _realtime(priority: int) -> bool:
+    """Put the calling thread in SCHED_FIFO at `priority`; False where that is not allowed."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))   # 0: this thread
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def _cpu_wait_ns() -> int | None:
     """Nanoseconds this thread has waited on a run queue (schedstat's second field), or None."""
     try:
@@ -130,6 +149,7 @@ class Player:
         self._work: deque = deque()             # engine calls of feeds, sent between route steps
         self.doing = "not started"              # what the player's thread is doing (for the watchdog)
         self._feed_since_ms = 0.0               # engine feeding since the last route step
+        self.realtime = False                   # whether the thread got real-time priority
         self._wait_ns: int | None = None        # the thread's run-queue wait at the last step
 
     # ------------------------------------------------------------------ clock
@@ -192,6 +212,7 @@ class Player:
 
     def _run(self) -> None:
         try:
+            self.realtime = _realtime(PLAYER_RT_PRIORITY)
             self._loop()
         except BaseException as e:  # reported by wait()
             self._error = e
@@ -208,11 +229,12 @@ class Player:
                 self._apply(i, engine)
                 i += 1
                 continue
-            if self._work:                            # one engine call of a feed at a time
+            may_feed = i >= n_apply or self.wall(i) - now > FEED_GUARD_S     # never in front of a step
+            if may_feed and self._work:                                      # one engine call at a time
                 self.doing = f"feeding the link engines the steps up to {self.w.k0 + self._fed - 1}"
                 self._work.popleft()()
                 continue
-            if engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
+            if may_feed and engine and self._fed < S and self.wall(self._fed) < now + LOOKAHEAD_S:
                 self.doing = f"preparing the link engines' feed from step {self.w.k0 + self._fed}"
                 self._feed(self._fed, self._batch_end(self._fed))
                 continue
@@ -220,7 +242,7 @@ class Player:
                 self.doing = "done"
                 return
             nxt = self.wall(i) if i < n_apply else end_wall
-            if engine and self._fed < S:
+            if may_feed and engine and self._fed < S:
                 nxt = min(nxt, self.wall(self._fed) - LOOKAHEAD_S)
             self.doing = "waiting for the next step"
             self._stop.wait(max(0.0, min(nxt - now, 0.2)))
@@ -263,17 +285,22 @@ class Player:
         tt = self.t[ia:ib].tolist()
         chunk = CONTROL_CHUNK_LINKS
         work = []
-        for c0 in range(0, len(moving), chunk):
-            cols = moving[c0:c0 + chunk]
+        # each chunk is packed when its turn comes (packing a whole feed of Starlink's links takes
+        # tens of ms, which must not sit in front of a route step)
+        def delay_points(cols) -> None:
             block = (s.delay_ms[ia:ib, cols] * K).T.tolist()
-            points = {ids[j]: list(zip(tt, block[c])) for c, j in enumerate(cols)}
-            work.append(lambda points=points: self._timed(links.set_delay_points, points))
+            self._timed(links.set_delay_points, {ids[j]: list(zip(tt, block[c])) for c, j in enumerate(cols)})
+
+        def params(i: int, cols) -> None:
+            upd = {ids[j]: link_params(s, i, j, K, only=("rate_mbps", "loss_pct", "up", "queue_bytes")) for j in cols}
+            self._timed(links.set_params, upd, float(self.t[i]))
+
+        for c0 in range(0, len(moving), chunk):
+            work.append(lambda cols=moving[c0:c0 + chunk]: delay_points(cols))
         for i in range(max(ia, 1), ib):
             changed = self._changed(i)
             for c0 in range(0, len(changed), chunk):
-                upd = {ids[j]: link_params(s, i, j, K, only=("rate_mbps", "loss_pct", "up", "queue_bytes"))
-                       for j in changed[c0:c0 + chunk]}
-                work.append(lambda upd=upd, t=float(self.t[i]): self._timed(links.set_params, upd, t))
+                work.append(lambda i=i, cols=changed[c0:c0 + chunk]: params(i, cols))
         def done() -> None:   # when the engine had all of it
             stamp = time.monotonic()
             for i in range(ia, ib):
