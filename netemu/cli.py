@@ -72,6 +72,24 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
     return src, dst
 
 
+def cmd_partition(args) -> int:
+    from .plan.partition import partition
+    from .plan.planner import make_plan
+    from .plan.scenario import load_scenario
+    if args.hosts < 1:
+        raise NetemuError(f"--hosts: expected a whole number ≥ 1, found {args.hosts}")
+    say = _stage(time.perf_counter())
+    scenario = load_scenario(args.scenario)
+    say(f"scenario {scenario.name}: planning")
+    part = partition(make_plan(scenario, progress=say), args.hosts, cut_threshold_ms=args.cut_threshold_ms)
+    if args.json:
+        print(json.dumps(part.hosts.to_dict("records"), indent=2))
+    else:
+        print(f"{scenario.name} on {args.hosts} host(s):")
+        print(part.text())
+    return 0
+
+
 def cmd_run(args) -> int:
     import signal
     from .plan.planner import make_plan
@@ -387,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--all", action="store_true",
                     help="also remove live runs (default: only runs whose owner process is gone)")
     cl.set_defaults(func=cmd_clean)
+    pa = sub.add_parser("partition", help="place a scenario's nodes on several emulation hosts (no root needed)")
+    pa.add_argument("scenario", help="scenario TOML")
+    pa.add_argument("--hosts", type=int, required=True, help="emulation hosts (≥ 1; host 0 is the coordinator's)")
+    pa.add_argument("--cut-threshold-ms", type=_nonneg, default=0.5,
+                    help="links shorter than this are never cut between hosts (default 0.5 ms)")
+    pa.add_argument("--json", action="store_true", help="print the per-host table as JSON")
+    pa.set_defaults(func=cmd_partition)
     ps = sub.add_parser("ps", help="list live netemu runs (id, pid, scenario, output directory, start)")
     ps.add_argument("--all", action="store_true", help="also list registered runs whose owner process is gone")
     ps.add_argument("--json", action="store_true", help="print JSON")

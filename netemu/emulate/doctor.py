@@ -8,6 +8,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 
+from ..plan.partition import emulation_memory_mib
+
 __all__ = ["Check", "run_checks", "format_checks"]
 
 _MIB = 1 << 20
@@ -71,20 +73,10 @@ def _node_count(scenario) -> int:
     return sum(g.count for g in scenario.satellites) + len(scenario.ground_stations)
 
 
-# Calibrated on `netemu run` peaks (PSS of the whole process tree plus the growth of the kernel's
-# slab, stacks and page tables), 2-core VM: tests/data/small.toml (152 nodes, 303 links) 1.26 GiB,
-# the default scenario (214 nodes, 482 links, with workloads) 1.77 GiB, Starlink shell 1 --scope
-# all (1,684 nodes, 3,288 links) 4.4 GiB (3.4 GiB of it processes). The base is netemu with its
-# plan, the link engines, probes and agents; each node adds its namespace, shell, routes and its
-# share of the links (about two per node in these constellations).
-MEMORY_BASE_MIB = 1200
-MEMORY_PER_NODE_MIB = 2.0
-
-
 def estimate_memory_bytes(scenario) -> int:
-    """Peak memory of a full emulation (every node instantiated): MEMORY_BASE_MIB plus
-    MEMORY_PER_NODE_MIB per node (see the measurements above)."""
-    return int((MEMORY_BASE_MIB + MEMORY_PER_NODE_MIB * _node_count(scenario)) * _MIB)
+    """Peak memory of a full emulation (every node instantiated), from the calibrated model
+    (plan.partition.emulation_memory_mib)."""
+    return int(emulation_memory_mib(_node_count(scenario)) * _MIB)
 
 
 def _kernel_checks(tun: bool) -> list[Check]:
