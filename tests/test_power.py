@@ -89,3 +89,116 @@ def test_nan_positions_stay_nan_and_far_side_is_dark():
     sat = np.array([[[7000.0, 0, 0], [-7000.0, 0, 0], [np.nan, np.nan, np.nan], [0, 7000.0, 0]]])
     f = sunlit_fraction(sat, sun)
     assert f[0, 0] == 1.0 and f[0, 1] == 0.0 and np.isnan(f[0, 2]) and f[0, 3] == 1.0
+
+
+# --------------------------------------------------------------------------- energy balance
+
+from dataclasses import replace
+
+import pandas as pd
+
+import netemu
+from netemu.errors import ScenarioError
+from netemu.plan.power import active_accelerators, energy_balance
+from netemu.plan.scenario import ComputeGroup
+from conftest import DATA
+
+GROUP = ComputeGroup(group="c", accelerators_per_satellite=4, prefill_tokens_per_s_per_accelerator=1e4,
+                     decode_tokens_per_s_per_sequence=100.0, sequences_per_accelerator=8,
+                     accelerator_busy_w=500.0, accelerator_idle_w=100.0, bus_w=200.0, solar_array_w=2400.0,
+                     battery_wh=1000.0, initial_soc_pct=60.0, throttle_below_soc_pct=40.0,
+                     throttled_accelerators=1, refuse_below_soc_pct=20.0, expected_utilisation=0.5)
+
+
+def test_energy_balance_by_hand():
+    # Per active accelerator 0.5 × 500 + 0.5 × 100 = 300 W; full load 200 + 4 × 300 = 1,400 W.
+    # Steps of 30 min (0.5 h); battery 1,000 Wh, so 1 W over a step is 0.05 % of charge.
+    sunlit = np.array([[1.0], [0.0], [0.0], [0.0], [0.0], [0.5], [1.0], [1.0]])
+    soc, power, active = energy_balance(GROUP, sunlit, 1800.0)
+    # k  soc(start)  active  power   solar   change = (solar - power) × 0.05 %
+    # 0  60          4       1400    2400    +50  → 100 (clipped)
+    # 1  100         4       1400    0       -70  → 30
+    # 2  30          1 (<40) 500     0       -25  → 5
+    # 3  5           0 (<20) 200     0       -10  → 0 (clipped)
+    # 4  0           0       200     0       -10  → 0
+    # 5  0           0       200     1200    +50  → 50
+    # 6  50          4       1400    2400    +50  → 100
+    # 7  100         4       1400    2400
+    assert np.allclose(soc[:, 0], [60, 100, 30, 5, 0, 0, 50, 100])
+    assert active[:, 0].tolist() == [4, 4, 1, 0, 0, 0, 4, 4]
+    assert np.allclose(power[:, 0], [1400, 1400, 500, 200, 200, 200, 1400, 1400])
+
+
+def test_energy_balance_is_per_satellite_and_nan_is_shadow():
+    sunlit = np.array([[1.0, np.nan], [1.0, 0.0]])
+    soc, power, _ = energy_balance(replace(GROUP, initial_soc_pct=50.0), sunlit, 360.0)
+    # 0.1 h per step: satellite 0 gains (2400 − 1400) × 0.1 Wh = 10 % of charge, satellite 1 loses 14 %.
+    assert np.allclose(soc[1], [60.0, 36.0])
+
+
+def test_thermal_limit_and_no_rules():
+    g = replace(GROUP, throttle_below_soc_pct=None, refuse_below_soc_pct=None, thermal_limit_w=1000.0)
+    # (1000 − 200) / 300 = 2.67 → 2 accelerators whatever the charge.
+    assert active_accelerators(g, np.array([0.0, 50.0, 100.0])).tolist() == [2, 2, 2]
+    soc, power, active = energy_balance(g, np.zeros((3, 1)), 1800.0)
+    assert active[:, 0].tolist() == [2, 2, 2] and np.allclose(power, 800.0)
+    assert np.allclose(soc[:, 0], [60, 20, 0])
+
+
+COMPUTE = """
+[[compute]]
+group = "cluster"
+accelerators_per_satellite = 4
+battery_wh = 2000
+solar_array_w = 4000
+throttle_below_soc_pct = 50
+refuse_below_soc_pct = 20
+"""
+
+
+def _scenario(tmp_path, extra, base=None):
+    text = (base or (DATA / "small.toml").read_text()) + extra
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    (COMPUTE.replace("battery_wh = 2000", "battery_wh = -5"), "compute[cluster].battery_wh", "positive"),
+    (COMPUTE + "bus_w = -1\n", "compute[cluster].bus_w", "≥ 0"),
+    (COMPUTE.replace("accelerators_per_satellite = 4", "accelerators_per_satellite = -2"),
+     "compute[cluster].accelerators_per_satellite", "[1, 100000]"),
+    ("\n[[compute]]\ngroup = \"cluster\"\nbattery_wh = 1\n", "compute[cluster].battery_wh", "one step's deficit"),
+    (COMPUTE.replace('"cluster"', '"shell"'), "compute[0].group", "compute satellites"),
+    (COMPUTE.replace('"cluster"', '"clustr"'), "compute[0].group", "did you mean 'cluster'"),
+    (COMPUTE.replace("refuse_below_soc_pct = 20", "refuse_below_soc_pct = 60"),
+     "compute[cluster].refuse_below_soc_pct", "at most throttle_below_soc_pct"),
+    (COMPUTE + "thermal_limit_w = 500\n", "compute[cluster].thermal_limit_w", "more than bus_w"),
+    (COMPUTE + "batery_wh = 3\n", "compute[cluster].batery_wh", "unknown key"),
+])
+def test_bad_compute_sections(tmp_path, extra, key, words):
+    with pytest.raises(ScenarioError) as e:
+        netemu.load_scenario(_scenario(tmp_path, extra))
+    msg = str(e.value)
+    assert key in msg and words in msg and "s.toml" in msg and "\n" not in msg, msg
+
+
+def test_battery_rule_accepts_a_throttling_rule(tmp_path):
+    sc = netemu.load_scenario(_scenario(tmp_path, "\n[[compute]]\ngroup = \"cluster\"\nbattery_wh = 1\n"
+                                                  "refuse_below_soc_pct = 10\n"))
+    assert sc.compute[0].battery_wh == 1.0 and sc.compute[0].accelerators_per_satellite == 8
+
+
+def test_plan_writes_power_parquet(tmp_path):
+    from netemu.plan.planner import make_plan, write_plan
+    sc = netemu.load_scenario(_scenario(tmp_path, COMPUTE))
+    plan = make_plan(sc, workers=1)
+    write_plan(plan, tmp_path / "out")
+    p = pd.read_parquet(tmp_path / "out" / "power.parquet")
+    assert list(p.columns) == ["t_s", "node", "sunlit", "soc_pct", "power_w", "active_accelerators"]
+    assert len(p) == 4 * sc.n_steps and set(p["node"]) == {"c00", "c01", "c02", "c03"}
+    assert p["soc_pct"].between(0, 100).all() and (p["active_accelerators"] <= 4).all()
+    # Without [[compute]] no power file.
+    plain = make_plan(netemu.load_scenario(DATA / "small.toml"), workers=1)
+    write_plan(plain, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "power.parquet").exists()

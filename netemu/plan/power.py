@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import R_EARTH_KM, R_SUN_KM
+import pandas as pd
 
-__all__ = ["sunlit_fraction", "eclipse_windows"]
+from ..constants import R_EARTH_KM, R_SUN_KM
+from .scenario import ComputeGroup
+
+__all__ = ["sunlit_fraction", "eclipse_windows", "energy_balance", "power_table"]
 
 _T_BLOCK = 512
 
@@ -76,3 +79,67 @@ def eclipse_windows(t_s: np.ndarray, sunlit: np.ndarray, threshold: float = 0.5)
     if start is not None:
         out.append((float(start), float(t[-1])))
     return out
+
+
+def active_accelerators(c: ComputeGroup, soc_pct: np.ndarray) -> np.ndarray:
+    """Accelerators left active at a state of charge (any shape → same shape, int64): all of
+    them, `throttled_accelerators` below `throttle_below_soc_pct`, none below
+    `refuse_below_soc_pct`; then at most as many as `thermal_limit_w` allows beside the bus."""
+    soc = np.asarray(soc_pct, dtype=np.float64)
+    n = np.full(soc.shape, c.accelerators_per_satellite, dtype=np.int64)
+    if c.throttle_below_soc_pct is not None:
+        n = np.where(soc < c.throttle_below_soc_pct, c.throttled_accelerators, n)
+    if c.refuse_below_soc_pct is not None:
+        n = np.where(soc < c.refuse_below_soc_pct, 0, n)
+    if c.thermal_limit_w is not None and c.accelerator_w > 0:
+        n = np.minimum(n, int(np.floor((c.thermal_limit_w - c.bus_w) / c.accelerator_w + 1e-9)))
+    return n
+
+
+def energy_balance(c: ComputeGroup, sunlit: np.ndarray, step_s: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """State of charge, power drawn and active accelerators of satellites over the time grid.
+
+    sunlit[T, N] is the sunlit fraction (NaN, where a satellite failed to propagate, counts as
+    shadow). At step k the state of charge soc_pct[k] (at the step's start) decides the active
+    accelerators (`active_accelerators`), which draw power_w[k] = bus_w + active ×
+    accelerator_w for the step; the array gives solar_array_w × sunlit[k]; the difference over
+    step_s charges or drains the battery, clipped to [0, 100] % (surplus beyond a full battery
+    is shed). Returns soc_pct[T, N], power_w[T, N], active[T, N]: vectorised over satellites,
+    sequential over steps.
+    """
+    f = np.nan_to_num(np.asarray(sunlit, dtype=np.float64), nan=0.0)
+    T, N = f.shape
+    soc = np.empty((T, N))
+    active = np.empty((T, N), dtype=np.int64)
+    # Active accelerators depend on the state of charge only through the thresholds: a lookup.
+    levels = [x for x in (c.refuse_below_soc_pct, c.throttle_below_soc_pct) if x is not None]
+    thresholds = np.array(sorted(levels), dtype=np.float64)
+    # by_level[i]: active accelerators when i thresholds are ≤ the state of charge.
+    by_level = active_accelerators(c, np.concatenate([thresholds - 1e-9, [101.0]]))
+    gain_pct = f * (c.solar_array_w * step_s / 3600 / c.battery_wh * 100)   # [T, N]
+    per_acc_pct = c.accelerator_w * step_s / 3600 / c.battery_wh * 100
+    bus_pct = c.bus_w * step_s / 3600 / c.battery_wh * 100
+    s = np.full(N, c.initial_soc_pct, dtype=np.float64)
+    for k in range(T):
+        soc[k] = s
+        a = by_level[np.searchsorted(thresholds, s, side="right")]
+        active[k] = a
+        s = np.clip(s + gain_pct[k] - bus_pct - a * per_acc_pct, 0.0, 100.0)
+    power = c.bus_w + active * c.accelerator_w
+    return soc, power, active
+
+
+def power_table(t_s: np.ndarray, nodes: list[str], sunlit: np.ndarray, soc_pct: np.ndarray,
+                power_w: np.ndarray, active: np.ndarray) -> pd.DataFrame:
+    """The planner's `power.parquet` rows: t_s, node, sunlit, soc_pct, power_w,
+    active_accelerators, step-major (every node at t_s[0], then t_s[1], ...)."""
+    T, N = sunlit.shape
+    return pd.DataFrame({
+        "t_s": np.repeat(np.asarray(t_s, dtype=np.float64), N),
+        "node": pd.Categorical.from_codes(np.tile(np.arange(N), T), categories=list(nodes)),
+        "sunlit": sunlit.reshape(-1).astype(np.float32),
+        "soc_pct": soc_pct.reshape(-1).astype(np.float32),
+        "power_w": power_w.reshape(-1).astype(np.float32),
+        "active_accelerators": active.reshape(-1).astype(np.int32),
+    })
