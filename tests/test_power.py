@@ -202,3 +202,39 @@ def test_plan_writes_power_parquet(tmp_path):
     plain = make_plan(netemu.load_scenario(DATA / "small.toml"), workers=1)
     write_plan(plain, tmp_path / "plain")
     assert not (tmp_path / "plain" / "power.parquet").exists()
+
+
+# --------------------------------------------------------------------------- shipped seasons
+
+from conftest import TOPOLOGIES
+
+
+def _season(name):
+    from netemu.plan.planner import plan_power, satellite_track
+    sc = netemu.load_scenario(TOPOLOGIES / f"{name}.toml")
+    track = satellite_track(sc)
+    p = plan_power(sc, track)
+    n = sc.group("cluster").count
+    assert len(p) == n * len(track.t_s)
+    return sc, track, {k: p[k].to_numpy().reshape(len(track.t_s), n) for k in
+                       ("sunlit", "soc_pct", "power_w", "active_accelerators")}
+
+
+def test_solstice_season_has_eclipses():
+    sc, track, p = _season("beijing-orbital-dc-eclipse")
+    assert sc.duration_s >= 6000      # at least one 99.8 min orbit
+    for i in range(p["sunlit"].shape[1]):
+        w = eclipse_windows(track.t_s, p["sunlit"][:, i])
+        assert len(w) == 1
+        # About 18 min of shadow: the orbit's beta angle is ~58° against the 63.5° limit.
+        assert 10 * 60 < w[0][1] - w[0][0] < 25 * 60, w
+    # The battery drains in shadow and the throttling rule acts, then the array recharges it.
+    assert p["soc_pct"].min() < 60 and (p["active_accelerators"] == 4).any()
+    assert (p["soc_pct"][-1] == 100).all()
+
+
+def test_equinox_season_never_sees_shadow():
+    sc, track, p = _season("beijing-orbital-dc-sunlit")
+    assert sc.duration_s >= 6000
+    assert (p["sunlit"] == 1.0).all()
+    assert (p["soc_pct"] == 100).all() and (p["active_accelerators"] == 8).all()
