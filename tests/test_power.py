@@ -198,6 +198,8 @@ def test_plan_writes_power_parquet(tmp_path):
     assert list(p.columns) == ["t_s", "node", "sunlit", "soc_pct", "power_w", "active_accelerators"]
     assert len(p) == 4 * sc.n_steps and set(p["node"]) == {"c00", "c01", "c02", "c03"}
     assert p["soc_pct"].between(0, 100).all() and (p["active_accelerators"] <= 4).all()
+    from netemu.plan.planner import read_plan
+    assert read_plan(tmp_path / "out")["power"].equals(p)
     # Without [[compute]] no power file.
     plain = make_plan(netemu.load_scenario(DATA / "small.toml"), workers=1)
     write_plan(plain, tmp_path / "plain")

@@ -469,15 +469,19 @@ def write_plan(plan: Plan, out_dir: str | Path) -> dict:
 
 
 def read_plan(out_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Read a plan directory's tables back (nodes, links, paths, routes, events)."""
+    """Read a plan directory's tables back (nodes, links, paths, routes, events, and power when
+    the plan has `power.parquet`)."""
     out = Path(out_dir)
     missing = [f for f in PLAN_FILES if not (out / f).exists()]
     if missing:
         raise PlanError(f"{out}: not a plan directory; expected {', '.join(PLAN_FILES)}, missing {', '.join(missing)}")
-    return {
+    tables = {
         "nodes": pd.read_csv(out / "nodes.csv", dtype={"norad_id": "Int64"}),
         "links": pd.read_parquet(out / "links.parquet"),
         "paths": pd.read_parquet(out / "paths.parquet"),
         "routes": pd.read_parquet(out / "routes.parquet"),
         "events": pd.read_csv(out / "events.csv"),
     }
+    if (out / "power.parquet").exists():
+        tables["power"] = pd.read_parquet(out / "power.parquet")
+    return tables
