@@ -48,9 +48,9 @@ def test_eclipse_entry_and_exit_match_skyfield(eph):
             # skyfield's windows come from 1 s booleans (±1 s); the shadow model's midpoint is the
             # Sun centre's line of sight, which is what is_sunlit tests.
             if a0 > t_s[0]:
-                assert abs(a0 - b0) < 3.0, (i, a0, b0)
+                assert abs(a0 - b0) < 1.5, (i, a0, b0)
             if a1 < t_s[-1]:
-                assert abs(a1 - b1) < 3.0, (i, a1, b1)
+                assert abs(a1 - b1) < 1.5, (i, a1, b1)
         # Away from the boundaries the two agree at every sampled instant.
         clear = (f[:, i] == 0.0) | (f[:, i] == 1.0)
         assert clear.mean() > 0.99
