@@ -17,3 +17,6 @@ SIDEREAL_YEAR_S = 365.256363004 * 86_400.0
 """Period of the mean Sun's apparent motion: a sun-synchronous orbit's node precesses once per it."""
 
 DAY_S = 86_400.0
+
+R_SUN_KM = 695_700.0
+"""Nominal solar radius (IAU 2015 Resolution B3), for the Earth's umbra and penumbra."""

@@ -7,6 +7,8 @@
 - `paths.parquet`: t_s, src, dst, delay_ms, hops (+ step), reachable pairs only
 - `routes.parquet`: t_s, src, dst, path (+ step), at t = 0 and whenever a pair's path changes
 - `events.csv`: t_s, event (link_up|link_down|handover|path_change), a, b, detail
+- `power.parquet` (only for a scenario with `[[compute]]`): t_s, node, sunlit, soc_pct, power_w,
+  active_accelerators of every modelled compute satellite at every step
 - `summary.json`, and `scenario.toml` (a copy of the input)
 """
 
@@ -29,12 +31,14 @@ from scipy.sparse.csgraph import connected_components
 
 from .. import __version__
 from ..errors import PlanError
-from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
+from .orbits import (Track, formation_satrecs, propagate, station_ecef_km, sun_ecef_km, time_grid_s,
+                     walker_satrecs)
+from .power import energy_balance, power_table, sunlit_fraction
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
 from .topology import Schedule, build_schedule, plus_grid_pairs
 
-__all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "PLAN_FILES",
+__all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "plan_power", "PLAN_FILES",
            "plan_memory_bytes", "check_plan_memory"]
 
 PLAN_FILES = ("nodes.csv", "links.parquet", "paths.parquet", "routes.parquet", "events.csv", "summary.json")
@@ -51,6 +55,8 @@ class Plan:
     timings_s: dict
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning but make results doubtful (also in summary.json)."""
+    power: pd.DataFrame | None = None
+    """`power.parquet`'s rows when the scenario has [[compute]] sections, else None."""
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -71,6 +77,27 @@ def satellite_track(scenario: Scenario, t_s: np.ndarray | None = None) -> Track:
             satrecs += [Satrec.twoline2rv(r.line1, r.line2) for r in g.records]
         names += group_node_names(g)
     return propagate(satrecs, names, scenario.epoch, t_s)
+
+
+def plan_power(scenario: Scenario, track: Track) -> pd.DataFrame | None:
+    """Sunlight, state of charge, power and active accelerators of every satellite of the
+    scenario's [[compute]] groups over the track's steps (None without [[compute]])."""
+    if not scenario.compute:
+        return None
+    offs, off = {}, 0
+    for g in scenario.satellites:
+        offs[g.name] = (off, off + g.count)
+        off += g.count
+    sun = sun_ecef_km(track.epoch, track.t_s)
+    parts = []
+    for c in scenario.compute:
+        lo, hi = offs[c.group]
+        f = sunlit_fraction(track.xyz_km[:, lo:hi], sun)
+        soc, power, active = energy_balance(c, f, scenario.step_s)
+        parts.append((list(track.names[lo:hi]), f, soc, power, active))
+    names = [n for p in parts for n in p[0]]
+    cat = [np.concatenate([p[i] for p in parts], axis=1) for i in range(1, 5)]
+    return power_table(track.t_s, names, *cat)
 
 
 def plan_memory_bytes(scenario: Scenario, workers: int | None = None) -> dict[str, int]:
@@ -206,7 +233,14 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings))
+    power = None
+    if scenario.compute:
+        t0 = time.perf_counter()
+        power = plan_power(scenario, track)
+        timings["power"] = time.perf_counter() - t0
+        say(f"power: {power['node'].nunique():,} compute satellites × {len(track.t_s):,} steps "
+            f"({timings['power']:.1f} s)")
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), power)
 
 
 LINK_SHORTFALL = 0.5
@@ -422,6 +456,8 @@ def write_plan(plan: Plan, out_dir: str | Path) -> dict:
         jobs = [pool.submit(sched.links.to_parquet, out / "links.parquet", index=False),
                 pool.submit(routes.paths.to_parquet, out / "paths.parquet", index=False),
                 pool.submit(routes.routes.to_parquet, out / "routes.parquet", index=False)]
+        if plan.power is not None:
+            jobs.append(pool.submit(plan.power.to_parquet, out / "power.parquet", index=False))
         sched.nodes.to_csv(out / "nodes.csv", index=False)
         plan.events.to_csv(out / "events.csv", index=False, float_format="%.6f")
         shutil.copyfile(plan.scenario.path, out / "scenario.toml")
@@ -433,15 +469,19 @@ def write_plan(plan: Plan, out_dir: str | Path) -> dict:
 
 
 def read_plan(out_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Read a plan directory's tables back (nodes, links, paths, routes, events)."""
+    """Read a plan directory's tables back (nodes, links, paths, routes, events, and power when
+    the plan has `power.parquet`)."""
     out = Path(out_dir)
     missing = [f for f in PLAN_FILES if not (out / f).exists()]
     if missing:
         raise PlanError(f"{out}: not a plan directory; expected {', '.join(PLAN_FILES)}, missing {', '.join(missing)}")
-    return {
+    tables = {
         "nodes": pd.read_csv(out / "nodes.csv", dtype={"norad_id": "Int64"}),
         "links": pd.read_parquet(out / "links.parquet"),
         "paths": pd.read_parquet(out / "paths.parquet"),
         "routes": pd.read_parquet(out / "routes.parquet"),
         "events": pd.read_csv(out / "events.csv"),
     }
+    if (out / "power.parquet").exists():
+        tables["power"] = pd.read_parquet(out / "power.parquet")
+    return tables

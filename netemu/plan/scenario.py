@@ -32,7 +32,7 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "Workload", "WORKLOAD_KINDS", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "ComputeGroup", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -188,6 +188,42 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class ComputeGroup:
+    """What the compute satellites of one group carry (`[[compute]]`): accelerators, their
+    inference speed, and the power system (solar array, battery, throttling rules).
+
+    Power drawn per satellite: `bus_w` plus, per active accelerator, `accelerator_busy_w` for
+    the `expected_utilisation` share of the time and `accelerator_idle_w` for the rest;
+    accelerators switched off by throttling draw nothing. Below `throttle_below_soc_pct` state
+    of charge only `throttled_accelerators` stay active; below `refuse_below_soc_pct` none
+    (the satellite refuses work). `thermal_limit_w` caps the sustained power (fewer active
+    accelerators)."""
+
+    group: str
+    accelerators_per_satellite: int
+    prefill_tokens_per_s_per_accelerator: float
+    decode_tokens_per_s_per_sequence: float
+    sequences_per_accelerator: int
+    accelerator_busy_w: float
+    accelerator_idle_w: float
+    bus_w: float
+    solar_array_w: float
+    battery_wh: float
+    initial_soc_pct: float = 100.0
+    throttle_below_soc_pct: float | None = None
+    throttled_accelerators: int = 0
+    refuse_below_soc_pct: float | None = None
+    thermal_limit_w: float | None = None
+    expected_utilisation: float = 0.5
+
+    @property
+    def accelerator_w(self) -> float:
+        """Mean draw of one active accelerator at the expected utilisation (W)."""
+        u = self.expected_utilisation
+        return u * self.accelerator_busy_w + (1 - u) * self.accelerator_idle_w
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     path: Path
     name: str
@@ -204,6 +240,8 @@ class Scenario:
     workloads: tuple[Workload, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
+    compute: tuple[ComputeGroup, ...] = ()
+    """Compute and power models of compute groups (`[[compute]]`; empty: none modelled)."""
 
     @property
     def n_steps(self) -> int:
@@ -342,7 +380,8 @@ def _prefix_check(v: str) -> str | None:
 
 # --------------------------------------------------------------------------- loading
 
-_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads")
+_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
+              "compute")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -415,6 +454,7 @@ def load_scenario(path: str | Path) -> Scenario:
     routing = _routing(top)
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
+    compute = _compute(top, groups, step_s)
     top.done()
 
     if not groups:
@@ -422,7 +462,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
-                    warnings=tuple(warnings))
+                    warnings=tuple(warnings), compute=tuple(compute))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -793,6 +833,106 @@ def _upto(first: Callable[[Any], str | None], hi: float) -> Callable[[Any], str 
             return problem
         return f"at most {hi:,.0f}"
     return check
+
+
+# --------------------------------------------------------------------------- compute
+
+# Defaults of [[compute]], per satellite unless named per accelerator or sequence. Sources
+# (shared domain facts and the vendors' data sheets):
+COMPUTE_DEFAULTS = {
+    # Google Suncatcher's prototypes carry 4 TPUs each (domain facts §1.3, [U]); 8 is the usual
+    # server of 8 accelerators (NVIDIA HGX H100), "roughly a ground-based server" (Chenguang-1, §1.1).
+    "accelerators_per_satellite": 8,
+    # Prefill (prompt processing) of an 8B model on one H100: ~10,000 tokens/s [U]; the 8B class
+    # is what the Three-Body constellation runs in orbit (§1.2).
+    "prefill_tokens_per_s_per_accelerator": 10_000.0,
+    # Output speed per stream of hosted models ≈ 100-200 tokens/s (§4a, Artificial Analysis
+    # medians via induwara.lk [S]): the lower end.
+    "decode_tokens_per_s_per_sequence": 100.0,
+    # Continuous batching: tens of sequences per accelerator (vLLM-style servers) [U].
+    "sequences_per_accelerator": 32,
+    # NVIDIA H100 SXM: up to 700 W TDP (NVIDIA H100 data sheet [V]); idle ≈ 70-100 W [U].
+    "accelerator_busy_w": 700.0,
+    "accelerator_idle_w": 80.0,
+    # Bus (avionics, lasers, pointing, heaters) of a large LEO satellite: ~1 kW [U].
+    "bus_w": 1_000.0,
+    # Array sized for the full busy load with ~30 % margin to recharge after an eclipse:
+    # (1,000 + 8 × 700) W × 1.3 ≈ 8.6 kW [D].
+    "solar_array_w": 8_600.0,
+    # Battery for the longest LEO eclipse (~36 min at 750 km) at the mean load of 50 %
+    # utilisation ((1,000 + 8 × 390) W × 0.6 h ≈ 2.5 kWh) with a 40 % depth of discharge [D].
+    "battery_wh": 6_000.0,
+    "initial_soc_pct": 100.0,
+    "expected_utilisation": 0.5,
+}
+_KNOWN_KEYS |= set(COMPUTE_DEFAULTS) | {"group", "throttle_below_soc_pct", "throttled_accelerators",
+                                        "refuse_below_soc_pct", "thermal_limit_w"}
+
+
+def _compute(top: _Table, groups: list[SatelliteGroup], step_s: float) -> list[ComputeGroup]:
+    top.seen.add("compute")
+    raw = top.data.get("compute", [])
+    if not isinstance(raw, list):
+        raise top.error("compute", "expected an array of tables ([[compute]])")
+    by_name = {g.name: g for g in groups}
+    out: list[ComputeGroup] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"compute[{i}]", item)
+        name = t.get("group", "a string")
+        if name not in by_name:
+            raise t.error("group", f"expected the name of a [[satellites]] group, found {_show(name)}"
+                                   + _did_you_mean(name, list(by_name)))
+        g = by_name[name]
+        if g.count == 0 or not g.compute:
+            raise t.error("group", f"expected a group of compute satellites (compute = true, at least one "
+                                   f"satellite); group {name!r} has {g.count} satellites, compute = "
+                                   f"{'true' if g.compute else 'false'}")
+        if any(c.group == name for c in out):
+            raise t.error("group", f"expected one [[compute]] section per group; {name!r} has two")
+        t.where = f"compute[{name}]"
+        d = COMPUTE_DEFAULTS
+
+        def num(k: str, check=_nonneg) -> float:
+            return t.get(k, "a number", d[k], check=check)
+
+        def opt(k: str, check) -> float | None:
+            return t.get(k, "a number", None, check=check)
+
+        acc = t.get("accelerators_per_satellite", "an integer", d["accelerators_per_satellite"],
+                    check=lambda v: None if 1 <= v <= 100_000 else "an integer in [1, 100000]")
+        c = dict(
+            prefill_tokens_per_s_per_accelerator=num("prefill_tokens_per_s_per_accelerator", _positive),
+            decode_tokens_per_s_per_sequence=num("decode_tokens_per_s_per_sequence", _positive),
+            sequences_per_accelerator=t.get("sequences_per_accelerator", "an integer", d["sequences_per_accelerator"],
+                                            check=lambda v: None if 1 <= v <= 1_000_000 else "an integer in [1, 1000000]"),
+            accelerator_busy_w=num("accelerator_busy_w"), accelerator_idle_w=num("accelerator_idle_w"),
+            bus_w=num("bus_w"), solar_array_w=num("solar_array_w"),
+            battery_wh=num("battery_wh", _positive),
+            initial_soc_pct=num("initial_soc_pct", _range(0, 100)),
+            expected_utilisation=num("expected_utilisation", _range(0, 1)),
+        )
+        throttle = opt("throttle_below_soc_pct", _range(0, 100))
+        throttled = t.get("throttled_accelerators", "an integer", (acc + 1) // 2,
+                          check=lambda v: None if 0 <= v <= acc else f"an integer in [0, {acc}] (accelerators_per_satellite)")
+        refuse = opt("refuse_below_soc_pct", _range(0, 100))
+        if throttle is not None and refuse is not None and refuse > throttle:
+            raise t.error("refuse_below_soc_pct", f"expected at most throttle_below_soc_pct ({throttle:g}), "
+                                                  f"found {refuse:g}")
+        thermal = opt("thermal_limit_w", _positive)
+        if thermal is not None and thermal <= c["bus_w"]:
+            raise t.error("thermal_limit_w", f"expected more than bus_w ({c['bus_w']:g} W), found {thermal:g}")
+        t.done()
+        cg = ComputeGroup(group=name, accelerators_per_satellite=acc, throttle_below_soc_pct=throttle,
+                          throttled_accelerators=throttled, refuse_below_soc_pct=refuse, thermal_limit_w=thermal, **c)
+        # One step in shadow at full load must not empty the battery unless a rule sheds load.
+        deficit_wh = (cg.bus_w + acc * cg.accelerator_w) * step_s / 3600
+        if throttle is None and refuse is None and cg.battery_wh < deficit_wh:
+            raise t.error("battery_wh", f"expected at least one step's deficit in shadow ({deficit_wh:,.1f} Wh: "
+                                        f"bus_w + {acc} accelerators at expected_utilisation over step_s = "
+                                        f"{step_s:g} s), or a throttling rule (throttle_below_soc_pct or "
+                                        f"refuse_below_soc_pct); found {cg.battery_wh:g}")
+        out.append(cg)
+    return out
 
 
 # Largest number of inference requests drawn per client over a run (their table is in memory).
