@@ -175,6 +175,18 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_export_czml(args) -> int:
+    from .plan.czml import czml_from_dir, write_czml
+    packets = czml_from_dir(args.dir)
+    try:
+        n = write_czml(packets, args.out)
+    except OSError as e:
+        raise NetemuError(f"-o {args.out}: cannot write the CZML file: {e.strerror or e}") from None
+    links = sum(1 for p in packets if p["id"].startswith("link/"))
+    print(f"CZML in {args.out} ({len(packets) - 1:,} packets, {links:,} of them links; {n / 2**20:,.1f} MiB)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
@@ -368,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-probes", action="store_true", help="no RTT probes alongside the replay")
     _run_dir_flags(rp)
     rp.set_defaults(func=cmd_replay)
+    ex = sub.add_parser("export", help="write a plan in another tool's format (no root needed)")
+    exs = ex.add_subparsers(dest="export_command", required=True, parser_class=_Parser)
+    ez = exs.add_parser("czml", help="satellites, stations and links over time as CZML (Cesium)")
+    ez.add_argument("dir", metavar="PLAN_OR_RUN_DIR", help="a plan directory (netemu plan -o) or a run directory")
+    ez.add_argument("-o", "--out", required=True, help="the CZML file to write")
+    ez.set_defaults(func=cmd_export_czml)
     rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
     rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
     rpt.set_defaults(func=cmd_report)
