@@ -187,6 +187,25 @@ def cmd_export_czml(args) -> int:
     return 0
 
 
+def cmd_export_code(args) -> int:
+    from .plan.code import format_code
+    from .plan.scenario import WalkerShell, load_scenario
+    scenario = load_scenario(args.scenario)
+    shells = [g for g in scenario.satellites if isinstance(g, WalkerShell)]
+    if not shells:
+        raise NetemuError(f"{args.scenario}: no Walker shell (source = 'walker' or 'code') to give a code for")
+    for g in shells:
+        try:
+            code = format_code(g.raan_spread_deg, g.altitude_km, g.inclination_deg, g.planes, g.sats_per_plane,
+                               g.phasing)
+        except ValueError as e:
+            print(f"{g.name}: no code: expected {e}")
+            continue
+        note = f"  # raan0_deg = {g.raan0_deg:g} is not part of the code" if g.raan0_deg else ""
+        print(f"{g.name}: {code}{note}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
@@ -386,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     ez.add_argument("dir", metavar="PLAN_OR_RUN_DIR", help="a plan directory (netemu plan -o) or a run directory")
     ez.add_argument("-o", "--out", required=True, help="the CZML file to write")
     ez.set_defaults(func=cmd_export_czml)
+    ec = exs.add_parser("code", help="print each Walker shell's constellation code (draft-piraux-space-constellation-code)")
+    ec.add_argument("scenario", help="scenario TOML")
+    ec.set_defaults(func=cmd_export_code)
     rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
     rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
     rpt.set_defaults(func=cmd_report)
