@@ -206,6 +206,16 @@ def cmd_export_code(args) -> int:
     return 0
 
 
+def cmd_import_hypatia(args) -> int:
+    from .plan.hypatia import import_hypatia
+    out = import_hypatia(args.dir, args.out, duration_s=args.duration_s, step_s=args.step_s,
+                         isl_rate_mbps=args.isl_rate_mbps, gsl_rate_mbps=args.gsl_rate_mbps, overwrite=args.overwrite)
+    others = ", ".join(Path(out[k]).name for k in ("tles", "isls", "stations", "names") if k in out)
+    print(f"scenario {out['scenario']} (with {others}); {out['renamed']} ground-station names changed to netemu node names, "
+          f"mapping in {Path(out['names']).name}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
@@ -408,6 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     ec = exs.add_parser("code", help="print each Walker shell's constellation code (draft-piraux-space-constellation-code)")
     ec.add_argument("scenario", help="scenario TOML")
     ec.set_defaults(func=cmd_export_code)
+    im = sub.add_parser("import", help="turn another tool's inputs into a netemu scenario (no root needed)")
+    ims = im.add_subparsers(dest="import_command", required=True, parser_class=_Parser)
+    ih = ims.add_parser("hypatia", help="Hypatia-style inputs: tles.txt, isls.txt, ground_stations.txt, description.txt")
+    ih.add_argument("dir", help="the directory of the inputs")
+    ih.add_argument("-o", "--out", required=True, help="the scenario TOML to write (its files are written beside it)")
+    ih.add_argument("--duration-s", type=_positive, default=200.0, help="the scenario's duration_s (default 200)")
+    ih.add_argument("--step-s", type=_positive, default=1.0, help="the scenario's step_s (default 1)")
+    ih.add_argument("--isl-rate-mbps", type=_positive, default=10_000.0, help="laser ISL rate (default 10000)")
+    ih.add_argument("--gsl-rate-mbps", type=_positive, default=10_000.0, help="ground link rate (default 10000)")
+    ih.add_argument("--overwrite", action="store_true", help="replace the scenario and its files if they exist")
+    ih.set_defaults(func=cmd_import_hypatia)
     rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
     rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
     rpt.set_defaults(func=cmd_report)
