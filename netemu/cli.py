@@ -197,7 +197,7 @@ def cmd_export_code(args) -> int:
     for g in shells:
         try:
             code = format_code(g.raan_spread_deg, g.altitude_km, g.inclination_deg, g.planes, g.sats_per_plane,
-                               g.phasing)
+                               g.phasing, g.mean_anomaly0_deg)
         except ValueError as e:
             print(f"{g.name}: no code: expected {e}")
             continue

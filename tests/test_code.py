@@ -35,12 +35,17 @@ def _write(tmp_path, body: str, name: str = "s.toml"):
     return p
 
 
-def test_starlink_shell_1_by_hand():
-    # the draft's example: 1,584 satellites in 22 planes of 72, phasing 17, 550 km, 53°
-    assert parse_code("D:550:53.0:1584/22/17") == (360.0, 550.0, 53.0, 22, 72, 17)
-    assert parse_code("S:780:86.4:66/6/2") == (180.0, 780.0, 86.4, 6, 11, 2)
+def test_the_drafts_examples_by_hand():
+    # the draft's table (Iridium, OneWeb, Starlink shell 1, GPS) and the issue's example
+    assert parse_code("S:780:86.4:66/6/1") == (180.0, 780.0, 86.4, 6, 11, 1, 0.0)
+    assert parse_code("S:1200:87.9:672/12/11") == (180.0, 1200.0, 87.9, 12, 56, 11, 0.0)
+    assert parse_code("S:550:53:1584/72/22") == (180.0, 550.0, 53.0, 72, 22, 22, 0.0)
+    assert parse_code("D:20180:55:24/6/1") == (360.0, 20180.0, 55.0, 6, 4, 1, 0.0)
+    assert parse_code("D:550:53.0:1584/22/17") == (360.0, 550.0, 53.0, 22, 72, 17, 0.0)
+    assert parse_code("D:550:53.0:1584/72/1:12.5")[-1] == 12.5         # optional mean anomaly
     assert format_code(360.0, 550.0, 53.0, 22, 72, 17) == "D:550:53.0:1584/22/17"
     assert format_code(180.0, 1200.5, 87.9, 6, 13, 1) == "S:1200.5:87.9:78/6/1"
+    assert format_code(360.0, 20180.0, 55.0, 6, 4, 1, 30.0) == "D:20180:55.0:24/6/1:30"
 
 
 def test_code_group_plans_as_its_walker_group(tmp_path):
@@ -73,7 +78,20 @@ phasing = 7
     from netemu.plan.orbits import walker_satrecs
     sats = walker_satrecs(a.satellites[0], a.epoch)
     jd, fr = jday(2026, 3, 20, 0, 0, 0)
-    for p in (1, 3):
+    _check_phasing(sats, jd, fr, 0.0)
+    # the code's optional mean anomaly: the first satellite of the first plane starts there
+    c = load_scenario(_write(tmp_path, """
+[[satellites]]
+name = "s1"
+source = "code"
+code = "D:550:53.0:120/10/7:30"
+prefix = "w"
+""", "code30.toml"))
+    _check_phasing(walker_satrecs(c.satellites[0], c.epoch), jd, fr, 30.0)
+
+
+def _check_phasing(sats, jd, fr, m0_deg):
+    for p in (0, 1, 3):
         _, r, _ = sats[p * 12].sgp4(jd, fr)
         r = np.asarray(r)
         node = np.radians(p * 36.0)
@@ -81,7 +99,7 @@ phasing = 7
         inc = np.radians(53.0)
         m = np.array([-np.sin(node) * np.cos(inc), np.cos(node) * np.cos(inc), np.sin(inc)])
         u = np.degrees(np.arctan2(r @ m, r @ n)) % 360
-        want = (p * 7 * 360 / 120) % 360
+        want = (m0_deg + p * 7 * 360 / 120) % 360
         assert abs((u - want + 180) % 360 - 180) < 0.3, (p, u, want)
 
 
@@ -102,7 +120,7 @@ raan_spread_deg = 180
 name = "shell"
 source = "code"
 prefix = "w"
-code = "D:550:53.0:60/6/1"
+code = "D:550:53.0:60/6/1:12.5"
 
 [[satellites]]
 name = "odd"
@@ -117,7 +135,7 @@ raan_spread_deg = 90
     assert main(["export", "code", str(p)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "delta: S:1200.5:87.9:78/6/1"
-    assert out[1] == "shell: D:550:53.0:60/6/1"
+    assert out[1] == "shell: D:550:53.0:60/6/1:12.5"
     assert out[2].startswith("odd: no code:")
     # each printed code, read back as a group, gives the same shell
     sc = load_scenario(p)
@@ -128,14 +146,16 @@ raan_spread_deg = 90
 
 
 @pytest.mark.parametrize("bad, words", [
-    ("D:550:53.0:1584/22", "TYPE:ALTITUDE_KM"),
-    ("X:550:53.0:1584/22/17", "TYPE:ALTITUDE_KM"),
+    ("D:550:53.0:1584/22", "WALKER:ALTITUDE_KM"),
+    ("X:550:53.0:1584/22/17", "WALKER:ALTITUDE_KM"),
+    ("D:550:-53.0:1584/22/17", "WALKER:ALTITUDE_KM"),
+    ("D:550:53.0:1584/22/17:400", "mean anomaly"),
     ("D:550:53.0:1585/22/17", "multiple of P"),
     ("D:550:53.0:1584/22/22", "phasing"),
     ("D:550:190:1584/22/17", "inclination"),
     ("D:50:53:1584/22/17", "altitude"),
     ("D:550:53.0:1584/22/17+D:540:53.2:1584/72/22", "one shell"),
-    ("D:8000/500/90:63.4:12/3/1", "elliptical"),
+    ("D:8000/500/90:63.4:12/3/1", "WALKER:ALTITUDE_KM"),
 ])
 def test_bad_codes_one_scenario_error(tmp_path, bad, words):
     p = _write(tmp_path, f'[[satellites]]\nname = "s"\nsource = "code"\nprefix = "w"\ncode = "{bad}"\n')

@@ -66,6 +66,9 @@ class WalkerShell:
     raan_spread_deg: float
     raan0_deg: float
     compute: bool = False
+    mean_anomaly0_deg: float = 0.0
+    """Mean anomaly of the first satellite of the first plane at the epoch (a constellation
+    code's optional last field)."""
 
     @property
     def count(self) -> int:
@@ -505,13 +508,14 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: 
                 compute=t.get("compute", "true or false", False))
         elif source == "code":
             try:
-                spread, alt, incl, planes, per_plane, phasing = parse_code(t.get("code", "a string"))
+                spread, alt, incl, planes, per_plane, phasing, m0 = parse_code(t.get("code", "a string"))
             except ValueError as e:
                 raise t.error("code", f"expected {e}") from None
             g = WalkerShell(
                 name=name, prefix=prefix, altitude_km=alt, inclination_deg=incl, planes=planes,
                 sats_per_plane=per_plane, phasing=phasing, raan_spread_deg=spread,
-                raan0_deg=_raan(t, epoch, "raan0_deg"), compute=t.get("compute", "true or false", False))
+                raan0_deg=_raan(t, epoch, "raan0_deg"), compute=t.get("compute", "true or false", False),
+                mean_anomaly0_deg=m0)
         elif source == "formation":
             alt = t.get("altitude_km", "a number", check=altitude)
             count = t.get("count", "an integer", check=_range(1, 10_000))
