@@ -177,7 +177,7 @@ def cmd_replay(args) -> int:
 
 def cmd_export_czml(args) -> int:
     from .plan.czml import czml_from_dir, write_czml
-    packets = czml_from_dir(args.dir)
+    packets = czml_from_dir(args.dir, sample_s=args.sample_s)
     try:
         n = write_czml(packets, args.out)
     except OSError as e:
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     ez = exs.add_parser("czml", help="satellites, stations and links over time as CZML (Cesium)")
     ez.add_argument("dir", metavar="PLAN_OR_RUN_DIR", help="a plan directory (netemu plan -o) or a run directory")
     ez.add_argument("-o", "--out", required=True, help="the CZML file to write")
+    ez.add_argument("--sample-s", type=_positive, default=10.0,
+                    help="write satellite positions every this many seconds (default 10; Cesium interpolates)")
     ez.set_defaults(func=cmd_export_czml)
     ec = exs.add_parser("code", help="print each Walker shell's constellation code (draft-piraux-space-constellation-code)")
     ec.add_argument("scenario", help="scenario TOML")

@@ -48,14 +48,27 @@ def test_cli_writes_json_with_unique_ids(planned, tmp_path):
 
 def test_positions_are_the_plans(planned):
     plan, out = planned
-    doc = {p["id"]: p for p in czml_from_dir(out)}
+    doc = {p["id"]: p for p in czml_from_dir(out, sample_s=10.0)}       # every step (10 s)
+    sparse = {p["id"]: p for p in czml_from_dir(out, sample_s=25.0)}    # every 3rd step and the last
     for j in (0, 77, len(plan.track.names) - 1):
         name = plan.track.names[j]
         pos = doc[name]["position"]
         assert pos["referenceFrame"] == "FIXED" and _t(pos["epoch"]) == plan.scenario.epoch
         s = np.asarray(pos["cartesian"]).reshape(-1, 4)
         assert np.array_equal(s[:, 0], plan.track.t_s)
-        assert np.allclose(s[:, 1:], plan.track.xyz_km[:, j, :] * 1e3, rtol=0, atol=1e-3)
+        assert np.allclose(s[:, 1:], plan.track.xyz_km[:, j, :] * 1e3, rtol=0, atol=0.051)
+        s = np.asarray(sparse[name]["position"]["cartesian"]).reshape(-1, 4)
+        k = np.arange(0, 121, 3)                  # 0, 30, ..., 1200 s: the last step is one of them
+        assert np.array_equal(s[:, 0], plan.track.t_s[k])
+        assert np.allclose(s[:, 1:], plan.track.xyz_km[k, j, :] * 1e3, rtol=0, atol=0.051)
+        # Cesium's Lagrange interpolation (degree 5) between the sparse samples meets the plan's
+        # positions in between to well under a metre
+        mid = 61                                  # t = 610 s, between samples at 600 and 630 s
+        near = np.argsort(np.abs(s[:, 0] - plan.track.t_s[mid]))[:6]
+        x, y = s[near, 0], s[near, 1:]
+        w = np.array([np.prod([(plan.track.t_s[mid] - x[m]) / (x[i] - x[m]) for m in range(6) if m != i])
+                      for i in range(6)])
+        assert np.linalg.norm(w @ y - plan.track.xyz_km[mid, j, :] * 1e3) < 1.0
         # an independent check of scale: a 550 or 600 km orbit, metres from the Earth's centre
         assert np.all(np.abs(np.linalg.norm(s[:, 1:], axis=1) - (6378.137e3 + 575e3)) < 40e3)
     # a station: Quito (lat -0.18, lon -78.47, 2,850 m) by hand on the WGS84 ellipsoid

@@ -1,8 +1,8 @@
 """CZML export: a plan (or a run's plan files) as a document Cesium opens in its own viewer.
 
 Packets, in order: the `document` packet (name, clock over the plan's window), one per satellite
-(sampled Cartesian positions in metres in Cesium's Earth-fixed frame `FIXED`, the plan's time grid
-from the scenario epoch, Lagrange interpolation), one per ground station (a fixed Cartesian
+(sampled Cartesian positions in metres in Cesium's Earth-fixed frame `FIXED`, every
+`DEFAULT_SAMPLE_S` of the plan's time grid from the scenario epoch, Lagrange interpolation), one per ground station (a fixed Cartesian
 position) and one per link pair (a polyline between the two nodes' positions, shown only while the
 link is up: its `availability` and `polyline.show` intervals are the schedule's up intervals).
 
@@ -15,6 +15,7 @@ TLE, station and pairs files it names.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pandas as pd
 from ..errors import PlanError, ScenarioError
 from .orbits import Track, station_ecef_km
 
-__all__ = ["czml_packets", "czml_from_dir", "write_czml", "up_intervals_s"]
+__all__ = ["czml_packets", "czml_from_dir", "write_czml", "up_intervals_s", "sample_steps", "DEFAULT_SAMPLE_S"]
 
 
 def _iso(epoch: datetime, t_s: float = 0.0) -> str:
@@ -47,14 +48,32 @@ def up_intervals_s(steps: np.ndarray, t_s: np.ndarray, step_s: float) -> list[tu
             for a, b in zip(firsts, lasts)]
 
 
+DEFAULT_SAMPLE_S = 10.0
+"""Satellite positions are written every this many seconds (and at the plan's last instant);
+Cesium interpolates between them (Lagrange, degree 5: well under a metre for LEO orbits)."""
+
+
+def sample_steps(t_s: np.ndarray, sample_s: float) -> np.ndarray:
+    """Indices of the steps whose positions are written: every ceil(sample_s / step) steps from
+    the first, and the last."""
+    T = len(t_s)
+    if T < 2:
+        return np.arange(T)
+    every = max(1, int(math.ceil(sample_s / float(t_s[1] - t_s[0]) - 1e-9)))
+    return np.unique(np.r_[np.arange(0, T, every), T - 1])
+
+
 def czml_packets(name: str, epoch: datetime, step_s: float, track: Track, stations: list[tuple[str, float, float, float]],
-                 links: pd.DataFrame, nodes: pd.DataFrame | None = None) -> list[dict]:
+                 links: pd.DataFrame, nodes: pd.DataFrame | None = None,
+                 sample_s: float = DEFAULT_SAMPLE_S) -> list[dict]:
     """The CZML document as a list of packets.
 
     `track`: satellite positions [T, N, 3] km, Earth-fixed; `stations`: (name, lat_deg, lon_deg,
     alt_m); `links`: the plan's link table (step, a, b, kind, up, ...); `nodes`: the plan's node
-    table (kind and group of each node, put in the packets' `properties`)."""
+    table (kind and group of each node, put in the packets' `properties`); positions are written
+    at `sample_steps(track.t_s, sample_s)`, to 0.1 m."""
     t_s = np.asarray(track.t_s, dtype=np.float64)
+    keep = sample_steps(t_s, sample_s)
     start, stop = _iso(epoch, t_s[0]), _iso(epoch, t_s[-1])
     interval = f"{start}/{stop}"
     info = {} if nodes is None else {r.name: (r.kind, r.group) for r in nodes.itertuples(index=False)}
@@ -63,10 +82,11 @@ def czml_packets(name: str, epoch: datetime, step_s: float, track: Track, statio
         "clock": {"interval": interval, "currentTime": start, "multiplier": 60,
                   "range": "LOOP_STOP", "step": "SYSTEM_CLOCK_MULTIPLIER"},
     }]
-    xyz_m = track.xyz_km * 1e3
+    xyz_m = np.round(track.xyz_km[keep] * 1e3, 1)
+    t_keep, ok_keep = t_s[keep], track.ok[keep]
     for j, sat in enumerate(track.names):
-        ok = track.ok[:, j]
-        samples = np.column_stack([t_s[ok], xyz_m[ok, j, :]]).ravel().tolist()
+        ok = ok_keep[:, j]
+        samples = np.column_stack([t_keep[ok], xyz_m[ok, j, :]]).ravel().tolist()
         kind, group = info.get(sat, ("satellite", ""))
         packets.append({
             "id": sat, "name": sat, "availability": interval,
@@ -115,7 +135,7 @@ def czml_packets(name: str, epoch: datetime, step_s: float, track: Track, statio
     return packets
 
 
-def czml_from_dir(directory: str | Path) -> list[dict]:
+def czml_from_dir(directory: str | Path, sample_s: float = DEFAULT_SAMPLE_S) -> list[dict]:
     """The CZML packets of a plan directory (`netemu plan -o`) or a run directory (which holds the
     same plan files). Satellite positions are recomputed from the directory's scenario copy."""
     from .planner import read_plan, satellite_track
@@ -140,7 +160,7 @@ def czml_from_dir(directory: str | Path) -> list[dict]:
                         "(edited after planning?); plan it again")
     stations = [(s.name, s.lat_deg, s.lon_deg, s.alt_m) for s in scenario.ground_stations]
     return czml_packets(scenario.name, scenario.epoch, scenario.step_s, track, stations, tables["links"],
-                        tables["nodes"])
+                        tables["nodes"], sample_s=sample_s)
 
 
 def write_czml(packets: list[dict], path: str | Path) -> int:
