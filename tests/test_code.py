@@ -10,7 +10,7 @@ from netemu.cli import main
 from netemu.errors import ScenarioError
 from netemu.plan.code import format_code, parse_code
 from netemu.plan.planner import satellite_track
-from netemu.plan.scenario import WalkerShell, load_scenario
+from netemu.plan.scenario import load_scenario
 
 HEAD = """[scenario]
 epoch = 2026-03-20T00:00:00Z
