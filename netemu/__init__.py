@@ -13,6 +13,8 @@ The public API (pinned by tests/test_api.py):
     trace = netemu.read_trace("traces/inference.pcap")   # streaming pcap reader
     replay = netemu.TraceReplay(plan, "traces/upload.pcap", mode="closed")
     netemu.run(plan, "out/replay", workloads=False, replay=replay)   # what `netemu replay` does
+    run = netemu.load_run("out/run")                     # its tables as pandas DataFrames
+    run.probes, run.jobs, run.fidelity                   # (docs/notebook_example.py)
 
 Names are imported on first use, so processes that need only a small part (the link engine,
 probes inside emulated nodes) start fast.
@@ -30,6 +32,7 @@ _LAZY = {
     "load_scenario": "plan.scenario", "Schedule": "plan.topology", "Workload": "plan.scenario",
     "Emulation": "emulate.emulation", "run": "runner",
     "Trace": "traffic.trace", "read_trace": "traffic.trace", "TraceReplay": "traffic.replay",
+    "Run": "results", "load_run": "results",
 }
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "Plan", "make_plan", "write_plan", "read_plan",
     "Emulation", "emulate", "run",
     "Trace", "read_trace", "TraceReplay",
+    "Run", "load_run",
 ]
 
 

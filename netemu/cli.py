@@ -193,6 +193,47 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_export_czml(args) -> int:
+    from .plan.czml import czml_from_dir, write_czml
+    packets = czml_from_dir(args.dir, sample_s=args.sample_s)
+    try:
+        n = write_czml(packets, args.out)
+    except OSError as e:
+        raise NetemuError(f"-o {args.out}: cannot write the CZML file: {e.strerror or e}") from None
+    links = sum(1 for p in packets if p["id"].startswith("link/"))
+    print(f"CZML in {args.out} ({len(packets) - 1:,} packets, {links:,} of them links; {n / 2**20:,.1f} MiB)")
+    return 0
+
+
+def cmd_export_code(args) -> int:
+    from .plan.code import format_code
+    from .plan.scenario import WalkerShell, load_scenario
+    scenario = load_scenario(args.scenario)
+    shells = [g for g in scenario.satellites if isinstance(g, WalkerShell)]
+    if not shells:
+        raise NetemuError(f"{args.scenario}: no Walker shell (source = 'walker' or 'code') to give a code for")
+    for g in shells:
+        try:
+            code = format_code(g.raan_spread_deg, g.altitude_km, g.inclination_deg, g.planes, g.sats_per_plane,
+                               g.phasing, g.mean_anomaly0_deg)
+        except ValueError as e:
+            print(f"{g.name}: no code: expected {e}")
+            continue
+        note = f"  # raan0_deg = {g.raan0_deg:g} is not part of the code" if g.raan0_deg else ""
+        print(f"{g.name}: {code}{note}")
+    return 0
+
+
+def cmd_import_hypatia(args) -> int:
+    from .plan.hypatia import import_hypatia
+    out = import_hypatia(args.dir, args.out, duration_s=args.duration_s, step_s=args.step_s,
+                         isl_rate_mbps=args.isl_rate_mbps, gsl_rate_mbps=args.gsl_rate_mbps, overwrite=args.overwrite)
+    others = ", ".join(Path(out[k]).name for k in ("tles", "isls", "stations", "names") if k in out)
+    print(f"scenario {out['scenario']} (with {others}); {out['renamed']} ground-station names changed to netemu node names, "
+          f"mapping in {Path(out['names']).name}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
@@ -386,6 +427,28 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-probes", action="store_true", help="no RTT probes alongside the replay")
     _run_dir_flags(rp)
     rp.set_defaults(func=cmd_replay)
+    ex = sub.add_parser("export", help="write a plan in another tool's format (no root needed)")
+    exs = ex.add_subparsers(dest="export_command", required=True, parser_class=_Parser)
+    ez = exs.add_parser("czml", help="satellites, stations and links over time as CZML (Cesium)")
+    ez.add_argument("dir", metavar="PLAN_OR_RUN_DIR", help="a plan directory (netemu plan -o) or a run directory")
+    ez.add_argument("-o", "--out", required=True, help="the CZML file to write")
+    ez.add_argument("--sample-s", type=_positive, default=10.0,
+                    help="write satellite positions every this many seconds (default 10; Cesium interpolates)")
+    ez.set_defaults(func=cmd_export_czml)
+    ec = exs.add_parser("code", help="print each Walker shell's constellation code (draft-piraux-space-constellation-code)")
+    ec.add_argument("scenario", help="scenario TOML")
+    ec.set_defaults(func=cmd_export_code)
+    im = sub.add_parser("import", help="turn another tool's inputs into a netemu scenario (no root needed)")
+    ims = im.add_subparsers(dest="import_command", required=True, parser_class=_Parser)
+    ih = ims.add_parser("hypatia", help="Hypatia-style inputs: tles.txt, isls.txt, ground_stations.txt, description.txt")
+    ih.add_argument("dir", help="the directory of the inputs")
+    ih.add_argument("-o", "--out", required=True, help="the scenario TOML to write (its files are written beside it)")
+    ih.add_argument("--duration-s", type=_positive, default=200.0, help="the scenario's duration_s (default 200)")
+    ih.add_argument("--step-s", type=_positive, default=1.0, help="the scenario's step_s (default 1)")
+    ih.add_argument("--isl-rate-mbps", type=_positive, default=10_000.0, help="laser ISL rate (default 10000)")
+    ih.add_argument("--gsl-rate-mbps", type=_positive, default=10_000.0, help="ground link rate (default 10000)")
+    ih.add_argument("--overwrite", action="store_true", help="replace the scenario and its files if they exist")
+    ih.set_defaults(func=cmd_import_hypatia)
     rpt = sub.add_parser("report", help="write RUN_DIR/report.html and its figures (also done by run and replay)")
     rpt.add_argument("run_dir", help="a run directory of netemu run or netemu replay")
     rpt.set_defaults(func=cmd_report)

@@ -10,6 +10,7 @@ def test_public_api_is_pinned():
         "Plan", "make_plan", "write_plan", "read_plan",
         "Emulation", "emulate", "run",
         "Trace", "read_trace", "TraceReplay",
+        "Run", "load_run",
     ])
     for name in netemu.__all__:
         assert hasattr(netemu, name), name

@@ -192,6 +192,8 @@ def walker_satrecs(shell, epoch: datetime, first_satnum: int = 1) -> list[Satrec
         raan = shell.raan0_deg + p * shell.raan_spread_deg / P
         for s in range(S):
             m = s * 360.0 / S + p * F * 360.0 / (P * S)
+            if shell.mean_anomaly0_deg:
+                m += shell.mean_anomaly0_deg
             out.append(_satrec(first_satnum + len(out), epoch, shell.altitude_km, shell.inclination_deg, raan, m))
     return out
 

@@ -61,6 +61,29 @@ class Plan:
     def summary(self) -> dict:
         return plan_summary(self)
 
+    def _facts(self) -> list[tuple[str, str]]:
+        sc, L = self.scenario, self.schedule.links
+        kinds = self.schedule.nodes["kind"].value_counts()
+        return [
+            ("scenario", sc.name),
+            ("nodes", f"{int(kinds.get('satellite', 0)):,} satellites, {int(kinds.get('compute', 0)):,} compute, "
+                      f"{int(kinds.get('ground', 0)):,} ground stations"),
+            ("time", f"{len(self.track.t_s):,} steps of {sc.step_s:g} s from "
+                     f"{sc.epoch.isoformat().replace('+00:00', 'Z')}"),
+            ("links", f"{len(L):,} link-steps ({int((L['kind'] == 'isl').sum()):,} ISL)"),
+            ("paths", f"{len(sc.endpoints)} endpoints, {len(self.routes.paths):,} reachable pair-steps"),
+            ("warnings", str(len(self.warnings))),
+        ]
+
+    def __repr__(self) -> str:
+        return "<netemu Plan " + "; ".join(f"{k}: {v}" for k, v in self._facts()) + ">"
+
+    def _repr_html_(self) -> str:
+        import html
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                       f"{html.escape(v)}</td></tr>" for k, v in self._facts())
+        return f"<div><b>netemu Plan</b><table>{rows}</table></div>"
+
 
 def satellite_track(scenario: Scenario, t_s: np.ndarray | None = None) -> Track:
     """Propagate every satellite of the scenario (groups in order) over its time grid."""

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ScenarioError, TLEError
+from .code import parse_code
 from .files import MAX_TEXT_BYTES, read_input, resolve_path
 from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
                      sso_inclination_deg, tle_status_at)
@@ -45,6 +46,7 @@ DEFAULT_MAX_TLE_AGE_DAYS = 30.0
 """TLEs further than this from the scenario epoch load with a warning (key `max_tle_age_days`)."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+SOURCES = ("walker", "code", "formation", "tle")
 ISL_PATTERNS = ("plus-grid", "nearest-k", "cluster-mesh", "explicit")
 GSL_POLICIES = ("nearest", "longest-visible", "all")
 ROUTING_METRICS = ("delay", "hops")
@@ -64,6 +66,9 @@ class WalkerShell:
     raan_spread_deg: float
     raan0_deg: float
     compute: bool = False
+    mean_anomaly0_deg: float = 0.0
+    """Mean anomaly of the first satellite of the first plane at the epoch (a constellation
+    code's optional last field)."""
 
     @property
     def count(self) -> int:
@@ -386,7 +391,7 @@ _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoi
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
 _KNOWN_KEYS = set(_TOP_LEVEL) | {
-    "acquisition_s", "along_track_km", "alt_m", "altitude_km", "altitude_km_range", "clients", "columns",
+    "acquisition_s", "along_track_km", "code", "alt_m", "altitude_km", "altitude_km_range", "clients", "columns",
     "compute", "count", "cross_track_km", "description", "duration_s", "epoch", "file", "grazing_altitude_km",
     "ground_relay", "ground_stations_file", "groups", "handover_gap_s", "inclination_deg",
     "inclination_deg_range", "isl_shift", "k", "kind", "lat_deg", "limit", "lon_deg", "loss_pct", "ltan_h",
@@ -527,7 +532,7 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: 
             raise t.error("name", f"expected a unique group name, {name!r} is used twice")
         seen_names.add(name)
         t.where = f"satellites[{name}]"
-        source = t.get("source", "a string", check=lambda v: None if v in ("walker", "formation", "tle") else "one of walker, formation, tle")
+        source = t.get("source", "a string", check=lambda v: None if v in SOURCES else "one of " + ", ".join(SOURCES))
         prefix = t.get("prefix", "a string", check=_prefix_check)
         altitude = _range(100, 50_000)
         if source == "walker":
@@ -541,6 +546,16 @@ def _satellites(top: _Table, path: Path, base: Path, epoch: datetime, warnings: 
                 raan_spread_deg=t.get("raan_spread_deg", "a number", 360.0, check=_range(0, 360, lo_open=True)),
                 raan0_deg=_raan(t, epoch, "raan0_deg"),
                 compute=t.get("compute", "true or false", False))
+        elif source == "code":
+            try:
+                spread, alt, incl, planes, per_plane, phasing, m0 = parse_code(t.get("code", "a string"))
+            except ValueError as e:
+                raise t.error("code", f"expected {e}") from None
+            g = WalkerShell(
+                name=name, prefix=prefix, altitude_km=alt, inclination_deg=incl, planes=planes,
+                sats_per_plane=per_plane, phasing=phasing, raan_spread_deg=spread,
+                raan0_deg=_raan(t, epoch, "raan0_deg"), compute=t.get("compute", "true or false", False),
+                mean_anomaly0_deg=m0)
         elif source == "formation":
             alt = t.get("altitude_km", "a number", check=altitude)
             count = t.get("count", "an integer", check=_range(1, 10_000))
