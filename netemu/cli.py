@@ -1,9 +1,16 @@
-"""The `netemu` command: thin argument parsing around the library; progress on stderr."""
+"""The `netemu` command: thin argument parsing around the library; progress on stderr.
+
+Each command imports the library it needs inside its function, when it runs: `netemu --help`,
+a bad flag and `python -m netemu` stay fast, and a command never loads pandas, scapy or Mininet
+unless it uses them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -91,7 +98,6 @@ def cmd_partition(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import signal
     from .plan.planner import make_plan
     from .runner import run
     from .plan.scenario import load_scenario
@@ -161,7 +167,6 @@ def cmd_trace_inspect(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    import signal
     from .plan.planner import make_plan
     from .traffic.replay import TraceReplay
     from .runner import run
@@ -262,7 +267,6 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    import os
     from .emulate.netns import check_run_id, clean
     if args.run is not None:
         check_run_id(args.run)

@@ -129,7 +129,7 @@ class _Run:
 
 
 def _plt():
-    import matplotlib
+    import matplotlib   # lazy: only figures need it, and the Agg backend is chosen before pyplot loads
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -152,7 +152,7 @@ def _coastlines():
     """Land mask on a 0.5° grid (from the global-land-mask package), for a contour."""
     global _COAST
     if _COAST is None:
-        from global_land_mask import globe
+        from global_land_mask import globe   # lazy: a large land mask, read once for the map
         lat = np.arange(-89.75, 90, 0.5)
         lon = np.arange(-179.75, 180, 0.5)
         LO, LA = np.meshgrid(lon, lat)

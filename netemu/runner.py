@@ -17,9 +17,11 @@ Every time and figure there is in emulated time (divided back by the dilation fa
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata as md
 import json
 import os
 import platform
+import resource
 import time
 import warnings
 from contextlib import ExitStack
@@ -31,9 +33,12 @@ import numpy as np
 import pandas as pd
 
 from .emulate.emulation import Emulation
+from .emulate.netns import live_runs
+from .emulate.playback import scope_nodes
 from .errors import EmulationError, NetemuError
 from .plan.pairs import DEFAULT_PROBE_PAIRS, default_probe_pairs, probe_frames_per_s
 from .plan.planner import write_plan
+from .report import MAP_INSTANTS, build_report, positions_table
 from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from .traffic.fidelity import FIDELITY_P99_MS, assess
 from .traffic.launcher import WorkloadRunner
@@ -101,7 +106,6 @@ class RunOptions:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
     out = {"netemu": __import__("netemu").__version__, "python": platform.python_version(),
            "kernel": platform.release()}
     for pkg in ("numpy", "pandas", "scipy", "skyfield", "sgp4", "mininet"):
@@ -124,7 +128,6 @@ def _host() -> dict:
 
 
 def _peak_rss_gib() -> float:
-    import resource
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round((own + kids) / 2**20, 2)
@@ -257,7 +260,6 @@ def start_sources(stack: ExitStack, live, sources: dict, names) -> None:
 def _write_plan_files(plan, em: Emulation, out: Path, out_dir) -> None:
     """The plan's files and the map's positions (the compute satellites' ground track from 50 min
     before to 50 min after the window: about an orbit at 700-800 km), within the plan."""
-    from .report import MAP_INSTANTS, positions_table   # matplotlib and the map data stay out of the engine
     w, t_grid = em.window, plan.track.t_s
     try:
         write_plan(plan, out)
@@ -274,7 +276,6 @@ def check_concurrent(allow: bool) -> list[str]:
     """Refuse to start while another process's netemu run is live (both would share the CPUs, and
     this run's calibration would measure the other's load and take it off every delay), unless
     `allow`: then the warnings to report."""
-    from .emulate.netns import live_runs
     others = [e for e in live_runs() if e.get("pid") != os.getpid()]
     if not others:
         return []
@@ -297,7 +298,6 @@ BRING_UP_PER_NODE_S = 0.012  # namespaces, links, routes (Starlink shell 1, 1,68
 def wall_time_line(plan, em: Emulation) -> str:
     """What the run will cost in wall time: the window × dilation / speed, plus an estimate of
     the bring-up from the node count."""
-    from .emulate.playback import scope_nodes
     w = em.window
     play_s = em.scale * (w.t_end_s - w.t0_s)
     n = len(scope_nodes(plan.schedule, plan.routes.routes, em.endpoints, w, em.scope))
@@ -389,7 +389,6 @@ def _write_run_json(out: Path, info: dict) -> str | None:
 
 def _report(out: Path, say, partial: bool = False) -> None:
     """report.html; a failure to write it is one error saying what is there and what is missing."""
-    from .report import build_report
     try:
         say(f"report: {build_report(out)}")
     except OSError as e:

@@ -24,6 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from .emulate.clock import Clock
+from .errors import EmulationError
+from .plan.golden import check_plan
+from .plan.planner import make_plan
+from .plan.scenario import load_scenario
 
 __all__ = ["assert_plan_matches_golden", "RecordingLinks", "FakeForwarding", "FakeLiveNetwork", "FakeProcess"]
 
@@ -33,9 +37,6 @@ def assert_plan_matches_golden(scenario: str | Path, golden_dir: str | Path, *, 
     """Plan `scenario` and compare it with the golden summary in `golden_dir`; raise
     AssertionError listing every difference (links per step, reachability, path delays beyond
     `tolerance_ms`). Returns the `GoldenCheck` when it passes."""
-    from .plan.golden import check_plan
-    from .plan.planner import make_plan
-    from .plan.scenario import load_scenario
     plan = make_plan(load_scenario(scenario), workers=workers)
     res = check_plan(plan, golden_dir, tolerance_ms=tolerance_ms, link_changes_per_step=link_changes_per_step)
     if not res.ok:
@@ -154,7 +155,6 @@ class FakeLiveNetwork:
         self.procs: list[FakeProcess] = []
 
     def loopback(self, name: str) -> str:
-        from .errors import EmulationError
         if name not in self.loopbacks:
             raise EmulationError(f"unknown node {name!r}")
         return self.loopbacks[name]

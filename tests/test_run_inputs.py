@@ -165,12 +165,12 @@ def test_atomic_write_leaves_no_truncated_file(tmp_path):
 
 
 def test_report_failure_after_a_run_is_one_clear_error(tmp_path, monkeypatch):
-    import netemu.report
+    import netemu.runner
     from netemu.runner import _report
 
     def full(out, progress=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(netemu.report, "build_report", full)
+    monkeypatch.setattr(netemu.runner, "build_report", full)
     with pytest.raises(OutputError, match=r"results are written, but report.html could not be: No space left"):
         _report(tmp_path, lambda m: None)
 
@@ -188,11 +188,11 @@ def test_plan_refuses_a_file_and_a_foreign_directory(tmp_path):
 
 
 def test_report_bug_after_a_run_is_one_clear_error(tmp_path, monkeypatch):
-    import netemu.report
+    import netemu.runner
     from netemu.runner import _report
 
     def bug(out, progress=None):
         raise ValueError("cannot reindex on an axis with duplicate labels")
-    monkeypatch.setattr(netemu.report, "build_report", bug)
+    monkeypatch.setattr(netemu.runner, "build_report", bug)
     with pytest.raises(OutputError, match=r"results are written, but report.html could not be: ValueError"):
         _report(tmp_path, lambda m: None)

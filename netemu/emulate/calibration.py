@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from scipy.stats import trim_mean
 
 from ..errors import EmulationError, NetemuError
 from ..plan.pairs import default_probe_pairs
@@ -27,7 +28,6 @@ __all__ = ["calibrate_in_place", "Pilot", "check_calibration", "MAX_OVERHEAD_US"
 def center(rtts_ms: list[float]) -> float:
     """Centre of a set of RTTs: the 20 %-trimmed mean (robust to the wake-up outliers, and
     steadier than the median for the same number of echoes)."""
-    from scipy.stats import trim_mean
     return float(trim_mean(np.asarray(rtts_ms, float), 0.2))
 
 

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 
 from ..plan.partition import emulation_memory_mib
+from .links import EngineLinks, LinkEnd, LinkParams, netem_available
+from .netns import Namespaces
 
 __all__ = ["Check", "run_checks", "format_checks"]
 
@@ -80,8 +82,6 @@ def estimate_memory_bytes(scenario) -> int:
 
 
 def _kernel_checks(tun: bool) -> list[Check]:
-    from .links import EngineLinks, LinkEnd, LinkParams, netem_available
-    from .netns import Namespaces
     out = []
     try:
         with Namespaces() as ns:

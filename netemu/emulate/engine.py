@@ -34,7 +34,7 @@ import sys
 from collections import deque
 from time import monotonic, time
 
-from .tap import Timer, die_with_parent, open_tap, setns, unpersist_tap
+from .tap import Timer, VNET_HDR_BYTES, die_with_parent, open_tap, setns, unpersist_tap
 
 LATE_S = 0.0005          # a departure later than this counts as late (engine overload)
 LATE_BUCKETS_S = (10e-6, 50e-6, 100e-6, 200e-6, 500e-6, 2e-3)   # departure lateness histogram edges
@@ -555,7 +555,6 @@ class Engine:
         self.busy_poll = busy_poll
         # Reads allocate this much per frame: size it to the MTU (a larger frame would be cut).
         self.max_frame = 65_600 if vnet_hdr else mtu + 22
-        from .tap import VNET_HDR_BYTES
         self.vnet = VNET_HDR_BYTES if vnet_hdr else 0
         return {"pid": os.getpid()}
 

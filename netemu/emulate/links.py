@@ -32,6 +32,7 @@ from . import engine as engine_program
 from .engine import default_queue_bytes
 from ..errors import EmulationError
 from .netns import TAP_PREFIX, Namespaces, new_run_id
+from .probe import icmp_rtts_ms
 
 __all__ = ["LinkParams", "LinkEnd", "LinkBackend", "link_params", "engine_cpu_policy", "EngineLinks", "KernelLinks", "netem_available",
            "tc_commands", "EngineOverloadWarning", "build_chain", "icmp_medians_ms", "veth_reference_rtt_ms"]
@@ -543,7 +544,6 @@ def icmp_medians_ms(ns: Namespaces, name: str, dsts: list[str], count: int, inte
     """Median ICMP echo RTT (ms, unrounded) from namespace `name` to each of `dsts`, probed in
     turn (`count` echoes in all) from this process, after a warm-up round (neighbour entries,
     caches) that is not counted."""
-    from .probe import icmp_rtts_ms
     icmp_rtts_ms(dsts, 2 * len(dsts), 0.005, timeout_s=1.0, netns=ns.path(name))
     rtts = icmp_rtts_ms(dsts, count, interval_s, netns=ns.path(name))
     out = []

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import EmulationError
+from .rtnl import Rtnl
 
 __all__ = ["Namespaces", "NETNS_PREFIX", "TAP_PREFIX", "new_run_id", "list_netemu_namespaces", "clean", "entered",
            "set_sysctls", "check_run_id", "register_run", "unregister_run", "list_runs", "live_runs"]
@@ -279,7 +280,6 @@ class Namespaces:
 
 
 def _router_setup(name: str, configure) -> None:
-    from .rtnl import Rtnl
     set_sysctls(ROUTER_SYSCTLS)
     r = Rtnl(name)
     try:

@@ -19,7 +19,7 @@ _ROUTER_NODE = None
 def router_node_class():
     """Mininet's Node, imported late: netemu's planning side does not need Mininet."""
     try:
-        from mininet.node import Node
+        from mininet.node import Node   # lazy: Mininet only where nodes are built
     except ImportError as e:
         raise EmulationError(f"Mininet's Python module is missing ({e}); install it with "
                              "`pip install mininet==2.3.0.dev6` (make setup does)") from None
@@ -84,7 +84,7 @@ def mininet_view(ns: Namespaces, node_names: list[str], endpoints: tuple[str, ..
     command. Returns (net, routers)."""
     global _ROUTER_NODE
     _ROUTER_NODE = _ROUTER_NODE or router_node_class()
-    from mininet.link import Intf
+    from mininet.link import Intf   # lazy: Mininet only where nodes are built
     from mininet.net import Mininet
     net = Mininet(topo=None, controller=None, build=False)
     net.built = True

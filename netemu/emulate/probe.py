@@ -133,7 +133,7 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
     from the current one. Needs root (raw socket)."""
     dsts = [dst] if isinstance(dst, str) else list(dst)
     if netns:
-        from .netns import entered
+        from .netns import entered   # lazy: the probe program starts with the standard library only
         with entered(netns):
             s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     else:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--max-s", type=float, default=None)
     args = ap.parse_args(argv)
     if args.mode == "stream":
-        from .tap import die_with_parent
+        from .tap import die_with_parent   # lazy: the probe program starts with the standard library only
         die_with_parent()
         icmp_stream(args.dst, args.interval, args.out, args.timeout, args.max_s)
         return 0

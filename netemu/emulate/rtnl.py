@@ -11,6 +11,7 @@ Routes netemu installs carry protocol `RTPROT_NETEMU` (`ip route show proto 77`)
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -256,5 +257,4 @@ def _attrs(data: bytes) -> dict[int, bytes]:
 
 
 def _strerror(err: int) -> str:
-    import os
     return f"{os.strerror(err)} (errno {err})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+from select import POLLIN, poll
 from cmd import Cmd
 from typing import TextIO
 
@@ -31,7 +32,7 @@ def substitute_loopbacks(command: str, loopbacks: dict[str, str]) -> str:
 
 def _cli_base():
     try:
-        from mininet.cli import CLI
+        from mininet.cli import CLI   # lazy: Mininet only when a shell is opened
     except ImportError as e:
         raise EmulationError(f"Mininet's Python module is missing ({e}); install it with "
                              "`pip install mininet==2.3.0.dev6` (make setup does)") from None
@@ -59,7 +60,6 @@ class NetemuCLI(_cli_base()):
         self.use_rawinput = stdin is sys.stdin      # line editing at a terminal; else read stdin
         self.inPoller = None
         try:
-            from select import POLLIN, poll
             stdin.fileno()
             self.inPoller = poll()
             self.inPoller.register(stdin, POLLIN)

@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m netemu.traffic.agent SPEC.json", file=sys.stderr)
         return 2
-    from ..emulate.tap import die_with_parent
+    from ..emulate.tap import die_with_parent   # lazy: only when run as a program
     die_with_parent(signal.SIGTERM)       # a run killed with -9 takes its agents along
     spec = json.loads(open(argv[0]).read())
     log = Log(spec["log"], spec["node"])

@@ -27,6 +27,7 @@ made there). Results: arrays in O.npz, counts in the sidecar O.json.
 from __future__ import annotations
 
 import argparse
+from array import array
 import ctypes
 import errno
 import gc
@@ -198,7 +199,7 @@ def match(sent: dict, received: dict):
     (arrived after a record with a higher idx of the same src → dst flow: RFC 4737), duplicates
     (copies beyond the first), size_bytes (received IP size, NaN if lost), src, dst if given.
     Received datagrams whose idx was never sent are counted in `.attrs["unmatched"]`."""
-    import pandas as pd
+    import pandas as pd   # lazy: the sender and receiver programs start without pandas
     s = pd.DataFrame({"idx": np.asarray(sent["idx"], dtype=np.int64),
                       "due_ns": np.asarray(sent["due_ns"], dtype=np.int64),
                       "sent_ns": np.asarray(sent["sent_ns"], dtype=np.int64),
@@ -392,7 +393,7 @@ def _udp_socket(netns: str) -> socket.socket:
     """A UDP socket of network namespace file `netns` ('' = this process's)."""
     if not netns:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    from ..emulate.netns import entered
+    from ..emulate.netns import entered   # lazy: only the sender enters namespaces
     with entered(netns):
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
@@ -518,7 +519,6 @@ def receive(bind_addr: str, port: int, until_mono_ns: int, stop: list[bool] | No
 
 
 def _record(sock, until_ns: int, stop: list[bool], wake_fd: int | None) -> tuple[dict, dict]:
-    from array import array
     idx, size, src, real = array("q"), array("i"), array("i"), array("q")
     sources: dict[str, int] = {}
     off_real, off = array("q"), array("q")
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     rv.add_argument("--until-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which to stop")
     rv.add_argument("--out", required=True, help="result .npz (counts in the .json beside it)")
     args = ap.parse_args(argv)
-    from ..emulate.tap import die_with_parent
+    from ..emulate.tap import die_with_parent   # lazy: only when run as a program
     die_with_parent()
     stop, wake = _stop_on_signals()
     try:

@@ -33,6 +33,7 @@ from . import agent as agent_program
 from . import openloop as openloop_program
 from ..errors import TraceError
 from ..plan.files import atomic_write
+from ..plan.pairs import default_probe_pairs
 from ..emulate.playback import oracle_rtt_ms
 from .trace import auto_map, flow_of_packets, flows, messages, open_loop_schedule, parse_map, read_trace
 from .launcher import kill_all, terminate, update_summary
@@ -55,7 +56,6 @@ def default_pair(plan) -> tuple[str, str]:
     for w in plan.scenario.workloads:
         if w.server:
             return w.clients[0], w.server
-    from ..plan.pairs import default_probe_pairs
     pairs = default_probe_pairs(plan)
     if not pairs:
         eps = plan.scenario.endpoints
@@ -216,7 +216,6 @@ class TraceReplay:
         if len(s):
             # one sender for every source node (a socket in each node's namespace): busy-waiting
             # senders in several nodes would take turns on one CPU and miss their instants
-            from .openloop import save_schedule
             srcs, dsts = sorted(set(s["src_node"])), sorted(set(s["dst_node"]))
             sched = {"idx": s["idx"].to_numpy(np.int64), "t_s": s["t_s"].to_numpy(float),
                      "size_bytes": s["size_bytes"].to_numpy(np.int32),
@@ -226,7 +225,7 @@ class TraceReplay:
                      "src_addrs": np.array([live.loopback(n) for n in srcs]),
                      "src_netns": np.array([live.netns(n) for n in srcs])}
             sp, o = work / "schedule.npz", work / "send.npz"
-            save_schedule(sp, sched)
+            openloop_program.save_schedule(sp, sched)
             cmd = py + [openloop_program.__name__, "send", "--schedule", str(sp), "--port", str(UDP_PORT),
                         "--start-mono", f"{t0_mono:.9f}", "--dilation", f"{K:g}", "--out", str(o)]
             with open(work / "send.stderr", "w") as err:
@@ -269,11 +268,10 @@ class TraceReplay:
         fl = self._flows(pk, msgs)
         atomic_write(out / "flows.parquet", lambda tmp: fl.to_parquet(tmp, index=False))
         if len(pk):
-            from .openloop import timing_stats
             timing = {}
             sent = pk[pk["t_send_s"].notna()]
             for node, g in sent.groupby("src"):
-                timing[node] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in timing_stats(
+                timing[node] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in openloop_program.timing_stats(
                     {"due_ns": g["due_ns"].to_numpy(), "sent_ns": g["sent_ns"].to_numpy()}).items()}
             ok = pk[~pk["lost"] & pk["owd_ms"].notna() & pk["oracle_owd_ms"].notna()]
             err = (ok["owd_ms"] - ok["oracle_owd_ms"]).to_numpy()
@@ -301,7 +299,6 @@ class TraceReplay:
         return summary
 
     def _packets(self) -> pd.DataFrame:
-        from .openloop import load_received, load_sent, match
         s = self.open_schedule
         cols = ["idx", "t_trace_s", "src", "dst", "size_bytes", "proto", "flow", "t_send_s", "t_recv_s",
                 "owd_ms", "oracle_owd_ms", "lost", "send_failed", "reordered", "duplicates", "send_error_us",
@@ -312,9 +309,9 @@ class TraceReplay:
         recvs = [o for _, k, _, o in self.procs if k == "recv" and o.exists()]
         if not sends:
             raise TraceError("open-loop replay: no sender wrote results (see replay/*.stderr)")
-        sent = load_sent(*sends)
-        rec = load_received(*recvs) if recvs else {"idx": np.zeros(0, np.int64), "recv_ns": np.zeros(0, np.int64)}
-        m = match(sent, rec)
+        sent = openloop_program.load_sent(*sends)
+        rec = openloop_program.load_received(*recvs) if recvs else {"idx": np.zeros(0, np.int64), "recv_ns": np.zeros(0, np.int64)}
+        m = openloop_program.match(sent, rec)
         df = s.rename(columns={"t_s": "t_trace_s", "src_node": "src", "dst_node": "dst"}).merge(
             m.drop(columns=[c for c in ("src", "dst", "size_bytes") if c in m]), on="idx", how="left")
         clock = self.live.clock

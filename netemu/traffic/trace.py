@@ -131,7 +131,7 @@ class _open_capture:
         self.f = None
 
     def __enter__(self):
-        import logging
+        import logging   # lazy, with scapy below: importing scapy takes about a second
 
         from scapy.error import Scapy_Exception
         from scapy.utils import RawPcapNgReader, RawPcapReader

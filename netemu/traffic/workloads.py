@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..emulate.clock import Clock
+from ..emulate.playback import oracle_rtt_ms
 from ..plan.scenario import Workload
 
 __all__ = ["Clock", "PORT_BASE", "agent_specs", "inference_jobs", "read_events", "jobs_table",
@@ -311,7 +312,6 @@ def ring_ideal_ms(schedule, routes, w: Workload, t_s: float) -> float:
     """Ideal step time (ms) of all-reduce `w` starting at `t_s`: the ring's slowest hop rate
     (bottleneck link of each rank-to-next-rank path in force) and its longest one-way hop
     delay (light-time of that path), in `allreduce_ideal_ms`. NaN if a hop is unreachable."""
-    from ..emulate.playback import oracle_rtt_ms
     k = int(np.clip(np.searchsorted(schedule.t_s, t_s, side="right") - 1, 0, len(schedule.t_s) - 1))
     links = schedule.links[schedule.links["step"] == k]
     rate = {frozenset((a, b)): r for a, b, r in zip(links["a"].astype(str), links["b"].astype(str), links["rate_mbps"])}
