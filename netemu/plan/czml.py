@@ -23,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlanError, ScenarioError
+from .files import atomic_write
 from .orbits import Track, station_ecef_km
+from .planner import read_plan, satellite_track
+from .scenario import load_scenario
 
 __all__ = ["czml_packets", "czml_from_dir", "write_czml", "up_intervals_s", "sample_steps", "DEFAULT_SAMPLE_S"]
 
@@ -138,8 +141,6 @@ def czml_packets(name: str, epoch: datetime, step_s: float, track: Track, statio
 def czml_from_dir(directory: str | Path, sample_s: float = DEFAULT_SAMPLE_S) -> list[dict]:
     """The CZML packets of a plan directory (`netemu plan -o`) or a run directory (which holds the
     same plan files). Satellite positions are recomputed from the directory's scenario copy."""
-    from .planner import read_plan, satellite_track
-    from .scenario import load_scenario
     d = Path(directory)
     tables = read_plan(d)
     if not (d / "scenario.toml").is_file():
@@ -165,7 +166,6 @@ def czml_from_dir(directory: str | Path, sample_s: float = DEFAULT_SAMPLE_S) -> 
 
 def write_czml(packets: list[dict], path: str | Path) -> int:
     """Write the packets as one JSON array; returns the bytes written."""
-    from .files import atomic_write
     text = json.dumps(packets, separators=(",", ":"), allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return len(text)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sgp4.api import Satrec
+
 from ..errors import ScenarioError, TLEError
 from .files import MAX_TEXT_BYTES, atomic_write, read_input
 from .orbits import TLERecord, parse_tle_text, tle_status_at
@@ -174,7 +176,6 @@ def _toml_str(s: str) -> str:
 
 
 def _tle_epoch(r: TLERecord) -> datetime:
-    from sgp4.api import Satrec
     s = Satrec.twoline2rv(r.line1, r.line2)
     jd = s.jdsatepoch + s.jdsatepochF
     t = datetime(2000, 1, 1, 12, tzinfo=timezone.utc) + timedelta(days=jd - 2451545.0)

@@ -36,7 +36,7 @@ _ts = None
 def _timescale():
     global _ts
     if _ts is None:
-        from skyfield.api import load
+        from skyfield.api import load   # lazy: loading a scenario (TLE checks) needs no skyfield
         _ts = load.timescale(builtin=True)  # built-in UT1/leap-second tables: no download
     return _ts
 
@@ -242,7 +242,7 @@ def _whole_fraction(epoch: datetime, t_s: np.ndarray) -> tuple[float, np.ndarray
 
 def gmst_rad(epoch: datetime, t_s: np.ndarray) -> np.ndarray:
     """Greenwich mean sidereal angle (IAU 1982) at epoch + t_s, via skyfield's UT1. Shape [T]."""
-    from skyfield.sgp4lib import theta_GMST1982
+    from skyfield.sgp4lib import theta_GMST1982   # lazy: as _timescale
     ts = _timescale()
     e = epoch.astimezone(timezone.utc)
     t = ts.utc(e.year, e.month, e.day, e.hour, e.minute, e.second + e.microsecond * 1e-6 + t_s)
@@ -296,7 +296,7 @@ def sun_ecef_km(epoch: datetime, t_s: np.ndarray) -> np.ndarray:
 
 def station_ecef_km(lat_deg, lon_deg, alt_m) -> tuple[np.ndarray, np.ndarray]:
     """Earth-fixed positions [G, 3] (km, WGS84 via skyfield) and local geodetic up unit vectors [G, 3]."""
-    from skyfield.api import wgs84
+    from skyfield.api import wgs84   # lazy: as _timescale
     lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
     lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
     alt = np.atleast_1d(np.asarray(alt_m, dtype=np.float64))
