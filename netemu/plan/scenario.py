@@ -32,7 +32,7 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "Workload", "WORKLOAD_KINDS", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "Fault", "FAULT_KINDS", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -159,6 +159,39 @@ class Routing:
 
 WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
 
+FAULT_KINDS = ("node", "link", "reboot", "station")
+TERMINAL_KINDS = ("isl", "gsl")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A deterministic fault (`[[faults]]`), in scenario time.
+
+    kind "node": `node` (a satellite or ground station) is dark from `t_s` for `duration_s` (None:
+    to the end): every link it has is down. "station": the same for a ground station (an outage
+    of the site). "reboot": a satellite goes dark for `duration_s` (the file's `reboot_s`), then its
+    links re-acquire: each is down for its model's acquisition time (`acquisition_s` of its laser
+    model, `handover_gap_s` for ground links) after the reboot ends. "link": the one link `a`–`b`,
+    or (`node`, `terminal`) every laser ("isl") or every ground link ("gsl") of `node`."""
+
+    kind: str
+    t_s: float
+    duration_s: float | None
+    node: str | None = None
+    a: str | None = None
+    b: str | None = None
+    terminal: str | None = None
+
+    @property
+    def end_s(self) -> float:
+        return math.inf if self.duration_s is None else self.t_s + self.duration_s
+
+    def label(self) -> str:
+        """Short text naming the fault's target, e.g. `node r0101`, `link a-b`, `gsl of g-x`."""
+        if self.kind == "link":
+            return f"link {self.a}-{self.b}" if self.a else f"{self.terminal} of {self.node}"
+        return f"{self.kind} {self.node}"
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:
@@ -202,6 +235,7 @@ class Scenario:
     endpoints: tuple[str, ...]
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
+    faults: tuple[Fault, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
 
@@ -342,7 +376,8 @@ def _prefix_check(v: str) -> str | None:
 
 # --------------------------------------------------------------------------- loading
 
-_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads")
+_TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
+              "faults")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -355,6 +390,7 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
     "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
     "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
+    "t_s", "node", "a", "b", "terminal", "reboot_s",
 }
 
 
@@ -415,6 +451,7 @@ def load_scenario(path: str | Path) -> Scenario:
     routing = _routing(top)
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
+    faults = _faults(top, groups, stations, node_names, duration_s)
     top.done()
 
     if not groups:
@@ -422,7 +459,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
-                    warnings=tuple(warnings))
+                    faults=tuple(faults), warnings=tuple(warnings))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -925,3 +962,73 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         out.append(Workload(name=name, kind=kind, clients=tuple(clients), server=server, start_s=start_s,
                             stop_s=stop_s, seed=seed, transport=transport, params=tuple(params)))
     return out
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _faults(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
+            node_names: dict[str, str], duration_s: float) -> list[Fault]:
+    """`[[faults]]`: deterministic node, link, reboot and station faults (see `Fault`)."""
+    top.seen.add("faults")
+    raw = top.data.get("faults", [])
+    if not isinstance(raw, list):
+        raise top.error("faults", "expected an array of tables ([[faults]])")
+    station_names = [st.name for st in stations]
+    sat_names = [n for g in groups for n in group_node_names(g)]
+    out: list[Fault] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"faults[{i}]", item)
+        kind = t.get("kind", "a string", check=lambda v: None if v in FAULT_KINDS else "one of " + ", ".join(FAULT_KINDS))
+
+        def node(key: str, allowed: list[str], what: str) -> str:
+            v = t.get(key, "a string")
+            if v not in allowed:
+                raise t.error(key, f"expected {what} defined in this scenario, found {_show(v)}"
+                                   + _did_you_mean(v, allowed))
+            return v
+
+        t_s = t.get("t_s", "a number", check=lambda v: None if 0 <= v < duration_s else
+                    f"a time in [0, {duration_s:g}) s (inside the scenario's duration_s)")
+        a = b = n = terminal = None
+        if kind == "reboot":
+            n = node("node", sat_names, "a satellite")
+            duration = t.get("reboot_s", "a number", check=lambda v: None if v > 0 else "a positive number of seconds")
+        else:
+            duration = t.get("duration_s", "a number", None,
+                             check=lambda v: None if v > 0 else "a positive number of seconds (omit it: permanent)")
+            if kind == "node":
+                n = node("node", list(node_names), "a node (satellite or ground station)")
+            elif kind == "station":
+                n = node("node", station_names, "a ground station")
+            elif t.has("a") or t.has("b") or not t.has("node"):
+                a = node("a", list(node_names), "a node")
+                b = node("b", list(node_names), "a node")
+                if a == b:
+                    raise t.error("b", f"a node other than a = {a!r}")
+                if t.has("node") or t.has("terminal"):
+                    raise t.error("node" if t.has("node") else "terminal",
+                                  "either a and b (one link) or node and terminal (a node's lasers or ground links), not both")
+                a, b = sorted((a, b), key=list(node_names).index)
+            else:
+                n = node("node", list(node_names), "a node")
+                terminal = t.get("terminal", "a string", check=lambda v: None if v in TERMINAL_KINDS else
+                                 "'isl' (the node's lasers) or 'gsl' (its ground links)")
+        t.done()
+        f = Fault(kind=kind, t_s=t_s, duration_s=duration, node=n, a=a, b=b, terminal=terminal)
+        target = _fault_target(f)
+        for j, g in enumerate(out):
+            if _fault_target(g) == target and f.t_s < g.end_s and g.t_s < f.end_s:
+                end = "the end" if g.duration_s is None else f"{g.end_s:g} s"
+                raise t.error("t_s", f"a fault that does not overlap faults[{j}] on the same {f.label()} "
+                                     f"(down from {g.t_s:g} s to {end}), found t_s = {f.t_s:g}")
+        out.append(f)
+    return out
+
+
+def _fault_target(f: Fault) -> tuple:
+    """What a fault takes down, for the overlap check: a node (node, station and reboot faults
+    alike), one link, or one node's terminal kind."""
+    if f.kind == "link":
+        return ("link", f.a, f.b) if f.a else ("terminal", f.node, f.terminal)
+    return ("node", f.node)

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..constants import C_KM_PER_S, R_EARTH_KM
+from .faults import DOWN_REASONS, fault_reasons
 from .orbits import Track
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 
@@ -59,7 +60,9 @@ class Schedule:
     """The time-varying network: nodes, the time grid and every present link at every step.
 
     `links` columns: step, t_s, a, b (categorical node names), kind (isl|gsl), distance_km,
-    delay_ms, rate_mbps, loss_pct, up. Rows are sorted by step, then a, b.
+    delay_ms, rate_mbps, loss_pct, up, down_reason (why a present link is not up: "acquisition"
+    for a laser still acquiring, "handover" for a ground link in its handover gap, "fault" for a
+    scenario fault (`netemu.plan.faults`); "" while up). Rows are sorted by step, then a, b.
     """
 
     nodes: pd.DataFrame
@@ -455,14 +458,16 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     frames = []
     for i, model in enumerate(scenario.isls):
         ls = isl_links(track, scenario, model).ordered()
-        frames.append(_frame(ls, "isl", model.rate_mbps, model.loss_pct, _up_flags(ls, t_s, model.acquisition_s)))
+        frames.append(_frame(ls, "isl", model.rate_mbps, model.loss_pct, _up_flags(ls, t_s, model.acquisition_s),
+                             model.acquisition_s))
         if progress:
             progress(f"isl[{i}] {model.pattern} {'+'.join(model.groups)}: {len(ls.step):,} link-steps")
     if scenario.gsl is not None and scenario.ground_stations:
         ls = gsl_links(track, station_xyz, station_up, scenario)
         ls = LinkSet(ls.step, ls.a, (ls.b + n_sat).astype(np.int32), ls.distance_km)
         g = scenario.gsl
-        frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s)))
+        frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s),
+                             g.handover_gap_s))
         if progress:
             progress(f"gsl {g.policy}: {len(ls.step):,} link-steps")
     df = pd.concat(frames, ignore_index=True) if frames else _frame(LinkSet.empty(), "isl", 0, 0, np.zeros(0, bool))
@@ -477,17 +482,33 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     df["b"] = pd.Categorical.from_codes(df["b"].to_numpy(), dtype=cat)
     del names
     df["delay_ms"] = df["distance_km"] / C_KM_PER_S * 1e3
-    df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up"]]
+    is_isl = (df["kind"] == "isl").to_numpy()
+    up = df["up"].to_numpy().copy()
+    reason = np.where(up, "", np.where(is_isl, "acquisition", "handover")).astype(object)
+    hit = fault_reasons(scenario.faults, list(nodes["name"]), t_s, df["step"].to_numpy(),
+                        df["a"].cat.codes.to_numpy(), df["b"].cat.codes.to_numpy(), is_isl,
+                        df["_acq_s"].to_numpy())
+    # A fault wins over a link still acquiring; a reboot's re-acquisition only labels links it
+    # takes down (one already acquiring keeps its own reason, the same word).
+    take = (hit == "fault") | ((hit != "") & up)
+    up[hit != ""] = False
+    reason[take] = hit[take]
+    df["up"] = up
+    df["down_reason"] = pd.Categorical(reason, categories=list(DOWN_REASONS))
+    df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up",
+             "down_reason"]]
     return Schedule(nodes=nodes, t_s=t_s, links=df)
 
 
-def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray) -> pd.DataFrame:
+def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray,
+           acquisition_s: float = 0.0) -> pd.DataFrame:
     n = len(ls.step)
     return pd.DataFrame({
         "step": ls.step.astype(np.int32), "a": ls.a.astype(np.int32), "b": ls.b.astype(np.int32),
         "kind": pd.Categorical([kind] * n if n else [], categories=["isl", "gsl"]),
         "distance_km": ls.distance_km.astype(np.float64), "rate_mbps": np.full(n, float(rate_mbps)),
-        "loss_pct": np.full(n, float(loss_pct)), "up": up.astype(bool)})
+        "loss_pct": np.full(n, float(loss_pct)), "up": up.astype(bool),
+        "_acq_s": np.full(n, float(acquisition_s))})
 
 
 def link_events(schedule: Schedule) -> pd.DataFrame:
