@@ -134,3 +134,65 @@ def test_contradictory_faults_are_one_error(tmp_path):
     # back to back is not an overlap
     _scenario(tmp_path, '[[faults]]\nkind = "node"\nnode = "w03-05"\nt_s = 100\nduration_s = 100\n'
                         '[[faults]]\nkind = "node"\nnode = "w03-05"\nt_s = 200\nduration_s = 10\n')
+
+
+# --------------------------------------------------------------------------- detection delay
+
+RELAY_FAULT = '[[faults]]\nkind = "node"\nnode = "w09-03"\nt_s = 130\nduration_s = 300\n'
+
+
+def _plan(tmp_path, detection_s: float, name: str):
+    text = SMALL.replace("[gsl]", f"[routing]\nfailure_detection_s = {detection_s}\n\n[gsl]") + "\n" + RELAY_FAULT
+    return netemu.make_plan(netemu.load_scenario(write_scenario(tmp_path, text, name)), workers=1)
+
+
+def _reachable_at(plan, src, dst):
+    p = plan.routes.paths
+    sel = p[(p["src"] == src) & (p["dst"] == dst)]
+    return dict(zip(sel["t_s"], sel["delay_ms"]))
+
+
+def test_detection_delay_gives_the_expected_unreachable_window(tmp_path):
+    healthy = netemu.make_plan(netemu.load_scenario(DATA / "small.toml"), workers=1)
+    src, dst = "g-beijing", "c00"      # endpoint order (stations first): paths list each pair once
+    assert "w09-03" in healthy.routes.path_at(src, dst, 130)       # the pair's path crosses the relay
+    instant = _plan(tmp_path, 0.0, "d0.toml")
+    slow = _plan(tmp_path, 15.0, "d15.toml")
+    r0, r15, rh = (_reachable_at(p, src, dst) for p in (instant, slow, healthy))
+    # detected at once: the pair stays reachable on a detour around the relay
+    assert all(t in r0 for t in np.arange(130, 170, 10.0))
+    assert "w09-03" not in instant.routes.path_at(src, dst, 130)
+    assert r0[130.0] > rh[130.0]                                     # the detour is longer
+    # 15 s to detect on a 10 s grid: routes still point at the dead relay at 130 s and 140 s
+    # (140 − 15 < 130), so the pair is unreachable for 2 steps = 20 s, then back on the detour
+    assert 120.0 in r15 and 130.0 not in r15 and 140.0 not in r15 and 150.0 in r15
+    assert "w09-03" in slow.routes.path_at(src, dst, 140)
+    assert "w09-03" not in slow.routes.path_at(src, dst, 150)
+    assert r15[150.0] == pytest.approx(r0[150.0], abs=1e-9)
+    assert all(r15[t] == pytest.approx(r0[t], abs=1e-9) for t in r0 if t not in (130.0, 140.0))
+    lost = slow.blackholed
+    assert set(lost[(lost["src"] == src) & (lost["dst"] == dst)]["step"]) == {13, 14}
+    # events and summary
+    ev = slow.events
+    row = lambda e: ev[(ev["event"] == e) & (ev["a"] == "w09-03")]  # noqa: E731
+    assert list(row("fault_start")["t_s"]) == [130.0] and list(row("fault_end")["t_s"]) == [430.0]
+    assert list(row("reroute")["t_s"]) == [150.0] and list(instant.events.query("event == 'reroute'")["t_s"]) == [130.0]
+    s = slow.summary()["faults"]
+    assert s["count"] == 1 and s["by_kind"] == {"node": 1} and s["failure_detection_s"] == 15.0
+    assert s["unreachable_s_by_pair"][f"{src}|{dst}"]["blackholed_s"] == 20.0
+    assert s["blackholed_pair_steps"] == len(lost)
+    assert "faults" not in healthy.summary()
+
+
+def test_faulted_plan_files_say_why(tmp_path):
+    import json
+    from netemu.plan.planner import read_plan, write_plan
+    plan = _plan(tmp_path, 0.5, "w.toml")
+    write_plan(plan, tmp_path / "out")
+    t = read_plan(tmp_path / "out")
+    L = t["links"]
+    hit = ((L["a"] == "w09-03") | (L["b"] == "w09-03")) & (L["t_s"] >= 130) & (L["t_s"] < 430)
+    assert hit.any() and (L["down_reason"][hit] == "fault").all() and not L["up"][hit].any()
+    assert {"fault_start", "fault_end", "reroute"} <= set(t["events"]["event"])
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["faults"]["link_steps_down"] == int(hit.sum())

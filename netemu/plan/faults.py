@@ -14,10 +14,11 @@ Fault windows are half-open in scenario time: a link-step at time t is down when
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .scenario import Fault
 
-__all__ = ["fault_reasons", "DOWN_REASONS"]
+__all__ = ["fault_reasons", "DOWN_REASONS", "believed_up", "blackholed", "fault_events"]
 
 DOWN_REASONS = ("", "acquisition", "handover", "fault", "rain")
 """Values of the links table's `down_reason` ("" while the link is up)."""
@@ -57,3 +58,77 @@ def fault_reasons(faults: tuple[Fault, ...] | list[Fault], names: list[str], t_s
     out[acq] = "acquisition"
     out[dark] = "fault"
     return out
+
+
+# --------------------------------------------------------------------------- routing's view
+
+
+def believed_up(links: pd.DataFrame, t_s: np.ndarray, n_nodes: int, failure_detection_s: float) -> np.ndarray:
+    """`up` as the control plane knows it: a link that a fault took down still counts as up at
+    step k when it was up at the last step at or before t_k − `failure_detection_s` (the failure
+    is not yet detected); every other change (a link coming up, acquisition, handover) is known
+    at once. `links` is a schedule's table (sorted by step, a, b). A fault at t = 0 is known at once.
+
+    The plan's resolution is its step: routes move at the first step at or after the fault's
+    start + `failure_detection_s`."""
+    up = links["up"].to_numpy().astype(bool)
+    fault = (links["down_reason"] == "fault").to_numpy()
+    if failure_detection_s <= 0 or not fault.any():
+        return up.copy()
+    step = links["step"].to_numpy(np.int64)
+    a = links["a"].cat.codes.to_numpy().astype(np.int64)
+    b = links["b"].cat.codes.to_numpy().astype(np.int64)
+    key = (step * n_nodes + a) * n_nodes + b          # ascending: rows are sorted by step, a, b
+    idx = np.nonzero(fault)[0]
+    t = np.asarray(t_s, np.float64)
+    j = np.searchsorted(t, t[step[idx]] - failure_detection_s + _EPS, side="right") - 1
+    q = (np.maximum(j, 0) * n_nodes + a[idx]) * n_nodes + b[idx]
+    pos = np.minimum(np.searchsorted(key, q), len(key) - 1)
+    known_up = (j >= 0) & (j < step[idx]) & (key[pos] == q) & up[pos]
+    out = up.copy()
+    out[idx[known_up]] = True
+    return out
+
+
+def blackholed(routes: pd.DataFrame, links: pd.DataFrame, believed: np.ndarray) -> pd.DataFrame:
+    """Pair-steps whose installed path crosses a link that is down but still believed up:
+    `step, src, dst` (packets sent that way are lost). `routes` is the routes table (a pair's
+    path whenever it changes, as `a>b>c`)."""
+    dead = believed & ~links["up"].to_numpy()
+    cols = ["step", "src", "dst"]
+    if not dead.any():
+        return pd.DataFrame({c: [] for c in cols})
+    D = links[dead]
+    dead_at: dict[int, set[tuple[str, str]]] = {}
+    for k, x, y in zip(D["step"].tolist(), D["a"].astype(str).tolist(), D["b"].astype(str).tolist()):
+        dead_at.setdefault(k, set()).update(((x, y), (y, x)))
+    r = routes.sort_values("step", kind="stable")
+    rows = []
+    for k, bad in sorted(dead_at.items()):
+        cur = r[r["step"] <= k].groupby(["src", "dst"], observed=True, sort=False).tail(1)
+        for src, dst, path in zip(cur["src"].astype(str), cur["dst"].astype(str), cur["path"]):
+            nodes = path.split(">") if path else []
+            if any((u, v) in bad for u, v in zip(nodes[:-1], nodes[1:])):
+                rows.append((k, src, dst))
+    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({c: [] for c in cols})
+
+
+def fault_events(faults, t_s: np.ndarray, duration_s: float, failure_detection_s: float,
+                 path_events: pd.DataFrame) -> pd.DataFrame:
+    """`fault_start` and `fault_end` at the faults' instants, and `reroute` at the first step where
+    routing knows of the fault (start + `failure_detection_s`, on the step grid), its detail the
+    number of pair paths that changed at that step. Columns as the plan's events."""
+    rows = []
+    t = np.asarray(t_s, np.float64)
+    changed = path_events["t_s"].round(9).value_counts() if len(path_events) else pd.Series(dtype=int)
+    for f in faults:
+        a, b = (f.a, f.b) if f.a else (f.node, "")
+        what = f.terminal if f.kind == "link" and f.terminal else f.kind
+        rows.append((f.t_s, "fault_start", a, b, what))
+        if f.end_s <= duration_s:
+            rows.append((f.end_s, "fault_end", a, b, what))
+        k = int(np.searchsorted(t, f.t_s + failure_detection_s - _EPS, side="left"))
+        if f.t_s > 0 and k < len(t):
+            n = int(changed.get(round(float(t[k]), 9), 0))
+            rows.append((float(t[k]), "reroute", a, b, f"{n} pair paths changed ({failure_detection_s:g} s to detect)"))
+    return pd.DataFrame(rows, columns=["t_s", "event", "a", "b", "detail"])

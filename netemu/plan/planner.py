@@ -32,6 +32,7 @@ from ..errors import PlanError
 from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
+from .faults import believed_up, blackholed, fault_events
 from .topology import Schedule, build_schedule, plus_grid_pairs
 
 __all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "PLAN_FILES",
@@ -51,6 +52,9 @@ class Plan:
     timings_s: dict
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning but make results doubtful (also in summary.json)."""
+    blackholed: pd.DataFrame | None = None
+    """With faults: `step, src, dst` where the pair's installed path crossed a failed link not yet
+    detected (`netemu.plan.faults.blackholed`); those pair-steps are absent from the paths."""
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -192,8 +196,22 @@ def make_plan(scenario: Scenario, workers: int | None = None,
             last[0] = now
             say(f"  routing: {done:,}/{total:,} steps ({100 * done / total:.0f} %)")
 
-    routes = compute_routes(schedule, scenario.endpoints, scenario.routing.metric,
+    # With faults, routes follow the network as the control plane knows it: a failed link stays
+    # in use for failure_detection_s, and pairs whose path crosses it are unreachable meanwhile.
+    view, believed, lost = schedule, None, None
+    if scenario.faults:
+        believed = believed_up(schedule.links, schedule.t_s, len(schedule.nodes),
+                               scenario.routing.failure_detection_s)
+        view = Schedule(schedule.nodes, schedule.t_s, schedule.links.assign(up=believed))
+    routes = compute_routes(view, scenario.endpoints, scenario.routing.metric,
                             scenario.routing.ground_relay, workers=workers, progress=route_progress)
+    if believed is not None:
+        lost = blackholed(routes.routes, schedule.links, believed)
+        if len(lost):
+            p = routes.paths
+            drop = p[["step", "src", "dst"]].astype({"src": str, "dst": str}).merge(
+                lost.astype({"step": p["step"].dtype}), how="left", indicator=True)["_merge"].eq("both").to_numpy()
+            routes = Routes(routes.endpoints, p[~drop].reset_index(drop=True), routes.routes)
     timings["routing"] = time.perf_counter() - t0
     say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
         f"({timings['routing']:.1f} s)")
@@ -203,10 +221,14 @@ def make_plan(scenario: Scenario, workers: int | None = None,
         warnings.append(w)
 
     t0 = time.perf_counter()
-    events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
+    parts = [schedule.changes(), path_events(routes)]
+    if scenario.faults:
+        parts.append(fault_events(scenario.faults, schedule.t_s, scenario.duration_s,
+                                  scenario.routing.failure_detection_s, parts[1]))
+    events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings))
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost)
 
 
 LINK_SHORTFALL = 0.5
@@ -362,6 +384,41 @@ def plan_summary(plan: Plan) -> dict:
         "routing_metric": sc.routing.metric,
         "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
         "warnings": list(plan.warnings),
+    } | ({"faults": _fault_summary(plan)} if sc.faults else {})
+
+
+FAULT_SUMMARY_PAIRS = 50
+"""Pairs listed in summary.json's faults section (most time unreachable first)."""
+
+
+def _fault_summary(plan: Plan) -> dict:
+    """Faults by kind, link-steps they took down, and per endpoint pair the time it spent
+    unreachable (from every cause) and the part of it lost to undetected failures."""
+    sc, sched, p = plan.scenario, plan.schedule, plan.routes.paths
+    T, E = len(sched.t_s), len(sc.endpoints)
+    kinds = pd.Series([f.kind for f in sc.faults]).value_counts()
+    reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
+                        + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
+    lost = plan.blackholed if plan.blackholed is not None else pd.DataFrame({"src": [], "dst": []})
+    lost_n = lost.groupby(["src", "dst"]).size().to_dict() if len(lost) else {}
+    rows = []
+    for i in range(E):
+        for j in range(i + 1, E):
+            down = T - int(reach[i * E + j])
+            if down:
+                x, y = sc.endpoints[i], sc.endpoints[j]
+                rows.append((down, f"{x}|{y}", lost_n.get((x, y), 0)))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    return {
+        "count": len(sc.faults),
+        "by_kind": {k: int(v) for k, v in kinds.items()},
+        "failure_detection_s": sc.routing.failure_detection_s,
+        "link_steps_down": int((sched.links["down_reason"] == "fault").sum()),
+        "blackholed_pair_steps": int(len(lost)),
+        "pairs_ever_unreachable": len(rows),
+        "unreachable_s_by_pair": {
+            key: {"unreachable_s": round(down * sc.step_s, 6), "blackholed_s": round(n * sc.step_s, 6)}
+            for down, key, n in rows[:FAULT_SUMMARY_PAIRS]},
     }
 
 

@@ -155,6 +155,10 @@ class Routing:
     metric: str = "delay"
     ground_relay: bool = False
     """Whether a path may transit a ground station (bent pipe through the ground)."""
+    failure_detection_s: float = 0.1
+    """After a fault takes a link down, routes keep using it for this long (packets sent that way
+    are lost), as a real network needs time to detect a failure (BFD-like timers: 0.05-1 s). Only
+    fault-caused failures are delayed; it changes nothing in a scenario without `[[faults]]`."""
 
 
 WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
@@ -390,7 +394,7 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
     "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
     "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
-    "t_s", "node", "a", "b", "terminal", "reboot_s",
+    "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s",
 }
 
 
@@ -778,7 +782,8 @@ def _gsl(top: _Table, groups: list[SatelliteGroup]) -> GSLModel:
 def _routing(top: _Table) -> Routing:
     t = top.table("routing")
     r = Routing(metric=t.get("metric", "a string", "delay", check=lambda v: None if v in ROUTING_METRICS else "one of " + ", ".join(ROUTING_METRICS)),
-                ground_relay=t.get("ground_relay", "true or false", False))
+                ground_relay=t.get("ground_relay", "true or false", False),
+                failure_detection_s=t.get("failure_detection_s", "a number", 0.1, check=_range(0, 3600)))
     t.done()
     return r
 
