@@ -1,0 +1,88 @@
+"""Rain on ground links against published values (ITU-R P.838-3 Table 5) and hand computations
+(ITU-R P.618-13 § 2.2.1.1), and the link budget's rate steps."""
+
+import math
+
+import numpy as np
+import pytest
+
+from netemu.plan.weather import (budget_rate_mbps, rain_coefficients, slant_path_rain_attenuation_db,
+                                 specific_attenuation_db_per_km)
+
+
+# ITU-R P.838-3 Table 5 (published k and α at selected frequencies): f, kH, αH, kV, αV
+TABLE5 = [(1, 0.0000259, 0.9691, 0.0000308, 0.8592),
+          (10, 0.01217, 1.2571, 0.01129, 1.2156),
+          (12, 0.02386, 1.1825, 0.02455, 1.1216),
+          (20, 0.09164, 1.0568, 0.09611, 0.9847),
+          (30, 0.2403, 0.9485, 0.2291, 0.9129),
+          (100, 1.3671, 0.6815, 1.3680, 0.6765)]
+
+
+@pytest.mark.parametrize("f, kh, ah, kv, av", TABLE5)
+def test_p838_regression_matches_the_published_table(f, kh, ah, kv, av):
+    k, a = rain_coefficients(f, "horizontal", 0.0)
+    assert float(k) == pytest.approx(kh, rel=5e-4) and float(a) == pytest.approx(ah, abs=6e-5)
+    k, a = rain_coefficients(f, "vertical", 0.0)
+    assert float(k) == pytest.approx(kv, rel=5e-4) and float(a) == pytest.approx(av, abs=6e-5)
+
+
+def test_circular_polarisation_combines_h_and_v_by_eq_4_5():
+    # τ = 45°: cos 2τ = 0, so k = (kH + kV)/2 and α = (kH αH + kV αV)/(2k) at any elevation
+    k, a = rain_coefficients(20.0, "circular", 30.0)
+    assert float(k) == pytest.approx((0.09164 + 0.09611) / 2, rel=5e-4)               # 0.093875
+    assert float(a) == pytest.approx((0.09164 * 1.0568 + 0.09611 * 0.9847) / (2 * 0.093875), abs=1e-4)  # 1.01989
+    assert float(specific_attenuation_db_per_km(25.0, 20.0, "circular", 30.0)) == pytest.approx(
+        0.093875 * 25.0 ** 1.0198917, rel=5e-4)                                         # 2.50206 dB/km
+
+
+def test_slant_path_attenuation_by_hand_tropical_station():
+    """f = 20 GHz, circular, R = 25 mm/h, θ = 30°, φ = 18.3° (Sanya), h_s = 0, h_R = 5 km.
+
+    k = 0.093875, α = 1.019892 (Table 5 values combined, τ = 45°);  γ_R = k R^α = 2.502058 dB/km
+    L_s = 5 / sin 30° = 10.0 km;  L_G = 10 cos 30° = 8.660254 km
+    r = 1 / (1 + 0.78 √(8.660254 · 2.502058 / 20) − 0.38 (1 − e^(−17.32051))) = 0.698381
+    ζ = atan(5 / (8.660254 · 0.698381)) = 39.5805° > θ  ⇒  L_R = 8.660254 · 0.698381 / cos 30° = 6.983809 km
+    χ = 36 − 18.3 = 17.7°
+    v = 1 / (1 + √(sin 30°) (31 (1 − e^(−30/18.7)) √(6.983809 · 2.502058) / 400 − 0.45)) = 1.156301
+    L_E = 6.983809 · 1.156301 = 8.075387 km;  A = 2.502058 · 8.075387 = 20.2051 dB
+    """
+    a = float(slant_path_rain_attenuation_db(25.0, 20.0, 30.0, 18.3, station_alt_km=0.0, rain_height_km=5.0,
+                                             polarization="circular"))
+    assert a == pytest.approx(20.2051, abs=0.005)
+
+
+def test_slant_path_attenuation_by_hand_vertical_branch_high_latitude():
+    """f = 12 GHz, horizontal, R = 5 mm/h, θ = 60°, φ = 52.97° (Mohe), h_s = 0.3 km, h_R = 3 km.
+
+    cos²θ cos 2τ = 0.25;  k = (0.02386 + 0.02455 + (0.02386 − 0.02455)·0.25)/2 = 0.02411875
+    α = (0.02386·1.1825 + 0.02455·1.1216 + (0.02386·1.1825 − 0.02455·1.1216)·0.25)/(2k) = 1.159254
+    γ_R = 0.02411875 · 5^1.159254 = 0.155826 dB/km
+    L_s = 2.7 / sin 60° = 3.117691 km;  L_G = 1.558846 km
+    r = 1 / (1 + 0.78 √(1.558846 · 0.155826 / 12) − 0.38 (1 − e^(−3.117691))) = 1.337268
+    ζ = atan(2.7 / (1.558846 · 1.337268)) = 52.3293° ≤ θ  ⇒  L_R = 2.7 / sin 60° = 3.117691 km
+    χ = 0 (|φ| ≥ 36°)
+    v = 1 / (1 + √(sin 60°) (31 (1 − e^(−60)) √(3.117691 · 0.155826) / 144 − 0.45)) = 1.387223
+    L_E = 4.324932 km;  A = 0.155826 · 4.324932 = 0.67393 dB
+    """
+    a = float(slant_path_rain_attenuation_db(5.0, 12.0, 60.0, 52.97, station_alt_km=0.3, rain_height_km=3.0,
+                                             polarization="horizontal"))
+    assert a == pytest.approx(0.67393, abs=0.0005)
+
+
+def test_no_rain_or_station_above_rain_height_is_zero_and_more_rain_is_worse():
+    assert float(slant_path_rain_attenuation_db(0.0, 20.0, 30.0, 10.0)) == 0.0
+    assert float(slant_path_rain_attenuation_db(50.0, 20.0, 30.0, 10.0, station_alt_km=5.5, rain_height_km=5.0)) == 0.0
+    a = slant_path_rain_attenuation_db(np.array([1.0, 5.0, 25.0, 100.0]), 20.0, 40.0, 10.0)
+    assert (np.diff(a) > 0).all()
+    # lower elevation: longer path through the rain
+    assert float(slant_path_rain_attenuation_db(25.0, 20.0, 20.0, 10.0)) > float(
+        slant_path_rain_attenuation_db(25.0, 20.0, 60.0, 10.0))
+
+
+def test_budget_picks_the_fastest_step_the_margin_meets_or_an_outage():
+    steps = [(0.0, 100.0), (3.0, 500.0), (6.0, 1000.0)]
+    # clear-sky margin 10 dB: A = 2 → 8 dB (1000); A = 5 → 5 dB (500); A = 9 → 1 dB (100); A = 11 → −1 dB (outage)
+    got = budget_rate_mbps(np.array([0.0, 2.0, 4.0, 5.0, 9.0, 10.0, 11.0]), 10.0, steps)
+    assert got.tolist() == [1000.0, 1000.0, 1000.0, 500.0, 100.0, 100.0, 0.0]
+    assert math.isclose(float(budget_rate_mbps(20.2051, 25.0, steps)), 500.0)   # 4.79 dB margin left: ≥ 3 dB
