@@ -86,3 +86,93 @@ def test_budget_picks_the_fastest_step_the_margin_meets_or_an_outage():
     got = budget_rate_mbps(np.array([0.0, 2.0, 4.0, 5.0, 9.0, 10.0, 11.0]), 10.0, steps)
     assert got.tolist() == [1000.0, 1000.0, 1000.0, 500.0, 100.0, 100.0, 0.0]
     assert math.isclose(float(budget_rate_mbps(20.2051, 25.0, steps)), 500.0)   # 4.79 dB margin left: ≥ 3 dB
+
+
+# --------------------------------------------------------------------------- in the schedule
+
+import netemu  # noqa: E402
+from conftest import DATA, write_scenario  # noqa: E402
+from netemu.errors import ScenarioError  # noqa: E402
+from netemu.plan.orbits import station_ecef_km  # noqa: E402
+from netemu.plan.planner import satellite_track  # noqa: E402
+from netemu.plan.topology import build_schedule, visible_pairs  # noqa: E402
+from netemu.plan.weather import rain_at, stochastic_rain_mm_per_h  # noqa: E402
+
+SMALL = (DATA / "small.toml").read_text()
+RADIO = "[gsl]\nfrequency_ghz = 20\nclear_sky_margin_db = 25\nrate_steps = [[0, 500], [5, 2000], [10, 5000]]\n"
+
+
+def _rainy(tmp_path, rain: str, csv_text="t_s,rain_mm_per_h\n300,25\n600,150\n900,0\n"):
+    (tmp_path / "rain.csv").write_text(csv_text)
+    return write_scenario(tmp_path, SMALL.replace("[gsl]\n", RADIO) + "\n" + rain, "r.toml")
+
+
+def test_rain_sets_ground_link_rates_and_outages(tmp_path):
+    sc = netemu.load_scenario(_rainy(tmp_path, '[[rain]]\nstation = "g-sanya"\nfile = "rain.csv"\n'))
+    st = sc.ground_stations
+    xyz, upv = station_ecef_km([s.lat_deg for s in st], [s.lon_deg for s in st], [s.alt_m for s in st])
+    track = satellite_track(sc)
+    L = build_schedule(sc, track, xyz, upv).links
+    sanya = (L["b"] == "g-sanya").to_numpy()
+    t = L["t_s"].to_numpy()
+    rate = L["rate_mbps"].to_numpy()
+    # dry (before 300 s, from 900 s): the clear-sky margin of 25 dB meets the top step, capped at rate_mbps
+    assert sanya[t < 300].any() and (rate[sanya & ((t < 300) | (t >= 900))] == 5000).all()
+    # 150 mm/h at 20 GHz: far beyond a 25 dB margin: out, and the links table says why
+    storm = sanya & (t >= 600) & (t < 900)
+    assert storm.any() and (rate[storm] == 0).all() and not L["up"][storm].any()
+    assert (L["down_reason"][storm] == "rain").all()
+    # 25 mm/h: each link's rate is what its own elevation's attenuation leaves (elevations from
+    # the visibility code), and other stations never see rain
+    wet = np.nonzero(sanya & (t >= 300) & (t < 600))[0]
+    assert len(wet)
+    vis, el = visible_pairs(track, xyz, upv, np.arange(len(track.names)), sc.gsl)
+    names = list(track.names)
+    el_of = {(int(k), names[a], int(b)): e for k, a, b, e in zip(vis.step, vis.a, vis.b, el)}
+    for i in wet:
+        e = el_of[(int(L["step"].iat[i]), str(L["a"].iat[i]), 1)]
+        att = float(slant_path_rain_attenuation_db(25.0, 20.0, e, 18.3, 0.0, 5.0, "circular"))
+        assert rate[i] == float(budget_rate_mbps(att, 25.0, [(0, 500), (5, 2000), (10, 5000)]))
+    assert set(rate[wet]) - {0.0, 500.0, 2000.0, 5000.0} == set() and (rate[wet] < 5000).all()
+    assert (rate[~sanya & (L["kind"] == "gsl").to_numpy()] == 5000).all()
+
+
+def test_stochastic_rain_repeats_with_its_seed_and_has_its_wet_share():
+    t = np.arange(0.0, 2e6, 10.0)
+    a = stochastic_rain_mm_per_h(t, 7, 3600.0, 600.0, 10.0, 1.0)
+    assert np.array_equal(a, stochastic_rain_mm_per_h(t, 7, 3600.0, 600.0, 10.0, 1.0))
+    assert not np.array_equal(a, stochastic_rain_mm_per_h(t, 8, 3600.0, 600.0, 10.0, 1.0))
+    # wet share → 600 / 4200 = 0.143 over ~475 cycles (sd of the share about 0.01)
+    assert (a > 0).mean() == pytest.approx(600 / 4200, abs=0.03)
+    assert np.median(a[a > 0]) == pytest.approx(10.0, rel=0.3)
+
+
+@pytest.mark.parametrize("rain, csv_text, key, words", [
+    ('[[rain]]\nstation = "g-sanyo"\nfile = "rain.csv"\n', None, "rain[0].station", "did you mean 'g-sanya'"),
+    ('[[rain]]\nstation = "g-sanya"\n', None, "rain[0].file", "exactly one of file"),
+    ('[[rain]]\nstation = "g-sanya"\nfile = "rain.csv"\n', "t_s,rain_mm_per_h\n0,5\n0,6\n", "rain[0].file", "row 2"),
+    ('[[rain]]\nstation = "g-sanya"\nfile = "rain.csv"\n', "0,-5\n", "rain[0].file", "row 1"),
+    ('[[rain]]\nstation = "g-sanya"\nfile = "nothing.csv"\n', None, "rain[0].file", "readable CSV"),
+    ('[[rain]]\nstation = "g-sanya"\nseed = 1\n[[rain]]\nstation = "g-sanya"\nseed = 2\n', None,
+     "rain[1].station", "one [[rain]] per station"),
+])
+def test_bad_rain_gives_one_clear_error(tmp_path, rain, csv_text, key, words):
+    p = _rainy(tmp_path, rain, csv_text or "t_s,rain_mm_per_h\n0,1\n")
+    with pytest.raises(ScenarioError) as e:
+        netemu.load_scenario(p)
+    assert e.value.key == key and words in e.value.message and "r.toml" in str(e.value), str(e.value)
+
+
+def test_rain_needs_the_radio_and_steps_must_be_ordered(tmp_path):
+    p = write_scenario(tmp_path, SMALL + '\n[[rain]]\nstation = "g-sanya"\nseed = 1\n', "n.toml")
+    with pytest.raises(ScenarioError, match="frequency_ghz"):
+        netemu.load_scenario(p)
+    p = write_scenario(tmp_path, SMALL.replace("[gsl]\n", "[gsl]\nrate_steps = [[5, 10], [1, 20]]\n"), "o.toml")
+    with pytest.raises(ScenarioError, match="increasing order"):
+        netemu.load_scenario(p)
+
+
+def test_series_is_held_and_dry_before_its_first_sample():
+    from netemu.plan.scenario import Rain
+    r = Rain(station="x", t_s=(10.0, 20.0), rain_mm_per_h=(5.0, 7.0))
+    assert rain_at(r, np.array([0.0, 9.9, 10.0, 15.0, 20.0, 99.0])).tolist() == [0, 0, 5, 5, 7, 7]

@@ -148,6 +148,17 @@ class GSLModel:
     loss_pct: float = 0.0
     groups: tuple[str, ...] = ()
     """Satellite groups that carry ground terminals; empty means every group."""
+    frequency_ghz: float | None = None
+    """Carrier frequency of radio ground links; with `[[rain]]`, rain attenuation applies."""
+    clear_sky_margin_db: float = 0.0
+    """Link margin without rain; rain attenuation is taken from it."""
+    rate_steps: tuple[tuple[float, float], ...] = ()
+    """Adaptive coding and modulation: (min_margin_db, rate_mbps) steps; the link runs at the
+    fastest step its margin meets (never above `rate_mbps`), and is out (down, "rain") below all."""
+    polarization: str = "circular"
+    rain_height_km: float = 5.0
+    """Rain height h_R above sea level (ITU-R P.839-4: 0 °C isotherm + 0.36 km; about 5 km in the
+    tropics, 3-4 km at mid latitudes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +175,23 @@ class Routing:
 WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
 
 FAULT_KINDS = ("node", "link", "reboot", "station")
+POLARIZATIONS = ("circular", "horizontal", "vertical")
+
+
+@dataclass(frozen=True, slots=True)
+class Rain:
+    """Rain over one ground station (`[[rain]]`): a series read from a CSV file (`t_s`, the
+    rain rate `rain_mm_per_h` held until the next sample; dry before the first), or a seeded
+    stochastic model (dry and wet spells of exponential length, lognormal rates while wet)."""
+
+    station: str
+    t_s: tuple[float, ...] = ()
+    rain_mm_per_h: tuple[float, ...] = ()
+    seed: int | None = None
+    mean_dry_s: float = 3600.0
+    mean_wet_s: float = 600.0
+    median_mm_per_h: float = 10.0
+    sigma: float = 1.0
 TERMINAL_KINDS = ("isl", "gsl")
 
 
@@ -240,6 +268,7 @@ class Scenario:
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
     faults: tuple[Fault, ...] = ()
+    rain: tuple[Rain, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
 
@@ -381,7 +410,7 @@ def _prefix_check(v: str) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
-              "faults")
+              "faults", "rain")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -394,7 +423,9 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
     "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
     "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
-    "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s",
+    "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s", "frequency_ghz",
+    "clear_sky_margin_db", "rate_steps", "polarization", "rain_height_km", "station", "mean_dry_s",
+    "mean_wet_s", "median_mm_per_h", "sigma",
 }
 
 
@@ -456,6 +487,7 @@ def load_scenario(path: str | Path) -> Scenario:
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
     faults = _faults(top, groups, stations, node_names, duration_s)
+    rain = _rain(top, base, stations, gsl)
     top.done()
 
     if not groups:
@@ -463,7 +495,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
-                    faults=tuple(faults), warnings=tuple(warnings))
+                    faults=tuple(faults), rain=tuple(rain), warnings=tuple(warnings))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -774,7 +806,13 @@ def _gsl(top: _Table, groups: list[SatelliteGroup]) -> GSLModel:
         policy=t.get("policy", "a string", "nearest", check=lambda v: None if v in GSL_POLICIES else "one of " + ", ".join(GSL_POLICIES)),
         handover_gap_s=t.get("handover_gap_s", "a number", 0.0, check=_range(0, 3600)),
         loss_pct=t.get("loss_pct", "a number", 0.0, check=_range(0, 100)),
-        groups=gnames)
+        groups=gnames,
+        frequency_ghz=t.get("frequency_ghz", "a number", None, check=_range(1, 1000)),
+        clear_sky_margin_db=t.get("clear_sky_margin_db", "a number", 0.0, check=_range(0, 100)),
+        rate_steps=_rate_steps(t),
+        polarization=t.get("polarization", "a string", "circular",
+                           check=lambda v: None if v in POLARIZATIONS else "one of " + ", ".join(POLARIZATIONS)),
+        rain_height_km=t.get("rain_height_km", "a number", 5.0, check=_range(0, 10)))
     t.done()
     return m
 
@@ -1037,3 +1075,87 @@ def _fault_target(f: Fault) -> tuple:
     if f.kind == "link":
         return ("link", f.a, f.b) if f.a else ("terminal", f.node, f.terminal)
     return ("node", f.node)
+
+
+# --------------------------------------------------------------------------- weather
+
+
+def _rate_steps(t: _Table) -> tuple[tuple[float, float], ...]:
+    raw = t.get("rate_steps", "a list", [])
+    out = []
+    for v in raw:
+        ok = (isinstance(v, list) and len(v) == 2
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+        if not ok or not -100 <= v[0] <= 100 or not v[1] > 0:
+            raise t.error("rate_steps", "a list of [min_margin_db, rate_mbps] pairs (margin in [-100, 100] dB, "
+                                        f"rate > 0), found {_show(v)}")
+        out.append((float(v[0]), float(v[1])))
+    margins = [m for m, _ in out]
+    if margins != sorted(set(margins)):
+        raise t.error("rate_steps", f"steps in increasing order of min_margin_db, each once, found {margins}")
+    return tuple(out)
+
+
+def _rain(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Rain]:
+    """`[[rain]]`: one rain series (CSV `file`) or seeded model (`seed`) per ground station."""
+    top.seen.add("rain")
+    raw = top.data.get("rain", [])
+    if not isinstance(raw, list):
+        raise top.error("rain", "expected an array of tables ([[rain]])")
+    names = [st.name for st in stations]
+    out: list[Rain] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"rain[{i}]", item)
+        if gsl is None or gsl.frequency_ghz is None or not gsl.rate_steps:
+            raise t.error("station", "rain needs the ground links' radio: [gsl] frequency_ghz, "
+                                     "clear_sky_margin_db and rate_steps")
+        st = t.get("station", "a string")
+        if st not in names:
+            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
+                                     + _did_you_mean(st, names))
+        if any(r.station == st for r in out):
+            raise t.error("station", f"one [[rain]] per station; {st!r} has one already")
+        if t.has("file") == t.has("seed"):
+            raise t.error("file", "exactly one of file (a CSV series t_s,rain_mm_per_h) or seed (the stochastic model)")
+        if t.has("file"):
+            ts, rr = _read_rain_csv(t, base)
+            r = Rain(station=st, t_s=ts, rain_mm_per_h=rr)
+        else:
+            r = Rain(station=st, seed=t.get("seed", "an integer", check=_count),
+                     mean_dry_s=t.get("mean_dry_s", "a number", 3600.0, check=_range(0, 1e7, lo_open=True)),
+                     mean_wet_s=t.get("mean_wet_s", "a number", 600.0, check=_range(0, 1e7, lo_open=True)),
+                     median_mm_per_h=t.get("median_mm_per_h", "a number", 10.0, check=_range(0, 500, lo_open=True)),
+                     sigma=t.get("sigma", "a number", 1.0, check=_range(0, 5)))
+        t.done()
+        out.append(r)
+    return out
+
+
+def _read_rain_csv(t: _Table, base: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    file_ = t.get("file", "a string")
+    p = resolve_path(base / file_)
+    raw = read_input(p, MAX_TEXT_BYTES, lambda problem: t.error(
+        "file", f"expected a readable CSV file t_s,rain_mm_per_h (a regular file of at most "
+                f"{MAX_TEXT_BYTES >> 20} MiB), {problem}"))
+    try:
+        rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+                if r and not r[0].strip().startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise t.error("file", f"expected a readable CSV file t_s,rain_mm_per_h: {e}") from None
+    if rows and [c.strip() for c in rows[0]] == ["t_s", "rain_mm_per_h"]:
+        rows = rows[1:]
+    ts: list[float] = []
+    rr: list[float] = []
+    for n, r in enumerate(rows, start=1):
+        try:
+            x, y = (float(c) for c in r)
+        except ValueError:
+            x = y = math.nan
+        if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and 0 <= y <= 1000) or (ts and x <= ts[-1]):
+            raise t.error("file", f"{p.name} row {n}: expected t_s (≥ 0, increasing), rain_mm_per_h (0-1000), "
+                                  f"found {r}")
+        ts.append(x)
+        rr.append(y)
+    if not ts:
+        raise t.error("file", f"at least one row t_s,rain_mm_per_h in {p.name}")
+    return tuple(ts), tuple(rr)

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from ..constants import C_KM_PER_S, R_EARTH_KM
 from .faults import DOWN_REASONS, fault_reasons
 from .orbits import Track
+from .weather import budget_rate_mbps, rain_at, slant_path_rain_attenuation_db
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 
 __all__ = ["Schedule", "LinkSet", "build_schedule", "node_table", "clears_earth", "isl_candidates"]
@@ -62,7 +63,9 @@ class Schedule:
     `links` columns: step, t_s, a, b (categorical node names), kind (isl|gsl), distance_km,
     delay_ms, rate_mbps, loss_pct, up, down_reason (why a present link is not up: "acquisition"
     for a laser still acquiring, "handover" for a ground link in its handover gap, "fault" for a
-    scenario fault (`netemu.plan.faults`); "" while up). Rows are sorted by step, then a, b.
+    scenario fault (`netemu.plan.faults`), "rain" for a ground link rain takes out
+    (`netemu.plan.weather`); "" while up). With `[[rain]]`, a rainy station's ground links carry
+    the rate its link budget leaves. Rows are sorted by step, then a, b.
     """
 
     nodes: pd.DataFrame
@@ -464,10 +467,13 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
             progress(f"isl[{i}] {model.pattern} {'+'.join(model.groups)}: {len(ls.step):,} link-steps")
     if scenario.gsl is not None and scenario.ground_stations:
         ls = gsl_links(track, station_xyz, station_up, scenario)
+        rate = _rain_rates(scenario, track, station_xyz, station_up, ls)
         ls = LinkSet(ls.step, ls.a, (ls.b + n_sat).astype(np.int32), ls.distance_km)
         g = scenario.gsl
         frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s),
                              g.handover_gap_s))
+        if rate is not None:
+            frames[-1]["rate_mbps"] = rate
         if progress:
             progress(f"gsl {g.policy}: {len(ls.step):,} link-steps")
     df = pd.concat(frames, ignore_index=True) if frames else _frame(LinkSet.empty(), "isl", 0, 0, np.zeros(0, bool))
@@ -493,11 +499,40 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     take = (hit == "fault") | ((hit != "") & up)
     up[hit != ""] = False
     reason[take] = hit[take]
+    # Rain outage: a ground link whose margin meets no rate step (rate 0); a fault still wins.
+    out = df["rate_mbps"].to_numpy() <= 0
+    up[out] = False
+    reason[out & (reason != "fault")] = "rain"
     df["up"] = up
     df["down_reason"] = pd.Categorical(reason, categories=list(DOWN_REASONS))
     df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up",
              "down_reason"]]
     return Schedule(nodes=nodes, t_s=t_s, links=df)
+
+
+def _rain_rates(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
+                ls: LinkSet) -> np.ndarray | None:
+    """Each ground link's rate under rain (`netemu.plan.weather`), None without `[[rain]]`:
+    `rate_mbps`, or the fastest rate step the margin left after rain attenuation (at the link's
+    elevation and the station's rain rate) meets; 0 for an outage. `ls.b` is the station number."""
+    g = scenario.gsl
+    if not scenario.rain or g.frequency_ghz is None:
+        return None
+    rate = np.full(len(ls.step), float(g.rate_mbps))
+    index = {st.name: i for i, st in enumerate(scenario.ground_stations)}
+    for r in scenario.rain:
+        i = index[r.station]
+        sel = np.nonzero(ls.b == i)[0]
+        if len(sel) == 0:
+            continue
+        st = scenario.ground_stations[i]
+        d = track.xyz_km[ls.step[sel], ls.a[sel]] - station_xyz[i]
+        el = np.degrees(np.arcsin(d @ station_up[i] / np.linalg.norm(d, axis=1)))
+        mm_h = rain_at(r, track.t_s)[ls.step[sel]]
+        att = slant_path_rain_attenuation_db(mm_h, g.frequency_ghz, el, st.lat_deg, st.alt_m / 1000.0,
+                                             g.rain_height_km, g.polarization)
+        rate[sel] = np.minimum(g.rate_mbps, budget_rate_mbps(att, g.clear_sky_margin_db, g.rate_steps))
+    return rate
 
 
 def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray,

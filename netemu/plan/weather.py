@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 __all__ = ["rain_coefficients", "specific_attenuation_db_per_km", "slant_path_rain_attenuation_db",
-           "budget_rate_mbps", "POLARIZATION_TILT_DEG"]
+           "budget_rate_mbps", "POLARIZATION_TILT_DEG", "stochastic_rain_mm_per_h", "rain_at"]
 
 # ITU-R P.838-3 Tables 1-4: (a_j, b_j, c_j) per row, then (m, c).
 _KH = (((-5.33980, -0.10008, 1.13098), (-0.35351, 1.26970, 0.45400), (-0.23789, 0.86036, 0.15354),
@@ -114,3 +114,39 @@ def budget_rate_mbps(attenuation_db, clear_sky_margin_db: float, rate_steps) -> 
     for need, rate in rate_steps:
         out = np.where(margin >= need - 1e-12, np.maximum(out, rate), out)
     return out
+
+
+def stochastic_rain_mm_per_h(t_s: np.ndarray, seed: int, mean_dry_s: float, mean_wet_s: float,
+                             median_mm_per_h: float, sigma: float) -> np.ndarray:
+    """A seeded rain series on the grid `t_s`: dry and wet spells alternate, of exponential
+    lengths with means `mean_dry_s` and `mean_wet_s` (starting dry or wet in proportion), and each
+    wet spell rains at one rate drawn from a lognormal of median `median_mm_per_h` and log-spread
+    `sigma`. The same seed gives the same series."""
+    t = np.asarray(t_s, np.float64)
+    out = np.zeros(len(t))
+    if len(t) == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    wet = bool(rng.random() < mean_wet_s / (mean_dry_s + mean_wet_s))
+    start, end = float(t[0]), float(t[-1])
+    while start <= end:
+        length = rng.exponential(mean_wet_s if wet else mean_dry_s)
+        if wet:
+            rate = median_mm_per_h * math.exp(sigma * rng.standard_normal())
+            out[(t >= start) & (t < start + length)] = rate
+        start += length
+        wet = not wet
+    return out
+
+
+def rain_at(rain, t_s: np.ndarray) -> np.ndarray:
+    """A scenario `Rain` (series or model) on the grid `t_s` (mm/h): a series' sample is held
+    until the next one; before the first sample it is dry."""
+    t = np.asarray(t_s, np.float64)
+    if rain.seed is not None:
+        return stochastic_rain_mm_per_h(t, rain.seed, rain.mean_dry_s, rain.mean_wet_s,
+                                        rain.median_mm_per_h, rain.sigma)
+    st = np.asarray(rain.t_s, np.float64)
+    i = np.searchsorted(st, t + 1e-9, side="right") - 1
+    vals = np.asarray(rain.rain_mm_per_h, np.float64)
+    return np.where(i >= 0, vals[np.maximum(i, 0)], 0.0)
