@@ -9,7 +9,7 @@ import netemu
 from netemu.errors import ScenarioError, TLEError
 from conftest import DATA, ROOT, TOPOLOGIES, write_scenario
 
-SHIPPED = ["beijing-orbital-dc", "starlink-s1", "kuiper-k1", "telesat-t1", "starlink-tle"]
+SHIPPED = ["beijing-orbital-dc", "starlink-s1", "kuiper-k1", "telesat-t1", "starlink-tle", "beijing-orbital-dc-faults"]
 
 BASE = """
 [scenario]

@@ -465,6 +465,13 @@ def summary_text(s: dict) -> str:
     if s["satellites_failed_to_propagate"]:
         lines.append(f"Warning: {s['satellites_failed_to_propagate']} satellites failed to propagate at some step "
                      "(their links are absent there).")
+    if "faults" in s:
+        f = s["faults"]
+        worst = next(iter(f["unreachable_s_by_pair"].items()), None)
+        lines.append(f"Faults: {f['count']} ({', '.join(f'{v} {k}' for k, v in f['by_kind'].items())}); "
+                     f"{f['link_steps_down']:,} link-steps down; {f['blackholed_pair_steps']:,} pair-steps lost "
+                     f"before detection ({f['failure_detection_s']:g} s)"
+                     + (f"; longest unreachable: {worst[0]} {worst[1]['unreachable_s']:g} s." if worst else "."))
     lines += [f"Warning: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 
