@@ -196,3 +196,146 @@ def test_faulted_plan_files_say_why(tmp_path):
     assert {"fault_start", "fault_end", "reroute"} <= set(t["events"]["event"])
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["faults"]["link_steps_down"] == int(hit.sum())
+
+
+# --------------------------------------------------------------------------- stochastic and correlated faults
+
+import math  # noqa: E402
+
+from scipy import stats  # noqa: E402
+
+from netemu.plan.faults import expand_group_faults, radiation_resets, region_multiplier, renewal_windows  # noqa: E402
+from netemu.plan.scenario import Region, group_node_names  # noqa: E402
+
+
+def _up_down(u, start, dur):
+    """Up times (from t = 0 or the last repair to the next failure) and down times per unit."""
+    order = np.lexsort((start, u))
+    u, start, dur = u[order], start[order], dur[order]
+    prev_end = np.where(np.r_[True, u[1:] != u[:-1]], 0.0, np.r_[0.0, (start + dur)[:-1]])
+    return start - prev_end, dur
+
+
+def test_exponential_failures_match_their_mtbf_and_mttr():
+    u, start, dur = renewal_windows(np.random.default_rng(1), 200, 2e7, 10_000.0, 1_000.0)
+    up, down = _up_down(u, start, dur)
+    assert len(up) > 300_000
+    assert up.mean() == pytest.approx(10_000.0, rel=0.01) and down.mean() == pytest.approx(1_000.0, rel=0.01)
+    # exponential: standard deviation = mean, and the KS test does not reject it
+    assert up.std() == pytest.approx(10_000.0, rel=0.02)
+    assert stats.kstest(down, stats.expon(scale=1_000.0).cdf).pvalue > 1e-3
+    assert (start < 2e7).all() and set(np.unique(u)) == set(range(200))
+
+
+def test_weibull_failures_match_their_distribution():
+    shape, mtbf = 2.5, 5_000.0
+    u, start, dur = renewal_windows(np.random.default_rng(2), 100, 1e7, mtbf, 300.0, "weibull", shape)
+    up, _ = _up_down(u, start, dur)
+    assert up.mean() == pytest.approx(mtbf, rel=0.01)
+    scale = mtbf / math.gamma(1 + 1 / shape)                        # 5000 / Γ(1.4) = 5000 / 0.887264 = 5635.3 s
+    assert scale == pytest.approx(5635.3, abs=0.1)
+    assert stats.kstest(up[:20_000], stats.weibull_min(shape, scale=scale).cdf).pvalue > 1e-3
+    # and an exponential of the same mean is rejected: the test can tell them apart
+    assert stats.kstest(up[:20_000], stats.expon(scale=mtbf).cdf).pvalue < 1e-6
+
+
+def test_radiation_resets_follow_their_rate_and_region_multiplier():
+    T, N = 2_000, 1_000
+    t = np.arange(T, dtype=float)                                   # 1 s steps
+    lat = np.where(np.arange(N) < N // 2, -25.0, 40.0) * np.ones((T, 1))   # half the satellites over the SAA box
+    lon = np.full((T, N), -40.0)
+    saa = Region(lat_deg=(-50.0, 0.0), lon_deg=(-90.0, 40.0), multiplier=10.0)
+    rate = 2e-5 * region_multiplier(lat, lon, [saa])                # per s
+    u, ts = radiation_resets(np.random.default_rng(3), t, rate, reboot_s=1.0)
+    inside, outside = (u < N // 2).sum(), (u >= N // 2).sum()
+    # expected: N/2 · T · λ · Δt (p = 1 − e^(−λΔt) ≈ λΔt): 500·2000·2e-4 = 200 inside, 20 outside
+    assert abs(inside - 200 * (1 - math.exp(-2e-4)) / 2e-4) < 5 * math.sqrt(200)
+    assert abs(outside - 20) < 5 * math.sqrt(20)
+    # a satellite rebooting ignores further resets
+    u2, ts2 = radiation_resets(np.random.default_rng(4), t, np.full((T, 4), 0.5), reboot_s=100.0)
+    for k in range(4):
+        assert (np.diff(ts2[u2 == k]) >= 100.0).all()
+
+
+GROUP_FAULTS = '''
+[[faults]]
+kind = "random"
+group = "shell"
+mtbf_s = 3000
+mttr_s = 200
+seed = {seed}
+
+[[faults]]
+kind = "storm"
+group = "shell"
+t_s = 600
+fraction = 0.1
+duration_s = 120
+seed = {seed}
+
+[[faults]]
+kind = "radiation"
+group = "shell"
+rate_per_day = 50
+reboot_s = 20
+regions = [{{lat_deg = [-50, 0], lon_deg = [-90, 40], multiplier = 10}}]
+seed = {seed}
+'''
+
+
+def _drawn(tmp_path, seed, name):
+    sc = _scenario(tmp_path, GROUP_FAULTS.format(seed=seed), name)
+    track = satellite_track(sc)
+    offs, off, by = {}, 0, {}
+    for g in sc.satellites:
+        offs[g.name], by[g.name] = off, group_node_names(g)
+        off += g.count
+    return sc, expand_group_faults(sc.group_faults, by, offs, track.t_s, track.xyz_km, sc.duration_s)
+
+
+def test_group_faults_repeat_with_their_seed(tmp_path):
+    sc, a = _drawn(tmp_path, 11, "a.toml")
+    _, b = _drawn(tmp_path, 11, "b.toml")
+    _, c = _drawn(tmp_path, 12, "c.toml")
+    assert a == b and a != c
+    storm = [f for f in a if f.source == "storm shell"]
+    assert len(storm) == round(0.1 * 144) == len({f.node for f in storm})   # 14 distinct satellites
+    assert all(f.t_s == 600 and f.duration_s == 120 for f in storm)
+    assert [f for f in a if f.source == "random shell"] and [f for f in a if f.source == "radiation shell"]
+    # the plan applies them: a storm satellite's links are down for its 120 s
+    plan = netemu.make_plan(sc, workers=1)
+    L = plan.schedule.links
+    n = storm[0].node
+    hit = ((L["a"] == n) | (L["b"] == n)) & (L["t_s"] >= 600) & (L["t_s"] < 720)
+    assert hit.any() and (L["down_reason"][hit] == "fault").all()
+    s = plan.summary()["faults"]
+    assert s["by_kind"]["storm shell"] == 14 and s["count"] == len(plan.faults) == len(a)
+
+
+def test_region_storm_takes_every_satellite_inside_the_box(tmp_path):
+    sc = _scenario(tmp_path, '[[faults]]\nkind = "storm"\ngroup = "shell"\nt_s = 0\n'
+                             'region = {lat_deg = [-90, 90], lon_deg = [-180, 180]}\n', "w.toml")
+    track = satellite_track(sc)
+    by = {g.name: group_node_names(g) for g in sc.satellites}
+    f = expand_group_faults(sc.group_faults, by, {"shell": 0, "cluster": 144}, track.t_s, track.xyz_km, sc.duration_s)
+    assert len(f) == 144
+    north = _scenario(tmp_path, '[[faults]]\nkind = "storm"\ngroup = "shell"\nt_s = 0\n'
+                                'region = {lat_deg = [0, 90], lon_deg = [-180, 180]}\n', "n.toml")
+    f = expand_group_faults(north.group_faults, by, {"shell": 0, "cluster": 144}, track.t_s, track.xyz_km, 1200.0)
+    z = track.xyz_km[0, :144, 2]
+    assert {x.node for x in f} == {by["shell"][i] for i in np.nonzero(z >= 0)[0]}
+
+
+@pytest.mark.parametrize("faults, key, words", [
+    ('kind = "random"\ngroup = "shel"\nmtbf_s = 10\nmttr_s = 1', "faults[0].group", "did you mean 'shell'"),
+    ('kind = "random"\ngroup = "shell"\nmtbf_s = 10\nmttr_s = 1\nshape = 2', "faults[0].shape", "weibull"),
+    ('kind = "random"\ngroup = "shell"\nmtbf_s = -10\nmttr_s = 1', "faults[0].mtbf_s", "positive"),
+    ('kind = "storm"\ngroup = "shell"\nt_s = 5\nfraction = 0.1\nregion = {lat_deg = [0, 1], lon_deg = [0, 1]}',
+     "faults[0].fraction", "exactly one of"),
+    ('kind = "storm"\ngroup = "shell"\nt_s = 5000\nfraction = 0.1', "faults[0].t_s", "[0, 1200)"),
+    ('kind = "radiation"\ngroup = "shell"\nrate_per_day = 1\nreboot_s = 5\nregions = [{lat_deg = [10, 0], lon_deg = [0, 1]}]',
+     "faults[0].regions", "lo < hi"),
+])
+def test_bad_group_faults_give_one_clear_error(tmp_path, faults, key, words):
+    e = _error(tmp_path, "[[faults]]\n" + faults + "\n")
+    assert e.key == key and words in e.message, str(e)

@@ -13,12 +13,15 @@ Fault windows are half-open in scenario time: a link-step at time t is down when
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from .scenario import Fault
 
-__all__ = ["fault_reasons", "DOWN_REASONS", "believed_up", "blackholed", "fault_events"]
+__all__ = ["fault_reasons", "DOWN_REASONS", "believed_up", "blackholed", "fault_events", "failure_times",
+           "renewal_windows", "region_multiplier", "radiation_resets", "expand_group_faults"]
 
 DOWN_REASONS = ("", "acquisition", "handover", "fault", "rain")
 """Values of the links table's `down_reason` ("" while the link is up)."""
@@ -132,3 +135,111 @@ def fault_events(faults, t_s: np.ndarray, duration_s: float, failure_detection_s
             n = int(changed.get(round(float(t[k]), 9), 0))
             rows.append((float(t[k]), "reroute", a, b, f"{n} pair paths changed ({failure_detection_s:g} s to detect)"))
     return pd.DataFrame(rows, columns=["t_s", "event", "a", "b", "detail"])
+
+
+# --------------------------------------------------------------------------- group faults
+
+
+def failure_times(rng: np.random.Generator, n: int, mtbf_s: float, distribution: str = "exponential",
+                  shape: float = 1.0) -> np.ndarray:
+    """`n` times to failure of mean `mtbf_s`: exponential, or Weibull of shape `shape` with scale
+    mtbf_s / Γ(1 + 1/shape) (so that its mean is mtbf_s)."""
+    if distribution == "weibull":
+        return mtbf_s / math.gamma(1.0 + 1.0 / shape) * rng.weibull(shape, n)
+    return rng.exponential(mtbf_s, n)
+
+
+def renewal_windows(rng: np.random.Generator, n_units: int, horizon_s: float, mtbf_s: float, mttr_s: float,
+                    distribution: str = "exponential", shape: float = 1.0):
+    """Failure windows of `n_units` units, each new at t = 0, failing after `failure_times` and
+    repaired after an exponential time of mean `mttr_s`, again and again until `horizon_s`.
+    Returns (unit, start_s, duration_s) arrays of the failures that start before the horizon."""
+    units, starts, durs = [], [], []
+    t = np.zeros(n_units)
+    alive = np.arange(n_units)
+    while len(alive):
+        fail = t[alive] + failure_times(rng, len(alive), mtbf_s, distribution, shape)
+        down = rng.exponential(mttr_s, len(alive))
+        inside = fail < horizon_s
+        units.append(alive[inside])
+        starts.append(fail[inside])
+        durs.append(down[inside])
+        t[alive] = fail + down
+        alive = alive[inside]
+    cat = lambda x, d: np.concatenate(x) if x else np.zeros(0, d)  # noqa: E731
+    return cat(units, np.int64), cat(starts, np.float64), cat(durs, np.float64)
+
+
+def region_multiplier(lat_deg: np.ndarray, lon_deg: np.ndarray, regions) -> np.ndarray:
+    """Product of the multipliers of the regions (lat/lon boxes) each position lies in."""
+    m = np.ones(np.shape(lat_deg))
+    for r in regions:
+        inside = ((lat_deg >= r.lat_deg[0]) & (lat_deg <= r.lat_deg[1])
+                  & (lon_deg >= r.lon_deg[0]) & (lon_deg <= r.lon_deg[1]))
+        m = np.where(inside, m * r.multiplier, m)
+    return m
+
+
+def radiation_resets(rng: np.random.Generator, t_s: np.ndarray, rate_per_s: np.ndarray, reboot_s: float):
+    """Resets of a Poisson process whose rate `rate_per_s[T, N]` holds over each step (the last
+    step's length repeats): a reset at most per step, at the step's time; a satellite still
+    rebooting ignores further resets. Returns (unit, t_s) arrays sorted by unit then time."""
+    t = np.asarray(t_s, np.float64)
+    dt = np.diff(t, append=t[-1] + (t[-1] - t[-2] if len(t) > 1 else 1.0))
+    p = 1.0 - np.exp(-rate_per_s * dt[:, None])
+    k, u = np.nonzero(rng.random(p.shape) < p)
+    order = np.lexsort((k, u))
+    units, times = [], []
+    busy_until: dict[int, float] = {}
+    for kk, uu in zip(k[order].tolist(), u[order].tolist()):
+        if t[kk] >= busy_until.get(uu, -math.inf):
+            units.append(uu)
+            times.append(float(t[kk]))
+            busy_until[uu] = t[kk] + reboot_s
+    return np.asarray(units, np.int64), np.asarray(times, np.float64)
+
+
+def _lat_lon_deg(xyz_km: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Geocentric latitude and longitude of Earth-fixed positions [..., 3] (within 0.2° of
+    geodetic at LEO altitudes: enough for region boxes)."""
+    x, y, z = xyz_km[..., 0], xyz_km[..., 1], xyz_km[..., 2]
+    with np.errstate(invalid="ignore"):
+        return np.degrees(np.arctan2(z, np.hypot(x, y))), np.degrees(np.arctan2(y, x))
+
+
+def expand_group_faults(group_faults, names_by_group: dict[str, list[str]], offsets: dict[str, int],
+                        t_s: np.ndarray, xyz_km: np.ndarray, duration_s: float) -> list[Fault]:
+    """The `Fault`s that a scenario's group faults draw (seeded: the same seed, the same faults).
+    `offsets[group]` is the group's first column in `xyz_km` [T, N, 3] (Earth-fixed track)."""
+    out: list[Fault] = []
+    t = np.asarray(t_s, np.float64)
+    for gf in group_faults:
+        rng = np.random.default_rng(gf.seed)
+        names = names_by_group[gf.group]
+        lo = offsets[gf.group]
+        src = f"{gf.kind} {gf.group}"
+        if gf.kind == "random":
+            u, start, dur = renewal_windows(rng, len(names), duration_s, gf.mtbf_s, gf.mttr_s,
+                                            gf.distribution, gf.shape)
+            for uu, s0, d in zip(u.tolist(), start.tolist(), dur.tolist()):
+                if gf.terminal:
+                    out.append(Fault("link", s0, d, node=names[uu], terminal=gf.terminal, source=src))
+                else:
+                    out.append(Fault("node", s0, d, node=names[uu], source=src))
+        elif gf.kind == "radiation":
+            lat, lon = _lat_lon_deg(xyz_km[:, lo:lo + len(names)])
+            rate = gf.rate_per_day / 86_400.0 * region_multiplier(lat, lon, gf.regions)
+            u, tt = radiation_resets(rng, t, np.nan_to_num(rate), gf.reboot_s)
+            out += [Fault("reboot", s0, gf.reboot_s, node=names[uu], source=src)
+                    for uu, s0 in zip(u.tolist(), tt.tolist())]
+        else:  # storm
+            if gf.region is not None:
+                k = int(np.clip(np.searchsorted(t, gf.t_s + _EPS, side="right") - 1, 0, len(t) - 1))
+                lat, lon = _lat_lon_deg(xyz_km[k, lo:lo + len(names)])
+                r = gf.region
+                hit = np.nonzero((lat >= r.lat_deg[0]) & (lat <= r.lat_deg[1])
+                                 & (lon >= r.lon_deg[0]) & (lon <= r.lon_deg[1]))[0]
+            else:
+                hit = np.sort(rng.choice(len(names), max(1, round(gf.fraction * len(names))), replace=False))
+            out += [Fault("node", gf.t_s, gf.duration_s, node=names[i], source=src) for i in hit.tolist()]
+    return out

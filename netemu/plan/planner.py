@@ -32,7 +32,7 @@ from ..errors import PlanError
 from .orbits import Track, formation_satrecs, propagate, station_ecef_km, time_grid_s, walker_satrecs
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
-from .faults import believed_up, blackholed, fault_events
+from .faults import believed_up, blackholed, expand_group_faults, fault_events
 from .topology import Schedule, build_schedule, plus_grid_pairs
 
 __all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "PLAN_FILES",
@@ -55,6 +55,8 @@ class Plan:
     blackholed: pd.DataFrame | None = None
     """With faults: `step, src, dst` where the pair's installed path crossed a failed link not yet
     detected (`netemu.plan.faults.blackholed`); those pair-steps are absent from the paths."""
+    faults: tuple = ()
+    """Every fault applied: the scenario's deterministic ones, then those its group faults drew."""
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -183,7 +185,16 @@ def make_plan(scenario: Scenario, workers: int | None = None,
         f"({timings['orbits']:.1f} s{f', {n_bad} failed to propagate' if n_bad else ''})")
 
     t0 = time.perf_counter()
-    schedule = build_schedule(scenario, track, xyz, up, progress=lambda m: say("  " + m))
+    faults = tuple(scenario.faults)
+    if scenario.group_faults:
+        offs, off, by_group = {}, 0, {}
+        for g in scenario.satellites:
+            offs[g.name], by_group[g.name] = off, group_node_names(g)
+            off += g.count
+        faults += tuple(expand_group_faults(scenario.group_faults, by_group, offs, track.t_s, track.xyz_km,
+                                            scenario.duration_s))
+        say(f"faults: {len(faults) - len(scenario.faults):,} drawn from {len(scenario.group_faults)} group fault model(s)")
+    schedule = build_schedule(scenario, track, xyz, up, progress=lambda m: say("  " + m), faults=faults)
     timings["topology"] = time.perf_counter() - t0
     say(f"topology: {len(schedule.links):,} link-steps ({timings['topology']:.1f} s)")
 
@@ -199,7 +210,7 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     # With faults, routes follow the network as the control plane knows it: a failed link stays
     # in use for failure_detection_s, and pairs whose path crosses it are unreachable meanwhile.
     view, believed, lost = schedule, None, None
-    if scenario.faults:
+    if faults:
         believed = believed_up(schedule.links, schedule.t_s, len(schedule.nodes),
                                scenario.routing.failure_detection_s)
         view = Schedule(schedule.nodes, schedule.t_s, schedule.links.assign(up=believed))
@@ -222,13 +233,13 @@ def make_plan(scenario: Scenario, workers: int | None = None,
 
     t0 = time.perf_counter()
     parts = [schedule.changes(), path_events(routes)]
-    if scenario.faults:
-        parts.append(fault_events(scenario.faults, schedule.t_s, scenario.duration_s,
+    if faults:
+        parts.append(fault_events(faults, schedule.t_s, scenario.duration_s,
                                   scenario.routing.failure_detection_s, parts[1]))
     events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost)
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost, faults)
 
 
 LINK_SHORTFALL = 0.5
@@ -384,7 +395,7 @@ def plan_summary(plan: Plan) -> dict:
         "routing_metric": sc.routing.metric,
         "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
         "warnings": list(plan.warnings),
-    } | ({"faults": _fault_summary(plan)} if sc.faults else {})
+    } | ({"faults": _fault_summary(plan)} if plan.faults else {})
 
 
 FAULT_SUMMARY_PAIRS = 50
@@ -396,7 +407,7 @@ def _fault_summary(plan: Plan) -> dict:
     unreachable (from every cause) and the part of it lost to undetected failures."""
     sc, sched, p = plan.scenario, plan.schedule, plan.routes.paths
     T, E = len(sched.t_s), len(sc.endpoints)
-    kinds = pd.Series([f.kind for f in sc.faults]).value_counts()
+    kinds = pd.Series([f.source or f.kind for f in plan.faults], dtype=object).value_counts()
     reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
                         + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
     lost = plan.blackholed if plan.blackholed is not None else pd.DataFrame({"src": [], "dst": []})
@@ -410,7 +421,7 @@ def _fault_summary(plan: Plan) -> dict:
                 rows.append((down, f"{x}|{y}", lost_n.get((x, y), 0)))
     rows.sort(key=lambda r: (-r[0], r[1]))
     return {
-        "count": len(sc.faults),
+        "count": len(plan.faults),
         "by_kind": {k: int(v) for k, v in kinds.items()},
         "failure_detection_s": sc.routing.failure_detection_s,
         "link_steps_down": int((sched.links["down_reason"] == "fault").sum()),

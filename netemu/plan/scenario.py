@@ -32,7 +32,7 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "Workload", "WORKLOAD_KINDS", "Fault", "FAULT_KINDS", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "Fault", "FAULT_KINDS", "GroupFaults", "Region", "Rain", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -174,7 +174,9 @@ class Routing:
 
 WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
 
-FAULT_KINDS = ("node", "link", "reboot", "station")
+FAULT_KINDS = ("node", "link", "reboot", "station", "random", "radiation", "storm")
+GROUP_FAULT_KINDS = ("random", "radiation", "storm")
+FAILURE_DISTRIBUTIONS = ("exponential", "weibull")
 POLARIZATIONS = ("circular", "horizontal", "vertical")
 
 
@@ -196,6 +198,45 @@ TERMINAL_KINDS = ("isl", "gsl")
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """A latitude/longitude box (degrees, lon not wrapping): `lat_deg` and `lon_deg` as (lo, hi)."""
+
+    lat_deg: tuple[float, float]
+    lon_deg: tuple[float, float]
+    multiplier: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFaults:
+    """Stochastic or correlated faults over a satellite group (`[[faults]]` of kind "random",
+    "radiation" or "storm"), expanded into `Fault`s by `netemu.plan.faults.expand_group_faults`.
+
+    random: each satellite (or, with `terminal`, each satellite's lasers or ground links) fails
+    after a time drawn from an exponential of mean `mtbf_s` (or a Weibull of that mean and
+    `shape`) and is repaired after an exponential time of mean `mttr_s`, again and again.
+    radiation: resets (reboots of `reboot_s`) at `rate_per_day` per satellite, the rate multiplied
+    by a region's `multiplier` while the satellite is inside it (e.g. the South Atlantic Anomaly).
+    storm: at `t_s`, `fraction` of the group (drawn with the seed), or with `region` every
+    satellite inside the box, fails for `duration_s` (None: for good)."""
+
+    kind: str
+    group: str
+    seed: int
+    mtbf_s: float = 0.0
+    mttr_s: float = 0.0
+    distribution: str = "exponential"
+    shape: float = 1.0
+    terminal: str | None = None
+    rate_per_day: float = 0.0
+    reboot_s: float = 0.0
+    regions: tuple[Region, ...] = ()
+    t_s: float = 0.0
+    fraction: float = 0.0
+    duration_s: float | None = None
+    region: Region | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Fault:
     """A deterministic fault (`[[faults]]`), in scenario time.
 
@@ -213,6 +254,8 @@ class Fault:
     a: str | None = None
     b: str | None = None
     terminal: str | None = None
+    source: str = ""
+    """For faults drawn from a `GroupFaults`: its kind and group, e.g. "random relay"."""
 
     @property
     def end_s(self) -> float:
@@ -268,6 +311,7 @@ class Scenario:
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
     faults: tuple[Fault, ...] = ()
+    group_faults: tuple[GroupFaults, ...] = ()
     rain: tuple[Rain, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
@@ -425,7 +469,8 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
     "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s", "frequency_ghz",
     "clear_sky_margin_db", "rate_steps", "polarization", "rain_height_km", "station", "mean_dry_s",
-    "mean_wet_s", "median_mm_per_h", "sigma",
+    "mean_wet_s", "median_mm_per_h", "sigma", "group", "mtbf_s", "mttr_s", "distribution", "shape",
+    "rate_per_day", "regions", "fraction", "region", "multiplier",
 }
 
 
@@ -486,7 +531,7 @@ def load_scenario(path: str | Path) -> Scenario:
     routing = _routing(top)
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
-    faults = _faults(top, groups, stations, node_names, duration_s)
+    faults, group_faults = _faults(top, groups, stations, node_names, duration_s)
     rain = _rain(top, base, stations, gsl)
     top.done()
 
@@ -495,7 +540,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
-                    faults=tuple(faults), rain=tuple(rain), warnings=tuple(warnings))
+                    faults=tuple(faults), group_faults=tuple(group_faults), rain=tuple(rain), warnings=tuple(warnings))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -1011,8 +1056,9 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
 
 
 def _faults(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
-            node_names: dict[str, str], duration_s: float) -> list[Fault]:
-    """`[[faults]]`: deterministic node, link, reboot and station faults (see `Fault`)."""
+            node_names: dict[str, str], duration_s: float) -> tuple[list[Fault], list[GroupFaults]]:
+    """`[[faults]]`: deterministic node, link, reboot and station faults (see `Fault`), and
+    stochastic or correlated faults over satellite groups (see `GroupFaults`)."""
     top.seen.add("faults")
     raw = top.data.get("faults", [])
     if not isinstance(raw, list):
@@ -1020,9 +1066,13 @@ def _faults(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStat
     station_names = [st.name for st in stations]
     sat_names = [n for g in groups for n in group_node_names(g)]
     out: list[Fault] = []
+    group_out: list[GroupFaults] = []
     for i, item in enumerate(raw):
         t = _Table(top.path, f"faults[{i}]", item)
         kind = t.get("kind", "a string", check=lambda v: None if v in FAULT_KINDS else "one of " + ", ".join(FAULT_KINDS))
+        if kind in GROUP_FAULT_KINDS:
+            group_out.append(_group_faults(t, kind, i, groups, duration_s))
+            continue
 
         def node(key: str, allowed: list[str], what: str) -> str:
             v = t.get(key, "a string")
@@ -1066,7 +1116,71 @@ def _faults(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStat
                 raise t.error("t_s", f"a fault that does not overlap faults[{j}] on the same {f.label()} "
                                      f"(down from {g.t_s:g} s to {end}), found t_s = {f.t_s:g}")
         out.append(f)
-    return out
+    return out, group_out
+
+
+def _region(t: _Table, key: str, v: Any, with_multiplier: bool) -> Region:
+    what = ("a table {lat_deg = [lo, hi], lon_deg = [lo, hi]" + (", multiplier = x}" if with_multiplier else "}")
+            + " with -90 ≤ lo < hi ≤ 90 (lat) and -180 ≤ lo < hi ≤ 180 (lon)")
+    if not isinstance(v, dict) or set(v) - {"lat_deg", "lon_deg", "multiplier"} or \
+            (not with_multiplier and "multiplier" in v):
+        raise t.error(key, f"expected {what}, found {_show(v)}")
+
+    def box(k: str, lim: float) -> tuple[float, float]:
+        x = v.get(k)
+        ok = (isinstance(x, list) and len(x) == 2
+              and all(isinstance(y, (int, float)) and not isinstance(y, bool) for y in x)
+              and -lim <= x[0] < x[1] <= lim)
+        if not ok:
+            raise t.error(key, f"expected {what}, found {k} = {_show(x) if x is not None else 'nothing'}")
+        return float(x[0]), float(x[1])
+
+    m = v.get("multiplier", 1.0)
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1e6:
+        raise t.error(key, f"expected a multiplier in [0, 1e6], found {_show(m)}")
+    return Region(lat_deg=box("lat_deg", 90), lon_deg=box("lon_deg", 180), multiplier=float(m))
+
+
+def _group_faults(t: _Table, kind: str, i: int, groups: list[SatelliteGroup], duration_s: float) -> GroupFaults:
+    gnames = [g.name for g in groups]
+    group = t.get("group", "a string")
+    if group not in gnames:
+        raise t.error("group", f"expected a satellite group defined in this scenario, found {_show(group)}"
+                               + _did_you_mean(group, gnames))
+    seed = t.get("seed", "an integer", i + 1, check=_count)
+    pos = lambda v: None if v > 0 else "a positive number"  # noqa: E731
+    if kind == "random":
+        dist = t.get("distribution", "a string", "exponential",
+                     check=lambda v: None if v in FAILURE_DISTRIBUTIONS else "one of " + ", ".join(FAILURE_DISTRIBUTIONS))
+        if t.has("shape") and dist != "weibull":
+            raise t.error("shape", "a shape only with distribution = 'weibull'")
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        mtbf_s=t.get("mtbf_s", "a number", check=pos),
+                        mttr_s=t.get("mttr_s", "a number", check=pos),
+                        distribution=dist,
+                        shape=t.get("shape", "a number", 1.0, check=_range(0.1, 20)),
+                        terminal=t.get("terminal", "a string", None, check=lambda v: None if v in TERMINAL_KINDS else
+                                       "'isl' (the satellites' lasers) or 'gsl' (their ground links)"))
+    elif kind == "radiation":
+        raw = t.get("regions", "a list", [])
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        rate_per_day=t.get("rate_per_day", "a number", check=_range(0, 1e5, lo_open=True)),
+                        reboot_s=t.get("reboot_s", "a number", check=pos),
+                        regions=tuple(_region(t, "regions", v, True) for v in raw))
+    else:
+        if t.has("fraction") == t.has("region"):
+            raise t.error("fraction", "exactly one of fraction (of the group, drawn with the seed) or region "
+                                      "(every satellite of the group inside a lat/lon box)")
+        t.seen.add("region")
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        t_s=t.get("t_s", "a number", check=lambda v: None if 0 <= v < duration_s else
+                                  f"a time in [0, {duration_s:g}) s (inside the scenario's duration_s)"),
+                        fraction=t.get("fraction", "a number", 0.0, check=_range(0, 1, lo_open=True)),
+                        region=_region(t, "region", t.data["region"], False) if t.has("region") else None,
+                        duration_s=t.get("duration_s", "a number", None,
+                                         check=lambda v: None if v > 0 else "a positive number of seconds (omit it: permanent)"))
+    t.done()
+    return f
 
 
 def _fault_target(f: Fault) -> tuple:

@@ -452,8 +452,9 @@ def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float) -> np.ndarray:
 
 
 def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
-                   progress=None) -> Schedule:
-    """Every present link at every step, for all ISL models and the GSL model."""
+                   progress=None, faults=None) -> Schedule:
+    """Every present link at every step, for all ISL models and the GSL model. `faults` (default:
+    the scenario's deterministic ones) take links down (`netemu.plan.faults`)."""
     nodes = node_table(scenario)
     n_sat = len(track.names)
     t_s = track.t_s
@@ -491,7 +492,7 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     is_isl = (df["kind"] == "isl").to_numpy()
     up = df["up"].to_numpy().copy()
     reason = np.where(up, "", np.where(is_isl, "acquisition", "handover")).astype(object)
-    hit = fault_reasons(scenario.faults, list(nodes["name"]), t_s, df["step"].to_numpy(),
+    hit = fault_reasons(scenario.faults if faults is None else faults, list(nodes["name"]), t_s, df["step"].to_numpy(),
                         df["a"].cat.codes.to_numpy(), df["b"].cat.codes.to_numpy(), is_isl,
                         df["_acq_s"].to_numpy())
     # A fault wins over a link still acquiring; a reboot's re-acquisition only labels links it
