@@ -43,21 +43,24 @@ def fault_reasons(faults: tuple[Fault, ...] | list[Fault], names: list[str], t_s
     index = {x: i for i, x in enumerate(names)}
     t = np.asarray(t_s, np.float64)[np.asarray(step, np.int64)]
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    # Rows by node (either end), so that each fault touches only its node's rows.
+    ends = np.concatenate([a, b])
+    order = np.argsort(ends, kind="stable") % n
+    bounds = np.searchsorted(np.sort(ends), np.arange(len(names) + 1))
     dark = np.zeros(n, bool)
     acq = np.zeros(n, bool)
     for f in faults:
+        i = index[f.a if f.kind == "link" and f.a is not None else f.node]
+        rows = order[bounds[i]:bounds[i + 1]]
         if f.kind == "link" and f.a is not None:
             ia, ib = sorted((index[f.a], index[f.b]))
-            hit = (a == ia) & (b == ib)
-        else:
-            i = index[f.node]
-            hit = (a == i) | (b == i)
-            if f.kind == "link":
-                hit &= is_isl if f.terminal == "isl" else ~is_isl
-        end = f.end_s
-        dark |= hit & (t >= f.t_s - _EPS) & (t < end - _EPS)
+            rows = rows[(a[rows] == ia) & (b[rows] == ib)]
+        elif f.kind == "link":
+            rows = rows[is_isl[rows] if f.terminal == "isl" else ~is_isl[rows]]
+        tr, end = t[rows], f.end_s
+        dark[rows[(tr >= f.t_s - _EPS) & (tr < end - _EPS)]] = True
         if f.kind == "reboot":
-            acq |= hit & (t >= end - _EPS) & (t < end + acquisition_s - _EPS)
+            acq[rows[(tr >= end - _EPS) & (tr < end + acquisition_s[rows] - _EPS)]] = True
     out[acq] = "acquisition"
     out[dark] = "fault"
     return out
