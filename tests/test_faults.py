@@ -182,6 +182,11 @@ def test_detection_delay_gives_the_expected_unreachable_window(tmp_path):
     assert s["unreachable_s_by_pair"][f"{src}|{dst}"]["blackholed_s"] == 20.0
     assert s["blackholed_pair_steps"] == len(lost)
     assert "faults" not in healthy.summary()
+    # the detour's delay penalty, measured against the healthy network at the fault's steps
+    d = instant.summary()["faults"]["detour"]
+    assert d["sampled_steps"] == 30 and d["pair_steps_detoured"] > 0              # 130 … 420 s
+    assert d["added_delay_ms_max"] >= round(r0[150.0] - rh[150.0], 3) - 1e-3 > 0
+    assert d["added_delay_ms_mean"] <= d["added_delay_ms_p99"] <= d["added_delay_ms_max"]
 
 
 def test_faulted_plan_files_say_why(tmp_path):

@@ -57,6 +57,8 @@ class Plan:
     detected (`netemu.plan.faults.blackholed`); those pair-steps are absent from the paths."""
     faults: tuple = ()
     """Every fault applied: the scenario's deterministic ones, then those its group faults drew."""
+    detour: dict | None = None
+    """With faults: `detour_penalty`'s figures (summary.json's faults.detour)."""
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -223,6 +225,7 @@ def make_plan(scenario: Scenario, workers: int | None = None,
             drop = p[["step", "src", "dst"]].astype({"src": str, "dst": str}).merge(
                 lost.astype({"step": p["step"].dtype}), how="left", indicator=True)["_merge"].eq("both").to_numpy()
             routes = Routes(routes.endpoints, p[~drop].reset_index(drop=True), routes.routes)
+    detour = detour_penalty(scenario, schedule, routes, workers=workers) if faults else None
     timings["routing"] = time.perf_counter() - t0
     say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
         f"({timings['routing']:.1f} s)")
@@ -239,7 +242,7 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost, faults)
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost, faults, detour)
 
 
 LINK_SHORTFALL = 0.5
@@ -398,6 +401,47 @@ def plan_summary(plan: Plan) -> dict:
     } | ({"faults": _fault_summary(plan)} if plan.faults else {})
 
 
+DETOUR_SAMPLED_STEPS = 64
+"""Steps with faults at which the healthy network is routed too, to measure the detours."""
+
+
+def detour_penalty(scenario: Scenario, schedule: Schedule, routes: Routes, workers: int | None = None,
+                   samples: int = DETOUR_SAMPLED_STEPS) -> dict:
+    """The path-delay penalty of faults: at up to `samples` steps where a fault holds a link down
+    (evenly spread), route the network without the faults (links down for a fault taken as up)
+    and compare each pair's delay with the plan's. Returns the sampled steps, the pair-steps
+    compared (reachable in both), those on a longer path and the added delay (ms): mean over the
+    detoured ones, p99 and max; and pair-steps reachable only without the faults."""
+    L = schedule.links
+    fault = (L["down_reason"] == "fault").to_numpy()
+    steps = np.unique(L["step"].to_numpy()[fault])
+    out = {"sampled_steps": 0, "pair_steps_compared": 0, "pair_steps_detoured": 0, "added_delay_ms_mean": None,
+           "added_delay_ms_p99": None, "added_delay_ms_max": None, "pair_steps_cut_off": 0}
+    if len(steps) == 0:
+        return out
+    pick = np.unique(steps[np.linspace(0, len(steps) - 1, min(len(steps), samples)).round().astype(int)])
+    sub = L[L["step"].isin(pick)]
+    new_step = np.searchsorted(pick, sub["step"].to_numpy()).astype(np.int32)
+    healthy_links = sub.assign(step=new_step, up=sub["up"].to_numpy() | (sub["down_reason"] == "fault").to_numpy())
+    healthy = compute_routes(Schedule(schedule.nodes, schedule.t_s[pick], healthy_links.reset_index(drop=True)),
+                             scenario.endpoints, scenario.routing.metric, scenario.routing.ground_relay,
+                             workers=min(workers or 1, 2))
+    p = routes.paths[routes.paths["step"].isin(pick)]
+    got = p.assign(step=np.searchsorted(pick, p["step"].to_numpy()))[["step", "src", "dst", "delay_ms"]]
+    both = healthy.paths[["step", "src", "dst", "delay_ms"]].merge(got, on=["step", "src", "dst"], how="left",
+                                                                   suffixes=("_healthy", ""))
+    reach = both["delay_ms"].notna().to_numpy()
+    added = (both["delay_ms"] - both["delay_ms_healthy"]).to_numpy()[reach]
+    longer = added[added > 1e-9]
+    out.update(sampled_steps=int(len(pick)), pair_steps_compared=int(reach.sum()),
+               pair_steps_detoured=int(len(longer)), pair_steps_cut_off=int((~reach).sum()))
+    if len(longer):
+        out.update(added_delay_ms_mean=round(float(longer.mean()), 3),
+                   added_delay_ms_p99=round(float(np.percentile(longer, 99)), 3),
+                   added_delay_ms_max=round(float(longer.max()), 3))
+    return out
+
+
 FAULT_SUMMARY_PAIRS = 50
 """Pairs listed in summary.json's faults section (most time unreachable first)."""
 
@@ -427,6 +471,7 @@ def _fault_summary(plan: Plan) -> dict:
         "link_steps_down": int((sched.links["down_reason"] == "fault").sum()),
         "blackholed_pair_steps": int(len(lost)),
         "pairs_ever_unreachable": len(rows),
+        "detour": plan.detour,
         "unreachable_s_by_pair": {
             key: {"unreachable_s": round(down * sc.step_s, 6), "blackholed_s": round(n * sc.step_s, 6)}
             for down, key, n in rows[:FAULT_SUMMARY_PAIRS]},
@@ -483,6 +528,11 @@ def summary_text(s: dict) -> str:
                      f"{f['link_steps_down']:,} link-steps down; {f['blackholed_pair_steps']:,} pair-steps lost "
                      f"before detection ({f['failure_detection_s']:g} s)"
                      + (f"; longest unreachable: {worst[0]} {worst[1]['unreachable_s']:g} s." if worst else "."))
+        d = f.get("detour") or {}
+        if d.get("pair_steps_detoured"):
+            lines.append(f"  Detours: {d['pair_steps_detoured']:,} of {d['pair_steps_compared']:,} pair-steps compared "
+                         f"(at {d['sampled_steps']} sampled steps) take longer paths: +{d['added_delay_ms_mean']:g} ms "
+                         f"mean, +{d['added_delay_ms_max']:g} ms max; {d['pair_steps_cut_off']:,} cut off.")
     lines += [f"Warning: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 
