@@ -2,7 +2,6 @@
 windows (links.parquet says why a link is down), and routes that react after a detection delay."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import netemu

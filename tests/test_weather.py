@@ -176,3 +176,34 @@ def test_series_is_held_and_dry_before_its_first_sample():
     from netemu.plan.scenario import Rain
     r = Rain(station="x", t_s=(10.0, 20.0), rain_mm_per_h=(5.0, 7.0))
     assert rain_at(r, np.array([0.0, 9.9, 10.0, 15.0, 20.0, 99.0])).tolist() == [0, 0, 5, 5, 7, 7]
+
+
+# --------------------------------------------------------------------------- clouds on optical links
+
+
+def test_cloud_blocks_exactly_its_stations_optical_links_while_blocked(tmp_path):
+    (tmp_path / "cloud.csv").write_text("t_s,cloud_blocked\n200,1\n500,0\n800,1\n")
+    p = write_scenario(tmp_path, SMALL + '\n[[clouds]]\nstation = "g-paris"\nfile = "cloud.csv"\n', "c.toml")
+    sc = netemu.load_scenario(p)
+    base = netemu.load_scenario(DATA / "small.toml")
+    st = sc.ground_stations
+    xyz, upv = station_ecef_km([s.lat_deg for s in st], [s.lon_deg for s in st], [s.alt_m for s in st])
+    track = satellite_track(sc)
+    L = build_schedule(sc, track, xyz, upv).links
+    B = build_schedule(base, track, xyz, upv).links
+    t = L["t_s"].to_numpy()
+    paris = (L["b"] == "g-paris").to_numpy()
+    blocked = paris & (((t >= 200) & (t < 500)) | (t >= 800))
+    assert blocked.any() and paris[~blocked].any()
+    assert not L["up"][blocked].any() and (L["down_reason"][blocked] == "cloud").all()
+    assert (L["up"][~blocked].to_numpy() == B["up"][~blocked].to_numpy()).all()
+
+
+def test_clouds_need_optical_links_and_a_0_1_series(tmp_path):
+    (tmp_path / "cloud.csv").write_text("0,0.5\n")
+    p = write_scenario(tmp_path, SMALL + '\n[[clouds]]\nstation = "g-paris"\nfile = "cloud.csv"\n', "c.toml")
+    with pytest.raises(ScenarioError, match="cloud_blocked values 0"):
+        netemu.load_scenario(p)
+    p = _rainy(tmp_path, '[[clouds]]\nstation = "g-paris"\nfile = "rain.csv"\n')
+    with pytest.raises(ScenarioError, match="optical"):
+        netemu.load_scenario(p)

@@ -23,7 +23,7 @@ from .scenario import Fault
 __all__ = ["fault_reasons", "DOWN_REASONS", "believed_up", "blackholed", "fault_events", "failure_times",
            "renewal_windows", "region_multiplier", "radiation_resets", "expand_group_faults"]
 
-DOWN_REASONS = ("", "acquisition", "handover", "fault", "rain")
+DOWN_REASONS = ("", "acquisition", "handover", "fault", "rain", "cloud")
 """Values of the links table's `down_reason` ("" while the link is up)."""
 
 _EPS = 1e-9

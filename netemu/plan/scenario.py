@@ -32,7 +32,7 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "Workload", "WORKLOAD_KINDS", "Fault", "FAULT_KINDS", "GroupFaults", "Region", "Rain", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "Fault", "FAULT_KINDS", "GroupFaults", "Region", "Rain", "Clouds", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -181,6 +181,17 @@ POLARIZATIONS = ("circular", "horizontal", "vertical")
 
 
 @dataclass(frozen=True, slots=True)
+class Clouds:
+    """Cloud over one ground station (`[[clouds]]`), for optical ground links: a CSV series
+    `t_s, cloud_blocked` (1: the line of sight is blocked, 0: clear), each value held until the
+    next sample; clear before the first."""
+
+    station: str
+    t_s: tuple[float, ...]
+    blocked: tuple[bool, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rain:
     """Rain over one ground station (`[[rain]]`): a series read from a CSV file (`t_s`, the
     rain rate `rain_mm_per_h` held until the next sample; dry before the first), or a seeded
@@ -313,6 +324,7 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     group_faults: tuple[GroupFaults, ...] = ()
     rain: tuple[Rain, ...] = ()
+    clouds: tuple[Clouds, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
 
@@ -454,7 +466,7 @@ def _prefix_check(v: str) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
-              "faults", "rain")
+              "faults", "rain", "clouds")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -533,6 +545,7 @@ def load_scenario(path: str | Path) -> Scenario:
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
     faults, group_faults = _faults(top, groups, stations, node_names, duration_s)
     rain = _rain(top, base, stations, gsl)
+    clouds = _clouds(top, base, stations, gsl)
     top.done()
 
     if not groups:
@@ -540,7 +553,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
-                    faults=tuple(faults), group_faults=tuple(group_faults), rain=tuple(rain), warnings=tuple(warnings))
+                    faults=tuple(faults), group_faults=tuple(group_faults), rain=tuple(rain), clouds=tuple(clouds), warnings=tuple(warnings))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -1245,18 +1258,46 @@ def _rain(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel 
     return out
 
 
-def _read_rain_csv(t: _Table, base: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _clouds(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Clouds]:
+    """`[[clouds]]`: one cloud-blockage series (CSV `file`) per ground station, optical links only."""
+    top.seen.add("clouds")
+    raw = top.data.get("clouds", [])
+    if not isinstance(raw, list):
+        raise top.error("clouds", "expected an array of tables ([[clouds]])")
+    names = [st.name for st in stations]
+    out: list[Clouds] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"clouds[{i}]", item)
+        if gsl is None or gsl.frequency_ghz is not None:
+            raise t.error("station", "clouds block optical ground links: a [gsl] without frequency_ghz "
+                                     "(radio links take [[rain]])")
+        st = t.get("station", "a string")
+        if st not in names:
+            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
+                                     + _did_you_mean(st, names))
+        if any(c.station == st for c in out):
+            raise t.error("station", f"one [[clouds]] per station; {st!r} has one already")
+        ts, vals = _read_rain_csv(t, base, "cloud_blocked", 1.0)
+        if any(v not in (0.0, 1.0) for v in vals):
+            raise t.error("file", f"cloud_blocked values 0 (clear) or 1 (blocked), found {sorted(set(vals))}")
+        t.done()
+        out.append(Clouds(station=st, t_s=ts, blocked=tuple(v == 1.0 for v in vals)))
+    return out
+
+
+def _read_rain_csv(t: _Table, base: Path, column: str = "rain_mm_per_h",
+                   hi: float = 1000.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
     file_ = t.get("file", "a string")
     p = resolve_path(base / file_)
     raw = read_input(p, MAX_TEXT_BYTES, lambda problem: t.error(
-        "file", f"expected a readable CSV file t_s,rain_mm_per_h (a regular file of at most "
+        "file", f"expected a readable CSV file t_s,{column} (a regular file of at most "
                 f"{MAX_TEXT_BYTES >> 20} MiB), {problem}"))
     try:
         rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
                 if r and not r[0].strip().startswith("#")]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise t.error("file", f"expected a readable CSV file t_s,rain_mm_per_h: {e}") from None
-    if rows and [c.strip() for c in rows[0]] == ["t_s", "rain_mm_per_h"]:
+        raise t.error("file", f"expected a readable CSV file t_s,{column}: {e}") from None
+    if rows and [c.strip() for c in rows[0]] == ["t_s", column]:
         rows = rows[1:]
     ts: list[float] = []
     rr: list[float] = []
@@ -1265,11 +1306,11 @@ def _read_rain_csv(t: _Table, base: Path) -> tuple[tuple[float, ...], tuple[floa
             x, y = (float(c) for c in r)
         except ValueError:
             x = y = math.nan
-        if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and 0 <= y <= 1000) or (ts and x <= ts[-1]):
-            raise t.error("file", f"{p.name} row {n}: expected t_s (≥ 0, increasing), rain_mm_per_h (0-1000), "
+        if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and 0 <= y <= hi) or (ts and x <= ts[-1]):
+            raise t.error("file", f"{p.name} row {n}: expected t_s (≥ 0, increasing), {column} (0-{hi:g}), "
                                   f"found {r}")
         ts.append(x)
         rr.append(y)
     if not ts:
-        raise t.error("file", f"at least one row t_s,rain_mm_per_h in {p.name}")
+        raise t.error("file", f"at least one row t_s,{column} in {p.name}")
     return tuple(ts), tuple(rr)

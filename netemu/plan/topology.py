@@ -64,7 +64,7 @@ class Schedule:
     delay_ms, rate_mbps, loss_pct, up, down_reason (why a present link is not up: "acquisition"
     for a laser still acquiring, "handover" for a ground link in its handover gap, "fault" for a
     scenario fault (`netemu.plan.faults`), "rain" for a ground link rain takes out
-    (`netemu.plan.weather`); "" while up). With `[[rain]]`, a rainy station's ground links carry
+    (`netemu.plan.weather`), "cloud" for an optical ground link a station's cloud blocks; "" while up). With `[[rain]]`, a rainy station's ground links carry
     the rate its link budget leaves. Rows are sorted by step, then a, b.
     """
 
@@ -504,6 +504,16 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     out = df["rate_mbps"].to_numpy() <= 0
     up[out] = False
     reason[out & (reason != "fault")] = "rain"
+    # Cloud over a station blocks its optical ground links; a fault or rain still wins.
+    if scenario.clouds:
+        st_of = {st.name: i + n_sat for i, st in enumerate(scenario.ground_stations)}
+        b_codes, steps = df["b"].cat.codes.to_numpy(), df["step"].to_numpy()
+        for c in scenario.clouds:
+            sel = np.nonzero(b_codes == st_of[c.station])[0]
+            k = np.searchsorted(np.asarray(c.t_s), t_s[steps[sel]] + 1e-9, side="right") - 1
+            blocked = sel[(k >= 0) & np.asarray(c.blocked, bool)[np.maximum(k, 0)]]
+            up[blocked] = False
+            reason[blocked[~np.isin(reason[blocked], ["fault", "rain"])]] = "cloud"
     df["up"] = up
     df["down_reason"] = pd.Categorical(reason, categories=list(DOWN_REASONS))
     df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up",
