@@ -343,3 +343,30 @@ def test_region_storm_takes_every_satellite_inside_the_box(tmp_path):
 def test_bad_group_faults_give_one_clear_error(tmp_path, faults, key, words):
     e = _error(tmp_path, "[[faults]]\n" + faults + "\n")
     assert e.key == key and words in e.message, str(e)
+
+
+def test_cli_exits_2_naming_the_fault(tmp_path):
+    import subprocess
+    import sys
+    p = write_scenario(tmp_path, SMALL + '\n[[faults]]\nkind = "node"\nnode = "w03-55"\nt_s = 10\n', "cli.toml")
+    r = subprocess.run([sys.executable, "-m", "netemu", "plan", str(p), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "cli.toml" in r.stderr and "faults[0].node" in r.stderr and "did you mean" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "faults[0]" in ln]) == 1
+
+
+def test_random_terminal_failures_take_only_that_terminal_kind(tmp_path):
+    sc = _scenario(tmp_path, '[[faults]]\nkind = "random"\ngroup = "shell"\nmtbf_s = 2000\nmttr_s = 300\n'
+                             'terminal = "isl"\nseed = 4\n', "t.toml")
+    track = satellite_track(sc)
+    by = {g.name: group_node_names(g) for g in sc.satellites}
+    f = expand_group_faults(sc.group_faults, by, {"shell": 0, "cluster": 144}, track.t_s, track.xyz_km, sc.duration_s)
+    assert f and all(x.kind == "link" and x.terminal == "isl" and x.source == "random shell" for x in f)
+    # about 144 satellites × 1200 s / (2000 + 300) s ≈ 75 failures (at most one cycle more each)
+    assert 40 < len(f) < 120
+    st = sc.ground_stations
+    xyz, upv = station_ecef_km([s.lat_deg for s in st], [s.lon_deg for s in st], [s.alt_m for s in st])
+    L = build_schedule(sc, track, xyz, upv, faults=tuple(f)).links
+    hit = (L["down_reason"] == "fault").to_numpy()
+    assert hit.any() and (L["kind"][hit] == "isl").all()
