@@ -169,6 +169,20 @@ def test_detection_delay_gives_the_expected_unreachable_window(tmp_path):
     assert "w09-03" not in slow.routes.path_at(src, dst, 150)
     assert r15[150.0] == pytest.approx(r0[150.0], abs=1e-9)
     assert all(r15[t] == pytest.approx(r0[t], abs=1e-9) for t in r0 if t not in (130.0, 140.0))
+    # what an emulation installs: next hops from the routing view still lead into the dead relay
+    from netemu.plan.routing import next_hop_changes
+    assert healthy.routing_schedule is healthy.schedule
+    nh = next_hop_changes(slow.routing_schedule, slow.scenario.endpoints, steps=(13, 16))
+    names = slow.schedule.node_names
+    dead = names.index("w09-03")
+    prev, c00 = names.index("w09-02"), slow.scenario.endpoints.index("c00")   # w09-02 forwards to w09-03 toward c00
+
+    def hop(table, k):
+        rows = table[(table["step"] <= k) & (table["node"] == prev) & (table["dst"] == c00)]
+        return int(rows["next_hop"].iloc[-1])
+    assert hop(nh, 13) == dead and hop(nh, 14) == dead and hop(nh, 15) != dead
+    instant_nh = next_hop_changes(slow.schedule, slow.scenario.endpoints, steps=(12, 16))
+    assert hop(instant_nh, 12) == dead and hop(instant_nh, 13) != dead   # the link states know at once
     lost = slow.blackholed
     assert set(lost[(lost["src"] == src) & (lost["dst"] == dst)]["step"]) == {13, 14}
     # events and summary

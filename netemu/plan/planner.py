@@ -59,6 +59,15 @@ class Plan:
     """Every fault applied: the scenario's deterministic ones, then those its group faults drew."""
     detour: dict | None = None
     """With faults: `detour_penalty`'s figures (summary.json's faults.detour)."""
+    routing_view: Schedule | None = None
+    """With faults: the schedule as routing knows it (`netemu.plan.faults.believed_up`)."""
+
+    @property
+    def routing_schedule(self) -> Schedule:
+        """The schedule routes are computed from: `schedule`, except that with faults a failed
+        link stays up until `failure_detection_s` has passed. Next hops installed in an emulation
+        (`routing.next_hop_changes`) should come from this one, the link states from `schedule`."""
+        return self.routing_view if self.routing_view is not None else self.schedule
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -242,7 +251,8 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost, faults, detour)
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), lost, faults, detour,
+                view if believed is not None else None)
 
 
 LINK_SHORTFALL = 0.5
