@@ -10,7 +10,7 @@ from netemu.errors import ScenarioError, TLEError
 from conftest import DATA, ROOT, TOPOLOGIES, write_scenario
 
 SHIPPED = ["beijing-orbital-dc", "starlink-s1", "kuiper-k1", "telesat-t1", "starlink-tle",
-           "beijing-orbital-dc-eclipse", "beijing-orbital-dc-sunlit"]
+           "beijing-orbital-dc-eclipse", "beijing-orbital-dc-sunlit", "beijing-orbital-dc-faults"]
 
 BASE = """
 [scenario]

@@ -36,6 +36,7 @@ from .orbits import (Track, formation_satrecs, propagate, station_ecef_km, sun_e
 from .power import energy_balance, power_table, sunlit_fraction
 from .routing import Routes, compute_routes, path_events
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
+from .faults import believed_up, blackholed, expand_group_faults, fault_events
 from .topology import Schedule, build_schedule, plus_grid_pairs
 
 __all__ = ["Plan", "make_plan", "write_plan", "read_plan", "satellite_track", "plan_power", "PLAN_FILES",
@@ -57,6 +58,22 @@ class Plan:
     """Problems that do not stop planning but make results doubtful (also in summary.json)."""
     power: pd.DataFrame | None = None
     """`power.parquet`'s rows when the scenario has [[compute]] sections, else None."""
+    blackholed: pd.DataFrame | None = None
+    """With faults: `step, src, dst` where the pair's installed path crossed a failed link not yet
+    detected (`netemu.plan.faults.blackholed`); those pair-steps are absent from the paths."""
+    faults: tuple = ()
+    """Every fault applied: the scenario's deterministic ones, then those its group faults drew."""
+    detour: dict | None = None
+    """With faults: `detour_penalty`'s figures (summary.json's faults.detour)."""
+    routing_view: Schedule | None = None
+    """With faults: the schedule as routing knows it (`netemu.plan.faults.believed_up`)."""
+
+    @property
+    def routing_schedule(self) -> Schedule:
+        """The schedule routes are computed from: `schedule`, except that with faults a failed
+        link stays up until `failure_detection_s` has passed. Next hops installed in an emulation
+        (`routing.next_hop_changes`) should come from this one, the link states from `schedule`."""
+        return self.routing_view if self.routing_view is not None else self.schedule
 
     def summary(self) -> dict:
         return plan_summary(self)
@@ -229,7 +246,16 @@ def make_plan(scenario: Scenario, workers: int | None = None,
         f"({timings['orbits']:.1f} s{f', {n_bad} failed to propagate' if n_bad else ''})")
 
     t0 = time.perf_counter()
-    schedule = build_schedule(scenario, track, xyz, up, progress=lambda m: say("  " + m))
+    faults = tuple(scenario.faults)
+    if scenario.group_faults:
+        offs, off, by_group = {}, 0, {}
+        for g in scenario.satellites:
+            offs[g.name], by_group[g.name] = off, group_node_names(g)
+            off += g.count
+        faults += tuple(expand_group_faults(scenario.group_faults, by_group, offs, track.t_s, track.xyz_km,
+                                            scenario.duration_s))
+        say(f"faults: {len(faults) - len(scenario.faults):,} drawn from {len(scenario.group_faults)} group fault model(s)")
+    schedule = build_schedule(scenario, track, xyz, up, progress=lambda m: say("  " + m), faults=faults)
     timings["topology"] = time.perf_counter() - t0
     say(f"topology: {len(schedule.links):,} link-steps ({timings['topology']:.1f} s)")
 
@@ -242,8 +268,23 @@ def make_plan(scenario: Scenario, workers: int | None = None,
             last[0] = now
             say(f"  routing: {done:,}/{total:,} steps ({100 * done / total:.0f} %)")
 
-    routes = compute_routes(schedule, scenario.endpoints, scenario.routing.metric,
+    # With faults, routes follow the network as the control plane knows it: a failed link stays
+    # in use for failure_detection_s, and pairs whose path crosses it are unreachable meanwhile.
+    view, believed, lost = schedule, None, None
+    if faults:
+        believed = believed_up(schedule.links, schedule.t_s, len(schedule.nodes),
+                               scenario.routing.failure_detection_s)
+        view = Schedule(schedule.nodes, schedule.t_s, schedule.links.assign(up=believed))
+    routes = compute_routes(view, scenario.endpoints, scenario.routing.metric,
                             scenario.routing.ground_relay, workers=workers, progress=route_progress)
+    if believed is not None:
+        lost = blackholed(routes.routes, schedule.links, believed)
+        if len(lost):
+            p = routes.paths
+            drop = p[["step", "src", "dst"]].astype({"src": str, "dst": str}).merge(
+                lost.astype({"step": p["step"].dtype}), how="left", indicator=True)["_merge"].eq("both").to_numpy()
+            routes = Routes(routes.endpoints, p[~drop].reset_index(drop=True), routes.routes)
+    detour = detour_penalty(scenario, schedule, routes, workers=workers) if faults else None
     timings["routing"] = time.perf_counter() - t0
     say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
         f"({timings['routing']:.1f} s)")
@@ -253,7 +294,11 @@ def make_plan(scenario: Scenario, workers: int | None = None,
         warnings.append(w)
 
     t0 = time.perf_counter()
-    events = pd.concat([schedule.changes(), path_events(routes)], ignore_index=True)
+    parts = [schedule.changes(), path_events(routes)]
+    if faults:
+        parts.append(fault_events(faults, schedule.t_s, scenario.duration_s,
+                                  scenario.routing.failure_detection_s, parts[1]))
+    events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["t_s", "event"], kind="stable", ignore_index=True)
     timings["events"] = time.perf_counter() - t0
     power = None
@@ -263,7 +308,8 @@ def make_plan(scenario: Scenario, workers: int | None = None,
         timings["power"] = time.perf_counter() - t0
         say(f"power: {power['node'].nunique():,} compute satellites × {len(track.t_s):,} steps "
             f"({timings['power']:.1f} s)")
-    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), power)
+    return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), power, lost, faults, detour,
+                view if believed is not None else None)
 
 
 LINK_SHORTFALL = 0.5
@@ -419,6 +465,83 @@ def plan_summary(plan: Plan) -> dict:
         "routing_metric": sc.routing.metric,
         "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
         "warnings": list(plan.warnings),
+    } | ({"faults": _fault_summary(plan)} if plan.faults else {})
+
+
+DETOUR_SAMPLED_STEPS = 64
+"""Steps with faults at which the healthy network is routed too, to measure the detours."""
+
+
+def detour_penalty(scenario: Scenario, schedule: Schedule, routes: Routes, workers: int | None = None,
+                   samples: int = DETOUR_SAMPLED_STEPS) -> dict:
+    """The path-delay penalty of faults: at up to `samples` steps where a fault holds a link down
+    (evenly spread), route the network without the faults (links down for a fault taken as up)
+    and compare each pair's delay with the plan's. Returns the sampled steps, the pair-steps
+    compared (reachable in both), those on a longer path and the added delay (ms): mean over the
+    detoured ones, p99 and max; and pair-steps reachable only without the faults."""
+    L = schedule.links
+    fault = (L["down_reason"] == "fault").to_numpy()
+    steps = np.unique(L["step"].to_numpy()[fault])
+    out = {"sampled_steps": 0, "pair_steps_compared": 0, "pair_steps_detoured": 0, "added_delay_ms_mean": None,
+           "added_delay_ms_p99": None, "added_delay_ms_max": None, "pair_steps_cut_off": 0}
+    if len(steps) == 0:
+        return out
+    pick = np.unique(steps[np.linspace(0, len(steps) - 1, min(len(steps), samples)).round().astype(int)])
+    sub = L[L["step"].isin(pick)]
+    new_step = np.searchsorted(pick, sub["step"].to_numpy()).astype(np.int32)
+    healthy_links = sub.assign(step=new_step, up=sub["up"].to_numpy() | (sub["down_reason"] == "fault").to_numpy())
+    healthy = compute_routes(Schedule(schedule.nodes, schedule.t_s[pick], healthy_links.reset_index(drop=True)),
+                             scenario.endpoints, scenario.routing.metric, scenario.routing.ground_relay,
+                             workers=min(workers or 1, 2))
+    p = routes.paths[routes.paths["step"].isin(pick)]
+    got = p.assign(step=np.searchsorted(pick, p["step"].to_numpy()))[["step", "src", "dst", "delay_ms"]]
+    both = healthy.paths[["step", "src", "dst", "delay_ms"]].merge(got, on=["step", "src", "dst"], how="left",
+                                                                   suffixes=("_healthy", ""))
+    reach = both["delay_ms"].notna().to_numpy()
+    added = (both["delay_ms"] - both["delay_ms_healthy"]).to_numpy()[reach]
+    longer = added[added > 1e-9]
+    out.update(sampled_steps=int(len(pick)), pair_steps_compared=int(reach.sum()),
+               pair_steps_detoured=int(len(longer)), pair_steps_cut_off=int((~reach).sum()))
+    if len(longer):
+        out.update(added_delay_ms_mean=round(float(longer.mean()), 3),
+                   added_delay_ms_p99=round(float(np.percentile(longer, 99)), 3),
+                   added_delay_ms_max=round(float(longer.max()), 3))
+    return out
+
+
+FAULT_SUMMARY_PAIRS = 50
+"""Pairs listed in summary.json's faults section (most time unreachable first)."""
+
+
+def _fault_summary(plan: Plan) -> dict:
+    """Faults by kind, link-steps they took down, and per endpoint pair the time it spent
+    unreachable (from every cause) and the part of it lost to undetected failures."""
+    sc, sched, p = plan.scenario, plan.schedule, plan.routes.paths
+    T, E = len(sched.t_s), len(sc.endpoints)
+    kinds = pd.Series([f.source or f.kind for f in plan.faults], dtype=object).value_counts()
+    reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
+                        + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
+    lost = plan.blackholed if plan.blackholed is not None else pd.DataFrame({"src": [], "dst": []})
+    lost_n = lost.groupby(["src", "dst"]).size().to_dict() if len(lost) else {}
+    rows = []
+    for i in range(E):
+        for j in range(i + 1, E):
+            down = T - int(reach[i * E + j])
+            if down:
+                x, y = sc.endpoints[i], sc.endpoints[j]
+                rows.append((down, f"{x}|{y}", lost_n.get((x, y), 0)))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    return {
+        "count": len(plan.faults),
+        "by_kind": {k: int(v) for k, v in kinds.items()},
+        "failure_detection_s": sc.routing.failure_detection_s,
+        "link_steps_down": int((sched.links["down_reason"] == "fault").sum()),
+        "blackholed_pair_steps": int(len(lost)),
+        "pairs_ever_unreachable": len(rows),
+        "detour": plan.detour,
+        "unreachable_s_by_pair": {
+            key: {"unreachable_s": round(down * sc.step_s, 6), "blackholed_s": round(n * sc.step_s, 6)}
+            for down, key, n in rows[:FAULT_SUMMARY_PAIRS]},
     }
 
 
@@ -465,6 +588,18 @@ def summary_text(s: dict) -> str:
     if s["satellites_failed_to_propagate"]:
         lines.append(f"Warning: {s['satellites_failed_to_propagate']} satellites failed to propagate at some step "
                      "(their links are absent there).")
+    if "faults" in s:
+        f = s["faults"]
+        worst = next(iter(f["unreachable_s_by_pair"].items()), None)
+        lines.append(f"Faults: {f['count']} ({', '.join(f'{v} {k}' for k, v in f['by_kind'].items())}); "
+                     f"{f['link_steps_down']:,} link-steps down; {f['blackholed_pair_steps']:,} pair-steps lost "
+                     f"before detection ({f['failure_detection_s']:g} s)"
+                     + (f"; longest unreachable: {worst[0]} {worst[1]['unreachable_s']:g} s." if worst else "."))
+        d = f.get("detour") or {}
+        if d.get("pair_steps_detoured"):
+            lines.append(f"  Detours: {d['pair_steps_detoured']:,} of {d['pair_steps_compared']:,} pair-steps compared "
+                         f"(at {d['sampled_steps']} sampled steps) take longer paths: +{d['added_delay_ms_mean']:g} ms "
+                         f"mean, +{d['added_delay_ms_max']:g} ms max; {d['pair_steps_cut_off']:,} cut off.")
     lines += [f"Warning: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 

@@ -33,7 +33,8 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
-    "Routing", "Workload", "WORKLOAD_KINDS", "ComputeGroup", "load_scenario", "NAME_MAX_CHARS",
+    "Routing", "Workload", "WORKLOAD_KINDS", "ComputeGroup", "Fault", "FAULT_KINDS", "GroupFaults", "Region",
+    "Rain", "Clouds", "load_scenario", "NAME_MAX_CHARS",
 ]
 
 NAME_MAX_CHARS = 10
@@ -153,6 +154,17 @@ class GSLModel:
     loss_pct: float = 0.0
     groups: tuple[str, ...] = ()
     """Satellite groups that carry ground terminals; empty means every group."""
+    frequency_ghz: float | None = None
+    """Carrier frequency of radio ground links; with `[[rain]]`, rain attenuation applies."""
+    clear_sky_margin_db: float = 0.0
+    """Link margin without rain; rain attenuation is taken from it."""
+    rate_steps: tuple[tuple[float, float], ...] = ()
+    """Adaptive coding and modulation: (min_margin_db, rate_mbps) steps; the link runs at the
+    fastest step its margin meets (never above `rate_mbps`), and is out (down, "rain") below all."""
+    polarization: str = "circular"
+    rain_height_km: float = 5.0
+    """Rain height h_R above sea level (ITU-R P.839-4: 0 °C isotherm + 0.36 km; about 5 km in the
+    tropics, 3-4 km at mid latitudes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +172,117 @@ class Routing:
     metric: str = "delay"
     ground_relay: bool = False
     """Whether a path may transit a ground station (bent pipe through the ground)."""
+    failure_detection_s: float = 0.1
+    """After a fault takes a link down, routes keep using it for this long (packets sent that way
+    are lost), as a real network needs time to detect a failure (BFD-like timers: 0.05-1 s). Only
+    fault-caused failures are delayed; it changes nothing in a scenario without `[[faults]]`."""
 
 
 WORKLOAD_KINDS = ("inference", "upload", "checkpoint", "allreduce")
+
+FAULT_KINDS = ("node", "link", "reboot", "station", "random", "radiation", "storm")
+GROUP_FAULT_KINDS = ("random", "radiation", "storm")
+FAILURE_DISTRIBUTIONS = ("exponential", "weibull")
+POLARIZATIONS = ("circular", "horizontal", "vertical")
+
+
+@dataclass(frozen=True, slots=True)
+class Clouds:
+    """Cloud over one ground station (`[[clouds]]`), for optical ground links: a CSV series
+    `t_s, cloud_blocked` (1: the line of sight is blocked, 0: clear), each value held until the
+    next sample; clear before the first."""
+
+    station: str
+    t_s: tuple[float, ...]
+    blocked: tuple[bool, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rain:
+    """Rain over one ground station (`[[rain]]`): a series read from a CSV file (`t_s`, the
+    rain rate `rain_mm_per_h` held until the next sample; dry before the first), or a seeded
+    stochastic model (dry and wet spells of exponential length, lognormal rates while wet)."""
+
+    station: str
+    t_s: tuple[float, ...] = ()
+    rain_mm_per_h: tuple[float, ...] = ()
+    seed: int | None = None
+    mean_dry_s: float = 3600.0
+    mean_wet_s: float = 600.0
+    median_mm_per_h: float = 10.0
+    sigma: float = 1.0
+TERMINAL_KINDS = ("isl", "gsl")
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A latitude/longitude box (degrees, lon not wrapping): `lat_deg` and `lon_deg` as (lo, hi)."""
+
+    lat_deg: tuple[float, float]
+    lon_deg: tuple[float, float]
+    multiplier: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFaults:
+    """Stochastic or correlated faults over a satellite group (`[[faults]]` of kind "random",
+    "radiation" or "storm"), expanded into `Fault`s by `netemu.plan.faults.expand_group_faults`.
+
+    random: each satellite (or, with `terminal`, each satellite's lasers or ground links) fails
+    after a time drawn from an exponential of mean `mtbf_s` (or a Weibull of that mean and
+    `shape`) and is repaired after an exponential time of mean `mttr_s`, again and again.
+    radiation: resets (reboots of `reboot_s`) at `rate_per_day` per satellite, the rate multiplied
+    by a region's `multiplier` while the satellite is inside it (e.g. the South Atlantic Anomaly).
+    storm: at `t_s`, `fraction` of the group (drawn with the seed), or with `region` every
+    satellite inside the box, fails for `duration_s` (None: for good)."""
+
+    kind: str
+    group: str
+    seed: int
+    mtbf_s: float = 0.0
+    mttr_s: float = 0.0
+    distribution: str = "exponential"
+    shape: float = 1.0
+    terminal: str | None = None
+    rate_per_day: float = 0.0
+    reboot_s: float = 0.0
+    regions: tuple[Region, ...] = ()
+    t_s: float = 0.0
+    fraction: float = 0.0
+    duration_s: float | None = None
+    region: Region | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A deterministic fault (`[[faults]]`), in scenario time.
+
+    kind "node": `node` (a satellite or ground station) is dark from `t_s` for `duration_s` (None:
+    to the end): every link it has is down. "station": the same for a ground station (an outage
+    of the site). "reboot": a satellite goes dark for `duration_s` (the file's `reboot_s`), then its
+    links re-acquire: each is down for its model's acquisition time (`acquisition_s` of its laser
+    model, `handover_gap_s` for ground links) after the reboot ends. "link": the one link `a`–`b`,
+    or (`node`, `terminal`) every laser ("isl") or every ground link ("gsl") of `node`."""
+
+    kind: str
+    t_s: float
+    duration_s: float | None
+    node: str | None = None
+    a: str | None = None
+    b: str | None = None
+    terminal: str | None = None
+    source: str = ""
+    """For faults drawn from a `GroupFaults`: its kind and group, e.g. "random relay"."""
+
+    @property
+    def end_s(self) -> float:
+        return math.inf if self.duration_s is None else self.t_s + self.duration_s
+
+    def label(self) -> str:
+        """Short text naming the fault's target, e.g. `node r0101`, `link a-b`, `gsl of g-x`."""
+        if self.kind == "link":
+            return f"link {self.a}-{self.b}" if self.a else f"{self.terminal} of {self.node}"
+        return f"{self.kind} {self.node}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +363,10 @@ class Scenario:
     endpoints: tuple[str, ...]
     routing: Routing = field(default_factory=Routing)
     workloads: tuple[Workload, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    group_faults: tuple[GroupFaults, ...] = ()
+    rain: tuple[Rain, ...] = ()
+    clouds: tuple[Clouds, ...] = ()
     warnings: tuple[str, ...] = ()
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
     compute: tuple[ComputeGroup, ...] = ()
@@ -386,7 +510,7 @@ def _prefix_check(v: str) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
-              "compute")
+              "compute", "faults", "rain", "clouds")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -399,6 +523,10 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "name_pattern", "nodes", "pairs_file", "pattern", "phasing", "planes", "polar_cutoff_deg", "policy",
     "prefix", "raan0_deg", "raan_deg", "raan_spread_deg", "ranks", "rate_mbps", "sats_per_plane", "seed",
     "server", "source", "start_s", "step_s", "stop_s", "sun_synchronous", "terminals", "transport",
+    "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s", "frequency_ghz",
+    "clear_sky_margin_db", "rate_steps", "polarization", "rain_height_km", "station", "mean_dry_s",
+    "mean_wet_s", "median_mm_per_h", "sigma", "group", "mtbf_s", "mttr_s", "distribution", "shape",
+    "rate_per_day", "regions", "fraction", "region", "multiplier",
 }
 
 
@@ -460,6 +588,9 @@ def load_scenario(path: str | Path) -> Scenario:
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
     compute = _compute(top, groups, step_s)
+    faults, group_faults = _faults(top, groups, stations, node_names, duration_s)
+    rain = _rain(top, base, stations, gsl)
+    clouds = _clouds(top, base, stations, gsl)
     top.done()
 
     if not groups:
@@ -467,6 +598,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(path=path, name=name, description=description, epoch=epoch, duration_s=duration_s,
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
+                    faults=tuple(faults), group_faults=tuple(group_faults), rain=tuple(rain), clouds=tuple(clouds),
                     warnings=tuple(warnings), compute=tuple(compute))
 
 
@@ -788,7 +920,13 @@ def _gsl(top: _Table, groups: list[SatelliteGroup]) -> GSLModel:
         policy=t.get("policy", "a string", "nearest", check=lambda v: None if v in GSL_POLICIES else "one of " + ", ".join(GSL_POLICIES)),
         handover_gap_s=t.get("handover_gap_s", "a number", 0.0, check=_range(0, 3600)),
         loss_pct=t.get("loss_pct", "a number", 0.0, check=_range(0, 100)),
-        groups=gnames)
+        groups=gnames,
+        frequency_ghz=t.get("frequency_ghz", "a number", None, check=_range(1, 1000)),
+        clear_sky_margin_db=t.get("clear_sky_margin_db", "a number", 0.0, check=_range(0, 100)),
+        rate_steps=_rate_steps(t),
+        polarization=t.get("polarization", "a string", "circular",
+                           check=lambda v: None if v in POLARIZATIONS else "one of " + ", ".join(POLARIZATIONS)),
+        rain_height_km=t.get("rain_height_km", "a number", 5.0, check=_range(0, 10)))
     t.done()
     return m
 
@@ -796,7 +934,8 @@ def _gsl(top: _Table, groups: list[SatelliteGroup]) -> GSLModel:
 def _routing(top: _Table) -> Routing:
     t = top.table("routing")
     r = Routing(metric=t.get("metric", "a string", "delay", check=lambda v: None if v in ROUTING_METRICS else "one of " + ", ".join(ROUTING_METRICS)),
-                ground_relay=t.get("ground_relay", "true or false", False))
+                ground_relay=t.get("ground_relay", "true or false", False),
+                failure_detection_s=t.get("failure_detection_s", "a number", 0.1, check=_range(0, 3600)))
     t.done()
     return r
 
@@ -1080,3 +1219,254 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         out.append(Workload(name=name, kind=kind, clients=tuple(clients), server=server, start_s=start_s,
                             stop_s=stop_s, seed=seed, transport=transport, params=tuple(params)))
     return out
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _faults(top: _Table, groups: list[SatelliteGroup], stations: list[GroundStation],
+            node_names: dict[str, str], duration_s: float) -> tuple[list[Fault], list[GroupFaults]]:
+    """`[[faults]]`: deterministic node, link, reboot and station faults (see `Fault`), and
+    stochastic or correlated faults over satellite groups (see `GroupFaults`)."""
+    top.seen.add("faults")
+    raw = top.data.get("faults", [])
+    if not isinstance(raw, list):
+        raise top.error("faults", "expected an array of tables ([[faults]])")
+    station_names = [st.name for st in stations]
+    sat_names = [n for g in groups for n in group_node_names(g)]
+    out: list[Fault] = []
+    group_out: list[GroupFaults] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"faults[{i}]", item)
+        kind = t.get("kind", "a string", check=lambda v: None if v in FAULT_KINDS else "one of " + ", ".join(FAULT_KINDS))
+        if kind in GROUP_FAULT_KINDS:
+            group_out.append(_group_faults(t, kind, i, groups, duration_s))
+            continue
+
+        def node(key: str, allowed: list[str], what: str) -> str:
+            v = t.get(key, "a string")
+            if v not in allowed:
+                raise t.error(key, f"expected {what} defined in this scenario, found {_show(v)}"
+                                   + _did_you_mean(v, allowed))
+            return v
+
+        t_s = t.get("t_s", "a number", check=lambda v: None if 0 <= v < duration_s else
+                    f"a time in [0, {duration_s:g}) s (inside the scenario's duration_s)")
+        a = b = n = terminal = None
+        if kind == "reboot":
+            n = node("node", sat_names, "a satellite")
+            duration = t.get("reboot_s", "a number", check=lambda v: None if v > 0 else "a positive number of seconds")
+        else:
+            duration = t.get("duration_s", "a number", None,
+                             check=lambda v: None if v > 0 else "a positive number of seconds (omit it: permanent)")
+            if kind == "node":
+                n = node("node", list(node_names), "a node (satellite or ground station)")
+            elif kind == "station":
+                n = node("node", station_names, "a ground station")
+            elif t.has("a") or t.has("b") or not t.has("node"):
+                a = node("a", list(node_names), "a node")
+                b = node("b", list(node_names), "a node")
+                if a == b:
+                    raise t.error("b", f"a node other than a = {a!r}")
+                if t.has("node") or t.has("terminal"):
+                    raise t.error("node" if t.has("node") else "terminal",
+                                  "either a and b (one link) or node and terminal (a node's lasers or ground links), not both")
+                a, b = sorted((a, b), key=list(node_names).index)
+            else:
+                n = node("node", list(node_names), "a node")
+                terminal = t.get("terminal", "a string", check=lambda v: None if v in TERMINAL_KINDS else
+                                 "'isl' (the node's lasers) or 'gsl' (its ground links)")
+        t.done()
+        f = Fault(kind=kind, t_s=t_s, duration_s=duration, node=n, a=a, b=b, terminal=terminal)
+        target = _fault_target(f)
+        for j, g in enumerate(out):
+            if _fault_target(g) == target and f.t_s < g.end_s and g.t_s < f.end_s:
+                end = "the end" if g.duration_s is None else f"{g.end_s:g} s"
+                raise t.error("t_s", f"a fault that does not overlap faults[{j}] on the same {f.label()} "
+                                     f"(down from {g.t_s:g} s to {end}), found t_s = {f.t_s:g}")
+        out.append(f)
+    return out, group_out
+
+
+def _region(t: _Table, key: str, v: Any, with_multiplier: bool) -> Region:
+    what = ("a table {lat_deg = [lo, hi], lon_deg = [lo, hi]" + (", multiplier = x}" if with_multiplier else "}")
+            + " with -90 ≤ lo < hi ≤ 90 (lat) and -180 ≤ lo < hi ≤ 180 (lon)")
+    if not isinstance(v, dict) or set(v) - {"lat_deg", "lon_deg", "multiplier"} or \
+            (not with_multiplier and "multiplier" in v):
+        raise t.error(key, f"expected {what}, found {_show(v)}")
+
+    def box(k: str, lim: float) -> tuple[float, float]:
+        x = v.get(k)
+        ok = (isinstance(x, list) and len(x) == 2
+              and all(isinstance(y, (int, float)) and not isinstance(y, bool) for y in x)
+              and -lim <= x[0] < x[1] <= lim)
+        if not ok:
+            raise t.error(key, f"expected {what}, found {k} = {_show(x) if x is not None else 'nothing'}")
+        return float(x[0]), float(x[1])
+
+    m = v.get("multiplier", 1.0)
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1e6:
+        raise t.error(key, f"expected a multiplier in [0, 1e6], found {_show(m)}")
+    return Region(lat_deg=box("lat_deg", 90), lon_deg=box("lon_deg", 180), multiplier=float(m))
+
+
+def _group_faults(t: _Table, kind: str, i: int, groups: list[SatelliteGroup], duration_s: float) -> GroupFaults:
+    gnames = [g.name for g in groups]
+    group = t.get("group", "a string")
+    if group not in gnames:
+        raise t.error("group", f"expected a satellite group defined in this scenario, found {_show(group)}"
+                               + _did_you_mean(group, gnames))
+    seed = t.get("seed", "an integer", i + 1, check=_count)
+    pos = lambda v: None if v > 0 else "a positive number"  # noqa: E731
+    if kind == "random":
+        dist = t.get("distribution", "a string", "exponential",
+                     check=lambda v: None if v in FAILURE_DISTRIBUTIONS else "one of " + ", ".join(FAILURE_DISTRIBUTIONS))
+        if t.has("shape") and dist != "weibull":
+            raise t.error("shape", "a shape only with distribution = 'weibull'")
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        mtbf_s=t.get("mtbf_s", "a number", check=pos),
+                        mttr_s=t.get("mttr_s", "a number", check=pos),
+                        distribution=dist,
+                        shape=t.get("shape", "a number", 1.0, check=_range(0.1, 20)),
+                        terminal=t.get("terminal", "a string", None, check=lambda v: None if v in TERMINAL_KINDS else
+                                       "'isl' (the satellites' lasers) or 'gsl' (their ground links)"))
+    elif kind == "radiation":
+        raw = t.get("regions", "a list", [])
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        rate_per_day=t.get("rate_per_day", "a number", check=_range(0, 1e5, lo_open=True)),
+                        reboot_s=t.get("reboot_s", "a number", check=pos),
+                        regions=tuple(_region(t, "regions", v, True) for v in raw))
+    else:
+        if t.has("fraction") == t.has("region"):
+            raise t.error("fraction", "exactly one of fraction (of the group, drawn with the seed) or region "
+                                      "(every satellite of the group inside a lat/lon box)")
+        t.seen.add("region")
+        f = GroupFaults(kind=kind, group=group, seed=seed,
+                        t_s=t.get("t_s", "a number", check=lambda v: None if 0 <= v < duration_s else
+                                  f"a time in [0, {duration_s:g}) s (inside the scenario's duration_s)"),
+                        fraction=t.get("fraction", "a number", 0.0, check=_range(0, 1, lo_open=True)),
+                        region=_region(t, "region", t.data["region"], False) if t.has("region") else None,
+                        duration_s=t.get("duration_s", "a number", None,
+                                         check=lambda v: None if v > 0 else "a positive number of seconds (omit it: permanent)"))
+    t.done()
+    return f
+
+
+def _fault_target(f: Fault) -> tuple:
+    """What a fault takes down, for the overlap check: a node (node, station and reboot faults
+    alike), one link, or one node's terminal kind."""
+    if f.kind == "link":
+        return ("link", f.a, f.b) if f.a else ("terminal", f.node, f.terminal)
+    return ("node", f.node)
+
+
+# --------------------------------------------------------------------------- weather
+
+
+def _rate_steps(t: _Table) -> tuple[tuple[float, float], ...]:
+    raw = t.get("rate_steps", "a list", [])
+    out = []
+    for v in raw:
+        ok = (isinstance(v, list) and len(v) == 2
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+        if not ok or not -100 <= v[0] <= 100 or not v[1] > 0:
+            raise t.error("rate_steps", "a list of [min_margin_db, rate_mbps] pairs (margin in [-100, 100] dB, "
+                                        f"rate > 0), found {_show(v)}")
+        out.append((float(v[0]), float(v[1])))
+    margins = [m for m, _ in out]
+    if margins != sorted(set(margins)):
+        raise t.error("rate_steps", f"steps in increasing order of min_margin_db, each once, found {margins}")
+    return tuple(out)
+
+
+def _rain(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Rain]:
+    """`[[rain]]`: one rain series (CSV `file`) or seeded model (`seed`) per ground station."""
+    top.seen.add("rain")
+    raw = top.data.get("rain", [])
+    if not isinstance(raw, list):
+        raise top.error("rain", "expected an array of tables ([[rain]])")
+    names = [st.name for st in stations]
+    out: list[Rain] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"rain[{i}]", item)
+        if gsl is None or gsl.frequency_ghz is None or not gsl.rate_steps:
+            raise t.error("station", "rain needs the ground links' radio: [gsl] frequency_ghz, "
+                                     "clear_sky_margin_db and rate_steps")
+        st = t.get("station", "a string")
+        if st not in names:
+            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
+                                     + _did_you_mean(st, names))
+        if any(r.station == st for r in out):
+            raise t.error("station", f"one [[rain]] per station; {st!r} has one already")
+        if t.has("file") == t.has("seed"):
+            raise t.error("file", "exactly one of file (a CSV series t_s,rain_mm_per_h) or seed (the stochastic model)")
+        if t.has("file"):
+            ts, rr = _read_rain_csv(t, base)
+            r = Rain(station=st, t_s=ts, rain_mm_per_h=rr)
+        else:
+            r = Rain(station=st, seed=t.get("seed", "an integer", check=_count),
+                     mean_dry_s=t.get("mean_dry_s", "a number", 3600.0, check=_range(0, 1e7, lo_open=True)),
+                     mean_wet_s=t.get("mean_wet_s", "a number", 600.0, check=_range(0, 1e7, lo_open=True)),
+                     median_mm_per_h=t.get("median_mm_per_h", "a number", 10.0, check=_range(0, 500, lo_open=True)),
+                     sigma=t.get("sigma", "a number", 1.0, check=_range(0, 5)))
+        t.done()
+        out.append(r)
+    return out
+
+
+def _clouds(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Clouds]:
+    """`[[clouds]]`: one cloud-blockage series (CSV `file`) per ground station, optical links only."""
+    top.seen.add("clouds")
+    raw = top.data.get("clouds", [])
+    if not isinstance(raw, list):
+        raise top.error("clouds", "expected an array of tables ([[clouds]])")
+    names = [st.name for st in stations]
+    out: list[Clouds] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"clouds[{i}]", item)
+        if gsl is None or gsl.frequency_ghz is not None:
+            raise t.error("station", "clouds block optical ground links: a [gsl] without frequency_ghz "
+                                     "(radio links take [[rain]])")
+        st = t.get("station", "a string")
+        if st not in names:
+            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
+                                     + _did_you_mean(st, names))
+        if any(c.station == st for c in out):
+            raise t.error("station", f"one [[clouds]] per station; {st!r} has one already")
+        ts, vals = _read_rain_csv(t, base, "cloud_blocked", 1.0)
+        if any(v not in (0.0, 1.0) for v in vals):
+            raise t.error("file", f"cloud_blocked values 0 (clear) or 1 (blocked), found {sorted(set(vals))}")
+        t.done()
+        out.append(Clouds(station=st, t_s=ts, blocked=tuple(v == 1.0 for v in vals)))
+    return out
+
+
+def _read_rain_csv(t: _Table, base: Path, column: str = "rain_mm_per_h",
+                   hi: float = 1000.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    file_ = t.get("file", "a string")
+    p = resolve_path(base / file_)
+    raw = read_input(p, MAX_TEXT_BYTES, lambda problem: t.error(
+        "file", f"expected a readable CSV file t_s,{column} (a regular file of at most "
+                f"{MAX_TEXT_BYTES >> 20} MiB), {problem}"))
+    try:
+        rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+                if r and not r[0].strip().startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise t.error("file", f"expected a readable CSV file t_s,{column}: {e}") from None
+    if rows and [c.strip() for c in rows[0]] == ["t_s", column]:
+        rows = rows[1:]
+    ts: list[float] = []
+    rr: list[float] = []
+    for n, r in enumerate(rows, start=1):
+        try:
+            x, y = (float(c) for c in r)
+        except ValueError:
+            x = y = math.nan
+        if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and 0 <= y <= hi) or (ts and x <= ts[-1]):
+            raise t.error("file", f"{p.name} row {n}: expected t_s (≥ 0, increasing), {column} (0-{hi:g}), "
+                                  f"found {r}")
+        ts.append(x)
+        rr.append(y)
+    if not ts:
+        raise t.error("file", f"at least one row t_s,{column} in {p.name}")
+    return tuple(ts), tuple(rr)

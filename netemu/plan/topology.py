@@ -23,7 +23,9 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..constants import C_KM_PER_S, R_EARTH_KM
+from .faults import DOWN_REASONS, fault_reasons
 from .orbits import Track
+from .weather import budget_rate_mbps, rain_at, slant_path_rain_attenuation_db
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 
 __all__ = ["Schedule", "LinkSet", "build_schedule", "node_table", "clears_earth", "isl_candidates"]
@@ -59,7 +61,11 @@ class Schedule:
     """The time-varying network: nodes, the time grid and every present link at every step.
 
     `links` columns: step, t_s, a, b (categorical node names), kind (isl|gsl), distance_km,
-    delay_ms, rate_mbps, loss_pct, up. Rows are sorted by step, then a, b.
+    delay_ms, rate_mbps, loss_pct, up, down_reason (why a present link is not up: "acquisition"
+    for a laser still acquiring, "handover" for a ground link in its handover gap, "fault" for a
+    scenario fault (`netemu.plan.faults`), "rain" for a ground link rain takes out
+    (`netemu.plan.weather`), "cloud" for an optical ground link a station's cloud blocks; "" while up). With `[[rain]]`, a rainy station's ground links carry
+    the rate its link budget leaves. Rows are sorted by step, then a, b.
     """
 
     nodes: pd.DataFrame
@@ -446,8 +452,9 @@ def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float) -> np.ndarray:
 
 
 def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
-                   progress=None) -> Schedule:
-    """Every present link at every step, for all ISL models and the GSL model."""
+                   progress=None, faults=None) -> Schedule:
+    """Every present link at every step, for all ISL models and the GSL model. `faults` (default:
+    the scenario's deterministic ones) take links down (`netemu.plan.faults`)."""
     nodes = node_table(scenario)
     n_sat = len(track.names)
     t_s = track.t_s
@@ -455,14 +462,19 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     frames = []
     for i, model in enumerate(scenario.isls):
         ls = isl_links(track, scenario, model).ordered()
-        frames.append(_frame(ls, "isl", model.rate_mbps, model.loss_pct, _up_flags(ls, t_s, model.acquisition_s)))
+        frames.append(_frame(ls, "isl", model.rate_mbps, model.loss_pct, _up_flags(ls, t_s, model.acquisition_s),
+                             model.acquisition_s))
         if progress:
             progress(f"isl[{i}] {model.pattern} {'+'.join(model.groups)}: {len(ls.step):,} link-steps")
     if scenario.gsl is not None and scenario.ground_stations:
         ls = gsl_links(track, station_xyz, station_up, scenario)
+        rate = _rain_rates(scenario, track, station_xyz, station_up, ls)
         ls = LinkSet(ls.step, ls.a, (ls.b + n_sat).astype(np.int32), ls.distance_km)
         g = scenario.gsl
-        frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s)))
+        frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s),
+                             g.handover_gap_s))
+        if rate is not None:
+            frames[-1]["rate_mbps"] = rate
         if progress:
             progress(f"gsl {g.policy}: {len(ls.step):,} link-steps")
     df = pd.concat(frames, ignore_index=True) if frames else _frame(LinkSet.empty(), "isl", 0, 0, np.zeros(0, bool))
@@ -477,17 +489,72 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     df["b"] = pd.Categorical.from_codes(df["b"].to_numpy(), dtype=cat)
     del names
     df["delay_ms"] = df["distance_km"] / C_KM_PER_S * 1e3
-    df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up"]]
+    is_isl = (df["kind"] == "isl").to_numpy()
+    up = df["up"].to_numpy().copy()
+    reason = np.where(up, "", np.where(is_isl, "acquisition", "handover")).astype(object)
+    hit = fault_reasons(scenario.faults if faults is None else faults, list(nodes["name"]), t_s, df["step"].to_numpy(),
+                        df["a"].cat.codes.to_numpy(), df["b"].cat.codes.to_numpy(), is_isl,
+                        df["_acq_s"].to_numpy())
+    # A fault wins over a link still acquiring; a reboot's re-acquisition only labels links it
+    # takes down (one already acquiring keeps its own reason, the same word).
+    take = (hit == "fault") | ((hit != "") & up)
+    up[hit != ""] = False
+    reason[take] = hit[take]
+    # Rain outage: a ground link whose margin meets no rate step (rate 0); a fault still wins.
+    out = df["rate_mbps"].to_numpy() <= 0
+    up[out] = False
+    reason[out & (reason != "fault")] = "rain"
+    # Cloud over a station blocks its optical ground links; a fault or rain still wins.
+    if scenario.clouds:
+        st_of = {st.name: i + n_sat for i, st in enumerate(scenario.ground_stations)}
+        b_codes, steps = df["b"].cat.codes.to_numpy(), df["step"].to_numpy()
+        for c in scenario.clouds:
+            sel = np.nonzero(b_codes == st_of[c.station])[0]
+            k = np.searchsorted(np.asarray(c.t_s), t_s[steps[sel]] + 1e-9, side="right") - 1
+            blocked = sel[(k >= 0) & np.asarray(c.blocked, bool)[np.maximum(k, 0)]]
+            up[blocked] = False
+            reason[blocked[~np.isin(reason[blocked], ["fault", "rain"])]] = "cloud"
+    df["up"] = up
+    df["down_reason"] = pd.Categorical(reason, categories=list(DOWN_REASONS))
+    df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up",
+             "down_reason"]]
     return Schedule(nodes=nodes, t_s=t_s, links=df)
 
 
-def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray) -> pd.DataFrame:
+def _rain_rates(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
+                ls: LinkSet) -> np.ndarray | None:
+    """Each ground link's rate under rain (`netemu.plan.weather`), None without `[[rain]]`:
+    `rate_mbps`, or the fastest rate step the margin left after rain attenuation (at the link's
+    elevation and the station's rain rate) meets; 0 for an outage. `ls.b` is the station number."""
+    g = scenario.gsl
+    if not scenario.rain or g.frequency_ghz is None:
+        return None
+    rate = np.full(len(ls.step), float(g.rate_mbps))
+    index = {st.name: i for i, st in enumerate(scenario.ground_stations)}
+    for r in scenario.rain:
+        i = index[r.station]
+        sel = np.nonzero(ls.b == i)[0]
+        if len(sel) == 0:
+            continue
+        st = scenario.ground_stations[i]
+        d = track.xyz_km[ls.step[sel], ls.a[sel]] - station_xyz[i]
+        el = np.degrees(np.arcsin(d @ station_up[i] / np.linalg.norm(d, axis=1)))
+        mm_h = rain_at(r, track.t_s)[ls.step[sel]]
+        att = slant_path_rain_attenuation_db(mm_h, g.frequency_ghz, el, st.lat_deg, st.alt_m / 1000.0,
+                                             g.rain_height_km, g.polarization)
+        rate[sel] = np.minimum(g.rate_mbps, budget_rate_mbps(att, g.clear_sky_margin_db, g.rate_steps))
+    return rate
+
+
+def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray,
+           acquisition_s: float = 0.0) -> pd.DataFrame:
     n = len(ls.step)
     return pd.DataFrame({
         "step": ls.step.astype(np.int32), "a": ls.a.astype(np.int32), "b": ls.b.astype(np.int32),
         "kind": pd.Categorical([kind] * n if n else [], categories=["isl", "gsl"]),
         "distance_km": ls.distance_km.astype(np.float64), "rate_mbps": np.full(n, float(rate_mbps)),
-        "loss_pct": np.full(n, float(loss_pct)), "up": up.astype(bool)})
+        "loss_pct": np.full(n, float(loss_pct)), "up": up.astype(bool),
+        "_acq_s": np.full(n, float(acquisition_s))})
 
 
 def link_events(schedule: Schedule) -> pd.DataFrame:
