@@ -146,7 +146,9 @@ class Emulation:
         self._timed("links", self._add_links)
         self.say(f"links: {len(self.link_table):,} {self.backend_name} links ({self.timings_s['links']:.1f} s)")
         self._timed("addresses", fw.configure_interfaces)
-        self._timed("next_hops", fw.prepare, sched, self.plan.scenario.routing, w, self._next_hops)
+        # next hops as routing knows the network: a failed link is used until its detection delay
+        self._timed("next_hops", fw.prepare, self.plan.routing_schedule, self.plan.scenario.routing, w,
+                    self._next_hops)
         n = self._timed("routes", fw.apply, w.k0)
         self.say(f"routes: {n:,} installed ({self.timings_s['routes']:.1f} s)")
         if self.backend_name == "engine" and self.do_calibrate:

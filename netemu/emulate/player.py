@@ -91,7 +91,7 @@ def choose_dilation(plan, w: Window, node_names: list[str], states: LinkStates, 
     moving links. Returns (K, the choice's figures, the window's next-hop changes, which the
     forwarding reuses)."""
     sc, sched = plan.scenario, plan.schedule
-    nh_all = next_hop_changes(sched, tuple(sc.endpoints), sc.routing.metric, sc.routing.ground_relay,
+    nh_all = next_hop_changes(plan.routing_schedule, tuple(sc.endpoints), sc.routing.metric, sc.routing.ground_relay,
                               steps=(w.k0, w.k1 + 1))
     pos = {n: i for i, n in enumerate(sched.node_names)}
     in_scope = np.zeros(len(pos), bool)
