@@ -468,7 +468,8 @@ def _write_fidelity(em: Emulation, probes: Probes, log: pd.DataFrame, out: Path,
     fid = assess(df, changes, guard_s=guard_s, timeout_s=PROBE_TIMEOUT_S, threshold_p99_ms=FIDELITY_P99_MS,
                  loaded=loaded, engine=em.links.status() if hasattr(em.links, "status") else None,
                  apply_lag_ms=log["lag_ms"].to_numpy(float) / em.scale if len(log) else None,
-                 pilot_drift=_pilot_drift(em), t0_s=em.window.t0_s, t_end_s=em.window.t_end_s)
+                 pilot_drift=_pilot_drift(em), t0_s=em.window.t0_s, t_end_s=em.window.t_end_s,
+                 dilation=em.dilation)
     o = fid["overall"]
     fid.update(guard_ms=round(guard_s * 1e3, 3), dilation=em.dilation,
                note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")

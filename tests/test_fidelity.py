@@ -148,3 +148,10 @@ def test_short_runs_use_10_s_windows_and_thin_windows_do_not_decide():
     h = _bad_minute(df.copy(), 10.0, 20.0, share=1 / 40)   # 5 of its 200 probes
     f = _assess(h, t0_s=0.0, t_end_s=34.0)
     assert f["verdict"] == "not faithful in t = 10–20 s" and f["windows"][1]["verdict"] == "not faithful"
+
+
+def test_the_advice_doubles_the_run_s_own_dilation():
+    df = _probes()
+    df.loc[(df["src"] == "g-b") & df["t_s"].between(30, 33), "rtt_ms"] += 2.0
+    assert "--dilation 2 (this run: 1)" in _assess(df)["reasons"][-1]
+    assert "--dilation 6 (this run: 3)" in _assess(df, dilation=3.0)["reasons"][-1]

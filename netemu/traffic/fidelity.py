@@ -40,7 +40,7 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
            timeout_s: float, threshold_p99_ms: float = FIDELITY_P99_MS, loaded: bool = False,
            engine: list[dict] | None = None, apply_lag_ms: np.ndarray | None = None,
            pilot_drift: pd.DataFrame | None = None, t0_s: float | None = None,
-           t_end_s: float | None = None) -> dict:
+           t_end_s: float | None = None, dilation: float = 1.0) -> dict:
     """The verdict on `probes` (`t_s, src, dst, rtt_ms, oracle_rtt_ms`; rtt NaN = lost, oracle
     NaN = no planned path), with `netemu.emulate.playback.fidelity`'s overall and per-pair figures.
 
@@ -98,7 +98,7 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
         verdict += f" in t = {bad_windows[0]['t_start_s']:g}–{bad_windows[0]['t_end_s']:g} s" + (
             f" and {len(bad_windows) - 1} other window(s)" if len(bad_windows) > 1 else "")
     out["verdict"] = verdict + (" (under traffic: queueing and host load included)" if loaded else "")
-    out["causes"], out["reasons"], out["why"] = _why(out, threshold_p99_ms)
+    out["causes"], out["reasons"], out["why"] = _why(out, threshold_p99_ms, dilation)
     return out
 
 
@@ -158,7 +158,7 @@ def _host(drift: pd.DataFrame | None) -> dict:
             "pilot_drift_us_worst_t_s": round(float(drift["t_s"].iloc[i]), 1)}
 
 
-def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str], str]:
+def _why(f: dict, threshold_p99_ms: float, dilation: float = 1.0) -> tuple[list[str], list[str], str]:
     """The causes found, the reasons in words (what was off, where, why, what to do) and the gist
     in one sentence (the first of them, the bad windows, losses and causes found, what to do)."""
     o, causes, reasons, todo, gist_at = f["overall"], [], [], [], []
@@ -258,7 +258,8 @@ def _why(f: dict, threshold_p99_ms: float) -> tuple[list[str], list[str], str]:
                                           ("the pilot's host-load reading", host)) if have]
         reasons.append("no single cause stood out in " + ", ".join(looked) if looked else
                        "no engine counters, route-apply lag or pilot readings were there to find a cause in")
-        todo.append("re-run with --dilation 2: if the error shrinks, the host was too slow for real time")
+        todo.append(f"re-run with --dilation {2 * dilation:g} (this run: {dilation:g}): if the error shrinks, the "
+                    "host was too slow for this dilation")
     reasons.append("what to do: " + "; ".join(dict.fromkeys(todo)))
     gist = "; ".join([reasons[0], *(reasons[i] for i in gist_at if i != 0), reasons[-1]])
     return causes, reasons, gist
