@@ -1379,25 +1379,36 @@ def _rate_steps(t: _Table) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
+def _station_tables(top: _Table, section: str):
+    """The tables of the array `[[section]]` (one per ground station), in order."""
+    top.seen.add(section)
+    raw = top.data.get(section, [])
+    if not isinstance(raw, list):
+        raise top.error(section, f"expected an array of tables ([[{section}]])")
+    for i, item in enumerate(raw):
+        yield _Table(top.path, f"{section}[{i}]", item)
+
+
+def _one_station(t: _Table, section: str, stations: list[GroundStation], taken: list) -> str:
+    """Table `t`'s `station`: a ground station of the scenario that no earlier table in `taken` has."""
+    names = [st.name for st in stations]
+    st = t.get("station", "a string")
+    if st not in names:
+        raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
+                                 + _did_you_mean(st, names))
+    if any(x.station == st for x in taken):
+        raise t.error("station", f"one [[{section}]] per station; {st!r} has one already")
+    return st
+
+
 def _rain(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Rain]:
     """`[[rain]]`: one rain series (CSV `file`) or seeded model (`seed`) per ground station."""
-    top.seen.add("rain")
-    raw = top.data.get("rain", [])
-    if not isinstance(raw, list):
-        raise top.error("rain", "expected an array of tables ([[rain]])")
-    names = [st.name for st in stations]
     out: list[Rain] = []
-    for i, item in enumerate(raw):
-        t = _Table(top.path, f"rain[{i}]", item)
+    for t in _station_tables(top, "rain"):
         if gsl is None or gsl.frequency_ghz is None or not gsl.rate_steps:
             raise t.error("station", "rain needs the ground links' radio: [gsl] frequency_ghz, "
                                      "clear_sky_margin_db and rate_steps")
-        st = t.get("station", "a string")
-        if st not in names:
-            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
-                                     + _did_you_mean(st, names))
-        if any(r.station == st for r in out):
-            raise t.error("station", f"one [[rain]] per station; {st!r} has one already")
+        st = _one_station(t, "rain", stations, out)
         if t.has("file") == t.has("seed"):
             raise t.error("file", "exactly one of file (a CSV series t_s,rain_mm_per_h) or seed (the stochastic model)")
         if t.has("file"):
@@ -1416,23 +1427,12 @@ def _rain(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel 
 
 def _clouds(top: _Table, base: Path, stations: list[GroundStation], gsl: GSLModel | None) -> list[Clouds]:
     """`[[clouds]]`: one cloud-blockage series (CSV `file`) per ground station, optical links only."""
-    top.seen.add("clouds")
-    raw = top.data.get("clouds", [])
-    if not isinstance(raw, list):
-        raise top.error("clouds", "expected an array of tables ([[clouds]])")
-    names = [st.name for st in stations]
     out: list[Clouds] = []
-    for i, item in enumerate(raw):
-        t = _Table(top.path, f"clouds[{i}]", item)
+    for t in _station_tables(top, "clouds"):
         if gsl is None or gsl.frequency_ghz is not None:
             raise t.error("station", "clouds block optical ground links: a [gsl] without frequency_ghz "
                                      "(radio links take [[rain]])")
-        st = t.get("station", "a string")
-        if st not in names:
-            raise t.error("station", f"expected a ground station defined in this scenario, found {_show(st)}"
-                                     + _did_you_mean(st, names))
-        if any(c.station == st for c in out):
-            raise t.error("station", f"one [[clouds]] per station; {st!r} has one already")
+        st = _one_station(t, "clouds", stations, out)
         ts, vals = _read_rain_csv(t, base, "cloud_blocked", 1.0)
         if any(v not in (0.0, 1.0) for v in vals):
             raise t.error("file", f"cloud_blocked values 0 (clear) or 1 (blocked), found {sorted(set(vals))}")
