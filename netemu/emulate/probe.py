@@ -27,6 +27,10 @@ import time
 _FMT = "!Iqq"   # seq, client send ns, server receive ns
 DEFAULT_PORT = 7777
 _SO_TIMESTAMPNS = 35
+_SO_TIMESTAMPING = 37
+# software transmit stamps (taken where the driver takes the frame: a TAP's xmit, i.e. the
+# moment the link engine can read it), reported in software; the frame is looped back with them
+_TX_STAMP_FLAGS = (1 << 1) | (1 << 4)     # SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
@@ -35,6 +39,53 @@ def _readable(sock: socket.socket, timeout_s: float) -> bool:
     p = select.poll()
     p.register(sock, select.POLLIN)
     return bool(p.poll(max(0.0, timeout_s) * 1e3))
+
+
+def _wait_icmp(sock: socket.socket, timeout_s: float) -> tuple[bool, bool]:
+    """(a reply is readable, a transmit stamp is queued) after waiting up to `timeout_s`."""
+    p = select.poll()
+    p.register(sock, select.POLLIN | select.POLLERR)
+    ev = 0
+    for _, e in p.poll(max(0.0, timeout_s) * 1e3):
+        ev |= e
+    return bool(ev & select.POLLIN), bool(ev & select.POLLERR)
+
+
+def _icmp_socket() -> socket.socket:
+    """A raw ICMP socket stamping echoes in the kernel both ways, as ping's RTT excludes this
+    process's own wake-up: receive stamps (SO_TIMESTAMPNS) and transmit stamps (SO_TIMESTAMPING,
+    read by `_read_tx_stamps`). A probe process preempted between taking its send time and the
+    send would otherwise add that stall to the RTT (1-4 ms were seen on a busy CPU)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _TX_STAMP_FLAGS)
+    except OSError:
+        pass   # no transmit stamps: send times stay the process's own clock
+    return s
+
+
+def _read_tx_stamps(s: socket.socket, ident: int) -> list[tuple[int, int]]:
+    """(seq, kernel transmit time in ns, CLOCK_REALTIME) of our echo requests whose stamps wait
+    on `s`'s error queue. The frame comes back whole (link header included), so the echo
+    request is read from its tail: every request has the same length."""
+    out = []
+    n = 8 + len(_ECHO_BODY)
+    while True:
+        try:
+            data, anc, _, _ = s.recvmsg(65535, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return out
+        if len(data) < n:
+            continue
+        typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, len(data) - n)
+        if typ != 8 or rid != ident:
+            continue
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPING and len(value) >= 16:
+                sec, nsec = struct.unpack("qq", value[:16])
+                if sec or nsec:
+                    out.append((rseq, sec * 1_000_000_000 + nsec))
 
 
 def serve(port: int = DEFAULT_PORT, max_s: float | None = None) -> None:
@@ -135,14 +186,12 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
     if netns:
         from .netns import entered   # lazy: the probe program starts with the standard library only
         with entered(netns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            s = _icmp_socket()
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    # Kernel receive timestamps (as ping uses): the RTT excludes this process's own wake-up.
-    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        s = _icmp_socket()
     ident = (id(s) ^ time.monotonic_ns()) & 0xFFFF
     sent: dict[int, int] = {}
-    rtt: dict[int, float] = {}
+    back: dict[int, int] = {}
     start = time.monotonic()
     seq = 0
     deadline = start + count * interval_s + timeout_s
@@ -157,15 +206,23 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
                 pass   # no route now: lost
             seq += 1
             continue
-        if (seq >= count and len(rtt) == count) or now > deadline:
+        if (seq >= count and len(back) == count) or now > deadline:
             break
         wait = (start + seq * interval_s - now) if seq < count else deadline - now
-        if _readable(s, wait):
+        reply, stamp = _wait_icmp(s, wait)
+        if stamp:
+            for rseq, t in _read_tx_stamps(s, ident):
+                if rseq in sent:
+                    sent[rseq] = t
+        if reply:
             typ, rid, rseq, t = _read_echo_reply(s)
-            if typ == 0 and rid == ident and rseq in sent and rseq not in rtt:
-                rtt[rseq] = (t - sent[rseq]) / 1e6
+            if typ == 0 and rid == ident and rseq in sent and rseq not in back:
+                back[rseq] = t
+    for rseq, t in _read_tx_stamps(s, ident):   # a stamp read after its reply
+        if rseq in sent:
+            sent[rseq] = t
     s.close()
-    return [rtt.get(q) for q in range(count)]
+    return [(back[q] - sent[q]) / 1e6 if q in back else None for q in range(count)]
 
 
 def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: float = 2.0,
@@ -180,12 +237,11 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
         stop[0] = True
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    s = _icmp_socket()
     ident = int.from_bytes(os.urandom(2), "big")
     t_mono: list[float] = []
-    t_real: list[int] = []
-    rtt: list[float | None] = []
+    t_real: list[int] = []           # send time: the kernel's transmit stamp once it is read
+    t_back: list[int | None] = []    # the reply's kernel receive stamp
     by_seq: dict[int, int] = {}      # 16-bit ICMP sequence → latest echo that used it
     start = time.monotonic()
     end_send = start + max_s if max_s else float("inf")
@@ -195,7 +251,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
         if stop[0] or now >= end_send:
             if deadline == float("inf"):
                 deadline = now + timeout_s
-            if now >= deadline or all(r is not None for r in rtt[-int(timeout_s / interval_s) - 1:]):
+            if now >= deadline or all(r is not None for r in t_back[-int(timeout_s / interval_s) - 1:]):
                 break
         k = len(t_mono)
         due = start + k * interval_s
@@ -204,7 +260,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
             pkt = _echo_request(ident, seq)
             t_mono.append(time.monotonic())
             t_real.append(time.time_ns())
-            rtt.append(None)
+            t_back.append(None)
             by_seq[seq] = k
             try:
                 s.sendto(pkt, (dsts[k % len(dsts)], 0))
@@ -213,15 +269,25 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
             continue
         wait = max(0.0, min(due if deadline == float("inf") else deadline, deadline) - now)
         try:
-            ready = _readable(s, wait)
+            ready, stamp = _wait_icmp(s, wait)
         except InterruptedError:
             continue
+        if stamp:
+            for rseq, t in _read_tx_stamps(s, ident):
+                q = by_seq.get(rseq)
+                if q is not None:
+                    t_real[q] = t
         if ready:
             typ, rid, rseq, t = _read_echo_reply(s)
             q = by_seq.get(rseq)
-            if typ == 0 and rid == ident and q is not None and rtt[q] is None:
-                rtt[q] = (t - t_real[q]) / 1e6
+            if typ == 0 and rid == ident and q is not None and t_back[q] is None:
+                t_back[q] = t
+    for rseq, t in _read_tx_stamps(s, ident):   # a stamp read after its reply
+        q = by_seq.get(rseq)
+        if q is not None:
+            t_real[q] = t
     s.close()
+    rtt = [None if b is None else (b - t) / 1e6 for b, t in zip(t_back, t_real)]
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
         f.write("dst,t_send_mono_s,rtt_ms\n")
