@@ -42,6 +42,10 @@ EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
 WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
 DRAIN_MAX = 32           # frames read from one TAP before due departures get their turn
+# A frame is timed from the engine's write that caused it only if it is read within this much
+# of the write (the stack forwards inside the write in a few µs; a longer gap is a stall, and
+# timing from the write would make the frame up to the stall's length early).
+CAUSED_WINDOW_S = 200e-6
 
 
 def default_queue_bytes(rate_mbps: float) -> int:
@@ -280,7 +284,10 @@ class Engine:
         record = d.record
         ws = self.ns_ws[d.in_ns]
         # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
-        caused = ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
+        # (a write long before this read, the engine having stalled in between, tells nothing of
+        # when the frame entered: timed from the read it can be late, never faster than light)
+        caused = (ws >= d.empty_at and (self.ns_gen[d.in_ns] >= self.poll_gen - 1 or d.partial)
+                  and monotonic() - ws <= CAUSED_WINDOW_S)
         comp = self.hop_s if caused else self.process_s
         q = d.q
         if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None):
