@@ -79,6 +79,10 @@ def test_build_routes_and_teardown_leave_nothing(fid_plan):
         assert em["g-sanya"].IP() == em.loopback("g-sanya")
         # routes at the window's first step, then after the handover gap (t = 340)
         assert _check_routes(em, em.window.k0) == 26 * 2 - 2
+        # this kernel (≥ 5.3, as CI's) has nexthop objects: routes point at them
+        assert em.forwarding.nexthop_objects
+        assert "nhid" in subprocess.run(["ip", "-n", em.ns.full("g-sanya"), "route", "show", "proto", "77"],
+                                        capture_output=True, text=True).stdout
         em.start()
         assert em.wait(30)
         assert _check_routes(em, 340) == 50

@@ -19,6 +19,7 @@ from ..plan.routing import next_hop_changes
 from .addressing import link_mac
 from .netns import Namespaces, entered
 from .playback import Window
+from ..errors import EmulationError
 from .rtnl import Rtnl
 
 __all__ = ["Forwarding"]
@@ -46,6 +47,9 @@ class Forwarding:
         self._dst4: list[bytes] = []
         self._dst_node: list[int] = []
         self._nl_by_index: dict[int, Rtnl] = {}
+        # routes point at one nexthop object per link end (id = the interface's index) where the
+        # kernel has them (≥ 5.3): a route change then costs about half (rtnl.route_nh4)
+        self.nexthop_objects: bool | None = None
 
     # ------------------------------------------------------------------ build
 
@@ -71,6 +75,17 @@ class Forwarding:
                 nl.addr_add(ix, addr, 31)
                 nl.neigh_add(ix, peer, peer_mac)
             nl.commit()
+            if self.nexthop_objects is not False:
+                for ifname, _, _, peer, _ in per_node[name]:
+                    nl.nexthop_add(index[ifname], index[ifname], peer)
+                try:
+                    nl.commit()
+                    self.nexthop_objects = True
+                except EmulationError:
+                    if self.nexthop_objects:      # refused after others took them: a real failure
+                        raise
+                    nl.batch.clear()
+                    self.nexthop_objects = False  # an older kernel: routes name their gateway
 
     def prepare(self, schedule, routing, w: Window, next_hops: pd.DataFrame | None = None) -> None:
         """The next-hop changes of window `w` (routing.next_hop_changes; computed here unless
@@ -131,6 +146,7 @@ class Forwarding:
 
     def _route_requests(self, nodes: list[int], dsts: list[int], hops: list[int]):
         n, hop, lo4, dst4, dst_node, nl_of = self._n, self._hop, self._lo4, self._dst4, self._dst_node, self._nl_by_index
+        nh_objects = bool(self.nexthop_objects)
         touched = {}
         count = 0
         for v, d, u in zip(nodes, dsts, hops):
@@ -140,6 +156,8 @@ class Forwarding:
             via = hop.get(v * n + u) if u >= 0 else None
             if via is None:                       # no next hop, or one outside the scope
                 nl.route_unreachable4(dst4[d])
+            elif nh_objects:
+                nl.route_nh4(dst4[d], via[0], lo4[v])
             else:
                 nl.route_via4(dst4[d], via[1], via[0], lo4[v])
             touched[v] = nl
