@@ -8,6 +8,7 @@ The kernel backend cannot schedule, so its link changes are applied with the rou
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -185,6 +186,10 @@ class Player:
         if self.engine:
             self.links.set_clock(self.clock.engine_origin_mono, self.clock.scale)
             self._feed(0, self._batch_end(0), now=True)
+        # What was built is kept for the whole run: frozen, the collector never walks it (a full
+        # collection walks every object of a Starlink run while holding the GIL, so the player waits).
+        gc.collect()
+        gc.freeze()
         self._thread = threading.Thread(target=self._run, name="netemu-player", daemon=True)
         self._thread.start()
 
@@ -192,6 +197,7 @@ class Player:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
+        gc.unfreeze()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         if self._thread is None:
