@@ -94,7 +94,7 @@ class FakeForwarding:
         self.routes_in_force_at = 0.0
         self.last_apply: dict = {}
 
-    def stage(self, k: int) -> None:
+    def stage(self, k: int, due_mono: float | None = None) -> None:
         self.staged.append((time.monotonic(), k))
 
     def apply(self, k: int) -> int:

@@ -11,7 +11,8 @@ Targets: Starlink up < 60 s, down < 15 s, < 8 GiB; route changes at 100 ms steps
 lag p99 ≤ 10 ms and max ≤ 20 ms, no engine feed call longer than 5 ms (issue "Keeping up at
 scale"); default scenario up < 10 s. Each figure is the median [min-max] over `--repeat` runs
 and a ratio to its target; nothing fails on wall time. The worst steps' breakdown (apply.csv:
-namespaces touched, start lateness, netlink sends, acks, engine feeding, CPU wait) is printed.
+namespaces touched by the player and by the link engine, start lateness, netlink sends, acks,
+engine feeding, CPU wait) is printed.
 
     sudo .venv/bin/python scripts/bench_run.py [--play 20] [--repeat 3] [--out out/bench-run]
 """
@@ -79,7 +80,8 @@ def bench_scale(play_s: float, say) -> dict:
         worst = log.nlargest(5, "lag_ms")
         say("  worst steps (ms): " + "; ".join(
             f"step {int(r.step)}: lag {r.lag_ms:.1f} = start late {r.start_late_ms:.1f} + sends {r.send_ms:.1f} "
-            f"({int(r.routes)} routes in {int(r.namespaces)} namespaces), acks {r.ack_ms:.1f}, feeding before "
+            f"({int(r.routes)} routes; player {int(r.namespaces)} namespaces, engine {int(r.engine_namespaces)} "
+            f"done at {r.engine_done_ms:.1f}), acks {r.ack_ms:.1f}, feeding before "
             f"{r.feed_ms:.1f}, CPU wait {r.cpu_wait_ms:.1f}" for r in worst.itertuples()))
         lag = log["lag_ms"].to_numpy()
         routes_per_step = log["routes"].to_numpy()

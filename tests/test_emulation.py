@@ -97,6 +97,25 @@ def test_build_routes_and_teardown_leave_nothing(fid_plan):
     assert _kernel_state() == before
 
 
+def test_a_polling_engine_sends_a_share_of_each_steps_routes(fid_plan, monkeypatch):
+    """With a link engine polling on a CPU of its own, half the nodes' route changes go from
+    the engine at their instant: the routes in force after the handover are still exactly the
+    planner's, and the apply log counts the engine's share and its lag."""
+    from netemu.emulate import forwarding
+    monkeypatch.setattr(forwarding, "SPLIT_MIN_NAMESPACES", 1)   # this network is small
+    with netemu.emulate(fid_plan, start_s=330, duration_s=12, speed=2, calibrate=False) as em:
+        if not em.links.engine_cpus:
+            pytest.skip("the link engine has no CPU of its own here")   # one CPU: never in CI
+        em.start()
+        assert em.wait(30)
+        assert _check_routes(em, 342) == 50
+        log = em.player.apply_log()
+    changed = log[log["routes"] > 0]
+    assert len(changed) and (changed["engine_namespaces"] > 0).all(), changed
+    assert (changed["engine_done_ms"] >= 0).all() and (changed["engine_done_ms"] < 20).all(), changed
+    assert (log["lag_ms"] >= changed["engine_done_ms"].reindex(log.index).fillna(-1)).all()
+
+
 def test_rtt_fidelity_and_handover_gap(fid_plan, tmp_path):
     """The issue's criterion: on a 4 × 6 Walker shell with two ground stations over 60 s with a
     path change, probe RTT − oracle is within 0.5 ms at p99 outside path changes, and every

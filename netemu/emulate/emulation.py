@@ -151,6 +151,9 @@ class Emulation:
                     self._next_hops)
         n = self._timed("routes", fw.apply, w.k0)
         self.say(f"routes: {n:,} installed ({self.timings_s['routes']:.1f} s)")
+        if self.backend_name == "engine":
+            # engines polling on CPUs of their own send a share of each big step's routes
+            self._timed("route_senders", fw.use_senders, self.links.route_senders())
         if self.backend_name == "engine" and self.do_calibrate:
             self._timed("calibration_in_place", self._calibrate)
         self.net, self.routers = self._timed("mininet", mininet_view, self.ns, self.node_names, self.endpoints,

@@ -42,6 +42,7 @@ EARLY_SLACK_S = 2e-6     # frames due within this are sent now
 SPIN_S = 300e-6          # wake this much before a departure and spin to it
 WRITE_COST_GAIN = 0.05   # EWMA gain of the measured TAP write cost
 DRAIN_MAX = 32           # frames read from one TAP before due departures get their turn
+ROUTE_SLICE = 2          # namespaces' route changes sent before due departures get their turn
 # A frame is timed from the engine's write that caused it only if it is read within this much
 # of the write (the stack forwards inside the write in a few µs; a longer gap is a stall, and
 # timing from the write would make the frame up to the stall's length early).
@@ -247,6 +248,8 @@ class Engine:
         self.busy_s = 0.0
         self.write_cost_s = 0.0
         self.ns_fds: dict[str, int] = {}
+        self.route_socks: dict[str, socket.socket] = {}   # netns path -> its rtnetlink socket
+        self.route_log: list[tuple] = []     # (step, start, done, namespaces, errors, first error)
         self.home_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.busy_poll = False
         self.max_frame = 1522
@@ -468,8 +471,44 @@ class Engine:
     def apply_due(self) -> None:
         now = monotonic()
         while self.pending and self.pending[0][0] <= now:
+            if self.pending[0][2] is None:        # a step's route changes (cmd_routes)
+                if not self._route_slice(self.pending[0][3]):
+                    heapq.heappop(self.pending)
+                return                            # due departures get their turn in between
             _, _, link, params = heapq.heappop(self.pending)
             self._configure(link, params)
+
+    def _route_slice(self, job: list) -> bool:
+        """Send the next ROUTE_SLICE namespaces' requests of route job
+        [step, items, next index, start, errors, first error]; False once all are sent. The
+        kernel applies them inside the send; its answers (an acknowledgement for the last
+        request of each, an error for any refused) are read at once."""
+        step, items, i = job[0], job[1], job[2]
+        if i == 0:
+            job[3] = monotonic()
+        for path, chunks in items[i:i + ROUTE_SLICE]:
+            sock = self.route_socks[path]
+            for data in chunks:
+                sock.send(data)
+            while True:
+                try:
+                    reply = sock.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                off = 0
+                while off + 20 <= len(reply):
+                    n, kind = struct.unpack_from("=LH", reply, off)
+                    if kind == 2:                                 # NLMSG_ERROR: 0 is an acknowledgement
+                        err = -struct.unpack_from("=i", reply, off + 16)[0]
+                        if err:
+                            job[4] += 1
+                            job[5] = job[5] or f"{path}: {os.strerror(err)} (errno {err})"
+                    off += max(16, (n + 3) & ~3)
+        job[2] = i = i + ROUTE_SLICE
+        if i < len(items):
+            return True
+        self.route_log.append((step, job[3], monotonic(), len(items), job[4], job[5]))
+        return False
 
     def next_wake(self) -> float:
         t = self.heap[0][0] if self.heap else 0.0
@@ -662,6 +701,41 @@ class Engine:
             ab.profile.add_points([(self.mono(t), d * 1e-3) for t, d in points], now)
         return len(updates)
 
+    def cmd_route_sockets(self, paths: list) -> int:
+        """Open an rtnetlink socket in each namespace of `paths` (once; see cmd_routes)."""
+        for path in paths:
+            if path in self.route_socks:
+                continue
+            ns_fd = self.ns_fds.get(path)
+            if ns_fd is None:
+                ns_fd = self.ns_fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            setns(ns_fd)
+            try:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            finally:
+                setns(self.home_ns)
+            sock.bind((0, 0))
+            self.route_socks[path] = sock
+        return len(self.route_socks)
+
+    def cmd_routes(self, due_mono: float, step: int, items: list) -> int:
+        """Send a step's route changes at monotonic instant `due_mono`: items are
+        [(netns path, [request bytes, …])], packed by the parent (forwarding.Forwarding). The
+        engine sends them a few namespaces at a time between departures, on its own CPU, while
+        the player sends the rest: a step's routes are in force in about half the time."""
+        for path, _ in items:
+            if path not in self.route_socks:
+                raise KeyError(f"no route socket in {path!r} (cmd_route_sockets first)")
+        self.seq += 1
+        heapq.heappush(self.pending, (due_mono, self.seq, None, [step, items, 0, 0.0, 0, ""]))
+        return len(items)
+
+    def cmd_route_log(self) -> list:
+        """The route jobs done since the last call: [(step, start, done, namespaces, errors,
+        first error)], monotonic times."""
+        out, self.route_log = self.route_log, []
+        return out
+
     def cmd_record(self, links: list, on: bool) -> None:
         for link in links:
             for d in self.links[link][:2]:
@@ -699,6 +773,9 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        for sock in self.route_socks.values():
+            sock.close()
+        self.route_socks.clear()
         for link in list(self.links):
             ab, ba, fds = self.links.pop(link)
             for d in (ab, ba):

@@ -24,6 +24,9 @@ from .rtnl import Rtnl
 
 __all__ = ["Forwarding"]
 
+# A step touching fewer namespaces than this is sent by the player alone (well under a ms).
+SPLIT_MIN_NAMESPACES = 64
+
 
 class Forwarding:
     """The routes of the nodes `node_names` (in namespaces of `ns`), toward the loopbacks of
@@ -47,9 +50,14 @@ class Forwarding:
         self._dst4: list[bytes] = []
         self._dst_node: list[int] = []
         self._nl_by_index: dict[int, Rtnl] = {}
+        self._index_of_name: list[int] = []
         # routes point at one nexthop object per link end (id = the interface's index) where the
         # kernel has them (≥ 5.3): a route change then costs about half (rtnl.route_nh4)
         self.nexthop_objects: bool | None = None
+        # link engines sending a share of each step's changes on their own CPUs (use_senders)
+        self._senders: list = []
+        self._path_of: dict[int, str] = {}
+        self._sender_log: list[tuple] = []
 
     # ------------------------------------------------------------------ build
 
@@ -109,6 +117,7 @@ class Forwarding:
         self._dst4 = [socket.inet_aton(self.loopbacks[e]) for e in self.endpoints]
         self._dst_node = [pos[e] for e in self.endpoints]
         self._nl_by_index = {pos[name]: self._rtnl[name] for name in self.node_names}
+        self._index_of_name = [pos[name] for name in self.node_names]
 
     # ------------------------------------------------------------------ steps
 
@@ -117,25 +126,63 @@ class Forwarding:
         g = self._nh_by_step.get(k)
         return 0 if g is None else len(g)
 
-    def stage(self, k: int) -> None:
-        """Pack step k's route changes into netlink requests ahead of its instant."""
-        self._staged[k] = self._pack(k)
+    def use_senders(self, senders: list) -> None:
+        """Share each big step's sends with `senders` (links.RouteSender: link engines polling
+        on CPUs of their own): node v's changes go to sender v mod (len + 1) − 1, the player
+        keeping v mod (len + 1) = 0, so one node's changes always come from one sender, in
+        order. Called after `prepare`; opens the senders' sockets."""
+        self._senders = list(senders)
+        if not senders:
+            return
+        m = len(senders) + 1
+        self._path_of = {v: self.ns.path(self.node_names[i]) for i, v in enumerate(self._index_of_name)}
+        for h, sender in enumerate(senders):
+            sender.open([p for v, p in self._path_of.items() if v % m == h + 1])
+
+    def stage(self, k: int, due_mono: float | None = None) -> None:
+        """Pack step k's route changes into netlink requests ahead of its instant `due_mono`
+        (monotonic); with senders (use_senders) and a due instant, theirs go to them now."""
+        count, items = self._pack(k)
+        remote = 0
+        if self._senders and due_mono is not None and len(items) >= SPLIT_MIN_NAMESPACES:
+            m = len(self._senders) + 1
+            shares: list[list] = [[] for _ in range(m)]
+            for v, nl, st in items:
+                shares[v % m].append((v, nl, st))
+            for h, sender in enumerate(self._senders):
+                if shares[h + 1]:
+                    sender.schedule(due_mono, k, [(self._path_of[v], [data for data, _ in st]) for v, _, st in shares[h + 1]])
+                    remote += len(shares[h + 1])
+            items = shares[0]
+        self._staged[k] = (count, items, remote)
 
     def apply(self, k: int) -> int:
-        """Send step k's route changes (staged beforehand if `stage(k)` was called); returns how
-        many entries changed and sets `routes_in_force_at` (monotonic) when there were any."""
+        """Send step k's route changes (staged beforehand if `stage(k)` was called; the senders'
+        share, if any, goes at the same instant from them); returns how many entries changed
+        and sets `routes_in_force_at` (monotonic) for the player's share."""
         staged = self._staged.pop(k, None)
-        count, items = staged if staged is not None else self._pack(k)
+        count, items, remote = staged if staged is not None else (*self._pack(k), 0)
         with self.lock:
             t0 = time.monotonic()
-            for nl, st in items:
+            for _, nl, st in items:
                 nl.send(st)
             self.routes_in_force_at = t1 = time.monotonic()
-            for nl, st in items:
+            for _, nl, st in items:
                 nl.finish(st)
         self.last_apply = {"namespaces": len(items), "send_ms": (t1 - t0) * 1e3,
-                           "ack_ms": (time.monotonic() - t1) * 1e3}
+                           "ack_ms": (time.monotonic() - t1) * 1e3, "sender_namespaces": remote}
         return count
+
+    def sender_log(self) -> pd.DataFrame:
+        """The senders' share of each step they sent: step, start and done (monotonic),
+        namespaces. Raises EmulationError if the kernel refused any of their requests."""
+        for sender in self._senders:
+            self._sender_log.extend(sender.log())
+        bad = [r for r in self._sender_log if r[4]]
+        if bad:
+            raise EmulationError(f"netlink: {sum(r[4] for r in bad)} route change(s) refused at steps "
+                                 f"{sorted({r[0] for r in bad})[:5]}, first: {bad[0][5]}")
+        return pd.DataFrame([r[:4] for r in self._sender_log], columns=["step", "start", "done", "namespaces"])
 
     def _pack(self, k: int):
         g = self._nh_by_step.get(k)
@@ -162,7 +209,7 @@ class Forwarding:
                 nl.route_via4(dst4[d], via[1], via[0], lo4[v])
             touched[v] = nl
             count += 1
-        return count, [(nl, nl.stage()) for nl in touched.values()]
+        return count, [(v, nl, nl.stage()) for v, nl in touched.items()]
 
     # ------------------------------------------------------------------ use
 

@@ -425,6 +425,11 @@ class EngineLinks:
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self._shards]
 
+    def route_senders(self) -> list["RouteSender"]:
+        """Engines that can send route changes at their instants beside the player: those that
+        poll on a CPU of their own (the CPU the player's sends cannot use). None otherwise."""
+        return [RouteSender(s) for s in self._shards] if self.engine_cpus else []
+
     @property
     def link_ids(self) -> list[str]:
         return list(self._where)
@@ -500,6 +505,29 @@ class EngineLinks:
         return {"hop_overhead_us": round(self.hop_overhead_us, 1), "process_overhead_us": round(self.process_overhead_us, 1),
                 "residual_one_link_us": round(one / 2, 1), "residual_per_hop_us": round(per_hop, 1),
                 "reference_rtt_us": round(reference * 1e3, 1)}
+
+
+class RouteSender:
+    """Route changes sent by one link engine at their instants (engine.cmd_routes), for
+    forwarding.Forwarding, which packs them and sends the rest itself."""
+
+    SOCKET_CHUNK = 64      # namespaces per control call (opening a socket costs a setns and back)
+
+    def __init__(self, shard: _Shard):
+        self._shard = shard
+
+    def open(self, netns_paths: list[str]) -> None:
+        """Open the engine's rtnetlink socket in each namespace (at bring-up)."""
+        for i in range(0, len(netns_paths), self.SOCKET_CHUNK):
+            self._shard.call("route_sockets", netns_paths[i:i + self.SOCKET_CHUNK])
+
+    def schedule(self, due_mono: float, step: int, items: list[tuple[str, list[bytes]]]) -> None:
+        """Send `items` ([(netns path, [request bytes])]) at monotonic instant `due_mono`."""
+        self._shard.call("routes", due_mono, step, items)
+
+    def log(self) -> list[tuple]:
+        """Route jobs done since the last call: (step, start, done, namespaces, errors, first error)."""
+        return self._shard.call("route_log")
 
 
 def build_chain(links: "EngineLinks", ns: Namespaces, names: list[str], link_ids: list[str],

@@ -108,7 +108,8 @@ def choose_dilation(plan, w: Window, node_names: list[str], states: LinkStates, 
 
 
 APPLY_COLUMNS = ["step", "t_s", "due_s", "applied_s", "lag_ms", "routes", "link_updates", "link_lead_ms",
-                 "namespaces", "start_late_ms", "send_ms", "ack_ms", "feed_ms", "cpu_wait_ms"]
+                 "namespaces", "start_late_ms", "send_ms", "ack_ms", "feed_ms", "cpu_wait_ms",
+                 "engine_namespaces", "engine_done_ms"]
 
 
 def _realtime(priority: int) -> bool:
@@ -182,7 +183,7 @@ class Player:
             raise EmulationError("the player has started already")
         self.clock = self.clock.started_at(time.monotonic() + lead_s)
         if len(self.t) > 1:
-            self.forwarding.stage(self.w.k0 + 1)
+            self.forwarding.stage(self.w.k0 + 1, self.wall(1))
         if self.engine:
             self.links.set_clock(self.clock.engine_origin_mono, self.clock.scale)
             self._feed(0, self._batch_end(0), now=True)
@@ -262,7 +263,7 @@ class Player:
         sent = getattr(self.forwarding, "last_apply", {})
         due = self.wall(i)
         if i + 1 < len(self.t):
-            self.forwarding.stage(k + 1)      # pack the next step's changes now, send at its instant
+            self.forwarding.stage(k + 1, self.wall(i + 1))   # pack the next step's changes now, send at its instant
         fed = self._fed_at.get(i)
         wait_ns = _cpu_wait_ns()
         cpu_wait_ms = (wait_ns - self._wait_ns) / 1e6 if wait_ns is not None and self._wait_ns is not None else np.nan
@@ -270,7 +271,8 @@ class Player:
         self.log.append((k, float(self.t[i]), due - self.origin, done - self.origin, (done - due) * 1e3,
                          n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan,
                          sent.get("namespaces", np.nan), (t_start - due) * 1e3, sent.get("send_ms", np.nan),
-                         sent.get("ack_ms", np.nan), self._feed_since_ms, cpu_wait_ms))
+                         sent.get("ack_ms", np.nan), self._feed_since_ms, cpu_wait_ms,
+                         sent.get("sender_namespaces", 0), np.nan))
         self._feed_since_ms = 0.0
 
     def _changed(self, i: int) -> np.ndarray:
@@ -345,5 +347,18 @@ class Player:
         ack_ms (reading the kernel's acknowledgements, after the routes were in force),
         feed_ms (time feeding the engines since the previous step), cpu_wait_ms (time the
         player's thread waited for a CPU since the previous step, from the kernel's schedstat;
-        NaN where the kernel has none). All wall milliseconds."""
-        return pd.DataFrame(self.log, columns=APPLY_COLUMNS)
+        NaN where the kernel has none), engine_namespaces (nodes whose changes a link engine
+        sent at the same instant, on its own CPU; forwarding.use_senders) and engine_done_ms
+        (when, after the instant, the engine had sent them; applied_s and lag_ms count the
+        later of the two). All wall milliseconds."""
+        log = pd.DataFrame(self.log, columns=APPLY_COLUMNS)
+        sl = self.forwarding.sender_log() if hasattr(self.forwarding, "sender_log") else None
+        if sl is not None and len(sl) and len(log):
+            done = sl.groupby("step")["done"].max()
+            at = log["step"].map(done)
+            has = at.notna()
+            engine_done_s = at[has] - self.origin                   # seconds since the window's start
+            log.loc[has, "engine_done_ms"] = (engine_done_s - log.loc[has, "due_s"]) * 1e3
+            log.loc[has, "applied_s"] = np.maximum(log.loc[has, "applied_s"], engine_done_s)
+            log.loc[has, "lag_ms"] = (log.loc[has, "applied_s"] - log.loc[has, "due_s"]) * 1e3
+        return log
