@@ -38,6 +38,7 @@ text-align:right}th{background:#f1f4f7}td:first-child,th:first-child{text-align:
 img{max-width:100%;border:1px solid #e3e7eb;margin:.5em 0}.say{background:#f6f8fa;border-left:4px solid #3a6ea5;
 padding:.6em 1em;margin:1em 0}.verdict-ok{color:#1a7f37;font-weight:600}.verdict-bad{color:#b42318;font-weight:600}
 .meta{color:#57606a;font-size:.9em}
+.nv-bar{display:flex;gap:.8em;align-items:center;flex-wrap:wrap}#nv-slider{flex:1;min-width:200px}
 """
 
 
@@ -587,6 +588,8 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     if fid.get("reasons"):
         parts.append("<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in fid["reasons"])
                      + "</ul>")
+    say("report: time view")
+    parts.append(_timeview_section(run))
     sections = [("Constellation", fig_map, "Nodes and live links at instants of the window (ground tracks; "
                  "coastlines from the global-land-mask package)."),
                 ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "
@@ -624,6 +627,22 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     out = run.path / REPORT_FILE
     out.write_text("\n".join(parts))
     return out
+
+
+def _timeview_section(run: _Run) -> str:
+    """The interactive time view (netemu/timeview.py), or one line saying why there is none."""
+    from .timeview import VIEW_DIR, write_timeview
+    if run.get("links.parquet") is None:
+        return ""
+    head = ("<h2>Time view</h2><p>The constellation over the window: drag the slider or press play. Live ISLs and "
+            "ground links are coloured by delay (or by the run's mean load); thick lines: the current path of each "
+            "probed pair, its RTT in the legend; the timeline marks path changes, handovers and faults (click it "
+            "to jump). Hover a node or a link's midpoint for its figures. Offline: the page loads "
+            f"<code>{VIEW_DIR}/</code> (Plotly's bundle and the view's data) and nothing else.</p>")
+    try:
+        return head + write_timeview(run.path)
+    except NetemuError as e:
+        return f"<h2>Time view</h2><p class='meta'>No time view: {html.escape(str(e))}</p>"
 
 
 def _workload_table(summ: dict) -> str:
