@@ -5,10 +5,11 @@ events on a timeline; hovering a node or a link shows its name and figures).
 
 `timeview_data(directory)` builds the view's data (a JSON-able dict) from a run or plan directory:
 the plan's tables (`links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`),
-the run's `probes.parquet` and `link_counters.csv` when present, and satellite positions recomputed
-from the directory's copy of the scenario at the shown steps only. Big plans are decimated: every
-k-th step of the window is shown, k chosen so the data stays under `MAX_VALUES` numbers (an S1
-window of 200 s at 0.1-s steps shows about one step in 30); the view says so.
+the run's `probes.parquet` and `link_counters.csv` when present, and the nodes' positions at the
+shown steps (`view_positions.parquet`, written by `netemu run`, or by `netemu report` from the
+scenario copy: netemu/plan/views.py). Those steps are the decimation: for big plans every k-th
+step of the window (an S1 window of 200 s at 0.1-s steps shows about one step in 30, keeping the
+data within a few MB); the view says so.
 
 `write_timeview(directory)` writes `report_files/` beside the report: Plotly's offline bundle
 (`plotly.min.js`, from the plotly package), the data (`timeview-data.js`) and the page script
@@ -20,7 +21,6 @@ browser test can read what is drawn.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +28,13 @@ import pandas as pd
 
 from .errors import NetemuError
 
-__all__ = ["timeview_data", "write_timeview", "frame_steps", "coastline_xy", "VIEW_DIR", "MAX_VALUES",
-           "MAX_FRAMES"]
+__all__ = ["timeview_data", "write_timeview", "coastline_xy", "VIEW_DIR", "VIEW_POSITIONS_FILE"]
 
 VIEW_DIR = "report_files"
-MAX_VALUES = 400_000      # numbers in the data (positions and per-frame link delays): about 2-3 MB of JSON
-MAX_FRAMES = 300
+VIEW_POSITIONS_FILE = "view_positions.parquet"    # as netemu.plan.views writes it
 MAX_PAIRS = 6
 MAX_EVENTS = 400
 _R_EARTH_KM = 6371.0
-
-
-def frame_steps(steps: np.ndarray, per_frame_values: int, max_values: int = MAX_VALUES,
-                max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, int]:
-    """The window's steps that become frames: every k-th of `steps` (sorted grid indices) from the
-    first, with the last always kept, k the smallest that keeps frames × `per_frame_values` within
-    `max_values` and the frames within `max_frames`. Returns (steps shown, k)."""
-    steps = np.asarray(steps, dtype=np.int64)
-    n = len(steps)
-    if n == 0:
-        return steps, 1
-    cap = max(2, min(max_frames, max_values // max(per_frame_values, 1)))
-    every = max(1, math.ceil(n / cap))
-    keep = np.unique(np.r_[np.arange(0, n, every), n - 1])
-    return steps[keep], every
 
 
 _COAST: tuple | None = None
@@ -96,13 +79,6 @@ def _window(d: Path, summary: dict) -> tuple[float, float]:
     return 0.0, float(summary.get("duration_s", 0.0))
 
 
-def _latlon(xyz_km: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r = np.linalg.norm(xyz_km, axis=-1)
-    lat = np.degrees(np.arcsin(np.clip(xyz_km[..., 2] / np.where(r > 0, r, 1), -1, 1)))
-    lon = np.degrees(np.arctan2(xyz_km[..., 1], xyz_km[..., 0]))
-    return lat, lon, r - _R_EARTH_KM
-
-
 def _pairs(probes: pd.DataFrame | None, routes: pd.DataFrame | None) -> list[tuple[str, str]]:
     """The probed pairs (first MAX_PAIRS, in the probes' order), else the plan's endpoint pairs."""
     if probes is not None and len(probes):
@@ -140,23 +116,7 @@ def _route_at(routes: pd.DataFrame, src: str, dst: str, steps: np.ndarray) -> li
     return out
 
 
-def _positions(d: Path, t_s: np.ndarray):
-    """Satellite names and their positions at `t_s` (geocentric lat, lon, altitude), recomputed from
-    the directory's scenario copy; and the scenario's ground stations."""
-    from .plan.planner import satellite_track
-    from .plan.scenario import load_scenario
-    from .errors import ScenarioError
-    try:
-        scenario = load_scenario(d / "scenario.toml")
-    except (ScenarioError, OSError) as e:
-        raise NetemuError(f"{d}/scenario.toml: cannot load the plan's scenario copy to place the satellites ({e})") from None
-    track = satellite_track(scenario, np.asarray(t_s, dtype=np.float64))
-    lat, lon, alt = _latlon(track.xyz_km)
-    stations = [(s.name, s.lat_deg, s.lon_deg, s.alt_m / 1e3) for s in scenario.ground_stations]
-    return scenario, list(track.names), lat, lon, alt, stations
-
-
-def timeview_data(directory: str | Path, max_values: int = MAX_VALUES, max_frames: int = MAX_FRAMES) -> dict:
+def timeview_data(directory: str | Path) -> dict:
     """The time view's data for a run or plan directory (see the module's docstring). Lists, not
     arrays: `json.dumps` takes it as is. Positions are hundredths of a degree (integers), delays
     hundredths of a millisecond."""
@@ -165,26 +125,33 @@ def timeview_data(directory: str | Path, max_values: int = MAX_VALUES, max_frame
     links = _read(d, "links.parquet")
     if links is None or not len(links):
         raise NetemuError(f"{d}: no links.parquet; the time view needs the plan's link table")
+    pos = _read(d, VIEW_POSITIONS_FILE)
+    if pos is None or not len(pos):
+        raise NetemuError(f"{d}: no {VIEW_POSITIONS_FILE} (netemu run writes it; `netemu report {d}` writes it "
+                          "from the plan's scenario copy)")
     routes, paths, events = _read(d, "routes.parquet"), _read(d, "paths.parquet"), _read(d, "events.csv")
     probes, counters = _read(d, "probes.parquet"), _read(d, "link_counters.csv")
     t0, t1 = _window(d, summary)
     grid = links[["step", "t_s"]].drop_duplicates("step").sort_values("step")
-    in_win = grid[(grid["t_s"] >= t0 - 1e-9) & (grid["t_s"] <= t1 + 1e-9)]
-    if not len(in_win):           # a window shorter than a step: the step that holds its start
-        in_win = grid[grid["t_s"] <= t0].tail(1)
-    nodes = _read(d, "nodes.csv")
-    n_sat = int((nodes["kind"].astype(str) != "ground").sum()) if nodes is not None else 0
-    up_mean = float(links["up"].sum()) / max(len(grid), 1)
-    steps, every = frame_steps(in_win["step"].to_numpy(), 2 * n_sat + 2 * int(up_mean) + 8, max_values, max_frames)
-    t_of = dict(zip(grid["step"].to_numpy(), grid["t_s"].to_numpy(float)))
-    t_s = np.array([t_of[s] for s in steps])
+    n_steps = int(((grid["t_s"] >= t0 - 1e-9) & (grid["t_s"] <= t1 + 1e-9)).sum()) or 1
+    steps = np.sort(pos["step"].unique())
+    every = int(np.diff(steps)[0]) if len(steps) > 1 else 1
+    t_s = pos.drop_duplicates("step").set_index("step").loc[steps, "t_s"].to_numpy(float)
     step_s = float(summary.get("step_s") or (np.diff(grid["t_s"].to_numpy()[:2])[0] if len(grid) > 1 else 1.0))
-
-    scenario, sat_names, lat, lon, alt, stations = _positions(d, t_s)
-    names = sat_names + [s[0] for s in stations]
-    kind_of = dict(zip(nodes["name"].astype(str), nodes["kind"].astype(str))) if nodes is not None else {}
+    first = pos[pos["step"] == steps[0]]
+    names = first["name"].astype(str).tolist()
+    kinds = first["kind"].astype(str).tolist()
+    n_sat = sum(k != "ground" for k in kinds)
+    nodes = _read(d, "nodes.csv")
     group_of = dict(zip(nodes["name"].astype(str), nodes["group"].astype(str))) if nodes is not None and "group" in nodes else {}
     idx = {n: i for i, n in enumerate(names)}
+    P = pos.assign(i=pos["name"].astype(str).map(idx), f=np.searchsorted(steps, pos["step"].to_numpy()))
+    lat = np.full((len(steps), len(names)), np.nan)
+    lon = np.full((len(steps), len(names)), np.nan)
+    alt = np.full((len(steps), len(names)), np.nan)
+    lat[P["f"], P["i"]] = P["lat_deg"]
+    lon[P["f"], P["i"]] = P["lon_deg"]
+    alt[P["f"], P["i"]] = P["alt_km"]
 
     # links up at the shown steps: one id per node pair ever up there
     L = links[links["step"].isin(steps) & links["up"]]
@@ -252,27 +219,24 @@ def timeview_data(directory: str | Path, max_values: int = MAX_VALUES, max_frame
                   "a": E["a"].astype(str).tolist(), "b": E["b"].fillna("").astype(str).tolist(),
                   "detail": E["detail"].fillna("").astype(str).tolist()}
 
-    n_steps = len(in_win)
     note = (f"every step of the window shown ({len(steps)} steps of {step_s:g} s)" if every == 1 else
             f"decimated: one step in {every} shown ({len(steps)} of {n_steps} steps of {step_s:g} s, "
             f"one frame per {every * step_s:g} s) to keep the page small")
     coast_x, coast_y = coastline_xy()
     return {
         "version": 1,
-        "title": str(scenario.name),
+        "title": str(summary.get("scenario") or (_read(d, "run.json") or {}).get("scenario") or d.name),
         "window_s": [t0, t1],
         "step_s": step_s,
         "decimation": {"every_steps": int(every), "steps": int(n_steps), "frames": int(len(steps)), "note": note},
         "t_s": [round(float(v), 6) for v in t_s],
         "steps": [int(s) for s in steps],
-        "nodes": {"name": names, "kind": [kind_of.get(n, "satellite") for n in sat_names] + ["ground"] * len(stations),
-                  "group": [group_of.get(n, "") for n in names]},
-        "n_sat": len(sat_names),
-        "alt_km": [round(float(v), 1) for v in np.nanmean(alt, axis=0)] + [round(s[3], 3) for s in stations],
-        "lat": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] + [int(round(s[1] * 100)) for s in stations]
-                for row in lat],
-        "lon": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] + [int(round(s[2] * 100)) for s in stations]
-                for row in lon],
+        "nodes": {"name": names, "kind": kinds, "group": [group_of.get(n, "") for n in names]},
+        "n_sat": n_sat,
+        "alt_km": [None if not np.isfinite(v) else round(float(v), 1 if i < n_sat else 3)
+                   for i, v in enumerate(np.nanmean(np.where(np.isfinite(alt), alt, np.nan), axis=0))],
+        "lat": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] for row in lat],
+        "lon": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] for row in lon],
         "links": {"a": [int(v) for v in la], "b": [int(v) for v in lb], "kind": [str(k) for k in lkind],
                   "rate_mbps": [float(v) for v in rate], "load_mbps": load},
         "up": up_ids,

@@ -12,7 +12,8 @@ import pytest
 
 import netemu
 from netemu.report import build_report
-from netemu.timeview import VIEW_DIR, frame_steps, timeview_data
+from netemu.plan.views import VIEW_POSITIONS_FILE, frame_steps, view_positions_of_dir, view_positions_of_plan
+from netemu.timeview import VIEW_DIR, timeview_data
 
 from browser import Page, chromium
 from test_report import DATA, synthetic_run  # noqa: F401  (the fixture: a real plan, fabricated measurements)
@@ -79,8 +80,25 @@ def test_data_is_the_plans(synthetic_run, plan):  # noqa: F811
     assert "handover" in d["events"]["event"] and 338.0 in d["events"]["t_s"]
 
 
-def test_big_plans_are_decimated_and_say_so(synthetic_run):  # noqa: F811
-    d = timeview_data(synthetic_run, max_values=600)
+def test_positions_from_the_scenario_copy_are_the_plans(synthetic_run, plan, tmp_path):  # noqa: F811
+    a = pd.read_parquet(synthetic_run / VIEW_POSITIONS_FILE)
+    b = view_positions_of_dir(synthetic_run)
+    assert list(a["name"]) == list(b["name"]) and list(a["step"]) == list(b["step"])
+    assert np.allclose(a[["lat_deg", "lon_deg", "alt_km"]], b[["lat_deg", "lon_deg", "alt_km"]], atol=1e-6)
+    # a plan directory (no run.json): the whole plan, decimated (401 steps)
+    plan_dir = tmp_path / "plan"
+    netemu.write_plan(plan, plan_dir)
+    c = view_positions_of_dir(plan_dir, max_values=10_000)
+    steps = np.sort(c["step"].unique())
+    assert steps[0] == 0 and steps[-1] == 400 and 2 < len(steps) < 401
+    assert len(c) == len(steps) * (len(plan.track.names) + len(plan.scenario.ground_stations))
+
+
+def test_big_plans_are_decimated_and_say_so(synthetic_run, plan, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    view_positions_of_plan(plan, 330.0, 346.0, max_values=600).to_parquet(run / VIEW_POSITIONS_FILE, index=False)
+    d = timeview_data(run)
     dec = d["decimation"]
     assert dec["every_steps"] > 1 and dec["frames"] == len(d["t_s"]) < dec["steps"] == 17
     assert f"one step in {dec['every_steps']} shown" in dec["note"]
@@ -139,3 +157,16 @@ def test_view_in_headless_chromium(synthetic_run, tmp_path):  # noqa: F811
     import matplotlib.image
     ib, ic = matplotlib.image.imread(shot_b), matplotlib.image.imread(shot_c)
     assert ib.shape == ic.shape and np.abs(ib - ic).max() > 0.1
+
+
+def test_cli_report_of_a_plan_directory_has_the_view(plan, tmp_path):
+    from netemu.cli import main
+    d = tmp_path / "plan"
+    netemu.write_plan(plan, d)
+    assert main(["report", str(d)]) == 0
+    pos = pd.read_parquet(d / VIEW_POSITIONS_FILE)
+    assert set(pos["name"]) == set(plan.track.names) | {s.name for s in plan.scenario.ground_stations}
+    text = (d / "report.html").read_text()
+    assert "id='nv-slider'" in text and (d / VIEW_DIR / "timeview-data.js").exists()
+    data = json.loads((d / VIEW_DIR / "timeview-data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    assert data["window_s"] == [0.0, 400.0] and data["t_s"][0] == 0.0 and data["t_s"][-1] == 400.0
