@@ -277,7 +277,7 @@ def write_timeview(directory: str | Path, data: dict | None = None) -> str:
             f"<label>links coloured by <select id='nv-colour'><option value='delay'>delay</option>"
             + ("<option value='load'>mean load of the run</option>" if data["links"]["load_mbps"] else "")
             + f"</select></label></div><p class='meta' id='nv-note'>{html.escape(dec['note'])}.</p>"
-            f"<div id='nv-map' style='height:560px'></div><div id='nv-timeline' style='height:230px'></div></div>"
+            f"<div id='nv-map' style='height:680px'></div><div id='nv-timeline' style='height:230px'></div></div>"
             f"<script src='{VIEW_DIR}/plotly.min.js'></script><script src='{VIEW_DIR}/timeview-data.js'></script>"
             f"<script src='{VIEW_DIR}/timeview.js'></script>")
 
@@ -302,9 +302,10 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
     var vals = [];
     if (mode === "load") { vals = D.links.load_mbps.slice(); }
     else { for (var f = 0; f < F; f++) for (var j = 0; j < D.delay[f].length; j++) vals.push(D.delay[f][j] / 100); }
-    vals.sort(function (x, y) { return x - y; });
-    var e = [];
-    for (var k = 1; k < BIN_COLOURS.length; k++) e.push(vals.length ? vals[Math.floor(k * (vals.length - 1) / BIN_COLOURS.length)] : 0);
+    var lo = Infinity, hi = -Infinity, e = [];
+    vals.forEach(function (v) { if (v < lo) lo = v; if (v > hi) hi = v; });
+    if (!vals.length) { lo = 0; hi = 1; }
+    for (var k = 1; k < BIN_COLOURS.length; k++) e.push(lo + k * (hi - lo) / BIN_COLOURS.length);   // equal widths
     return e;
   }
   var edges = {delay: binEdges("delay")};
