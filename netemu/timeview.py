@@ -383,8 +383,8 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
         names = path.map(function (n) { return D.nodes.name[n]; });
       }
       var rtt = p.rtt_ms ? p.rtt_ms[f] : null, plan = p.planned_rtt_ms ? p.planned_rtt_ms[f] : null;
-      var what = path ? (rtt !== null ? "RTT " + fmt(rtt, 2) + " ms" : "no RTT measured") +
-        (plan !== null ? ", light-time " + fmt(plan, 2) + " ms" : "") : "no path";
+      var what = !path ? "no path" : !p.rtt_ms ? "light-time RTT " + fmt(plan, 2) + " ms" :
+        (rtt !== null ? "RTT " + fmt(rtt, 2) + " ms" : "no RTT measured") + (plan !== null ? ", light-time " + fmt(plan, 2) + " ms" : "");
       return {type: "scatter", mode: "lines", x: x, y: y, name: p.src + " → " + p.dst + ": " + what,
               line: {color: PAIR_COLOURS[i % PAIR_COLOURS.length], width: 4}, opacity: 0.85, hoverinfo: "name",
               meta: {role: "path", src: p.src, dst: p.dst, nodes: names, rtt_ms: rtt, planned_rtt_ms: plan}};
