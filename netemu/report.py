@@ -150,24 +150,18 @@ def _as_run(run) -> "_Run":
     return _Run(getattr(run, "path", run))
 
 
-def _legend_below(ax_or_fig, handles=None, labels=None, ncol: int = 4, **kw) -> None:
-    """One legend under the plot (off the data), duplicates merged."""
-    if handles is None:
-        axes = ax_or_fig.axes if hasattr(ax_or_fig, "axes") and not hasattr(ax_or_fig, "plot") else [ax_or_fig]
-        handles, labels = [], []
-        for ax in axes:
-            h, lab = ax.get_legend_handles_labels()
-            handles += h
-            labels += lab
+def _legend_below(where, handles: list, labels: list, ncol: int = 4) -> None:
+    """One legend under the plot (off the data), duplicates merged: under an Axes, or at the
+    bottom of a Figure (constrained layout makes room for it)."""
     uniq = dict(zip(labels, handles))
     if not uniq:
         return
-    if hasattr(ax_or_fig, "plot"):       # an Axes
-        ax_or_fig.legend(uniq.values(), uniq.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                         ncol=min(ncol, len(uniq)), fontsize=8, frameon=False, **kw)
+    if hasattr(where, "plot"):       # an Axes
+        where.legend(uniq.values(), uniq.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                     ncol=min(ncol, len(uniq)), fontsize=8, frameon=False)
     else:
-        ax_or_fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=min(ncol, len(uniq)),
-                         fontsize=8, frameon=False, **kw)
+        where.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=min(ncol, len(uniq)),
+                     fontsize=8, frameon=False)
 
 
 # --------------------------------------------------------------------------- figures

@@ -116,6 +116,12 @@ def _route_at(routes: pd.DataFrame, src: str, dst: str, steps: np.ndarray) -> li
     return out
 
 
+def _mean_alt(alt_km: np.ndarray) -> np.ndarray:
+    """Each node's mean altitude over the frames (NaN where SGP4 never placed it)."""
+    n = np.isfinite(alt_km).sum(axis=0)
+    return np.where(n > 0, np.nansum(alt_km, axis=0) / np.maximum(n, 1), np.nan)
+
+
 def timeview_data(directory: str | Path) -> dict:
     """The time view's data for a run or plan directory (see the module's docstring). Lists, not
     arrays: `json.dumps` takes it as is. Positions are hundredths of a degree (integers), delays
@@ -234,7 +240,7 @@ def timeview_data(directory: str | Path) -> dict:
         "nodes": {"name": names, "kind": kinds, "group": [group_of.get(n, "") for n in names]},
         "n_sat": n_sat,
         "alt_km": [None if not np.isfinite(v) else round(float(v), 1 if i < n_sat else 3)
-                   for i, v in enumerate(np.nanmean(np.where(np.isfinite(alt), alt, np.nan), axis=0))],
+                   for i, v in enumerate(_mean_alt(alt))],
         "lat": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] for row in lat],
         "lon": [[None if not np.isfinite(v) else int(round(v * 100)) for v in row] for row in lon],
         "links": {"a": [int(v) for v in la], "b": [int(v) for v in lb], "kind": [str(k) for k in lkind],
