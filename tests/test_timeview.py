@@ -170,3 +170,20 @@ def test_cli_report_of_a_plan_directory_has_the_view(plan, tmp_path):
     assert "id='nv-slider'" in text and (d / VIEW_DIR / "timeview-data.js").exists()
     data = json.loads((d / VIEW_DIR / "timeview-data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
     assert data["window_s"] == [0.0, 400.0] and data["t_s"][0] == 0.0 and data["t_s"][-1] == 400.0
+
+
+def test_timeline_events_are_the_pairs_and_the_faults(synthetic_run, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    ev = pd.read_csv(run / "events.csv")
+    extra = pd.DataFrame({"t_s": [333.0, 335.0, 336.0], "event": ["fault_start", "fault_end", "path_change"],
+                          "a": ["w01-02", "w01-02", "w00-00"], "b": ["w01-03", "w01-03", "w02-02"],
+                          "detail": ["isl", "isl", "3 hops"]})
+    pd.concat([ev, extra]).sort_values("t_s").to_csv(run / "events.csv", index=False)
+    e = pd.DataFrame(timeview_data(run)["events"])
+    assert {"fault_start", "fault_end", "handover", "path_change"} == set(e["event"])
+    assert e[e["event"] == "fault_start"]["t_s"].tolist() == [333.0]
+    # path changes: only the probed pair's (g-sanya, g-beijing in either order), inside the window
+    pc = e[e["event"] == "path_change"]
+    assert len(pc) and all({a, b} == {"g-sanya", "g-beijing"} for a, b in zip(pc["a"], pc["b"]))
+    assert pc["t_s"].between(330, 346).all()
