@@ -553,6 +553,8 @@ def busiest_links(run) -> pd.DataFrame | None:
     g["mbps"] = g["bytes_out"] * 8 / span / 1e6 / 2
     g["utilisation_pct"] = 100 * g["mbps"] / g["rate_mbps"]
     g["drops"] = g[drops].sum(axis=1) if drops else 0
+    if "queue_hwm_bytes" in c:      # the fuller direction's peak queue over the run
+        g["queue_peak_bytes"] = c.groupby("link")["queue_hwm_bytes"].max().reindex(g["link"]).to_numpy()
     return g.sort_values("bytes_out", ascending=False).head(BUSIEST_LINKS)
 
 
@@ -562,15 +564,20 @@ def fig_links(run):
     if g is None or not len(g) or g["bytes_out"].sum() == 0:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    queue = "queue_peak_bytes" in g and g["queue_peak_bytes"].notna().any()
+    fig, axes = plt.subplots(1, 3 if queue else 2, figsize=(11 if queue else 10, 3.6), constrained_layout=True)
     names = [f"{a}–{b}" for a, b in zip(g["a"], g["b"])]
     axes[0].barh(names, g["mbps"], color="#3a6ea5")
-    axes[0].invert_yaxis()
     axes[0].set_xlabel("mean Mbit/s per direction (emulated)")
     axes[1].barh(names, g["drops"], color="#b42318")
-    axes[1].invert_yaxis()
     axes[1].set_xlabel("frames dropped (queue, loss, down)")
-    axes[1].set_yticklabels([])
+    if queue:
+        axes[2].barh(names, g["queue_peak_bytes"] / 1e3, color="#f08c00")
+        axes[2].set_xlabel("peak queue (kB, fuller direction)")
+    for ax in axes:
+        ax.invert_yaxis()
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
     return fig
 
 
@@ -786,8 +793,8 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                  "distribution; black: light-time of the path."),
                 ("Topology over time", fig_topology, "topology.png", "Links up, link events (acquisitions, losses, "
                  "handovers) and path lengths between endpoints."),
-                ("Busiest links", fig_links, "links.png", "Mean rate per direction and drops of the links that "
-                 "carried most.")]
+                ("Busiest links", fig_links, "links.png", "Mean rate per direction, drops and peak queue of the "
+                 "links that carried most (totals over the run: the engine keeps no per-link time series yet).")]
     tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid)}
     for title, fn, name, caption in sections:
         say(f"report: {title.lower()}")

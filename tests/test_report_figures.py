@@ -122,3 +122,25 @@ def test_labels_do_not_overlap():
     drawn = [t.get_text() for t in texts]
     assert 2 <= len(drawn) < 13 and "far-away" in drawn and drawn[0] == "station-0"   # crowded ones left out
     plt.close(fig)
+
+
+def test_busiest_links_show_rate_drops_and_peak_queue(synthetic_run, tmp_path):  # noqa: F811
+    from netemu.report import busiest_links, fig_links
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    rows = [("L1", "ab", "g-sanya", "w03-00", "gsl", 4_000_000, 3000, 0, 0, 7, 0, 90_000),
+            ("L1", "ba", "g-sanya", "w03-00", "gsl", 2_000_000, 1500, 0, 0, 0, 0, 20_000),
+            ("L2", "ab", "w03-00", "w03-01", "isl", 1_000_000, 800, 2, 0, 0, 0, 5_000),
+            ("L2", "ba", "w03-00", "w03-01", "isl", 0, 0, 0, 0, 0, 0, 0)]
+    pd.DataFrame(rows, columns=["link", "direction", "a", "b", "kind", "bytes_out", "frames_out", "drop_down",
+                                "drop_loss", "drop_queue", "drop_error", "queue_hwm_bytes"]).to_csv(
+        run / "link_counters.csv", index=False)
+    g = busiest_links(run)
+    assert list(g["link"]) == ["L1", "L2"] and list(g["drops"]) == [7, 2]
+    assert list(g["queue_peak_bytes"]) == [90_000, 5_000]
+    # 6 MB both ways over the 16-s window: 1.5 Mbit/s per direction
+    assert g["mbps"].iloc[0] == pytest.approx(6e6 * 8 / 16 / 1e6 / 2)
+    fig = fig_links(run)
+    assert len(fig.axes) == 3
+    assert [p.get_width() for p in fig.axes[2].patches] == [90.0, 5.0]
+    assert [p.get_width() for p in fig.axes[1].patches] == [7, 2]
