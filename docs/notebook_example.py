@@ -6,6 +6,10 @@ light-time (oracle) for one probed pair, and the workloads' job completion-time 
     python docs/notebook_example.py out/run        # writes out/run/notebook-*.png
 
 In Jupyter, paste the cells below; `run` and `plan` show a short HTML summary of themselves.
+The report's own figures are functions too, returning the matplotlib Figure (saving is yours):
+
+    from netemu.report import fig_map, fig_rtt
+    fig = fig_rtt(run)            # or fig_rtt("out/run"); None when the run probed nothing
 """
 
 import sys

@@ -241,6 +241,15 @@ def cmd_import_hypatia(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import build_report
+    from .errors import PlanError
+    from .plan.views import VIEW_POSITIONS_FILE, view_positions_of_dir
+    d = Path(args.run_dir)
+    if d.is_dir() and (d / "links.parquet").exists() and not (d / VIEW_POSITIONS_FILE).exists():
+        # the time view's positions (a run writes them; a plan directory gets them from its scenario copy)
+        try:
+            view_positions_of_dir(d).to_parquet(d / VIEW_POSITIONS_FILE, index=False)
+        except PlanError as e:
+            print(f"netemu report: no time view: {e}", file=sys.stderr)
     path = build_report(args.run_dir, progress=_stage(time.perf_counter()))
     print(f"Report in {path} (figures in {path.parent / 'figures'}/)")
     return 0

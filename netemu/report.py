@@ -38,6 +38,7 @@ text-align:right}th{background:#f1f4f7}td:first-child,th:first-child{text-align:
 img{max-width:100%;border:1px solid #e3e7eb;margin:.5em 0}.say{background:#f6f8fa;border-left:4px solid #3a6ea5;
 padding:.6em 1em;margin:1em 0}.verdict-ok{color:#1a7f37;font-weight:600}.verdict-bad{color:#b42318;font-weight:600}
 .meta{color:#57606a;font-size:.9em}
+.nv-bar{display:flex;gap:.8em;align-items:center;flex-wrap:wrap}#nv-slider{flex:1;min-width:200px}
 """
 
 
@@ -142,10 +143,35 @@ def _save(fig, out: Path, name: str) -> str:
     return f"{FIG_DIR}/{name}"
 
 
+def _as_run(run) -> "_Run":
+    """A report `_Run` from a run directory's path, a `netemu.load_run` result or a `_Run`."""
+    if isinstance(run, _Run):
+        return run
+    return _Run(getattr(run, "path", run))
+
+
+def _legend_below(where, handles: list, labels: list, ncol: int = 4) -> None:
+    """One legend under the plot (off the data), duplicates merged: under an Axes, or at the
+    bottom of a Figure (constrained layout makes room for it)."""
+    uniq = dict(zip(labels, handles))
+    if not uniq:
+        return
+    if hasattr(where, "plot"):       # an Axes
+        where.legend(uniq.values(), uniq.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                     ncol=min(ncol, len(uniq)), fontsize=8, frameon=False)
+    else:
+        where.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=min(ncol, len(uniq)),
+                     fontsize=8, frameon=False)
+
+
 # --------------------------------------------------------------------------- figures
+# Each fig_* takes a run directory (a path, a `netemu.load_run` result or a `_Run`) and returns a
+# matplotlib Figure, or None when the run has nothing to show; build_report saves them.
 
 
 _COAST: tuple | None = None
+MAP_ONE_BELOW_S = 600.0
+"""Windows shorter than this get one map (satellites move under 40° in it), not MAP_INSTANTS."""
 
 
 def _coastlines():
@@ -160,22 +186,107 @@ def _coastlines():
     return _COAST
 
 
-def fig_map(run: _Run, figs: Path) -> str | None:
+def drawn_pairs(run) -> list[tuple[str, str, str]]:
+    """The pairs whose paths the map draws: (src, dst, what) for each probed pair ("probed") and
+    each workload's client-server pair ("workload NAME"), at most MAX_PAIRS."""
+    run = _as_run(run)
+    out: dict = {}
+    pr = run.get("probes.parquet")
+    if pr is not None and len(pr):
+        for s, d in pr[["src", "dst"]].astype(str).drop_duplicates().itertuples(index=False):
+            out.setdefault((s, d), "probed")
+    jobs = run.get("jobs.csv")
+    if jobs is not None and len(jobs) and {"client", "server"} <= set(jobs):
+        for wl, c, s in jobs[["workload", "client", "server"]].astype(str).drop_duplicates().itertuples(index=False):
+            if (c, s) not in out and (s, c) not in out:
+                out[(c, s)] = f"workload {wl}"
+    return [(s, d, w) for (s, d), w in list(out.items())[:MAX_PAIRS]]
+
+
+def map_extent(lon_deg, lat_deg, pad_deg: float = 12.0, min_span_deg: float = 40.0) -> tuple[float, float, float, float]:
+    """(lon0, lon1, lat0, lat1) of the region that holds the points (padded, at least
+    `min_span_deg` wide, 2:1 like the world map), or the whole world when the points span most
+    of it or straddle the date line."""
+    lon, lat = np.asarray(lon_deg, float), np.asarray(lat_deg, float)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        return -180.0, 180.0, -90.0, 90.0
+    lon, lat = lon[ok], lat[ok]
+    lo0, lo1, la0, la1 = lon.min() - pad_deg, lon.max() + pad_deg, lat.min() - pad_deg, lat.max() + pad_deg
+    w = max(lo1 - lo0, min_span_deg, 2 * (la1 - la0))
+    h = w / 2
+    if w >= 240:
+        return -180.0, 180.0, -90.0, 90.0
+    cx, cy = (lo0 + lo1) / 2, (la0 + la1) / 2
+    lo0, lo1 = cx - w / 2, cx + w / 2
+    la0, la1 = max(-90.0, cy - h / 2), min(90.0, cy + h / 2)
+    if lo0 < -180 or lo1 > 180:
+        shift = (-180 - lo0) if lo0 < -180 else (180 - lo1)
+        lo0, lo1 = lo0 + shift, lo1 + shift
+    return float(max(lo0, -180)), float(min(lo1, 180)), float(la0), float(la1)
+
+
+def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> list:
+    """Label each point where its text overlaps no label placed before (tries four offsets; a
+    label that fits nowhere is left out). Returns the texts drawn."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    placed, texts = [], []
+    offsets = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top"))
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    for x, y, name in points:
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            continue
+        for dx, dy, ha, va in offsets:
+            t = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha, va=va,
+                            zorder=7, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
+            bb = t.get_window_extent(renderer)
+            if not any(bb.overlaps(p) for p in placed):
+                placed.append(bb)
+                texts.append(t)
+                break
+            t.remove()
+    return texts
+
+
+def fig_map(run):
+    """Nodes, live links and the probed and workload pairs' planned paths at one instant (short
+    windows) or up to MAP_INSTANTS of them, zoomed to the region that holds the pairs' endpoints
+    and the ground stations they use."""
+    run = _as_run(run)
     pos, links = run.get("positions.parquet"), run.get("links.parquet")
     if pos is None or not len(pos):
         return None
     plt = _plt()
+    from .timeview import _route_at
     if "instant" not in pos:
         pos = pos.assign(instant=True)
     tracks = pos[~pos["instant"]]
     pos = pos[pos["instant"]]
     steps = sorted(pos["step"].unique())[:MAP_INSTANTS]
-    fig, axes = plt.subplots(len(steps), 1, figsize=(10, 4.8 * len(steps)), squeeze=False, constrained_layout=True)
+    t0, t1 = run.window()
+    if t1 - t0 < MAP_ONE_BELOW_S:
+        steps = steps[:1]
+    pairs = drawn_pairs(run)
+    routes = run.get("routes.parquet")
+    fig, axes = plt.subplots(len(steps), 1, figsize=(10, 5.4 * len(steps)), squeeze=False, constrained_layout=True)
     lon_c, lat_c, land = _coastlines()
     style = {"ground": dict(marker="^", s=46, c="#1f5fbf", zorder=5, label="ground station"),
              "compute": dict(marker="o", s=22, c="#d1495b", zorder=4, label="compute satellite"),
-             "relay": dict(marker=".", s=9, c="#6c757d", zorder=3, label="relay satellite")}
+             "relay": dict(marker=".", s=9, c="#6c757d", zorder=3, label="satellite")}
+    colours = ["#e8590c", "#7048e8", "#0ca678", "#d6336c", "#1c7ed6", "#f59f00"]
     for ax, k in zip(axes[:, 0], steps):
+        p = pos[pos["step"] == k].drop_duplicates("name")   # runs written before one map per step
+        where = p.set_index("name")[["lon_deg", "lat_deg"]]
+        routes_k = {(s, d): (_route_at(routes, s, d, np.array([k]))[0] if routes is not None else None)
+                    for s, d, _ in pairs}
+        # the region: the pairs' endpoints and path nodes, or every ground station when nothing is drawn
+        focus = {n for (s, d), r in routes_k.items() for n in ([s, d] + (r or []))}
+        if not focus:
+            focus = set(p.loc[p["kind"] == "ground", "name"])
+        f = where.reindex(sorted(focus)).dropna()
+        ext = map_extent(f["lon_deg"], f["lat_deg"]) if len(f) else (-180.0, 180.0, -90.0, 90.0)
         ax.contour(lon_c, lat_c, land, levels=[0.5], colors="#9aa5b1", linewidths=0.6)
         for i, (_, tr) in enumerate(tracks.groupby("name")):
             lon, lat = tr["lon_deg"].to_numpy(), tr["lat_deg"].to_numpy()
@@ -183,8 +294,6 @@ def fig_map(run: _Run, figs: Path) -> str | None:
             for seg_lon, seg_lat in zip(np.split(lon, cut), np.split(lat, cut)):
                 ax.plot(seg_lon, seg_lat, color="#d1495b", lw=0.8, alpha=0.5, zorder=1,
                         label="compute satellites' ground track" if i == 0 else None)
-        p = pos[pos["step"] == k].drop_duplicates("name")   # runs written before one map per step
-        where = p.set_index("name")[["lon_deg", "lat_deg"]]
         if links is not None:
             live = links[(links["step"] == k) & links["up"]]
             for kind, color, lw in (("isl", "#adb5bd", 0.4), ("gsl", "#2b9348", 1.4)):
@@ -196,23 +305,54 @@ def fig_map(run: _Run, figs: Path) -> str | None:
                     xs = np.stack([a[ok, 0], b[ok, 0], np.full(ok.sum(), np.nan)], axis=1).ravel()
                     ys = np.stack([a[ok, 1], b[ok, 1], np.full(ok.sum(), np.nan)], axis=1).ravel()
                     ax.plot(xs, ys, color=color, lw=lw, zorder=2, label=f"{kind.upper()} (live)")
+        for i, (s, d, what) in enumerate(pairs):
+            r = routes_k[(s, d)]
+            label = f"{s} → {d} ({what})" + ("" if r else ": no path")
+            xy = where.reindex(r).to_numpy() if r else np.zeros((0, 2))
+            if len(xy) >= 2:
+                xs, ys = [xy[0, 0]], [xy[0, 1]]
+                for (xa, ya), (xb, yb) in zip(xy[:-1], xy[1:]):
+                    if abs(xb - xa) > 180:         # do not draw across the whole map at the date line
+                        xs.append(np.nan)
+                        ys.append(np.nan)
+                    xs.append(xb)
+                    ys.append(yb)
+                ax.plot(xs, ys, color=colours[i % len(colours)], lw=3.2 - 0.3 * i, alpha=0.85, zorder=6,
+                        solid_capstyle="round", label=label)
+            else:
+                ax.plot([], [], color=colours[i % len(colours)], lw=3, ls=":", label=label)
         for kind, st in style.items():
             q = (p[p["kind"].astype(str) == kind] if kind != "relay"
                  else p[~p["kind"].astype(str).isin(["ground", "compute"])])
             if len(q):
                 ax.scatter(q["lon_deg"], q["lat_deg"], **st)
-        for _, g in p[p["kind"] == "ground"].iterrows():
-            ax.annotate(g["name"], (g["lon_deg"], g["lat_deg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlim(-180, 180)
-        ax.set_ylim(-90, 90)
+        ax.set_xlim(ext[0], ext[1])
+        ax.set_ylim(ext[2], ext[3])
         ax.set_aspect("equal")
-        ax.set_title(f"t = {p['t_s'].iloc[0]:g} s")
+        ax.set_title(f"t = {p['t_s'].iloc[0]:g} s" + ("" if ext == (-180.0, 180.0, -90.0, 90.0) else
+                                                       " (zoomed to the drawn pairs' region)"))
         ax.set_xlabel("longitude (°)")
         ax.set_ylabel("latitude (°)")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    uniq = dict(zip(lab, h))
-    axes[0, 0].legend(uniq.values(), uniq.keys(), loc="lower left", fontsize=7, ncol=3)
-    return _save(fig, figs, "map.png")
+        g = p[p["kind"] == "ground"]
+        ends = {n for s, d, _ in pairs for n in (s, d)}
+        # endpoints first (they win a crowded spot), then the other stations, then path satellites
+        first = sorted(g.itertuples(), key=lambda r: (r.name not in ends, r.name))
+        pts = [(r.lon_deg, r.lat_deg, r.name) for r in first]
+        path_sats = [n for r in routes_k.values() if r for n in r[1:-1]]
+        sats = where.reindex(list(dict.fromkeys(path_sats))).dropna()
+        pts += [(x, y, n) for n, (x, y) in zip(sats.index, sats.to_numpy())]
+        place_labels(ax, pts)
+    _legend_below(axes[-1, 0], *_merged_handles(fig), ncol=3)
+    return fig
+
+
+def _merged_handles(fig) -> tuple[list, list]:
+    handles, labels = [], []
+    for ax in fig.axes:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    return handles, labels
 
 
 def _change_times(run: _Run, src: str, dst: str) -> np.ndarray:
@@ -232,16 +372,28 @@ def probe_status(probes: pd.DataFrame) -> pd.Series:
     return pd.Series(st, index=probes.index)
 
 
-def fig_rtt(run: _Run, figs: Path) -> str | None:
+def _cdf(ax, values, **kw) -> bool:
+    v = np.sort(np.asarray(values, float)[np.isfinite(np.asarray(values, float))])
+    if not len(v):
+        return False
+    ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", **kw)
+    return True
+
+
+def fig_rtt(run):
+    """Per probed pair: measured RTT over time against the path's light-time (path changes,
+    handovers and losses marked), and beside it the two CDFs."""
+    run = _as_run(run)
     pr = run.get("probes.parquet")
     if pr is None or not len(pr):
         return None
     plt = _plt()
     pairs = list(pr.groupby(["src", "dst"], sort=False).groups)[:MAX_PAIRS]
-    fig, axes = plt.subplots(len(pairs), 1, figsize=(10, 2.6 * len(pairs)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 2.7 * len(pairs) + 0.8), squeeze=False, sharex="col",
+                             gridspec_kw={"width_ratios": [3, 1]}, constrained_layout=True)
     hand = run.events()
     hand = hand[hand["event"] == "handover"]
-    for ax, (s, d) in zip(axes[:, 0], pairs):
+    for (ax, cx), (s, d) in zip(axes, pairs):
         g = pr[(pr["src"] == s) & (pr["dst"] == d)]
         ax.plot(g["t_s"], g["oracle_rtt_ms"], color="#1d232b", lw=1.2, label="light-time of the path (oracle)")
         ax.scatter(g["t_s"], g["rtt_ms"], s=4, color="#d1495b", label="measured RTT", zorder=3)
@@ -261,24 +413,31 @@ def fig_rtt(run: _Run, figs: Path) -> str | None:
             ax.axvline(t, color="#f4a261", lw=2, alpha=0.6, label="GSL handover" if i == 0 else None)
         ax.set_ylabel("RTT (ms)")
         ax.set_title(f"{s} → {d}", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
+        _cdf(cx, g["oracle_rtt_ms"], color="#1d232b", lw=1.2)
+        _cdf(cx, g["rtt_ms"], color="#d1495b", lw=1.2)
+        cx.set_ylabel("fraction of probes")
+        cx.set_title("CDF", fontsize=10)
+        cx.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("scenario time t (s)")
-    return _save(fig, figs, "rtt.png")
+    axes[-1, 1].set_xlabel("RTT (ms)")
+    _legend_below(fig, *_merged_handles(fig), ncol=3)
+    return fig
 
 
-def fig_throughput(run: _Run, figs: Path) -> str | None:
+def fig_throughput(run):
+    run = _as_run(run)
     th = run.get("throughput.csv")
     if th is None or not len(th):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = plt.subplots(figsize=(10, 3.4), constrained_layout=True)
     for wl, g in th.groupby("workload"):
         ax.step(g["t_s"], g["mbps"], where="post", label=wl)
     _mark_handovers(ax, run)
     ax.set_xlabel("scenario time t (s)")
     ax.set_ylabel("goodput (Mbit/s, emulated)")
-    ax.legend(fontsize=8)
-    return _save(fig, figs, "throughput.png")
+    _legend_below(fig, *_merged_handles(fig))
+    return fig
 
 
 def _mark_handovers(ax, run: _Run) -> None:
@@ -287,7 +446,8 @@ def _mark_handovers(ax, run: _Run) -> None:
         ax.axvline(t, color="#f4a261", lw=2, alpha=0.5, label="GSL handover" if i == 0 else None)
 
 
-def fig_completion(run: _Run, figs: Path) -> str | None:
+def fig_completion(run):
+    run = _as_run(run)
     jobs = run.get("jobs.csv")
     if jobs is None or not len(jobs):
         return None
@@ -295,7 +455,7 @@ def fig_completion(run: _Run, figs: Path) -> str | None:
     if not len(done):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.4))
+    fig, ax = plt.subplots(figsize=(10, 3.6), constrained_layout=True)
     for wl, g in done.groupby("workload"):
         v = np.sort(g["completion_ms"].to_numpy(float))
         ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{wl}: completion")
@@ -306,16 +466,17 @@ def fig_completion(run: _Run, figs: Path) -> str | None:
     ax.set_xlabel("ms (emulated)")
     ax.set_ylabel("fraction of jobs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, figs, "completion_cdf.png")
+    _legend_below(fig, *_merged_handles(fig))
+    return fig
 
 
-def fig_jobs_time(run: _Run, figs: Path) -> str | None:
+def fig_jobs_time(run):
+    run = _as_run(run)
     jobs = run.get("jobs.csv")
     if jobs is None or not len(jobs):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = plt.subplots(figsize=(10, 3.4), constrained_layout=True)
     for wl, g in jobs.groupby("workload"):
         ok = g[g["status"] == "done"]
         ax.scatter(ok["t_start_s"], ok["completion_ms"], s=8, label=f"{wl} (done)")
@@ -327,11 +488,14 @@ def fig_jobs_time(run: _Run, figs: Path) -> str | None:
     ax.set_yscale("log")
     ax.set_xlabel("job start, scenario time t (s)")
     ax.set_ylabel("completion (ms, emulated)")
-    ax.legend(fontsize=8)
-    return _save(fig, figs, "jobs_over_time.png")
+    _legend_below(fig, *_merged_handles(fig))
+    return fig
 
 
-def fig_topology(run: _Run, figs: Path) -> str | None:
+def fig_topology(run):
+    """Links up over the window, link events and endpoint path lengths; a panel with nothing to
+    show is left out."""
+    run = _as_run(run)
     links = run.get("links.parquet")
     if links is None or not len(links):
         return None
@@ -340,34 +504,38 @@ def fig_topology(run: _Run, figs: Path) -> str | None:
     if not len(L):
         return None
     plt = _plt()
-    fig, axes = plt.subplots(3, 1, figsize=(10, 6.6), sharex=True)
+    ev = run.events()
+    kinds = [k for k in ("link_up", "link_down", "handover") if (ev["event"] == k).any()]
+    paths = run.get("paths.parquet")
+    P = paths[(paths["t_s"] >= t0) & (paths["t_s"] <= t1)] if paths is not None and len(paths) else None
+    panels = ["links"] + (["events"] if kinds else []) + (["hops"] if P is not None and len(P) else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.3 * len(panels) + 0.4), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    ax_of = dict(zip(panels, axes[:, 0]))
     up = L.groupby(["t_s", L["kind"].astype(str)]).size().unstack(fill_value=0)
     for kind in up.columns:
-        axes[0].plot(up.index, up[kind], label=f"{kind.upper()} links up")
-    axes[0].set_ylabel("links")
-    axes[0].legend(fontsize=8)
-    ev = run.events()
+        ax_of["links"].plot(up.index, up[kind], label=f"{kind.upper()} links up")
+    ax_of["links"].set_ylabel("links")
     for name, color in (("link_up", "#2b9348"), ("link_down", "#b42318"), ("handover", "#f4a261")):
         e = ev[ev["event"] == name]
         if len(e):
             c = e.groupby("t_s").size()
-            axes[1].bar(c.index, c.values, width=max((t1 - t0) / 400, 0.2), color=color, label=name.replace("_", " "))
-    axes[1].set_ylabel("events")
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=8)
-    paths = run.get("paths.parquet")
-    if paths is not None and len(paths):
-        P = paths[(paths["t_s"] >= t0) & (paths["t_s"] <= t1)]
+            ax_of["events"].bar(c.index, c.values, width=max((t1 - t0) / 400, 0.2), color=color,
+                                label=name.replace("_", " "))
+    if "events" in ax_of:
+        ax_of["events"].set_ylabel("events")
+    if "hops" in ax_of:
         h = P.groupby("t_s")["hops"].agg(["median", "max"])
-        axes[2].plot(h.index, h["median"], label="median hops (endpoint pairs)")
-        axes[2].plot(h.index, h["max"], label="max hops", alpha=0.6)
-        axes[2].legend(fontsize=8)
-    axes[2].set_ylabel("hops")
-    axes[2].set_xlabel("scenario time t (s)")
-    return _save(fig, figs, "topology.png")
+        ax_of["hops"].plot(h.index, h["median"], label="median hops (endpoint pairs)")
+        ax_of["hops"].plot(h.index, h["max"], label="max hops", alpha=0.6)
+        ax_of["hops"].set_ylabel("hops")
+    axes[-1, 0].set_xlabel("scenario time t (s)")
+    _legend_below(fig, *_merged_handles(fig), ncol=4)
+    return fig
 
 
-def busiest_links(run: _Run) -> pd.DataFrame | None:
+def busiest_links(run) -> pd.DataFrame | None:
+    run = _as_run(run)
     c = run.get("link_counters.csv")
     if c is None or not len(c) or "bytes_out" not in c:
         return None
@@ -385,39 +553,58 @@ def busiest_links(run: _Run) -> pd.DataFrame | None:
     g["mbps"] = g["bytes_out"] * 8 / span / 1e6 / 2
     g["utilisation_pct"] = 100 * g["mbps"] / g["rate_mbps"]
     g["drops"] = g[drops].sum(axis=1) if drops else 0
+    if "queue_hwm_bytes" in c:      # the fuller direction's peak queue over the run
+        g["queue_peak_bytes"] = c.groupby("link")["queue_hwm_bytes"].max().reindex(g["link"]).to_numpy()
     return g.sort_values("bytes_out", ascending=False).head(BUSIEST_LINKS)
 
 
-def fig_links(run: _Run, figs: Path) -> str | None:
+def fig_links(run):
+    run = _as_run(run)
     g = busiest_links(run)
     if g is None or not len(g) or g["bytes_out"].sum() == 0:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    queue = "queue_peak_bytes" in g and g["queue_peak_bytes"].notna().any()
+    fig, axes = plt.subplots(1, 3 if queue else 2, figsize=(11 if queue else 10, 3.6), constrained_layout=True)
     names = [f"{a}–{b}" for a, b in zip(g["a"], g["b"])]
     axes[0].barh(names, g["mbps"], color="#3a6ea5")
-    axes[0].invert_yaxis()
     axes[0].set_xlabel("mean Mbit/s per direction (emulated)")
     axes[1].barh(names, g["drops"], color="#b42318")
-    axes[1].invert_yaxis()
     axes[1].set_xlabel("frames dropped (queue, loss, down)")
-    axes[1].set_yticklabels([])
-    return _save(fig, figs, "links.png")
+    if queue:
+        axes[2].barh(names, g["queue_peak_bytes"] / 1e3, color="#f08c00")
+        axes[2].set_xlabel("peak queue (kB, fuller direction)")
+    for ax in axes:
+        ax.invert_yaxis()
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    return fig
 
 
-def fig_replay(run: _Run, figs: Path) -> str | None:
+def fig_replay(run):
+    """One-way delay of every replayed packet over time (black: light-time), and its CDF beside."""
+    run = _as_run(run)
     pk = run.get("packets.parquet")
     if pk is None or not len(pk):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, (ax, cx) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1]},
+                                 constrained_layout=True)
     for (s, d), g in pk.groupby(["src", "dst"]):
         ax.scatter(g["t_send_s"], g["owd_ms"], s=3, label=f"{s} → {d} one-way delay")
         ax.plot(g["t_send_s"], g["oracle_owd_ms"], lw=1, color="#1d232b")
+        _cdf(cx, g["owd_ms"], lw=1.2)
+    _cdf(cx, pk["oracle_owd_ms"], color="#1d232b", lw=1, label="light-time of the path")
+    ax.plot([], [], color="#1d232b", lw=1, label="light-time of the path")
     ax.set_xlabel("send time, scenario t (s)")
     ax.set_ylabel("ms")
-    ax.legend(fontsize=8)
-    return _save(fig, figs, "replay_owd.png")
+    cx.set_xlabel("one-way delay (ms)")
+    cx.set_ylabel("fraction of packets")
+    cx.set_title("CDF", fontsize=10)
+    cx.grid(alpha=0.3)
+    h, lab = ax.get_legend_handles_labels()
+    _legend_below(fig, h, lab)
+    return fig
 
 
 # --------------------------------------------------------------------------- words and tables
@@ -587,24 +774,32 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     if fid.get("reasons"):
         parts.append("<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in fid["reasons"])
                      + "</ul>")
-    sections = [("Constellation", fig_map, "Nodes and live links at instants of the window (ground tracks; "
-                 "coastlines from the global-land-mask package)."),
-                ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "
-                 "planned path; dashed lines: path changes; orange: GSL handovers of the pair's stations."),
-                ("Workloads: completion", fig_completion, "Distribution of completion times (and time to first "
-                 "byte) of every finished job."),
-                ("Workloads: jobs over time", fig_jobs_time, "Each job's completion time at its start time; "
-                 "crosses: jobs that failed or did not finish."),
-                ("Workloads: throughput", fig_throughput, "Goodput of the transfer workloads per second of the "
-                 "window."),
-                ("Trace replay", fig_replay, "One-way delay of every replayed packet; black: light-time of the path."),
-                ("Topology over time", fig_topology, "Links up, link events (acquisitions, losses, handovers) and "
-                 "path lengths between endpoints."),
-                ("Busiest links", fig_links, "Mean rate per direction and drops of the links that carried most.")]
+    say("report: time view")
+    parts.append(_timeview_section(run))
+    sections = [("Constellation", fig_map, "map.png", "Nodes, live links and the planned paths of the probed and "
+                 "workload pairs (thick lines) at the window's start (and later instants for long windows), zoomed to "
+                 "the region of the drawn pairs; compute satellites' ground tracks; coastlines from the "
+                 "global-land-mask package."),
+                ("Round-trip times", fig_rtt, "rtt.png", "Measured RTT of each probed pair against the light-time of "
+                 "the planned path, and both distributions beside; dashed lines: path changes; orange: GSL handovers "
+                 "of the pair's stations."),
+                ("Workloads: completion", fig_completion, "completion_cdf.png", "Distribution of completion times "
+                 "(and time to first byte) of every finished job."),
+                ("Workloads: jobs over time", fig_jobs_time, "jobs_over_time.png", "Each job's completion time at "
+                 "its start time; crosses: jobs that failed or did not finish."),
+                ("Workloads: throughput", fig_throughput, "throughput.png", "Goodput of the transfer workloads per "
+                 "second of the window."),
+                ("Trace replay", fig_replay, "replay_owd.png", "One-way delay of every replayed packet and its "
+                 "distribution; black: light-time of the path."),
+                ("Topology over time", fig_topology, "topology.png", "Links up, link events (acquisitions, losses, "
+                 "handovers) and path lengths between endpoints."),
+                ("Busiest links", fig_links, "links.png", "Mean rate per direction, drops and peak queue of the "
+                 "links that carried most (totals over the run: the engine keeps no per-link time series yet).")]
     tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid)}
-    for title, fn, caption in sections:
+    for title, fn, name, caption in sections:
         say(f"report: {title.lower()}")
-        src = fn(run, figs)
+        fig = fn(run)
+        src = _save(fig, figs, name) if fig is not None else None
         extra = tables.get(title, "")
         if src is None and not extra:
             continue
@@ -624,6 +819,22 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     out = run.path / REPORT_FILE
     out.write_text("\n".join(parts))
     return out
+
+
+def _timeview_section(run: _Run) -> str:
+    """The interactive time view (netemu/timeview.py), or one line saying why there is none."""
+    from .timeview import VIEW_DIR, write_timeview
+    if run.get("links.parquet") is None:
+        return ""
+    head = ("<h2>Time view</h2><p>The constellation over the window: drag the slider or press play. Live ISLs and "
+            "ground links are coloured by delay (or by the run's mean load); thick lines: the current path of each "
+            "probed pair, its RTT in the legend; the timeline marks path changes, handovers and faults (click it "
+            "to jump). Hover a node or a link's midpoint for its figures. Offline: the page loads "
+            f"<code>{VIEW_DIR}/</code> (Plotly's bundle and the view's data) and nothing else.</p>")
+    try:
+        return head + write_timeview(run.path)
+    except NetemuError as e:
+        return f"<h2>Time view</h2><p class='meta'>No time view: {html.escape(str(e))}</p>"
 
 
 def _workload_table(summ: dict) -> str:

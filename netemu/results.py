@@ -39,6 +39,7 @@ TABLES = {
     "nodes": "nodes.csv",                    # node names, kinds, groups
     "addresses": "addresses.csv",            # node addresses of the run
     "positions": "positions.parquet",        # node positions at the report's instants
+    "view_positions": "view_positions.parquet",  # node positions at the time view's steps
 }
 DOCUMENTS = {"meta": "run.json", "fidelity": "fidelity.json", "summary": "summary.json"}
 

@@ -38,6 +38,7 @@ from .emulate.playback import scope_nodes
 from .errors import EmulationError, NetemuError
 from .plan.pairs import DEFAULT_PROBE_PAIRS, default_probe_pairs, probe_frames_per_s
 from .plan.planner import write_plan
+from .plan.views import VIEW_POSITIONS_FILE, view_positions_of_plan
 from .report import MAP_INSTANTS, build_report, positions_table
 from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from .traffic.fidelity import FIDELITY_P99_MS, assess
@@ -267,6 +268,8 @@ def _write_plan_files(plan, em: Emulation, out: Path, out_dir) -> None:
             plan, list(np.linspace(w.t0_s, w.t_end_s, MAP_INSTANTS)),
             track_window=(max(float(t_grid[0]), w.t0_s - 3000), min(float(t_grid[-1]), w.t_end_s + 3000))
         ).to_parquet(tmp, index=False))
+        atomic_write(out / VIEW_POSITIONS_FILE, lambda tmp: view_positions_of_plan(
+            plan, w.t0_s, w.t_end_s).to_parquet(tmp, index=False))      # the report's time view
     except OSError as e:
         raise OutputError(f"-o {out_dir}: cannot write the plan files before the run: {e.strerror or e}; "
                           f"nothing was emulated") from None

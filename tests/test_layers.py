@@ -17,7 +17,8 @@ ALLOWED = {
     "plan": BASE,
     "emulate": BASE | {"netemu.plan"},
     "traffic": BASE | {"netemu.plan", "netemu.emulate"},
-    "report": BASE,
+    "report": BASE | {"netemu.timeview"},
+    "timeview": BASE,      # the report's interactive view (reads run directories too)
     "runner": BASE | {"netemu.plan", "netemu.emulate", "netemu.traffic", "netemu.report", "netemu.rundir"},
     "cli": None,       # the top: anything
     "testing": BASE | {"netemu.plan", "netemu.emulate"},

@@ -181,6 +181,11 @@ def test_open_loop_one_way_delay_is_the_light_time(root_env, wl_plan, tmp_path):
     assert (f"delivered {o['received']:,} of {o['packets']:,} packets open-loop (0 lost in the network; "
             f"{o['reordered']:,} reordered)") in (tmp_path / "report.html").read_text()
     check_headline_numbers(tmp_path)
+    # the run wrote the time view's positions (its window's steps) and the report shows the view
+    vp = pd.read_parquet(tmp_path / "view_positions.parquet")
+    assert vp["t_s"].min() == 300 and vp["t_s"].max() <= 300 + rp.window_s(start_s=300) + 1
+    assert "id='nv-slider'" in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "report_files" / "timeview-data.js").exists() and (tmp_path / "figures" / "replay_owd.png").exists()
 
 
 @pytest.mark.root

@@ -92,6 +92,8 @@ def synthetic_run(tmp_path_factory):
     assert not (~pos["instant"]).any()                  # no compute satellites here: no ground tracks
     assert (pos["instant"].groupby(pos["step"]).sum() > 0).sum() == 3
     pos.to_parquet(out / "positions.parquet", index=False)
+    from netemu.plan.views import VIEW_POSITIONS_FILE, view_positions_of_plan
+    view_positions_of_plan(plan, 330.0, 346.0).to_parquet(out / VIEW_POSITIONS_FILE, index=False)
     t = np.arange(330, 346, 0.05)
     rtt = oracle_rtt_ms(plan.schedule, plan.routes.routes, "g-sanya", "g-beijing", t)
     rng = np.random.default_rng(1)
