@@ -1,6 +1,7 @@
 """The user's own programs: `[[apps]]` in a scenario (validated at load), run in their nodes at
 emulated instants with their output and exit status kept, and `netemu exec` into a live run."""
 
+import os
 import time
 
 import pandas as pd
@@ -129,6 +130,14 @@ def test_a_missing_program_fails_to_start_and_says_so(tmp_path):
     assert live.started == [] and apps.failures()
 
 
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 @pytest.mark.root
 def test_apps_run_in_their_nodes_and_keep_output_and_status(ring_run):
     out, plan = ring_run["out"], ring_run["plan"]
@@ -149,6 +158,9 @@ def test_apps_run_in_their_nodes_and_keep_output_and_status(ring_run):
     # the sleeper was stopped at its stop_s by SIGTERM
     assert t.loc["sleeper", "status"] == "stopped" and t.loc["sleeper", "exit_code"] == -15
     assert abs(t.loc["sleeper", "start_s"] - 1.0) < 0.05 and abs(t.loc["sleeper", "end_s"] - 2.5) < 0.1
+    # … and what it forked went with it
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid) == "sleep 101"]
+    assert left == []
     assert ring_run["info"]["apps"]["ping"]["exit_codes"] == [0]
     html = (out / "report.html").read_text()
     assert "<h2>Your programs</h2>" in html and "href='apps/r00-00-ping.out'" in html

@@ -7,10 +7,13 @@ node, command (as run, placeholders substituted), status (exited: ended by itsel
 ended at its stop_s or the run's end; killed: did not end within STOP_GRACE_S of SIGTERM; failed
 to start; not started: outside the run's window), exit_code (negative: the signal that ended
 it), start_s and end_s (scenario s; the end is seen within POLL_S wall seconds), stdout, stderr.
+Each app leads its own process group: SIGTERM and SIGKILL reach what it started too, and what is
+left of a group when the run ends (a forked daemon) is killed.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
@@ -55,6 +58,20 @@ class _Instance:
     @property
     def stem(self) -> str:
         return f"{self.node}-{self.app.name}"
+
+
+def _signal(p, sig: int) -> None:
+    """Signal a program and what it started: each app leads its own process group (its own
+    session), so a command that forks (a daemon, a pipeline under `sh -c`) stops whole."""
+    if isinstance(p, subprocess.Popen):
+        try:
+            os.killpg(p.pid, sig)
+            return
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+    p.send_signal(sig)
 
 
 class Apps:
@@ -142,10 +159,10 @@ class Apps:
             inst.status = "exited" if inst.term_mono is None else "stopped"
             self._close(inst)
         elif inst.term_mono is None and now >= c.mono(inst.stop_s):
-            p.send_signal(signal.SIGTERM)
+            _signal(p, signal.SIGTERM)
             inst.term_mono = now
         elif inst.term_mono is not None and now - inst.term_mono > STOP_GRACE_S:
-            p.kill()
+            _signal(p, signal.SIGKILL)
             p.wait()
             inst.ended_s = float(c.t_s(time.monotonic()))
             inst.status = "killed"
@@ -170,7 +187,7 @@ class Apps:
             running = [i for i in self.instances if i.status == "running"]
             for inst in running:
                 if inst.proc.poll() is None and inst.term_mono is None:
-                    inst.proc.send_signal(signal.SIGTERM)
+                    _signal(inst.proc, signal.SIGTERM)
                     inst.term_mono = time.monotonic()
             deadline = time.monotonic() + STOP_GRACE_S
             for inst in running:
@@ -178,7 +195,7 @@ class Apps:
                     inst.proc.wait(max(0.0, deadline - time.monotonic()))
                     inst.status = "exited" if inst.term_mono is None else "stopped"
                 except subprocess.TimeoutExpired:
-                    inst.proc.kill()
+                    _signal(inst.proc, signal.SIGKILL)
                     inst.proc.wait()
                     inst.status = "killed"
                 inst.ended_s = float(c.t_s(time.monotonic()))
@@ -186,6 +203,18 @@ class Apps:
             for inst in self.instances:
                 if inst.status == "pending":
                     inst.status = "not started: the run ended first"
+            self._reap_groups()
+
+    def _reap_groups(self) -> None:
+        """SIGKILL what the apps left behind in their process groups (a forked daemon outlives
+        its starter; the group's id cannot be reused while a member lives, so this reaches
+        only the app's own processes)."""
+        for inst in self.instances:
+            if isinstance(inst.proc, subprocess.Popen):
+                try:
+                    os.killpg(inst.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def kill(self) -> None:
         self._halt.set()
@@ -193,9 +222,10 @@ class Apps:
             for inst in self.instances:
                 p = inst.proc
                 if p is not None and p.poll() is None:
-                    p.kill()
+                    _signal(p, signal.SIGKILL)
                     p.wait()
                 self._close(inst)
+            self._reap_groups()
 
     def failures(self) -> list[str]:
         """Warnings for run.json: apps that could not start."""
