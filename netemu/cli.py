@@ -144,6 +144,8 @@ def cmd_run(args) -> int:
     files = "run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv"
     if info.get("workloads"):
         files += ", jobs.csv, throughput.csv, summary.json, workloads/"
+    if info.get("apps"):
+        files += ", apps.csv, apps/"
     if info.get("captures"):
         files += f", captures/ ({info['captures']['files']} pcap files, {info['captures']['frames']:,} frames)"
     print(f"Results in {args.out}/ ({files}); report: {args.out}/report.html")
