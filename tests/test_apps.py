@@ -56,7 +56,7 @@ def test_placeholders_are_substituted_per_argument_never_split():
     ('group = "rng"\ncommand = "true"', "apps[0].group", "a satellite group of this scenario (ring), found 'rng'"),
     ('command = "true"', "apps[0].node", "exactly one of node"),
     ('node = "r00-01"\ngroup = "ring"\ncommand = "true"', "apps[0].node", "exactly one of node"),
-    ('node = "r00-01"\ncommand = "ping {addr:r00-02}"', "apps[0].command", "{addr:r00-02}: endpoints only"),
+    ('node = "r00-01"\ncommand = "ping {addr:r00-02}"', "apps[0].command", "of an endpoint (routes lead to endpoints only), found {addr:r00-02}"),
     ('node = "r00-01"\ncommand = "ping {addr:r00-1}"', "apps[0].command", "a node of this scenario, found 'r00-1'"),
     ('node = "r00-01"\ncommand = "ping {adr:r00-00}"', "apps[0].command", "unknown placeholder '{adr:r00-00}'"),
     ('node = "r00-01"\ncommand = "echo {"', "apps[0].command", "a lone '{'"),

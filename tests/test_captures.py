@@ -54,18 +54,25 @@ def test_bad_specs_are_one_clear_error(spec, says):
     assert says in str(e.value)
 
 
-def test_cli_refuses_an_unknown_capture_before_building_anything(tmp_path):
+@pytest.mark.parametrize("flags, says", [
+    (["--capture", "r00-00-r00-05"], "--capture r00-00-r00-05: r00-00 and r00-05 are never linked in this run's "
+                                     "window (r00-00's neighbours: r00-01, r00-11)"),
+    (["--capture", "r00-00,r0-00"], "--capture r0-00: expected NODE, NODE:IFACE or A-B with nodes of this run, "
+                                    "found no node or link 'r0-00'; did you mean 'r00-00'?"),
+    (["--capture", "r00-00", "--links", "kernel"], "--capture needs the link engine (--links engine): the kernel "
+                                                   "backend has no capture"),
+])
+def test_cli_refuses_an_unknown_capture_before_building_anything(tmp_path, flags, says):
     """Exit 2, one line, no run directory (the spec is checked against the plan before it is made)."""
     import os
     if os.geteuid() != 0:
         pytest.skip("netemu run checks root first")
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "netemu", "run", str(DATA / "ring.toml"), "-o", str(out),
-                        "--capture", "r00-00-r00-05", "--duration", "2"], capture_output=True, text=True, timeout=120)
+                        "--duration", "2", *flags], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("netemu: error")]
-    assert err == ["netemu: error: --capture r00-00-r00-05: r00-00 and r00-05 are never linked in this run's window "
-                   "(r00-00's neighbours: r00-01, r00-11)"]
+    assert err == ["netemu: error: " + says]
     assert "Traceback" not in r.stderr
     assert not out.exists() or not any(out.iterdir())
 

@@ -59,7 +59,7 @@ def placeholders(arg: str) -> list[tuple[str, str | None]]:
         if tok in ("{{", "}}"):
             continue
         if m.group(1) is None:
-            raise PlaceholderError(f"a lone {tok!r} in {arg!r} (write {tok * 2} for a literal brace)")
+            raise PlaceholderError(f"expected {tok * 2} for a literal brace, found a lone {tok!r} in {arg!r}")
         body = m.group(1)
         if body in ("node", "loopback"):
             out.append((body, None))

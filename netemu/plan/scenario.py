@@ -1246,20 +1246,20 @@ def _apps(top: _Table, groups: list[SatelliteGroup], node_names: dict[str, str],
         name = t.get("name", "a string", f"app-{i}",
                      check=lambda v: None if APP_NAME_RE.match(v) else "1-40 letters, digits, '-', '_' or '.'")
         if any(a.name == name for a in out):
-            raise t.error("name", f"a unique app name; {name!r} is used twice")
+            raise t.error("name", f"expected a unique app name; {name!r} is used twice")
         if t.has("node") == t.has("group"):
-            raise t.error("node", "exactly one of node (a node name) or group (a satellite group: every node of it)")
+            raise t.error("node", "expected exactly one of node (a node name) or group (a satellite group: every node of it)")
         group = None
         if t.has("node"):
             node = t.get("node", "a string")
             if node not in node_names:
-                raise t.error("node", f"a node defined in this scenario, found {node!r}"
+                raise t.error("node", f"expected a node defined in this scenario, found {node!r}"
                                       + _did_you_mean(node, list(node_names)))
             nodes = (node,)
         else:
             group = t.get("group", "a string")
             if group not in by_group:
-                raise t.error("group", f"a satellite group of this scenario ({', '.join(by_group)}), found {group!r}"
+                raise t.error("group", f"expected a satellite group of this scenario ({', '.join(by_group)}), found {group!r}"
                                        + _did_you_mean(group, list(by_group)))
             nodes = tuple(by_group[group])
         cmd = t.get("command", "a list") if isinstance(t.data.get("command"), list) else t.get("command", "a string")
@@ -1267,11 +1267,11 @@ def _apps(top: _Table, groups: list[SatelliteGroup], node_names: dict[str, str],
             try:
                 cmd = shlex.split(cmd)
             except ValueError as e:
-                raise t.error("command", f"a command line (split as a shell would, never run by one): {e}") from None
+                raise t.error("command", f"expected a command line (split as a shell would, never run by one): {e}") from None
         elif not all(isinstance(a, str) for a in cmd):
-            raise t.error("command", f"a list of strings (the program and its arguments), found {_show(cmd)}")
+            raise t.error("command", f"expected a list of strings (the program and its arguments), found {_show(cmd)}")
         if not cmd or not cmd[0]:
-            raise t.error("command", "a program to run (the command is empty)")
+            raise t.error("command", "expected a program to run; the command is empty")
         for arg in cmd:
             try:
                 marks = placeholders(arg)
@@ -1279,15 +1279,15 @@ def _apps(top: _Table, groups: list[SatelliteGroup], node_names: dict[str, str],
                 raise t.error("command", str(e)) from None
             for kind, target in marks:
                 if kind == "addr" and target not in node_names:
-                    raise t.error("command", f"{{addr:NAME}} with a node of this scenario, found {target!r}"
+                    raise t.error("command", f"expected {{addr:NAME}} with a node of this scenario, found {target!r}"
                                              + _did_you_mean(target, list(node_names)))
                 if kind == "addr" and target not in eps:
-                    raise t.error("command", f"{{addr:{target}}}: endpoints only (routes lead to endpoints); "
-                                             f"{target!r} is not one; add it to [endpoints].nodes")
+                    raise t.error("command", f"expected {{addr:NAME}} of an endpoint (routes lead to endpoints only), found "
+                                             f"{{addr:{target}}}; add {target} to [endpoints].nodes")
         start_s = t.get("start_s", "a number", 0.0, check=_range(0, duration_s))
         stop_s = t.get("stop_s", "a number", None, check=_range(0, duration_s))
         if stop_s is not None and stop_s <= start_s:
-            raise t.error("stop_s", f"a time after start_s = {start_s:g}, found {stop_s:g}")
+            raise t.error("stop_s", f"expected a time after start_s = {start_s:g}, found {stop_s:g}")
         t.done()
         out.append(App(name=name, nodes=nodes, command=tuple(cmd), start_s=start_s, stop_s=stop_s, group=group))
     return out
