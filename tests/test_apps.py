@@ -117,6 +117,24 @@ start_s = 50
     assert t.loc["late", "status"] == "not started: outside the run's window"
 
 
+def test_a_group_app_runs_in_every_node_of_the_run_and_says_which_it_could_not(tmp_path):
+    s = _load(tmp_path, '[[apps]]\nname = "beacon"\ngroup = "ring"\ncommand = "echo {node} {loopback}"\n')
+    here = [f"r00-{i:02d}" for i in range(0, 12, 2)]          # a scope that left the odd ones out
+    live = FakeLiveNetwork(here, clock=Clock(0.0, 5.0, origin_mono=time.monotonic()))
+    apps = Apps(s.apps, tmp_path)
+    apps.check(here)
+    apps.start(live)
+    time.sleep(0.1)
+    apps.stop()
+    assert sorted(live.started) == sorted((n, ["echo", n, live.loopback(n)]) for n in here)
+    t = pd.read_csv(apps.write_results(tmp_path) and tmp_path / "apps.csv")
+    assert len(t) == 12
+    assert set(t[t["node"].isin(here)]["status"]) == {"stopped"}
+    assert set(t[~t["node"].isin(here)]["status"]) == {"not started: not in this run's network (scope)"}
+    with pytest.raises(Exception, match="app beacon: node r00-01 is not in this run's network"):
+        Apps(_load(tmp_path, '[[apps]]\nname = "beacon"\nnode = "r00-01"\ncommand = "true"\n').apps, tmp_path).check(here)
+
+
 def test_a_missing_program_fails_to_start_and_says_so(tmp_path):
     s = _load(tmp_path, '[[apps]]\nname = "x"\nnode = "r00-01"\ncommand = "no-such-program-here --flag"\n')
     live = FakeLiveNetwork(["r00-01"], clock=Clock(0.0, 5.0, origin_mono=time.monotonic()))

@@ -5,7 +5,7 @@ its output and exit status kept in the run directory. A traffic source (emulate.
 Files: `apps/NODE-NAME.out` and `.err` (the program's stdout and stderr) and `apps.csv`: app,
 node, command (as run, placeholders substituted), status (exited: ended by itself; stopped:
 ended at its stop_s or the run's end; killed: did not end within STOP_GRACE_S of SIGTERM; failed
-to start; not started: outside the run's window), exit_code (negative: the signal that ended
+to start; not started: outside the run's window, or a group's node left out of the run by its scope), exit_code (negative: the signal that ended
 it), start_s and end_s (scenario s; the end is seen within POLL_S wall seconds), stdout, stderr.
 Each app leads its own process group: SIGTERM and SIGKILL reach what it started too, and what is
 left of a group when the run ends (a forked daemon) is killed.
@@ -104,10 +104,12 @@ class Apps:
         (self.out / APPS_DIR).mkdir(parents=True, exist_ok=True)
         for a in self.apps:
             for node in a.nodes:
-                if node not in have:
-                    continue              # a group's satellite left out by the scope
-                argv = expand_command(a.command, node, live.loopback)
                 stop = c.t_end_s if a.stop_s is None else min(a.stop_s, c.t_end_s)
+                if node not in have:      # a group's satellite left out by the scope
+                    self.instances.append(_Instance(a, node, list(a.command), a.start_s, stop,
+                                                    status="not started: not in this run's network (scope)"))
+                    continue
+                argv = expand_command(a.command, node, live.loopback)
                 inst = _Instance(a, node, argv, a.start_s, stop)
                 if not (c.t0_s <= a.start_s < c.t_end_s):
                     inst.status = "not started: outside the run's window"
