@@ -27,7 +27,7 @@ def test_apps_load_with_their_nodes_commands_and_times(tmp_path):
 [[apps]]
 name = "server"
 group = "ring"
-command = "iperf3 -s -B {loopback} --logfile '/tmp/x y.log'"
+command = "iperf3 -s -B {loopback} --logfile 'logs/x y.log'"
 start_s = 2
 stop_s = 30
 [[apps]]
@@ -36,7 +36,7 @@ command = ["echo", "{node} {{literal}}", "{addr:r00-01}"]
 """)
     server, echo = s.apps
     assert server.nodes == tuple(f"r00-{i:02d}" for i in range(12)) and server.group == "ring"
-    assert server.command == ("iperf3", "-s", "-B", "{loopback}", "--logfile", "/tmp/x y.log")   # shlex, no shell
+    assert server.command == ("iperf3", "-s", "-B", "{loopback}", "--logfile", "logs/x y.log")   # shlex, no shell
     assert (server.start_s, server.stop_s) == (2.0, 30.0)
     assert echo.name == "app-1" and echo.nodes == ("r00-03",) and (echo.start_s, echo.stop_s) == (0.0, None)
 
