@@ -122,7 +122,8 @@ def cmd_run(args) -> int:
     info = run(plan, args.out, probes=probes, probe_rate_hz=args.probe_rate, iperf=iperf, cli=args.cli,
                progress=say, links=args.links, scope=args.scope, speed=args.speed, dilation=args.dilation,
                start_s=args.start, duration_s=duration, shards=args.shards, busy_poll=False if args.no_busy_poll else None, seed=args.seed,
-               calibrate=not args.no_calibrate, overwrite=args.overwrite, allow_concurrent=args.allow_concurrent)
+               calibrate=not args.no_calibrate, overwrite=args.overwrite, allow_concurrent=args.allow_concurrent,
+               captures=tuple(c for item in args.capture or () for c in item.split(",") if c))
     fid = info.get("fidelity", {})
     lag = info.get("apply_lag_ms", {})
     print(f"run of {scenario.name}: {info.get('nodes')} nodes, {info.get('links')} links, up in {info.get('up_s')} s, "
@@ -143,6 +144,10 @@ def cmd_run(args) -> int:
     files = "run.json, probes.parquet, fidelity.json, apply.csv, addresses.csv"
     if info.get("workloads"):
         files += ", jobs.csv, throughput.csv, summary.json, workloads/"
+    if info.get("apps"):
+        files += ", apps.csv, apps/"
+    if info.get("captures"):
+        files += f", captures/ ({info['captures']['files']} pcap files, {info['captures']['frames']:,} frames)"
     print(f"Results in {args.out}/ ({files}); report: {args.out}/report.html")
     return 0
 
@@ -313,6 +318,20 @@ def cmd_ps(args) -> int:
     return 0
 
 
+def cmd_exec(args) -> int:
+    from .emulate.attach import exec_argv
+    if os.geteuid() != 0:
+        raise NetemuError("exec needs root (it enters a run's network namespace); run it with sudo")
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    argv = exec_argv(args.run, args.node, command)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)      # the command's exit status is netemu's
+    return 0
+
+
 def _number(text: str, ok, expected: str) -> float:
     try:
         v = float(text)
@@ -410,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--seed", type=int, default=0, help="random seed of link losses")
     rn.add_argument("--no-calibrate", action="store_true", help="skip the link-engine overhead calibration")
     rn.add_argument("--cli", action="store_true", help="open the Mininet CLI while the constellation moves")
+    rn.add_argument("--capture", action="append", metavar="NODE[:IFACE]|A-B",
+                    help="write pcaps of a node's interfaces, one interface (by name or neighbour), or the link "
+                         "A-B (both ends) into captures/ (emulated-time stamps; repeatable)")
     _run_dir_flags(rn)
     rn.set_defaults(func=cmd_run)
     tr = sub.add_parser("trace", help="packet traces (pcap, pcapng)")
@@ -492,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--all", action="store_true", help="also list registered runs whose owner process is gone")
     ps.add_argument("--json", action="store_true", help="print JSON")
     ps.set_defaults(func=cmd_ps)
+    xc = sub.add_parser("exec", help="run a command in a node of a live run (root): netemu exec RUN NODE -- CMD …")
+    xc.add_argument("run", help="the run's id (`netemu ps`) or its output directory")
+    xc.add_argument("node", help="the node to run it in")
+    xc.add_argument("command", nargs=argparse.REMAINDER,
+                    help="after --: the program and its arguments (no shell; {node}, {loopback} and {addr:NAME} "
+                         "are replaced by the node's name, its address and node NAME's address)")
+    xc.set_defaults(func=cmd_exec)
     return p
 
 

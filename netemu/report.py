@@ -812,6 +812,8 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
         parts.append(_table([(f"{a}–{b}", k, r, m, u, d) for a, b, k, r, m, u, d in zip(
             bl["a"], bl["b"], bl["kind"], bl["rate_mbps"], bl["mbps"], bl["utilisation_pct"], bl["drops"])],
             ("link", "kind", "rate (Mbit/s)", "mean Mbit/s", "utilisation %", "drops")))
+    parts.append(_captures_section(run))
+    parts.append(_apps_section(run))
     parts.append("<p class='meta'>Times are scenario seconds; durations and rates are emulated (converted "
                  "back from the run's time dilation). Files: " + ", ".join(
                      f"<code>{html.escape(p.name)}</code>" for p in sorted(run.path.iterdir()) if p.is_file()) + "</p>")
@@ -835,6 +837,40 @@ def _timeview_section(run: _Run) -> str:
         return head + write_timeview(run.path)
     except NetemuError as e:
         return f"<h2>Time view</h2><p class='meta'>No time view: {html.escape(str(e))}</p>"
+
+
+def _captures_section(run: _Run) -> str:
+    """Links to the run's pcap files (captures/captures.csv), or nothing."""
+    cap = run.get("captures/captures.csv")
+    if cap is None or not len(cap):
+        return ""
+    rows = "".join(f"<tr><td><a href='{html.escape(str(f))}'>{html.escape(str(f))}</a></td><td>{html.escape(str(n))}</td>"
+                   f"<td>{html.escape(str(i))}</td><td>{html.escape(str(p))}</td><td>{_fmt(int(k))}</td></tr>"
+                   for f, n, i, p, k in zip(cap["file"], cap["node"], cap["ifname"], cap["peer"], cap["frames"]))
+    return ("<h2>Packet captures</h2><p>pcap files (Wireshark, tcpdump) of the captured interfaces: what the node "
+            "sent there, stamped when it entered the link, and what it received, stamped when it left it; "
+            "timestamps are emulated time (the scenario epoch plus scenario seconds).</p>"
+            "<table><tr><th>file</th><th>node</th><th>interface</th><th>toward</th><th>frames</th></tr>"
+            + rows + "</table>")
+
+
+def _apps_section(run: _Run) -> str:
+    """The scenario's own programs ([[apps]]): apps.csv with links to their outputs, or nothing."""
+    apps = run.get("apps.csv")
+    if apps is None or not len(apps):
+        return ""
+    rows = []
+    for r in apps.itertuples(index=False):
+        outs = " ".join(f"<a href='{html.escape(str(f))}'>{html.escape(Path(str(f)).suffix[1:])}</a>"
+                        for f in (r.stdout, r.stderr) if isinstance(f, str) and f)
+        rows.append(f"<tr><td>{html.escape(str(r.app))}</td><td>{html.escape(str(r.node))}</td>"
+                    f"<td><code>{html.escape(str(r.command))}</code></td><td>{_fmt(r.start_s)}</td>"
+                    f"<td>{_fmt(r.end_s)}</td><td>{html.escape(str(r.status))}</td><td>{_fmt(r.exit_code)}</td>"
+                    f"<td>{outs}</td></tr>")
+    return ("<h2>Your programs</h2><p>The scenario's [[apps]]: each command in its node, from its start to its "
+            "stop (scenario seconds), with its exit status and output.</p><table><tr><th>app</th><th>node</th>"
+            "<th>command</th><th>start s</th><th>end s</th><th>status</th><th>exit code</th><th>output</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _workload_table(summ: dict) -> str:

@@ -10,7 +10,8 @@ Run directory: the plan files (scenario copy, nodes, links, paths, routes, event
 `iperf.csv`/`iperf.json` (when asked), `positions.parquet` (nodes at a few instants, for the
 map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
-`run.json` (versions, host, options, timings).
+`run.json` (versions, host, options, timings); with `captures`, `captures/*.pcap` and
+`captures/captures.csv` (emulate.captures).
 Every time and figure there is in emulated time (divided back by the dilation factor).
 """
 
@@ -63,7 +64,8 @@ class RunOptions:
     in the directory), `allow_concurrent` (run beside another live run). The emulation:
     `links` (engine or kernel), `scope` (auto, all, paths), `speed`, `dilation` (≥ 1 or "auto"),
     `start_s`, `duration_s` (emulated; None: to the plan's end), `shards`, `busy_poll`, `seed`,
-    `calibrate`, `mtu`."""
+    `calibrate`, `mtu`. `captures`: link ends to capture to pcap (emulate.captures specs: NODE,
+    NODE:IFACE, A-B); `apps`: run the scenario's [[apps]]."""
 
     probes: tuple[tuple[str, str], ...] | None = None
     probe_rate_hz: float = 20.0
@@ -83,6 +85,8 @@ class RunOptions:
     seed: int = 0
     calibrate: bool = True
     mtu: int = 1500
+    captures: tuple[str, ...] = ()
+    apps: bool = True
 
     EMULATION = ("links", "scope", "speed", "dilation", "start_s", "duration_s", "shards", "busy_poll", "seed",
                  "calibrate", "mtu")
@@ -103,6 +107,8 @@ class RunOptions:
             changes["probes"] = tuple(tuple(p) for p in changes["probes"])
         if changes.get("iperf") is not None:
             changes["iperf"] = tuple(changes["iperf"])
+        if changes.get("captures") is not None:
+            changes["captures"] = tuple(changes["captures"])
         return dataclasses.replace(base or cls(), **changes)
 
 
@@ -159,11 +165,14 @@ def run(plan, out_dir: str | Path, options: RunOptions | None = None, *, replay=
     if opts.dilation == "auto":   # the probes' frames count toward the engines' load
         emulation["probe_frames_per_s"] = probe_frames_per_s(plan, pairs, opts.probe_rate_hz)
     em = Emulation(plan, progress=say, **emulation)   # checks root, options and window first
+    captures = _captures(plan, em, opts, out) if opts.captures else None
     sources = {"probes": Probes(plan, pairs, opts.probe_rate_hz, out / ".probes"),   # none: empty tables
                "replay": replay,
                "workloads": WorkloadRunner(plan, out / "workloads") if opts.workloads and plan.scenario.workloads
                else None,
-               "iperf": Iperf(*opts.iperf, out / "iperf.json") if opts.iperf else None}
+               "iperf": Iperf(*opts.iperf, out / "iperf.json") if opts.iperf else None,
+               "captures": captures,
+               "apps": _apps(plan, em, out) if opts.apps and plan.scenario.apps else None}
     if replay is not None:
         replay.work_dir = out / "replay"
     em.ns.meta["out_dir"] = str(out.absolute())
@@ -188,8 +197,9 @@ def run(plan, out_dir: str | Path, options: RunOptions | None = None, *, replay=
             live = em.live()
             start_sources(stack, live, sources, ("probes",))   # before the clock: Python takes a moment to start
             em.start(lead_s=0.5)
+            start_sources(stack, live, sources, ("captures",))   # once the engines' clock is the run's
             t_play = time.perf_counter()
-            start_sources(stack, live, sources, ("replay", "workloads", "iperf"))
+            start_sources(stack, live, sources, ("replay", "workloads", "apps", "iperf"))
             if replay is not None:
                 say(f"replaying {replay.path.name}: {replay.counts['open_loop']:,} packets open-loop, "
                     f"{replay.messages['flow'].nunique()} flows closed-loop ({len(replay.messages)} messages)")
@@ -275,6 +285,26 @@ def _write_plan_files(plan, em: Emulation, out: Path, out_dir) -> None:
                           f"nothing was emulated") from None
 
 
+def _captures(plan, em: Emulation, opts: RunOptions, out: Path):
+    """The run's Captures, its specs checked against the network the run builds (before anything
+    is built or written)."""
+    from .emulate.captures import CAPTURE_DIR, Captures, resolve_captures
+    if opts.links != "engine":
+        raise EmulationError("--capture needs the link engine (--links engine): the kernel backend has no capture")
+    nodes, links = em.network_tables()
+    points = resolve_captures(opts.captures, nodes, links, plan.schedule.node_names)
+    return Captures(points, out / CAPTURE_DIR, plan.scenario.epoch.timestamp(), lambda: em.links)
+
+
+def _apps(plan, em: Emulation, out: Path):
+    """The scenario's [[apps]] as a traffic source, their nodes checked against the network the
+    run builds."""
+    from .traffic.apps import Apps
+    apps = Apps(plan.scenario.apps, out)
+    apps.check(em.network_tables()[0])
+    return apps
+
+
 def check_concurrent(allow: bool) -> list[str]:
     """Refuse to start while another process's netemu run is live (both would share the CPUs, and
     this run's calibration would measure the other's load and take it off every delay), unless
@@ -353,6 +383,7 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     collect("replay", "the replay's results", lambda r: info.__setitem__("replay", _replay_lines(r, say)))
     collect("workloads", "the workloads' results (jobs.csv, throughput.csv)",
             lambda r: info.__setitem__("workloads", _workload_lines(r, say)))
+    collect("apps", "apps.csv", lambda r: info.__setitem__("apps", r))
     log = em.player.apply_log()
     part("apply.csv", lambda: atomic_write(out / "apply.csv", lambda tmp: log.to_csv(tmp, index=False)))
     info["apply_lag_ms"] = _stats(log["lag_ms"])
@@ -361,6 +392,7 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     info["routes_installed_at_start"] = em.routes_at_start()
     part("fidelity.json", lambda: _write_fidelity(em, sources["probes"], log, out, info, loaded=loaded))
     collect("iperf", "iperf.csv", info.update)
+    collect("captures", "captures/", lambda r: info.__setitem__("captures", r))
 
     def counters() -> None:
         c = em.links.counters()

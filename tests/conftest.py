@@ -57,3 +57,46 @@ def netns(root_env):
     from netemu.emulate.netns import Namespaces
     with Namespaces() as ns:
         yield ns
+
+
+@pytest.fixture(scope="session")
+def ring_run(root_env, tmp_path_factory):
+    """One short run of tests/data/ring.toml (12 satellites in a ring, 11.95-ms links) with its
+    [[apps]] (a ping r00-00 → r00-01, a sleeper stopped at its stop_s) and captures of the link
+    r00-00–r00-01 at both ends; while it plays, `netemu exec` runs commands in its nodes.
+    Returns {out, info, plan, exec: [(argv, returncode, stdout, stderr)]}."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    from netemu.emulate.netns import live_runs
+    out = tmp_path_factory.mktemp("ring") / "run"
+    plan = netemu.make_plan(netemu.load_scenario(DATA / "ring.toml"), workers=1)
+    done, results = threading.Event(), []
+
+    def exec_while_live():
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            runs = [e for e in live_runs() if e.get("out_dir") == str(out.absolute())]
+            if runs and (out / "addresses.csv").exists():
+                rid = runs[0]["id"]
+                for argv in ([rid, "r00-01", "--", "ping", "-n", "-c", "2", "-i", "0.2", "{addr:r00-00}"],
+                             [str(out), "r00-03", "--", "ip", "-o", "-4", "addr", "show", "dev", "lo"],
+                             [rid, "r00-99", "--", "true"],
+                             [rid, "r00-01", "--", "echo", "{addr:nowhere}"],
+                             [rid, "r00-01", "--", "sh", "-c", "exit 3"]):
+                    r = subprocess.run([sys.executable, "-m", "netemu", "exec", *argv], capture_output=True,
+                                       text=True, timeout=30)
+                    results.append((argv, r.returncode, r.stdout, r.stderr))
+                return
+            time.sleep(0.1)
+
+    helper = threading.Thread(target=exec_while_live, daemon=True)
+    helper.start()
+    try:
+        info = netemu.run(plan, out, probes=[], duration_s=6, dilation=1, calibrate=False, scope="all",
+                          captures=("r00-00-r00-01",), shards=1)
+    finally:
+        done.set()
+        helper.join(60)
+    return {"out": out, "info": info, "plan": plan, "exec": results}

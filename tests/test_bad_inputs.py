@@ -108,6 +108,12 @@ CASES = [
      r"workloads\[0\]\.rate_per_s: expected at most 100,000"),
     ("size-gb-1e300", BASE + '\n[[workloads]]\nkind = "checkpoint"\nsize_gb = 1e300\n', None,
      r"workloads\[0\]\.size_gb: expected at most 100,000"),
+    ("app-unknown-node", BASE + '\n[[apps]]\nnode = "g-c"\ncommand = "true"\n', None,
+     r"apps\[0\]\.node: expected a node defined in this scenario, found 'g-c'; did you mean 'g-[ab]'\?"),
+    ("app-bad-placeholder", BASE + '\n[[apps]]\nnode = "g-a"\ncommand = "ping {adress:g-b}"\n', None,
+     r"apps\[0\]\.command: unknown placeholder '\{adress:g-b\}' in '\{adress:g-b\}'; expected \{node\}"),
+    ("app-start-after-stop", BASE + '\n[[apps]]\nnode = "g-a"\ncommand = "true"\nstart_s = 30\nstop_s = 20\n', None,
+     r"apps\[0\]\.stop_s: expected a time after start_s = 30, found 20"),
     ("more-than-339999-satellites", BASE.replace("planes = 4", "planes = 600").replace("sats_per_plane = 4", "sats_per_plane = 600"),
      None, r"satellites: at most 339,999 satellites in all .*found 360,000"),
     ("formation-of-10000", BASE.replace("compute = true", "compute = false") + (

@@ -221,11 +221,14 @@ def test_pcap_capture(netns, engine, tmp_path):
         paths = engine.pcap(["cap"], str(tmp_path))
         netns.run("a", ["ping", "-c", "5", "-i", "0.05", dst])
         engine.remove_link("cap")           # closes the files
-        with open(paths[0], "rb") as f:
-            data = f.read()
-        assert data[:4] == bytes.fromhex("d4c3b2a1")
-        r = subprocess.run(["tcpdump", "-nr", paths[0]], capture_output=True, text=True)
-        assert r.returncode == 0 and r.stdout.count("ICMP echo request") >= 5
+        assert [p.rsplit("/", 1)[1] for p in paths] == ["cap-a.pcap", "cap-b.pcap"]
+        for path in paths:                  # each end saw every echo and every reply
+            with open(path, "rb") as f:
+                data = f.read()
+            assert data[:4] == bytes.fromhex("4d3cb2a1")    # libpcap with nanosecond stamps
+            r = subprocess.run(["tcpdump", "-nr", path], capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.count("ICMP echo request") >= 5
+            assert r.stdout.count("ICMP echo reply") >= 5
     except BaseException:
         if "cap" in engine.link_ids:
             engine.remove_link("cap")

@@ -131,7 +131,7 @@ class Emulation:
 
     def _build(self) -> None:
         w, sched = self.window, self.schedule
-        self._timed("plan_tables", self._tables)
+        self._timed("plan_tables", self.network_tables)
         ground = set(sched.nodes["name"][sched.nodes["kind"] == "ground"])
         n_sat = sum(1 for n in self.node_names if n not in ground)
         self.say(f"network: {len(self.node_names):,} nodes ({n_sat:,} satellites), {len(self.link_table):,} links, "
@@ -160,6 +160,13 @@ class Emulation:
                                              self.loopbacks, self.link_table)
         self.player = Player(self.clock, w, sched.t_s, self.links, fw, self.states,
                              self.link_table["link"].to_numpy(), engine=self.backend_name == "engine")
+
+    def network_tables(self) -> tuple[list[str], pd.DataFrame]:
+        """The nodes and links (link, a, b, kind, a_ifname, b_ifname, …) this emulation builds,
+        known before `build()` (computed once)."""
+        if not self.node_names:
+            self._tables()
+        return self.node_names, self.link_table
 
     def _tables(self) -> None:
         w, sched = self.window, self.schedule

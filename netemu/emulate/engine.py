@@ -114,7 +114,7 @@ class Direction:
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
                  "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                  "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
-                 "in_ns", "out_ns", "empty_at", "partial")
+                 "cap_in", "in_ns", "out_ns", "empty_at", "partial")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
@@ -136,7 +136,8 @@ class Direction:
         self.late = 0
         self.max_late_s = 0.0
         self.record: list | None = None
-        self.pcap = None
+        self.pcap = None                 # a _Pcap of the frames leaving at out_fd (their exit)
+        self.cap_in = None               # … of the frames entering at in_fd (their entry)
         self.in_ns = self.out_ns = 0     # engine-wide indices of the namespaces of in_fd, out_fd
         self.empty_at = 0.0              # when in_fd was last read to EAGAIN
         self.partial = False             # the last drain stopped at DRAIN_MAX frames
@@ -210,16 +211,30 @@ class Direction:
 
 
 class _Pcap:
-    """Minimal pcap writer (Ethernet link type); timestamps in wall-clock seconds."""
+    """A capture file of one link end (classic libpcap, nanosecond timestamps, link type
+    Ethernet: what the TAPs carry), written through a large buffer. Timestamps are emulated
+    time: the scenario epoch (`epoch_unix_s`) plus the schedule time of the frame's monotonic
+    instant under the engine's clock (origin, dilation), so a capture reads as if taken in the
+    emulated network."""
 
-    def __init__(self, path: str, snaplen: int = 262_144):
+    MAGIC_NS = 0xA1B23C4D
+
+    def __init__(self, path: str, engine: "Engine", epoch_unix_s: float = 0.0, snaplen: int = 262_144):
+        self.path, self.engine = path, engine
+        self.epoch_s = int(epoch_unix_s // 1)
+        self.epoch_ns = int(round((epoch_unix_s - self.epoch_s) * 1e9))
+        self.frames = 0
         self.f = open(path, "wb", buffering=1 << 20)
-        self.f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1))
+        self.f.write(struct.pack("<IHHiIII", self.MAGIC_NS, 2, 4, 0, 0, snaplen, 1))
 
-    def write(self, t_wall: float, frame: bytes) -> None:
-        sec = int(t_wall)
-        self.f.write(struct.pack("<IIII", sec, int((t_wall - sec) * 1e6), len(frame), len(frame)))
+    def write(self, t_mono: float, frame: bytes) -> None:
+        e = self.engine
+        ns = self.epoch_ns + int(round((t_mono - e.origin_mono) / e.scale * 1e9))
+        sec, ns = divmod(ns, 1_000_000_000)
+        n = len(frame)
+        self.f.write(struct.pack("<IIII", self.epoch_s + sec, ns, n, n))
         self.f.write(frame)
+        self.frames += 1
 
     def close(self) -> None:
         self.f.close()
@@ -293,7 +308,7 @@ class Engine:
                   and monotonic() - ws <= CAUSED_WINDOW_S)
         comp = self.hop_s if caused else self.process_s
         q = d.q
-        if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None):
+        if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None or d.cap_in is not None):
             n = self._drain_plain(d, fd, ws if caused else 0.0, comp)
         else:
             n = self._drain_general(d, fd, ws, caused, comp)
@@ -344,7 +359,7 @@ class Engine:
     def _drain_general(self, d: Direction, fd: int, ws: float, caused: bool, comp: float) -> int:
         """drain() for any link direction: each frame through Direction.admit (rate, queue,
         loss, down) and recorded when asked."""
-        read, admit, vnet, record, max_frame, q = os.read, d.admit, self.vnet, d.record, self.max_frame, d.q
+        read, admit, vnet, record, max_frame, q, cap = os.read, d.admit, self.vnet, d.record, self.max_frame, d.q, d.cap_in
         n = 0
         d.partial = True
         while n < DRAIN_MAX:
@@ -365,6 +380,8 @@ class Engine:
             dep = admit(now, size, enter, comp)
             if record is not None:
                 record.append((enter, dep, size, comp))
+            if cap is not None:      # entered (dropped frames too: the sender sent them)
+                cap.write(enter - comp, frame[vnet:])
             if dep < 0:
                 continue
             if d.reorder:
@@ -402,7 +419,7 @@ class Engine:
             nbytes += len(frame)
             deps.append(dep)
             if pcap is not None:
-                pcap.write(now + self.wall_offset, frame[vnet:])
+                pcap.write(now, frame[vnet:])
         n = len(deps)
         if not n:
             return
@@ -447,7 +464,7 @@ class Engine:
         if lateness > d.max_late_s:
             d.max_late_s = lateness
         if d.pcap is not None:
-            d.pcap.write(now + self.wall_offset, frame[self.vnet:])
+            d.pcap.write(now, frame[self.vnet:])
 
     def deliver(self) -> None:
         heap = self.heap
@@ -664,8 +681,9 @@ class Engine:
         for d in (ab, ba):
             d.q.clear()
             d.epoch += 1
-            if d.pcap:
-                d.pcap.close()
+            for cap in (d.pcap, d.cap_in):
+                if cap is not None:
+                    cap.close()
 
     def _configure(self, link: str, params: dict) -> None:
         entry = self.links.get(link)
@@ -751,14 +769,33 @@ class Engine:
         return [(link, name, [(t_in - self.origin_mono, (t_out - self.origin_mono) if t_out >= 0 else t_out, size, comp)
                               for t_in, t_out, size, comp in rec]) for link, name, rec in out]
 
-    def cmd_pcap(self, links: list, directory: str) -> list:
-        paths = []
-        for link in links:
-            for d in self.links[link][:2]:
-                path = os.path.join(directory, f"{link}-{d.name}.pcap")
-                d.pcap = _Pcap(path)
-                paths.append(path)
-        return paths
+    def cmd_capture(self, ends: list, epoch_unix_s: float) -> list:
+        """ends: [(link, side "a"|"b", path)]: write what that end's node sends into the link
+        (stamped at the frame's entry, less the overhead taken off its delay, so exit − entry
+        is the link's delay, serialisation and queueing) and what it receives from it (stamped
+        at its exit, when the engine writes it into the node) to a pcap file at `path`.
+        Returns the paths."""
+        for link, side, path in ends:
+            ab, ba, _ = self.links[link]
+            out_d, in_d = (ab, ba) if side == "a" else (ba, ab)
+            cap = _Pcap(path, self, epoch_unix_s)
+            for old in (out_d.cap_in, in_d.pcap):
+                if old is not None:
+                    old.close()
+            out_d.cap_in, in_d.pcap = cap, cap
+        return [path for _, _, path in ends]
+
+    def cmd_capture_stop(self) -> dict:
+        """Close every capture file; {path: frames written}."""
+        out = {}
+        for ab, ba, _ in self.links.values():
+            for d in (ab, ba):
+                for cap in (d.cap_in, d.pcap):
+                    if cap is not None and cap.path not in out:
+                        cap.close()
+                        out[cap.path] = cap.frames
+                d.cap_in = d.pcap = None
+        return out
 
     def cmd_counters(self) -> dict:
         rows = [d.counters() for ab, ba, _ in self.links.values() for d in (ab, ba)]
@@ -779,9 +816,10 @@ class Engine:
         for link in list(self.links):
             ab, ba, fds = self.links.pop(link)
             for d in (ab, ba):
-                if d.pcap:
-                    d.pcap.close()
-                    d.pcap = None
+                for cap in (d.pcap, d.cap_in):
+                    if cap is not None:
+                        cap.close()
+                d.pcap = d.cap_in = None
             for fd in fds:
                 # Persistent TAPs stay in their namespaces, which the emulation deletes in one batch.
                 try:

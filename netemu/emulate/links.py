@@ -401,13 +401,33 @@ class EngineLinks:
         return pd.DataFrame(rows, columns=["link", "direction", "t_in_s", "t_out_s", "size_bytes", "dropped",
                                            "compensation_us"])
 
-    def pcap(self, link_ids: Iterable[str], directory: str) -> list[str]:
-        """Write the frames leaving these links (both directions) to pcap files in `directory`."""
-        os.makedirs(directory, exist_ok=True)
+    def capture(self, ends: Iterable[tuple[str, str, str]], epoch_unix_s: float = 0.0) -> list[str]:
+        """Capture link ends to pcap files: `ends` is (link, side "a"|"b", path) each. A file
+        holds what that end's node sends into the link (stamped at the frame's entry) and what
+        it receives from it (stamped at its exit), in emulated time from `epoch_unix_s` (see
+        engine.cmd_capture). The engine writes them; `capture_stop()` closes them."""
+        by_shard: dict[_Shard, list] = {}
+        for link, side, path in ends:
+            if side not in ("a", "b"):
+                raise EmulationError(f"capture of {link}: side expected 'a' or 'b', found {side!r}")
+            by_shard.setdefault(self._shard_of(link), []).append((link, side, os.path.abspath(path)))
         paths = []
-        for shard, items in self._by_shard((k, None) for k in link_ids).items():
-            paths += shard.call("pcap", [k for k, _ in items], os.path.abspath(directory))
+        for shard, items in by_shard.items():
+            paths += shard.call("capture", items, float(epoch_unix_s))
         return paths
+
+    def capture_stop(self) -> dict[str, int]:
+        """Close every capture file: {path: frames written}."""
+        out: dict[str, int] = {}
+        for s in self._shards:
+            out.update(s.call("capture_stop"))
+        return out
+
+    def pcap(self, link_ids: Iterable[str], directory: str, epoch_unix_s: float = 0.0) -> list[str]:
+        """Capture both ends of these links into `directory` (`LINK-a.pcap`, `LINK-b.pcap`)."""
+        os.makedirs(directory, exist_ok=True)
+        return self.capture([(k, side, os.path.join(directory, f"{k}-{side}.pcap"))
+                             for k in link_ids for side in ("a", "b")], epoch_unix_s)
 
     def in_flight(self, min_age_s: float = 0.0) -> list[str]:
         """Requests sent to an engine and not answered yet (for `min_age_s` or longer), one

@@ -2,8 +2,8 @@
 
 A scenario says *what* to emulate: the time window, satellite groups (Walker shells, formation-flying
 compute clusters, TLE files), ground stations, the laser ISL models, the ground-link (GSL) model,
-the endpoints workloads will use, the routing metric and the AI workloads to run (`[[workloads]]`:
-inference, upload, checkpoint, allreduce). Paths inside a scenario are relative to
+the endpoints workloads will use, the routing metric, the AI workloads to run (`[[workloads]]`:
+inference, upload, checkpoint, allreduce) and the user's own programs (`[[apps]]`, plan.apps). Paths inside a scenario are relative to
 the scenario file. Every problem raises one `ScenarioError` naming the file, the key and what was
 expected; nothing is computed before the whole file has been checked.
 """
@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ScenarioError, TLEError
+from .apps import APP_NAME_RE, App, PlaceholderError, placeholders
 from .code import parse_code
 from .files import MAX_TEXT_BYTES, read_input, resolve_path
 from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
@@ -34,7 +36,7 @@ from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg,
 __all__ = [
     "Scenario", "WalkerShell", "Formation", "TLEGroup", "GroundStation", "ISLModel", "GSLModel",
     "Routing", "Workload", "WORKLOAD_KINDS", "ComputeGroup", "Fault", "FAULT_KINDS", "GroupFaults", "Region",
-    "Rain", "Clouds", "load_scenario", "NAME_MAX_CHARS",
+    "Rain", "Clouds", "load_scenario", "NAME_MAX_CHARS", "App",
 ]
 
 NAME_MAX_CHARS = 10
@@ -371,6 +373,8 @@ class Scenario:
     """Problems that do not stop planning (e.g. old TLEs); `make_plan` reports them."""
     compute: tuple[ComputeGroup, ...] = ()
     """Compute and power models of compute groups (`[[compute]]`; empty: none modelled)."""
+    apps: tuple[App, ...] = ()
+    """The user's own programs to run in nodes (`[[apps]]`, see netemu.plan.apps)."""
 
     @property
     def n_steps(self) -> int:
@@ -510,7 +514,7 @@ def _prefix_check(v: str) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 _TOP_LEVEL = ("scenario", "satellites", "ground_stations", "isl", "gsl", "endpoints", "routing", "workloads",
-              "compute", "faults", "rain", "clouds")
+              "compute", "faults", "rain", "clouds", "apps")
 
 # Every key of the format in any table (workload parameters are added below WORKLOAD_PARAMS): a
 # required key found missing is first matched against present keys that are valid nowhere.
@@ -526,7 +530,7 @@ _KNOWN_KEYS = set(_TOP_LEVEL) | {
     "t_s", "node", "a", "b", "terminal", "reboot_s", "failure_detection_s", "frequency_ghz",
     "clear_sky_margin_db", "rate_steps", "polarization", "rain_height_km", "station", "mean_dry_s",
     "mean_wet_s", "median_mm_per_h", "sigma", "group", "mtbf_s", "mttr_s", "distribution", "shape",
-    "rate_per_day", "regions", "fraction", "region", "multiplier",
+    "rate_per_day", "regions", "fraction", "region", "multiplier", "command",
 }
 
 
@@ -591,6 +595,7 @@ def load_scenario(path: str | Path) -> Scenario:
     faults, group_faults = _faults(top, groups, stations, node_names, duration_s)
     rain = _rain(top, base, stations, gsl)
     clouds = _clouds(top, base, stations, gsl)
+    apps = _apps(top, groups, node_names, endpoints, duration_s)
     top.done()
 
     if not groups:
@@ -599,7 +604,7 @@ def load_scenario(path: str | Path) -> Scenario:
                     step_s=step_s, satellites=tuple(groups), ground_stations=tuple(stations),
                     isls=tuple(isls), gsl=gsl, endpoints=endpoints, routing=routing, workloads=tuple(workloads),
                     faults=tuple(faults), group_faults=tuple(group_faults), rain=tuple(rain), clouds=tuple(clouds),
-                    warnings=tuple(warnings), compute=tuple(compute))
+                    warnings=tuple(warnings), compute=tuple(compute), apps=tuple(apps))
 
 
 def _did_you_mean(found: Any, valid: list[str]) -> str:
@@ -1218,6 +1223,73 @@ def _workloads(top: _Table, groups: list[SatelliteGroup], stations: list[GroundS
         t.done()
         out.append(Workload(name=name, kind=kind, clients=tuple(clients), server=server, start_s=start_s,
                             stop_s=stop_s, seed=seed, transport=transport, params=tuple(params)))
+    return out
+
+
+# --------------------------------------------------------------------------- apps
+
+
+def _apps(top: _Table, groups: list[SatelliteGroup], node_names: dict[str, str], endpoints: tuple[str, ...],
+          duration_s: float) -> list[App]:
+    """`[[apps]]`: the user's programs (netemu.plan.apps): name, node or group, command (a list
+    of strings, or a string split as a shell would split it, without ever running one),
+    start_s, stop_s."""
+    top.seen.add("apps")
+    raw = top.data.get("apps", [])
+    if not isinstance(raw, list):
+        raise top.error("apps", "expected an array of tables ([[apps]])")
+    by_group = {g.name: group_node_names(g) for g in groups}
+    eps = set(endpoints)
+    out: list[App] = []
+    for i, item in enumerate(raw):
+        t = _Table(top.path, f"apps[{i}]", item)
+        name = t.get("name", "a string", f"app-{i}",
+                     check=lambda v: None if APP_NAME_RE.match(v) else "1-40 letters, digits, '-', '_' or '.'")
+        if any(a.name == name for a in out):
+            raise t.error("name", f"expected a unique app name; {name!r} is used twice")
+        if t.has("node") == t.has("group"):
+            raise t.error("node", "expected exactly one of node (a node name) or group (a satellite group: every node of it)")
+        group = None
+        if t.has("node"):
+            node = t.get("node", "a string")
+            if node not in node_names:
+                raise t.error("node", f"expected a node defined in this scenario, found {node!r}"
+                                      + _did_you_mean(node, list(node_names)))
+            nodes = (node,)
+        else:
+            group = t.get("group", "a string")
+            if group not in by_group:
+                raise t.error("group", f"expected a satellite group of this scenario ({', '.join(by_group)}), found {group!r}"
+                                       + _did_you_mean(group, list(by_group)))
+            nodes = tuple(by_group[group])
+        cmd = t.get("command", "a list") if isinstance(t.data.get("command"), list) else t.get("command", "a string")
+        if isinstance(cmd, str):
+            try:
+                cmd = shlex.split(cmd)
+            except ValueError as e:
+                raise t.error("command", f"expected a command line (split as a shell would, never run by one): {e}") from None
+        elif not all(isinstance(a, str) for a in cmd):
+            raise t.error("command", f"expected a list of strings (the program and its arguments), found {_show(cmd)}")
+        if not cmd or not cmd[0]:
+            raise t.error("command", "expected a program to run; the command is empty")
+        for arg in cmd:
+            try:
+                marks = placeholders(arg)
+            except PlaceholderError as e:
+                raise t.error("command", str(e)) from None
+            for kind, target in marks:
+                if kind == "addr" and target not in node_names:
+                    raise t.error("command", f"expected {{addr:NAME}} with a node of this scenario, found {target!r}"
+                                             + _did_you_mean(target, list(node_names)))
+                if kind == "addr" and target not in eps:
+                    raise t.error("command", f"expected {{addr:NAME}} of an endpoint (routes lead to endpoints only), found "
+                                             f"{{addr:{target}}}; add {target} to [endpoints].nodes")
+        start_s = t.get("start_s", "a number", 0.0, check=_range(0, duration_s))
+        stop_s = t.get("stop_s", "a number", None, check=_range(0, duration_s))
+        if stop_s is not None and stop_s <= start_s:
+            raise t.error("stop_s", f"expected a time after start_s = {start_s:g}, found {stop_s:g}")
+        t.done()
+        out.append(App(name=name, nodes=nodes, command=tuple(cmd), start_s=start_s, stop_s=stop_s, group=group))
     return out
 
 
