@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -227,18 +228,21 @@ def _route_chunk(job) -> dict:
     # hop counts, ties are the rule and every step is routed afresh.
     reuse = g.metric == "delay" and REUSE_TREES
     cache = _TreeCache(ep, V, sink[g.is_ground] if not g.ground_relay else None) if reuse else None
+    mode = _Modes.shared((n, E, g.ground_relay))
     for k in range(k0, k1):
         lo, hi = bounds[k - k0], bounds[k - k0 + 1]
         a, b, d = g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi]
-        if cache is None:
+        reusing = cache is not None and mode.reuse(k - k0)
+        if not reusing:
             dist, pred = _trees(g, a, b, d, sink, V)
             redo = None
+            if cache is not None:
+                cache.key = None        # the next step it routes starts from scratch
         else:
             dist, pred, fresh = cache.step(*_edges(g, a, b, d, sink))
             # Only pairs whose tree was recomputed or whose source's own link changed need a new walk.
-            start_pred = pred[row, start]
-            redo = None if prev is None else np.nonzero(fresh[row] | (start_pred != prev_start_pred))[0]
-            prev_start_pred = start_pred
+            redo = None if prev is None else np.nonzero(fresh[row] | (pred[row, start] != prev_start_pred))[0]
+        prev_start_pred = pred[row, start]
         reach = np.isfinite(dist[row, start])
         if redo is None:
             P = _walk(pred, row, start, reach)
@@ -279,6 +283,8 @@ def _route_chunk(job) -> dict:
             r_delay.append(delay[p])
             r_hops.append(hops[p] if reach[p] else -1)
         prev = P
+        if cache is not None:
+            mode.took(k - k0, reusing)
     return {"k0": k0, "k1": k1, "step": _cat(out_step, np.int32), "pair": _cat(out_pair, np.int32),
             "delay_ms": _cat(out_delay, np.float64), "hops": _cat(out_hops, np.int16),
             "r_step": np.array(r_step, np.int32), "r_pair": np.array(r_pair, np.int32), "r_path": r_path,
@@ -301,6 +307,58 @@ def _trees(g: _Graphs, a: np.ndarray, b: np.ndarray, d: np.ndarray, sink: np.nda
     return dijkstra(M, directed=True, indices=g.endpoints, return_predecessors=True)
 
 
+class _Modes:
+    """Whether to keep trees (`_TreeCache`) or route afresh, step by step, by what each costs
+    here: both give the same trees, but where most trees change at every step, checking them
+    costs more than it saves. Every `PERIOD` steps a process routes `PROBE` steps each way and
+    then uses the faster way; its steps count across the chunks it routes (`shared`)."""
+
+    PERIOD, PROBE = 256, 4
+    _shared: dict = {}
+
+    @classmethod
+    def shared(cls, key) -> "_Modes":
+        return cls._shared.setdefault(key, cls())
+
+    def __init__(self):
+        self.n = 0
+        self.t = {True: [], False: []}
+        self.best = True
+        self.t0 = 0.0
+
+    def reuse(self, i: int) -> bool:
+        self.t0 = time.perf_counter()
+        j = self.n % self.PERIOD
+        if j == 0:
+            self.t = {True: [], False: []}
+        if j < self.PROBE + 1:          # the first step of a reuse run builds the trees afresh
+            return True
+        if j < 2 * self.PROBE + 1:
+            return False
+        if j == 2 * self.PROBE + 1:
+            self.best = np.median(self.t[True]) <= np.median(self.t[False])
+        return self.best
+
+    def took(self, i: int, reused: bool) -> None:
+        j = self.n % self.PERIOD
+        self.n += 1
+        if 1 <= j < 2 * self.PROBE + 1:
+            self.t[reused].append(time.perf_counter() - self.t0)
+
+
+_LUT_MAX = 2**24
+"""Vertices² up to which `_TreeCache` numbers edges with a dense table (4 bytes each)."""
+
+
+def _edge_ids(key: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index in `key` of each of `wanted` (−1 where absent)."""
+    if not len(key):
+        return np.full(wanted.shape, -1, np.int64)
+    order = np.argsort(key, kind="stable")
+    pos = np.minimum(np.searchsorted(key[order], wanted), len(key) - 1)
+    return np.where(key[order][pos] == wanted, order[pos], -1)
+
+
 class _TreeCache:
     """Shortest-path trees rooted at `roots`, step after step, recomputed only where they changed.
 
@@ -320,6 +378,19 @@ class _TreeCache:
         if leaves is not None:
             self.is_leaf[leaves] = True
         self.key = None
+        # Edge number of each (u, v) key, when a dense table is small enough (else a search).
+        self.lut = np.full(V * V, -1, np.int32) if V * V <= _LUT_MAX else None
+
+    def _ids(self, key: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        if self.lut is None:
+            return _edge_ids(key, wanted)
+        return np.where(wanted >= 0, self.lut[np.maximum(wanted, 0)], -1)
+
+    def _set_keys(self, key: np.ndarray) -> None:
+        if self.lut is not None:
+            if self.key is not None:
+                self.lut[self.key] = -1
+            self.lut[key] = np.arange(len(key), dtype=np.int32)
 
     def step(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray):
         """(dist, pred, fresh) over this step's directed edges; `fresh[r]`: root r's tree was
@@ -328,15 +399,16 @@ class _TreeCache:
         key = rows.astype(np.int64) * V + cols
         if self.key is None:
             fresh = np.ones(E, bool)
+            if self.lut is not None:
+                self.lut[:] = -1
+            self._set_keys(key)
         else:
             if len(key) == len(self.key) and np.array_equal(key, self.key):
                 teid, broken = self.teid, np.zeros(E, bool)
             else:   # new edge numbers of the trees' edges; a tree that lost one is recomputed
-                order = np.argsort(key, kind="stable")
-                skey = key[order]
-                pos = np.minimum(np.searchsorted(skey, self.key), len(skey) - 1)
-                remap = np.where(skey[pos] == self.key, order[pos], -1)
-                teid = np.where(self.teid >= 0, remap[np.maximum(self.teid, 0)], -1)
+                self._set_keys(key)
+                remap = np.r_[self._ids(key, self.key), -1]
+                teid = remap[self.teid]     # -1 (no tree edge) picks the appended -1
                 broken = ((teid < 0) & (self.teid >= 0) & ~self.is_leaf).any(axis=1)
                 self.lv_teid = None
             self.dist, self.teid = self._along(teid, w), teid
@@ -350,11 +422,8 @@ class _TreeCache:
         if fresh.any():
             M = sp.csr_matrix((w, (rows, cols)), shape=(V, V))
             dist, pred = dijkstra(M, directed=True, indices=self.roots[fresh], return_predecessors=True)
-            order = np.argsort(key, kind="stable")
-            skey = key[order]
             has = pred >= 0
-            pos = np.searchsorted(skey, np.where(has, pred.astype(np.int64) * V + np.arange(V), 0))
-            teid = np.where(has, order[np.minimum(pos, len(skey) - 1)], -1)
+            teid = self._ids(key, np.where(has, pred.astype(np.int64) * V + np.arange(V), -1))
             if fresh.all():
                 self.dist, self.pred, self.teid = dist, pred, teid
                 self.depth = np.zeros((E, V), np.int16)
