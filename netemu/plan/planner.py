@@ -338,9 +338,9 @@ def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> lis
     names = schedule.node_names
     n = len(names)
     T = len(schedule.t_s)
-    isl = L[(L["kind"] == "isl").to_numpy()]
-    a = isl["a"].cat.codes.to_numpy().astype(np.int64)
-    b = isl["b"].cat.codes.to_numpy().astype(np.int64)
+    is_isl = (L["kind"] == "isl").to_numpy()
+    a = L["a"].cat.codes.to_numpy()[is_isl].astype(np.int64)
+    b = L["b"].cat.codes.to_numpy()[is_isl].astype(np.int64)
     key = a * n + b
     offs, off = {}, 0
     for g in scenario.satellites:
@@ -384,8 +384,8 @@ def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> lis
                        f"({100 * got / want:.0f} %): satellites beyond line of sight or max_range_km")
 
     # Groups their own lasers leave in pieces (at sampled steps; only up links).
-    up = isl["up"].to_numpy()
-    steps = isl["step"].to_numpy()
+    up = L["up"].to_numpy()[is_isl]
+    steps = L["step"].to_numpy()[is_isl]
     sampled = np.unique(np.linspace(0, T - 1, min(T, _SAMPLED_STEPS)).astype(int))
     for gname in dict.fromkeys(m.groups[0] for m in scenario.isls if len(m.groups) == 1):
         lo, hi = offs[gname]

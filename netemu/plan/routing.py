@@ -542,14 +542,18 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
     pi, pj = np.triu_indices(E, k=1)
     ep_cat = pd.CategoricalDtype(list(endpoints), ordered=True)
     t_s = schedule.t_s
-    step = np.concatenate([r["step"] for r in results])
-    pair = np.concatenate([r["pair"] for r in results])
+    # Each chunk's arrays are let go as soon as they are joined (the planner's peak memory).
+    step = np.concatenate([r.pop("step") for r in results])
+    pair = np.concatenate([r.pop("pair") for r in results])
+    code = np.int16 if E < 2**15 else np.int32
+    src = pd.Categorical.from_codes(pi.astype(code)[pair], dtype=ep_cat)
+    dst = pd.Categorical.from_codes(pj.astype(code)[pair], dtype=ep_cat)
+    del pair
     paths = pd.DataFrame({
-        "step": step, "t_s": t_s[step],
-        "src": pd.Categorical.from_codes(pi[pair], dtype=ep_cat),
-        "dst": pd.Categorical.from_codes(pj[pair], dtype=ep_cat),
-        "delay_ms": np.concatenate([r["delay_ms"] for r in results]),
-        "hops": np.concatenate([r["hops"] for r in results])})
+        "step": step, "t_s": t_s[step], "src": src, "dst": dst,
+        "delay_ms": np.concatenate([r.pop("delay_ms") for r in results]),
+        "hops": np.concatenate([r.pop("hops") for r in results])})
+    del step, src, dst
     # Route rows: drop those at a chunk's first step whose path did not change across the boundary.
     name_arr = np.asarray(names, dtype=object)
     keep_all, r_path = [], []

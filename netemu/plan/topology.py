@@ -561,11 +561,12 @@ def link_events(schedule: Schedule) -> pd.DataFrame:
     t_s = schedule.t_s
     T = len(t_s)
     n = len(L)
-    a = L["a"].cat.codes.to_numpy().astype(np.int64)
-    b = L["b"].cat.codes.to_numpy().astype(np.int64)
-    step = L["step"].to_numpy().astype(np.int64)
+    a = L["a"].cat.codes.to_numpy().astype(np.int32)
+    b = L["b"].cat.codes.to_numpy().astype(np.int32)
+    step = L["step"].to_numpy().astype(np.int32)
     up = L["up"].to_numpy()
-    kind = np.asarray(L["kind"].cat.categories, dtype=object)[L["kind"].cat.codes.to_numpy()] if n else np.zeros(0, object)
+    kind_code = L["kind"].cat.codes.to_numpy()
+    kind_names = np.asarray(L["kind"].cat.categories, dtype=object)
     names = np.asarray(schedule.node_names, dtype=object)
     rows = []
     # up-runs per link
@@ -581,9 +582,10 @@ def link_events(schedule: Schedule) -> pd.DataFrame:
         ends = order[last & (s < T - 1)]
         for idx, ev, dstep in ((starts, "link_up", 0), (ends, "link_down", 1)):
             rows.append(pd.DataFrame({"t_s": t_s[step[idx] + dstep], "event": ev, "a": names[a[idx]],
-                                      "b": names[b[idx]], "detail": kind[idx]}))
+                                      "b": names[b[idx]], "detail": kind_names[kind_code[idx]]}))
     # handovers: a station's ground-link set gains one satellite while losing another
-    g = np.nonzero(kind == "gsl")[0] if n else np.zeros(0, np.int64)
+    g = np.nonzero(kind_code == list(kind_names).index("gsl"))[0] if n and "gsl" in list(kind_names) \
+        else np.zeros(0, np.int64)
     if len(g):
         cur = pd.DataFrame({"step": step[g], "st": b[g], "sat": a[g]})
         prev = cur.assign(step=cur["step"] + 1)
