@@ -164,6 +164,15 @@ class _PoolThatDies:
     def __exit__(self, *exc):
         return False
 
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, wait=True):
+        pass
+
     def map(self, fn, jobs):
         from concurrent.futures.process import BrokenProcessPool
         raise BrokenProcessPool("A process in the process pool was terminated abruptly")

@@ -148,3 +148,30 @@ def test_next_hops_walk_the_planned_paths(small_plan):
                     assert bool(path) == bool(expect)
                 walked += bool(path)
     assert walked > 100
+
+
+@pytest.mark.parametrize("ground_relay", [False, True])
+def test_reused_trees_route_exactly_as_dijkstra_at_every_step(small_plan, monkeypatch, ground_relay):
+    # Trees kept from the previous step (routing._TreeCache) must give bit for bit the paths,
+    # delays and route rows of routing every step afresh, while recomputing far fewer trees.
+    from netemu.plan import routing
+    roots = []
+    real = routing.dijkstra
+
+    def counting(M, **kw):
+        roots.append(len(np.atleast_1d(kw["indices"])))
+        return real(M, **kw)
+    monkeypatch.setattr(routing, "dijkstra", counting)
+    monkeypatch.setattr(routing._Modes, "reuse", lambda self, i: True)   # not by what each costs here
+    sched, eps = small_plan.schedule, small_plan.routes.endpoints
+    out = {}
+    for reuse in (False, True):
+        monkeypatch.setattr(routing, "REUSE_TREES", reuse)
+        roots.clear()
+        out[reuse] = (compute_routes(sched, eps, "delay", ground_relay, workers=1), sum(roots))
+    (fresh, n_fresh), (kept, n_kept) = out[False], out[True]
+    pd.testing.assert_frame_equal(fresh.paths, kept.paths, check_exact=True)
+    pd.testing.assert_frame_equal(fresh.routes, kept.routes, check_exact=True)
+    assert len(kept.routes) > len(eps) * (len(eps) - 1) // 2     # paths did change over the window
+    assert n_fresh == len(eps) * len(sched.t_s)
+    assert n_kept < 0.75 * n_fresh, (n_kept, n_fresh)

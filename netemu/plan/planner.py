@@ -34,7 +34,7 @@ from ..errors import PlanError
 from .orbits import (Track, formation_satrecs, propagate, station_ecef_km, sun_ecef_km, time_grid_s,
                      walker_satrecs)
 from .power import energy_balance, power_table, sunlit_fraction
-from .routing import Routes, compute_routes, path_events
+from .routing import Routes, compute_routes, path_events, routing_pool
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
 from .faults import believed_up, blackholed, expand_group_faults, fault_events
 from .topology import Schedule, build_schedule, plus_grid_pairs
@@ -231,6 +231,16 @@ def make_plan(scenario: Scenario, workers: int | None = None,
     (`plan_memory_bytes`) exceeds the memory available.
     """
     check_plan_memory(scenario, workers=workers)
+    pool = routing_pool(workers) if scenario.n_steps > 1 else None
+    try:
+        return _make_plan(scenario, workers, progress, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _make_plan(scenario: Scenario, workers: int | None, progress: Callable[[str], None] | None,
+               pool) -> Plan:
     say = progress or (lambda msg: None)
     warnings = list(scenario.warnings)
     for w in warnings:
@@ -276,7 +286,7 @@ def make_plan(scenario: Scenario, workers: int | None = None,
                                scenario.routing.failure_detection_s)
         view = Schedule(schedule.nodes, schedule.t_s, schedule.links.assign(up=believed))
     routes = compute_routes(view, scenario.endpoints, scenario.routing.metric,
-                            scenario.routing.ground_relay, workers=workers, progress=route_progress)
+                            scenario.routing.ground_relay, workers=workers, progress=route_progress, pool=pool)
     if believed is not None:
         lost = blackholed(routes.routes, schedule.links, believed)
         if len(lost):
@@ -328,9 +338,9 @@ def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> lis
     names = schedule.node_names
     n = len(names)
     T = len(schedule.t_s)
-    isl = L[(L["kind"] == "isl").to_numpy()]
-    a = isl["a"].cat.codes.to_numpy().astype(np.int64)
-    b = isl["b"].cat.codes.to_numpy().astype(np.int64)
+    is_isl = (L["kind"] == "isl").to_numpy()
+    a = L["a"].cat.codes.to_numpy()[is_isl].astype(np.int64)
+    b = L["b"].cat.codes.to_numpy()[is_isl].astype(np.int64)
     key = a * n + b
     offs, off = {}, 0
     for g in scenario.satellites:
@@ -374,8 +384,8 @@ def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> lis
                        f"({100 * got / want:.0f} %): satellites beyond line of sight or max_range_km")
 
     # Groups their own lasers leave in pieces (at sampled steps; only up links).
-    up = isl["up"].to_numpy()
-    steps = isl["step"].to_numpy()
+    up = L["up"].to_numpy()[is_isl]
+    steps = L["step"].to_numpy()[is_isl]
     sampled = np.unique(np.linspace(0, T - 1, min(T, _SAMPLED_STEPS)).astype(int))
     for gname in dict.fromkeys(m.groups[0] for m in scenario.isls if len(m.groups) == 1):
         lo, hi = offs[gname]
@@ -424,19 +434,21 @@ def plan_summary(plan: Plan) -> dict:
     E = len(sc.endpoints)
     n_pairs = E * (E - 1) // 2
     by_kind = {}
-    for kind in ("isl", "gsl"):
-        k = L[L["kind"] == kind]
-        per_step = k.groupby("step", observed=True).size().reindex(range(T), fill_value=0)
+    kind_code = L["kind"].cat.codes.to_numpy()
+    for code, kind in enumerate(L["kind"].cat.categories):
+        sel = kind_code == code
+        dist = L["distance_km"].to_numpy()[sel]
+        per_step = np.bincount(L["step"].to_numpy()[sel], minlength=T)
         by_kind[kind] = {
             "links_per_step_mean": round(float(per_step.mean()), 2) if T else 0.0,
             "links_per_step_min": int(per_step.min()) if T else 0,
             "links_per_step_max": int(per_step.max()) if T else 0,
-            "distance_km_mean": round(float(k["distance_km"].mean()), 1) if len(k) else None,
-            "distance_km_max": round(float(k["distance_km"].max()), 1) if len(k) else None,
-            "up_fraction": round(float(k["up"].mean()), 4) if len(k) else None,
+            "distance_km_mean": round(float(dist.mean()), 1) if len(dist) else None,
+            "distance_km_max": round(float(dist.max()), 1) if len(dist) else None,
+            "up_fraction": round(float(L["up"].to_numpy()[sel].mean()), 4) if len(dist) else None,
         }
     p = routes.paths
-    reach = p.groupby("step").size().reindex(range(T), fill_value=0) / max(n_pairs, 1)
+    reach = pd.Series(np.bincount(p["step"].to_numpy(), minlength=T) / max(n_pairs, 1))
     kinds = sched.nodes["kind"].value_counts()
     return {
         "netemu_version": __version__,
@@ -611,11 +623,11 @@ def write_plan(plan: Plan, out_dir: str | Path) -> dict:
     sched, routes = plan.schedule, plan.routes
     # Parquet encoding releases the GIL: the large tables are written side by side.
     with ThreadPoolExecutor(3) as pool:
-        jobs = [pool.submit(sched.links.to_parquet, out / "links.parquet", index=False),
-                pool.submit(routes.paths.to_parquet, out / "paths.parquet", index=False),
-                pool.submit(routes.routes.to_parquet, out / "routes.parquet", index=False)]
+        jobs = [pool.submit(write_parquet, sched.links, out / "links.parquet"),
+                pool.submit(write_parquet, routes.paths, out / "paths.parquet"),
+                pool.submit(write_parquet, routes.routes, out / "routes.parquet")]
         if plan.power is not None:
-            jobs.append(pool.submit(plan.power.to_parquet, out / "power.parquet", index=False))
+            jobs.append(pool.submit(write_parquet, plan.power, out / "power.parquet"))
         sched.nodes.to_csv(out / "nodes.csv", index=False)
         plan.events.to_csv(out / "events.csv", index=False, float_format="%.6f")
         shutil.copyfile(plan.scenario.path, out / "scenario.toml")
@@ -624,6 +636,27 @@ def write_plan(plan: Plan, out_dir: str | Path) -> dict:
             j.result()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+PARQUET_ROW_GROUP = 1 << 20
+"""Rows per Parquet row group (pyarrow's default, so the files are those `to_parquet` writes)."""
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """`df.to_parquet(path, index=False)`, byte for byte, one row group at a time: only one row
+    group's Arrow copy is held, not the whole table's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    writer = None
+    try:
+        for lo in range(0, max(len(df), 1), PARQUET_ROW_GROUP):
+            table = pa.Table.from_pandas(df.iloc[lo:lo + PARQUET_ROW_GROUP], preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def read_plan(out_dir: str | Path) -> dict[str, pd.DataFrame]:

@@ -13,7 +13,9 @@ Paths are symmetric in delay (links are), so outputs list each unordered pair on
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -27,7 +29,12 @@ from scipy.sparse.csgraph import dijkstra
 from ..errors import PlanError
 from .topology import Schedule
 
-__all__ = ["Routes", "compute_routes", "path_events", "next_hop_changes"]
+__all__ = ["Routes", "compute_routes", "routing_pool", "path_events", "next_hop_changes"]
+
+
+REUSE_TREES = True
+"""Keep last step's shortest-path trees where still exact (`_TreeCache`); False routes every
+step afresh (the reference the tests compare with)."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,13 @@ class _Graphs:
 
 
 def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str = "delay",
-                   ground_relay: bool = False, workers: int | None = None, progress=None) -> Routes:
+                   ground_relay: bool = False, workers: int | None = None, progress=None,
+                   pool: ProcessPoolExecutor | None = None) -> Routes:
     """Shortest paths between all endpoint pairs at every step of `schedule`.
 
     metric: "delay" (sum of link delay_ms) or "hops". `workers` processes (default: one per core)
-    share the steps; `progress(done_steps, total_steps)` is called as chunks finish.
+    share the steps, those of `pool` (`routing_pool`) when given; `progress(done_steps,
+    total_steps)` is called as chunks finish.
     """
     names = schedule.node_names
     g = _graphs(schedule, endpoints, metric, ground_relay)
@@ -88,10 +97,11 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
     jobs = [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
             for i in range(n_chunks) if edges[i] < edges[i + 1]]
     results = []
-    if workers > 1 and len(jobs) > 1:
+    if (workers > 1 or pool is not None) and len(jobs) > 1:
         try:
-            with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-                for r in pool.map(_route_chunk, jobs):
+            with (contextlib.nullcontext(pool) if pool is not None
+                  else ProcessPoolExecutor(workers, mp_context=get_context("fork"))) as p:
+                for r in p.map(_route_chunk, jobs):
                     results.append(r)
                     if progress:
                         progress(r["k1"], T)
@@ -106,6 +116,18 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
             if progress:
                 progress(results[-1]["k1"], T)
     return _assemble(results, schedule, endpoints, names)
+
+
+def routing_pool(workers: int | None = None) -> ProcessPoolExecutor | None:
+    """A pool of `workers` routing processes (default: one per core; None for one), started
+    now: forked while the planner is still small, they do not map (and count as resident) the
+    tables it builds before routing. Pass it to `compute_routes`; shut it down when done."""
+    workers = workers or os.cpu_count() or 1
+    if workers < 2:
+        return None
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
+    pool.submit(int).result()   # with fork, the first task starts every process
+    return pool
 
 
 def _graphs(schedule: Schedule, endpoints: tuple[str, ...], metric: str, ground_relay: bool) -> _Graphs:
@@ -200,15 +222,37 @@ def _route_chunk(job) -> dict:
     r_step, r_pair, r_path, r_delay, r_hops = [], [], [], [], []
     prev = None
     first_paths = None
+    start = sink[ep[pi]]          # src's node as reached in dst's tree
+    row = pj                      # tree of dst
+    # With delays as weights, last step's trees are kept where still exact (`_TreeCache`); with
+    # hop counts, ties are the rule and every step is routed afresh.
+    reuse = g.metric == "delay" and REUSE_TREES
+    cache = _TreeCache(ep, V, sink[g.is_ground] if not g.ground_relay else None) if reuse else None
+    mode = _Modes.shared((n, E, g.ground_relay))
     for k in range(k0, k1):
         lo, hi = bounds[k - k0], bounds[k - k0 + 1]
         a, b, d = g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi]
-        dist, pred = _trees(g, a, b, d, sink, V)
-        start = sink[ep[pi]]          # src's node as reached in dst's tree
-        row = pj                      # tree of dst
+        reusing = cache is not None and mode.reuse(k - k0)
+        if not reusing:
+            dist, pred = _trees(g, a, b, d, sink, V)
+            redo = None
+            if cache is not None:
+                cache.key = None        # the next step it routes starts from scratch
+        else:
+            dist, pred, fresh = cache.step(*_edges(g, a, b, d, sink))
+            # Only pairs whose tree was recomputed or whose source's own link changed need a new walk.
+            redo = None if prev is None else np.nonzero(fresh[row] | (pred[row, start] != prev_start_pred))[0]
+        prev_start_pred = pred[row, start]
         reach = np.isfinite(dist[row, start])
-        P = _walk(pred, row, start, reach)
-        P = np.where(P >= 0, to_node[np.maximum(P, 0)], -1)
+        if redo is None:
+            P = _walk(pred, row, start, reach)
+            P = np.where(P >= 0, to_node[np.maximum(P, 0)], -1)
+        else:
+            Q = _walk(pred, row[redo], start[redo], reach[redo])
+            Q = np.where(Q >= 0, to_node[np.maximum(Q, 0)], -1)
+            w_ = max(prev.shape[1], Q.shape[1])
+            P = _pad(prev, w_).copy()
+            P[redo] = _pad(Q, w_)
         hops = (P >= 0).sum(axis=1) - 1
         if g.metric == "delay":
             delay = dist[row, start]
@@ -226,6 +270,9 @@ def _route_chunk(job) -> dict:
         if prev is None:
             changed = np.ones(len(P), bool)
             first_paths = P
+        elif redo is not None:
+            changed = np.zeros(len(P), bool)
+            changed[redo] = (_pad(prev, P.shape[1])[redo] != P[redo]).any(axis=1)
         else:
             w_ = max(prev.shape[1], P.shape[1])
             changed = (_pad(prev, w_) != _pad(P, w_)).any(axis=1)
@@ -236,6 +283,8 @@ def _route_chunk(job) -> dict:
             r_delay.append(delay[p])
             r_hops.append(hops[p] if reach[p] else -1)
         prev = P
+        if cache is not None:
+            mode.took(k - k0, reusing)
     return {"k0": k0, "k1": k1, "step": _cat(out_step, np.int32), "pair": _cat(out_pair, np.int32),
             "delay_ms": _cat(out_delay, np.float64), "hops": _cat(out_hops, np.int16),
             "r_step": np.array(r_step, np.int32), "r_pair": np.array(r_pair, np.int32), "r_path": r_path,
@@ -243,15 +292,205 @@ def _route_chunk(job) -> dict:
             "first": first_paths, "last": prev}
 
 
+def _edges(g: _Graphs, a: np.ndarray, b: np.ndarray, d: np.ndarray, sink: np.ndarray):
+    """One step's directed edges (rows, cols, weights): a→b and b→a, but into a station only
+    its sink half."""
+    w = np.maximum(d, 1e-9) if g.metric == "delay" else np.ones_like(d)
+    return np.concatenate([a, b]), np.concatenate([sink[b], sink[a]]), np.concatenate([w, w])
+
+
 def _trees(g: _Graphs, a: np.ndarray, b: np.ndarray, d: np.ndarray, sink: np.ndarray, V: int):
     """Shortest-path trees rooted at each endpoint over one step's links: (dist, pred) [E, V]."""
-    w = np.maximum(d, 1e-9) if g.metric == "delay" else np.ones_like(d)
-    # Directed edges: a→b and b→a, but into a station only its sink half.
-    rows = np.concatenate([a, b])
-    cols = np.concatenate([sink[b], sink[a]])
-    M = sp.csr_matrix((np.concatenate([w, w]), (rows, cols)), shape=(V, V))
+    rows, cols, w = _edges(g, a, b, d, sink)
+    M = sp.csr_matrix((w, (rows, cols)), shape=(V, V))
     # Trees rooted at each destination endpoint; a packet src→dst walks dst's tree from src.
     return dijkstra(M, directed=True, indices=g.endpoints, return_predecessors=True)
+
+
+class _Modes:
+    """Whether to keep trees (`_TreeCache`) or route afresh, step by step, by what each costs
+    here: both give the same trees, but where most trees change at every step, checking them
+    costs more than it saves. Every `PERIOD` steps a process routes `PROBE` steps each way and
+    then uses the faster way; its steps count across the chunks it routes (`shared`)."""
+
+    PERIOD, PROBE = 256, 4
+    _shared: dict = {}
+
+    @classmethod
+    def shared(cls, key) -> "_Modes":
+        return cls._shared.setdefault(key, cls())
+
+    def __init__(self):
+        self.n = 0
+        self.t = {True: [], False: []}
+        self.best = True
+        self.t0 = 0.0
+
+    def reuse(self, i: int) -> bool:
+        self.t0 = time.perf_counter()
+        j = self.n % self.PERIOD
+        if j == 0:
+            self.t = {True: [], False: []}
+        if j < self.PROBE + 1:          # the first step of a reuse run builds the trees afresh
+            return True
+        if j < 2 * self.PROBE + 1:
+            return False
+        if j == 2 * self.PROBE + 1:
+            self.best = np.median(self.t[True]) <= np.median(self.t[False])
+        return self.best
+
+    def took(self, i: int, reused: bool) -> None:
+        j = self.n % self.PERIOD
+        self.n += 1
+        if 1 <= j < 2 * self.PROBE + 1:
+            self.t[reused].append(time.perf_counter() - self.t0)
+
+
+_LUT_MAX = 2**24
+"""Vertices² up to which `_TreeCache` numbers edges with a dense table (4 bytes each)."""
+
+
+def _edge_ids(key: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index in `key` of each of `wanted` (−1 where absent)."""
+    if not len(key):
+        return np.full(wanted.shape, -1, np.int64)
+    order = np.argsort(key, kind="stable")
+    pos = np.minimum(np.searchsorted(key[order], wanted), len(key) - 1)
+    return np.where(key[order][pos] == wanted, order[pos], -1)
+
+
+class _TreeCache:
+    """Shortest-path trees rooted at `roots`, step after step, recomputed only where they changed.
+
+    Links move a little from one step to the next, so most trees stay what they were. At each
+    step every kept tree's distances are re-summed along its edges with the new weights (root
+    outward, as Dijkstra sums them), and the tree is kept only if it is still the unique
+    shortest-path tree: every other edge u→v has dist[u] + w > dist[v] strictly (an equal sum
+    is a tie Dijkstra might break the other way, so it counts as a change). Leaves (stations'
+    sink halves, which relay nothing) just take their best in-edge. The trees found wrong are
+    recomputed by Dijkstra. Result: bit for bit the (dist, pred) of `dijkstra` on every root.
+    """
+
+    def __init__(self, roots: np.ndarray, V: int, leaves: np.ndarray | None):
+        self.roots = np.asarray(roots, np.int64)
+        self.V = V
+        self.is_leaf = np.zeros(V, bool)
+        if leaves is not None:
+            self.is_leaf[leaves] = True
+        self.key = None
+        # Edge number of each (u, v) key, when a dense table is small enough (else a search).
+        self.lut = np.full(V * V, -1, np.int32) if V * V <= _LUT_MAX else None
+
+    def _ids(self, key: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        if self.lut is None:
+            return _edge_ids(key, wanted)
+        return np.where(wanted >= 0, self.lut[np.maximum(wanted, 0)], -1)
+
+    def _set_keys(self, key: np.ndarray) -> None:
+        if self.lut is not None:
+            if self.key is not None:
+                self.lut[self.key] = -1
+            self.lut[key] = np.arange(len(key), dtype=np.int32)
+
+    def step(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray):
+        """(dist, pred, fresh) over this step's directed edges; `fresh[r]`: root r's tree was
+        recomputed (its interior changed), else only its leaves may have."""
+        E, V = len(self.roots), self.V
+        key = rows.astype(np.int64) * V + cols
+        if self.key is None:
+            fresh = np.ones(E, bool)
+            if self.lut is not None:
+                self.lut[:] = -1
+            self._set_keys(key)
+        else:
+            if len(key) == len(self.key) and np.array_equal(key, self.key):
+                teid, broken = self.teid, np.zeros(E, bool)
+            else:   # new edge numbers of the trees' edges; a tree that lost one is recomputed
+                self._set_keys(key)
+                remap = np.r_[self._ids(key, self.key), -1]
+                teid = remap[self.teid]     # -1 (no tree edge) picks the appended -1
+                broken = ((teid < 0) & (self.teid >= 0) & ~self.is_leaf).any(axis=1)
+                self.lv_teid = None
+            self.dist, self.teid = self._along(teid, w), teid
+            inner = ~self.is_leaf[cols]
+            DT = np.ascontiguousarray(self.dist.T)
+            DTu = np.where(np.isinf(DT), np.nan, DT)    # an unreached u relaxes nothing
+            tight = np.count_nonzero(DTu[rows[inner]] + w[inner, None] <= DT[cols[inner]], axis=0)
+            fresh = (tight != self.n_inner) | broken
+            self._leaves(rows, cols, w, fresh)
+        self.key = key
+        if fresh.any():
+            M = sp.csr_matrix((w, (rows, cols)), shape=(V, V))
+            dist, pred = dijkstra(M, directed=True, indices=self.roots[fresh], return_predecessors=True)
+            has = pred >= 0
+            teid = self._ids(key, np.where(has, pred.astype(np.int64) * V + np.arange(V), -1))
+            if fresh.all():
+                self.dist, self.pred, self.teid = dist, pred, teid
+                self.depth = np.zeros((E, V), np.int16)
+            else:
+                self.dist[fresh], self.pred[fresh], self.teid[fresh] = dist, pred, teid
+            self._levels(fresh)
+        return self.dist, self.pred, fresh
+
+    def _leaves(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, fresh: np.ndarray) -> None:
+        """Each leaf's distance and predecessor from its in-edges; a tie marks the root fresh."""
+        leaf = np.nonzero(self.is_leaf[cols])[0]
+        self.dist[:, self.is_leaf], self.pred[:, self.is_leaf], self.teid[:, self.is_leaf] = np.inf, -9999, -1
+        if not len(leaf):
+            return
+        o = leaf[np.argsort(cols[leaf], kind="stable")]
+        c = cols[o]
+        cand = self.dist[:, rows[o]] + w[o]                          # [E, in-edges of leaves]
+        start = np.nonzero(np.r_[True, c[1:] != c[:-1]])[0]
+        best = np.minimum.reduceat(cand, start, axis=1)
+        is_best = cand == np.repeat(best, np.diff(np.r_[start, len(c)]), axis=1)
+        fresh |= (np.add.reduceat(is_best, start, axis=1) > 1).any(axis=1)
+        pick = np.minimum.reduceat(np.where(is_best, np.arange(len(c)), len(c)), start, axis=1)
+        pick = np.minimum(pick, len(c) - 1)
+        seen = np.isfinite(best)
+        self.dist[:, c[start]] = best
+        self.pred[:, c[start]] = np.where(seen, rows[o][pick], -9999)
+        self.teid[:, c[start]] = np.where(seen, o[pick], -1)
+
+    def _levels(self, fresh: np.ndarray) -> None:
+        """Depth of every interior tree node (pointer doubling over the recomputed trees), and
+        the nodes of all trees in order of depth, for `_along`."""
+        E, V = self.pred.shape
+        rows = np.nonzero(fresh)[0]
+        pred = self.pred[rows].astype(np.int64)
+        has = (pred >= 0) & ~self.is_leaf
+        par = np.where(has, pred + (np.arange(len(rows)) * V)[:, None], -1).ravel()
+        d = has.ravel().astype(np.int16)
+        while True:
+            ok = np.nonzero(par >= 0)[0]
+            if not len(ok):
+                break
+            nd, npar = d.copy(), np.full_like(par, -1)
+            nd[ok] += d[par[ok]]
+            npar[ok] = par[par[ok]]
+            d, par = nd, npar
+        self.depth[rows] = d.reshape(len(rows), V)
+        self.n_inner = np.count_nonzero(self.depth, axis=1)
+        flat = self.depth.ravel()
+        order = np.argsort(flat, kind="stable")
+        first = int(np.count_nonzero(flat == 0))
+        self.lv_idx = order[first:]
+        self.lv_par = (self.lv_idx // V) * V + self.pred.ravel()[self.lv_idx]
+        self.lv_bounds = np.r_[0, np.cumsum(np.bincount(flat[self.lv_idx])[1:])]
+        self.lv_teid = None
+
+    def _along(self, teid: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Distances along the kept trees with this step's weights, root outward."""
+        E, V = teid.shape
+        if self.lv_teid is None:
+            self.lv_teid = np.maximum(teid.ravel()[self.lv_idx], 0)
+        D = np.full(E * V, np.inf)
+        D[self.roots + np.arange(E) * V] = 0.0
+        wt = w[self.lv_teid]
+        b = self.lv_bounds
+        for i in range(len(b) - 1):
+            D[self.lv_idx[b[i]:b[i + 1]]] = D[self.lv_par[b[i]:b[i + 1]]] + wt[b[i]:b[i + 1]]
+        return D.reshape(E, V)
 
 
 def _sinks(g: _Graphs) -> tuple[np.ndarray, int]:
@@ -303,14 +542,18 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
     pi, pj = np.triu_indices(E, k=1)
     ep_cat = pd.CategoricalDtype(list(endpoints), ordered=True)
     t_s = schedule.t_s
-    step = np.concatenate([r["step"] for r in results])
-    pair = np.concatenate([r["pair"] for r in results])
+    # Each chunk's arrays are let go as soon as they are joined (the planner's peak memory).
+    step = np.concatenate([r.pop("step") for r in results])
+    pair = np.concatenate([r.pop("pair") for r in results])
+    code = np.int16 if E < 2**15 else np.int32
+    src = pd.Categorical.from_codes(pi.astype(code)[pair], dtype=ep_cat)
+    dst = pd.Categorical.from_codes(pj.astype(code)[pair], dtype=ep_cat)
+    del pair
     paths = pd.DataFrame({
-        "step": step, "t_s": t_s[step],
-        "src": pd.Categorical.from_codes(pi[pair], dtype=ep_cat),
-        "dst": pd.Categorical.from_codes(pj[pair], dtype=ep_cat),
-        "delay_ms": np.concatenate([r["delay_ms"] for r in results]),
-        "hops": np.concatenate([r["hops"] for r in results])})
+        "step": step, "t_s": t_s[step], "src": src, "dst": dst,
+        "delay_ms": np.concatenate([r.pop("delay_ms") for r in results]),
+        "hops": np.concatenate([r.pop("hops") for r in results])})
+    del step, src, dst
     # Route rows: drop those at a chunk's first step whose path did not change across the boundary.
     name_arr = np.asarray(names, dtype=object)
     keep_all, r_path = [], []

@@ -459,11 +459,11 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
     n_sat = len(track.names)
     t_s = track.t_s
     cat = pd.CategoricalDtype(list(nodes["name"]), ordered=True)
-    frames = []
+    parts = []   # per model: LinkSet, kind code (0 isl, 1 gsl), rate_mbps, loss_pct, up, acquisition_s
     for i, model in enumerate(scenario.isls):
         ls = isl_links(track, scenario, model).ordered()
-        frames.append(_frame(ls, "isl", model.rate_mbps, model.loss_pct, _up_flags(ls, t_s, model.acquisition_s),
-                             model.acquisition_s))
+        parts.append((ls, 0, np.full(len(ls.step), float(model.rate_mbps)), model.loss_pct,
+                      _up_flags(ls, t_s, model.acquisition_s), model.acquisition_s))
         if progress:
             progress(f"isl[{i}] {model.pattern} {'+'.join(model.groups)}: {len(ls.step):,} link-steps")
     if scenario.gsl is not None and scenario.ground_stations:
@@ -471,53 +471,61 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
         rate = _rain_rates(scenario, track, station_xyz, station_up, ls)
         ls = LinkSet(ls.step, ls.a, (ls.b + n_sat).astype(np.int32), ls.distance_km)
         g = scenario.gsl
-        frames.append(_frame(ls, "gsl", g.rate_mbps, g.loss_pct, _up_flags(ls, t_s, g.handover_gap_s),
-                             g.handover_gap_s))
-        if rate is not None:
-            frames[-1]["rate_mbps"] = rate
+        parts.append((ls, 1, np.full(len(ls.step), float(g.rate_mbps)) if rate is None else rate, g.loss_pct,
+                      _up_flags(ls, t_s, g.handover_gap_s), g.handover_gap_s))
         if progress:
             progress(f"gsl {g.policy}: {len(ls.step):,} link-steps")
-    df = pd.concat(frames, ignore_index=True) if frames else _frame(LinkSet.empty(), "isl", 0, 0, np.zeros(0, bool))
-    key = (df["step"].to_numpy(np.int64) * len(nodes) + df["a"].to_numpy()) * len(nodes) + df["b"].to_numpy()
-    if len(frames) > 1:  # two models may propose the same pair: the first model listed wins
+    step = np.concatenate([p[0].step for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32)
+    a = np.concatenate([p[0].a for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32)
+    b = np.concatenate([p[0].b for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32)
+    kind = np.concatenate([np.full(len(p[0].step), p[1], np.int8) for p in parts] or [np.zeros(0, np.int8)])
+    dist = np.concatenate([p[0].distance_km for p in parts] or [np.zeros(0)]).astype(np.float64)
+    rate = np.concatenate([p[2] for p in parts] or [np.zeros(0)]).astype(np.float64)
+    loss = np.concatenate([np.full(len(p[0].step), float(p[3])) for p in parts] or [np.zeros(0)])
+    up = np.concatenate([p[4] for p in parts] or [np.zeros(0, bool)]).astype(bool)
+    acq = np.concatenate([np.full(len(p[0].step), float(p[5])) for p in parts] or [np.zeros(0)])
+    n_models = len(parts)
+    del parts
+    key = (step.astype(np.int64) * len(nodes) + a) * len(nodes) + b
+    if n_models > 1:  # two models may propose the same pair: the first model listed wins
         _, first = np.unique(key, return_index=True)
-        df, key = df.iloc[np.sort(first)], key[np.sort(first)]
-    df = df.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
-    df.insert(1, "t_s", t_s[df["step"].to_numpy()])
-    names = np.asarray(cat.categories)
-    df["a"] = pd.Categorical.from_codes(df["a"].to_numpy(), dtype=cat)
-    df["b"] = pd.Categorical.from_codes(df["b"].to_numpy(), dtype=cat)
-    del names
-    df["delay_ms"] = df["distance_km"] / C_KM_PER_S * 1e3
-    is_isl = (df["kind"] == "isl").to_numpy()
-    up = df["up"].to_numpy().copy()
-    reason = np.where(up, "", np.where(is_isl, "acquisition", "handover")).astype(object)
-    hit = fault_reasons(scenario.faults if faults is None else faults, list(nodes["name"]), t_s, df["step"].to_numpy(),
-                        df["a"].cat.codes.to_numpy(), df["b"].cat.codes.to_numpy(), is_isl,
-                        df["_acq_s"].to_numpy())
-    # A fault wins over a link still acquiring; a reboot's re-acquisition only labels links it
-    # takes down (one already acquiring keeps its own reason, the same word).
-    take = (hit == "fault") | ((hit != "") & up)
-    up[hit != ""] = False
-    reason[take] = hit[take]
+        keep = np.sort(first)
+    else:
+        keep = np.arange(len(key))
+    order = keep[np.argsort(key[keep], kind="stable")]
+    step, a, b, kind, dist, rate, loss, up, acq = (x[order] for x in (step, a, b, kind, dist, rate, loss, up, acq))
+    is_isl = kind == 0
+    # Why a present link is not up, as codes into DOWN_REASONS.
+    code = {r: np.int8(i) for i, r in enumerate(DOWN_REASONS)}
+    reason = np.where(up, code[""], np.where(is_isl, code["acquisition"], code["handover"])).astype(np.int8)
+    if len(scenario.faults if faults is None else faults):
+        hit = fault_reasons(scenario.faults if faults is None else faults, list(nodes["name"]), t_s, step, a, b,
+                            is_isl, acq)
+        is_fault, is_hit = hit == "fault", hit != ""
+        # A fault wins over a link still acquiring; a reboot's re-acquisition only labels links it
+        # takes down (one already acquiring keeps its own reason, the same word).
+        take = is_fault | (is_hit & up)
+        up[is_hit] = False
+        reason[take] = np.where(is_fault[take], code["fault"], code["acquisition"])
     # Rain outage: a ground link whose margin meets no rate step (rate 0); a fault still wins.
-    out = df["rate_mbps"].to_numpy() <= 0
+    out = rate <= 0
     up[out] = False
-    reason[out & (reason != "fault")] = "rain"
+    reason[out & (reason != code["fault"])] = code["rain"]
     # Cloud over a station blocks its optical ground links; a fault or rain still wins.
     if scenario.clouds:
         st_of = {st.name: i + n_sat for i, st in enumerate(scenario.ground_stations)}
-        b_codes, steps = df["b"].cat.codes.to_numpy(), df["step"].to_numpy()
         for c in scenario.clouds:
-            sel = np.nonzero(b_codes == st_of[c.station])[0]
-            k = np.searchsorted(np.asarray(c.t_s), t_s[steps[sel]] + 1e-9, side="right") - 1
+            sel = np.nonzero(b == st_of[c.station])[0]
+            k = np.searchsorted(np.asarray(c.t_s), t_s[step[sel]] + 1e-9, side="right") - 1
             blocked = sel[(k >= 0) & np.asarray(c.blocked, bool)[np.maximum(k, 0)]]
             up[blocked] = False
-            reason[blocked[~np.isin(reason[blocked], ["fault", "rain"])]] = "cloud"
-    df["up"] = up
-    df["down_reason"] = pd.Categorical(reason, categories=list(DOWN_REASONS))
-    df = df[["step", "t_s", "a", "b", "kind", "distance_km", "delay_ms", "rate_mbps", "loss_pct", "up",
-             "down_reason"]]
+            reason[blocked[~np.isin(reason[blocked], [code["fault"], code["rain"]])]] = code["cloud"]
+    df = pd.DataFrame({
+        "step": step, "t_s": t_s[step],
+        "a": pd.Categorical.from_codes(a, dtype=cat), "b": pd.Categorical.from_codes(b, dtype=cat),
+        "kind": pd.Categorical.from_codes(kind, categories=["isl", "gsl"]),
+        "distance_km": dist, "delay_ms": dist / C_KM_PER_S * 1e3, "rate_mbps": rate, "loss_pct": loss, "up": up,
+        "down_reason": pd.Categorical.from_codes(reason, categories=list(DOWN_REASONS))})
     return Schedule(nodes=nodes, t_s=t_s, links=df)
 
 
@@ -546,17 +554,6 @@ def _rain_rates(scenario: Scenario, track: Track, station_xyz: np.ndarray, stati
     return rate
 
 
-def _frame(ls: LinkSet, kind: str, rate_mbps: float, loss_pct: float, up: np.ndarray,
-           acquisition_s: float = 0.0) -> pd.DataFrame:
-    n = len(ls.step)
-    return pd.DataFrame({
-        "step": ls.step.astype(np.int32), "a": ls.a.astype(np.int32), "b": ls.b.astype(np.int32),
-        "kind": pd.Categorical([kind] * n if n else [], categories=["isl", "gsl"]),
-        "distance_km": ls.distance_km.astype(np.float64), "rate_mbps": np.full(n, float(rate_mbps)),
-        "loss_pct": np.full(n, float(loss_pct)), "up": up.astype(bool),
-        "_acq_s": np.full(n, float(acquisition_s))})
-
-
 def link_events(schedule: Schedule) -> pd.DataFrame:
     """link_up / link_down (the link becomes usable / stops being usable) and handover events
     (a station starts a ground link while dropping another), after t = 0, sorted by time."""
@@ -564,11 +561,12 @@ def link_events(schedule: Schedule) -> pd.DataFrame:
     t_s = schedule.t_s
     T = len(t_s)
     n = len(L)
-    a = L["a"].cat.codes.to_numpy().astype(np.int64)
-    b = L["b"].cat.codes.to_numpy().astype(np.int64)
-    step = L["step"].to_numpy().astype(np.int64)
+    a = L["a"].cat.codes.to_numpy().astype(np.int32)
+    b = L["b"].cat.codes.to_numpy().astype(np.int32)
+    step = L["step"].to_numpy().astype(np.int32)
     up = L["up"].to_numpy()
-    kind = np.asarray(L["kind"].cat.categories, dtype=object)[L["kind"].cat.codes.to_numpy()] if n else np.zeros(0, object)
+    kind_code = L["kind"].cat.codes.to_numpy()
+    kind_names = np.asarray(L["kind"].cat.categories, dtype=object)
     names = np.asarray(schedule.node_names, dtype=object)
     rows = []
     # up-runs per link
@@ -584,9 +582,10 @@ def link_events(schedule: Schedule) -> pd.DataFrame:
         ends = order[last & (s < T - 1)]
         for idx, ev, dstep in ((starts, "link_up", 0), (ends, "link_down", 1)):
             rows.append(pd.DataFrame({"t_s": t_s[step[idx] + dstep], "event": ev, "a": names[a[idx]],
-                                      "b": names[b[idx]], "detail": kind[idx]}))
+                                      "b": names[b[idx]], "detail": kind_names[kind_code[idx]]}))
     # handovers: a station's ground-link set gains one satellite while losing another
-    g = np.nonzero(kind == "gsl")[0] if n else np.zeros(0, np.int64)
+    g = np.nonzero(kind_code == list(kind_names).index("gsl"))[0] if n and "gsl" in list(kind_names) \
+        else np.zeros(0, np.int64)
     if len(g):
         cur = pd.DataFrame({"step": step[g], "st": b[g], "sat": a[g]})
         prev = cur.assign(step=cur["step"] + 1)
