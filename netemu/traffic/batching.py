@@ -63,6 +63,8 @@ class Request:
 
 class BatchServer:
     """Batch slots, a bounded queue and the per-sequence decode rate of one server.
+    `on_admit(request)`, if given, hears each request as it takes a slot (a queued one when a
+    slot frees or the slots grow, during `advance` or `set_slots`).
 
     >>> s = BatchServer(prefill_tokens_per_s=1000, decode_tokens_per_s=10, queue_limit=1, slots=1)
     >>> a, b, c = (s.arrive(0.0, j, prompt_tokens=100, output_tokens=11) for j in "abc")
@@ -73,7 +75,7 @@ class BatchServer:
     """
 
     def __init__(self, prefill_tokens_per_s: float, decode_tokens_per_s: float, queue_limit: int,
-                 slots: int = 0, t0: float = 0.0):
+                 slots: int = 0, t0: float = 0.0, on_admit=None):
         if not prefill_tokens_per_s > 0 or not decode_tokens_per_s > 0:
             raise ValueError("prefill and decode rates must be > 0 tokens/s")
         if queue_limit < 0 or slots < 0:
@@ -90,6 +92,7 @@ class BatchServer:
         self._decode: list = []                 # heap (v_done, seq, Request)
         self._seq = 0
         self.served = self.refused = 0
+        self.on_admit = on_admit                # called with each Request as it takes a slot
 
     # ------------------------------------------------------------------ state
 
@@ -194,6 +197,8 @@ class BatchServer:
         self.running[req.job] = req
         self._seq += 1
         heapq.heappush(self._prefill, (req.t_first, self._seq, req))
+        if self.on_admit is not None:
+            self.on_admit(req)
 
     def _push_decode(self, req: Request) -> None:
         self._seq += 1

@@ -1,0 +1,105 @@
+"""Dispatch and queueing servers in a real emulation (root; CI): a 4-satellite cluster with a
+ground station under it, one inference workload per dispatch policy (tests/data/dispatch.toml).
+The plan's power table is edited before the run so the policies must differ: the entry node in
+Earth's shadow at 40 % charge, one other satellite at 90 %, the rest at 70 %."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import netemu
+from netemu.emulate.playback import oracle_rtt_ms
+from netemu.traffic.batching import BatchServer
+from netemu.traffic.workloads import dispatch_setup
+
+DATA = Path(__file__).resolve().parent / "data"
+START_S, DURATION_S = 24.0, 6.0
+
+
+@pytest.fixture(scope="module")
+def dispatch_run(root_env, tmp_path_factory):
+    sc = netemu.load_scenario(DATA / "dispatch.toml")
+    plan = netemu.make_plan(sc, workers=1)
+    entry, cands, hops = dispatch_setup(plan, sc.workloads[0], 25.0)
+    best = sorted(c for c in cands if c != entry)[1]
+    p = plan.power.copy()
+    node = p["node"].astype(str)
+    p.loc[node == entry, ["sunlit", "soc_pct"]] = [0.0, 40.0]
+    p.loc[node == best, "soc_pct"] = 90.0
+    p.loc[~node.isin([entry, best]), "soc_pct"] = 70.0
+    plan = dataclasses.replace(plan, power=p)
+    out = tmp_path_factory.mktemp("dispatch")
+    netemu.run(plan, out, start_s=START_S, duration_s=DURATION_S)
+    jobs = pd.read_csv(out / "jobs.csv")
+    events = pd.concat([pd.read_json(f, lines=True) for f in sorted((out / "workloads").glob("*.jsonl"))])
+    return plan, out, entry, best, cands, hops, jobs, events
+
+
+def _served(jobs, wl):
+    j = jobs[(jobs["workload"] == wl) & (jobs["status"] == "done")]
+    assert len(j) >= 5, jobs[jobs["workload"] == wl]
+    return j
+
+
+@pytest.mark.root
+def test_each_policy_sends_requests_where_specified(dispatch_run):
+    plan, out, entry, best, cands, hops, jobs, events = dispatch_run
+    assert hops[cands.index(entry)] == 0 and entry == "c-03"        # the GSL's satellite
+    assert set(_served(jobs, "near")["server"]) == {entry}              # fewest hops: the entry itself
+    assert set(_served(jobs, "soc")["server"]) == {best}                # highest state of charge
+    lit = set(_served(jobs, "lit")["server"])
+    assert entry not in lit and len(lit) >= 2                          # the entry is in shadow
+    least = _served(jobs, "least")
+    assert len(set(least["server"])) >= 3
+    d = events[(events["ev"] == "dispatch") & (events["wl"] == "least")]
+    assert len(d) >= len(least)
+    for server, loads, slots in zip(d["server"], d["loads"], d["slots"]):
+        share = np.array(loads) / np.array(slots)
+        assert share[cands.index(server)] == share.min()
+    s = json.loads((out / "summary.json").read_text())["workloads"]
+    assert s["soc"]["dispatch"] == "power-aware" and s["soc"]["served_by"] == {best: int((jobs["workload"] == "soc").sum())}
+
+
+@pytest.mark.root
+def test_requests_reach_other_satellites_through_the_entry(dispatch_run):
+    """A request served by another satellite arrived there from the entry's address, over the
+    cluster's lasers; its time in the network is at least the light-time of client → entry →
+    server both ways, twice (connect, then request and first byte)."""
+    plan, out, entry, best, cands, hops, jobs, events = dispatch_run
+    entry_addr = json.loads((out / "workloads" / f"{entry}.spec.json").read_text())["address"]
+    req = events[(events["ev"] == "request") & (events["node"] != entry)]
+    assert len(req) >= 10 and (req["peer"] == entry_addr).all()
+    done = jobs[jobs["status"] == "done"]
+    rtt = np.array([oracle_rtt_ms(plan.schedule, plan.routes.routes, "g-under", s, np.array([t]))[0]
+                    for s, t in zip(done["server"], done["t_start_s"])])
+    far = (done["server"] != entry).to_numpy()
+    via = np.array([oracle_rtt_ms(plan.schedule, plan.routes.routes, "g-under", entry, np.array([t]))[0]
+                    for t in done["t_start_s"]])
+    assert far.sum() >= 10 and (rtt[far] > via[far]).all() and np.allclose(rtt[~far], via[~far])
+    for s, t in zip(done["server"][far], done["t_start_s"][far]):
+        assert plan.routes.path_at("g-under", s, t)[1] == entry       # the hop from the entry is in the path
+    excess = done["network_ms"].to_numpy() - 2 * rtt
+    assert (excess > -0.5).all(), excess                          # never faster than light
+    assert np.median(excess) < 4.0, excess                           # the programs' own time (ms)
+
+
+@pytest.mark.root
+def test_server_times_follow_the_compute_model(dispatch_run):
+    """Prefill 1,000 tokens at 10,000 tokens/s, 20 tokens after the first at 100 tokens/s; the
+    entry (2 slots, 4 requests/s of the `near` workload plus the others' share) queues some, and
+    its waits are what the pure model gives for the arrivals the server logged."""
+    plan, out, entry, best, cands, hops, jobs, events = dispatch_run
+    done = jobs[jobs["status"] == "done"]
+    assert np.allclose(done["prefill_ms"], 100.0) and np.allclose(done["decode_ms"], 200.0)
+    assert (done[done["workload"] == "near"]["eclipse"] == True).all()          # noqa: E712
+    assert (done[done["workload"] == "soc"]["eclipse"] == False).all()          # noqa: E712
+    s = events[(events["ev"] == "served") & (events["wl"] == "near")].sort_values("t_arrival")
+    assert (s["queue_s"] > 0).any()
+    model = BatchServer(10_000, 100, queue_limit=2, slots=2, t0=float(s["t_arrival"].min()) - 1)
+    reqs = [model.arrive(t, j, 1000, 21) for t, j in zip(s["t_arrival"], s["job"])]
+    model.advance(float("inf"))
+    assert np.allclose([r.queue_s for r in reqs], s["queue_s"], atol=1e-6)
