@@ -126,3 +126,46 @@ def test_bad_arguments():
         BatchServer(1, 10, -1)
     with pytest.raises(ValueError, match="≥ 0"):
         BatchServer(1, 10, 1).set_slots(0.0, -3)
+
+
+def test_agent_queues_refuses_and_follows_the_slot_schedule(tmp_path):
+    """The agent's queueing server (its I/O edge) on this host's loopback, no emulation: no
+    slots until t0 + 0.5 s, then one; a queue of one. Requests at t0, t0 + 0.05 and t0 + 0.1
+    (the first waits, the others are refused), and at t0 + 0.55 (waits for the first: 0.1 s
+    prefill + 10 tokens at 100 tokens/s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    port = 42000 + os.getpid() % 1000
+    t0 = time.monotonic() + 1.5
+    jobs = [[j, t0 + dt, 100, 11, 10, 1000] for j, dt in enumerate((0.0, 0.05, 0.1, 0.55))]
+    roles = {
+        "srv": {"role": "inference-server", "workload": "w", "port": port, "service_s": 0, "token_interval_s": 0,
+                "queue": {"prefill_tokens_per_s": 10_000, "decode_tokens_per_s": 100, "queue_limit": 1,
+                          "slots": [[t0 - 1, 0], [t0 + 0.5, 1]]}},
+        "cli": {"role": "inference-client", "workload": "w", "server": "127.0.0.1", "port": port, "node": "cli",
+                "queued": True, "jobs": jobs}}
+    procs = []
+    for node, role in roles.items():
+        spec = tmp_path / f"{node}.json"
+        spec.write_text(json.dumps({"node": node, "address": "127.0.0.1", "log": str(tmp_path / f"{node}.jsonl"),
+                                    "roles": [role]}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "netemu.traffic.agent", str(spec)]))
+    try:
+        time.sleep(max(0.0, t0 + 1.2 - time.monotonic()))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    ev = [json.loads(x) for n in roles for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
+    by = {(e["ev"], e.get("job")): e for e in ev}
+    assert {j for (k, j) in by if k == "refused"} == {1, 2}
+    assert by[("served", 0)]["queue_s"] == pytest.approx(0.5, abs=0.01)
+    assert by[("served", 3)]["queue_s"] == pytest.approx(0.15, abs=0.01)
+    assert by[("served", 0)]["prefill_s"] == pytest.approx(0.1) and by[("served", 0)]["decode_s"] == pytest.approx(0.1)
+    # never before the model's instant (one clock for both programs), and within 10 ms of it
+    assert 0.6 <= by[("first_byte", 0)]["t"] - t0 < 0.61
+    assert 0.9 <= by[("done", 3)]["t"] - t0 < 0.91                 # 0.7 + 0.1 prefill + 0.1 decode
+    assert by[("done", 0)]["bytes"] == 11 * 10 and ("done", 1) not in by

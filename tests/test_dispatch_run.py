@@ -103,3 +103,21 @@ def test_server_times_follow_the_compute_model(dispatch_run):
     reqs = [model.arrive(t, j, 1000, 21) for t, j in zip(s["t_arrival"], s["job"])]
     model.advance(float("inf"))
     assert np.allclose([r.queue_s for r in reqs], s["queue_s"], atol=1e-6)
+
+
+def test_dispatch_needs_every_cluster_satellite_as_an_endpoint(tmp_path):
+    text = (DATA / "dispatch.toml").read_text() + '\n[endpoints]\nnodes = ["g-under", "c-00"]\n'
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    with pytest.raises(netemu.ScenarioError) as e:
+        netemu.load_scenario(p)
+    assert e.value.key == "workloads[0].dispatch" and "'c-01' is not one (3 missing)" in str(e.value)
+
+
+def test_dispatch_setup_picks_the_entry_on_the_ground_path():
+    sc = netemu.load_scenario(DATA / "dispatch.toml")
+    plan = netemu.make_plan(sc, workers=1)
+    entry, cands, hops = dispatch_setup(plan, sc.workloads[0], 25.0)
+    assert cands == ["c-00", "c-01", "c-02", "c-03"]
+    assert plan.routes.path_at("g-under", "c-00", 25.0) == ["g-under", entry, "c-00"]
+    assert hops == [0 if c == entry else 1 for c in cands]          # a laser mesh: one hop to each
