@@ -121,3 +121,42 @@ def test_dispatch_setup_picks_the_entry_on_the_ground_path():
     assert cands == ["c-00", "c-01", "c-02", "c-03"]
     assert plan.routes.path_at("g-under", "c-00", 25.0) == ["g-under", entry, "c-00"]
     assert hops == [0 if c == entry else 1 for c in cands]          # a laser mesh: one hop to each
+
+
+@pytest.mark.root
+def test_report_shows_power_capacity_and_policies(dispatch_run):
+    """The run's report: the power figure under the latency plots, and per policy the
+    requests per satellite and TTFB in and out of eclipse, as in summary.json."""
+    from test_report import check_report
+    from netemu.report import _fmt, compute_rows
+    plan, out, entry, best, cands, hops, jobs, events = dispatch_run
+    c = check_report(out / "report.html")
+    names = [Path(s).name for s in c.imgs]
+    assert "power.png" in names and names.index("power.png") > names.index("jobs_over_time.png")
+    rows = compute_rows(json.loads((out / "summary.json").read_text()))
+    assert {r[1] for r in rows} == {"nearest", "least-loaded", "sunlit-first", "power-aware"}
+    for row in rows:
+        i = c.cells.index(row[0], c.cells.index("requests per satellite"))
+        assert c.cells[i:i + len(row)] == [_fmt(v) for v in row]
+    near = next(r for r in rows if r[0] == "near")
+    assert near[7] is not None and near[6] is None                      # every `near` request in eclipse
+
+
+def test_compare_shows_policy_and_eclipse_figures(tmp_path):
+    from netemu.report import build_compare
+    runs = []
+    for name, policy, ecl in (("a", "nearest", 180.0), ("b", "power-aware", 120.0)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"workloads": {"chat": {
+            "kind": "inference", "jobs": 10, "done": 9, "refused": 1, "ttfb_ms_p50": 100.0, "ttfb_ms_p99": ecl,
+            "completion_ms_p50": 300.0, "completion_ms_p99": 400.0, "dispatch": policy, "queue_ms_p50": 0.0,
+            "queue_ms_p99": 50.0, "network_ms_p50": 13.0, "served_by": {"c-00": 9}, "ttfb_ms_sunlit_p99": 110.0,
+            "ttfb_ms_eclipse_p99": ecl}}}))
+        runs.append(d)
+    build_compare(runs, tmp_path / "cmp")
+    t = pd.read_csv(tmp_path / "cmp" / "compare.csv").set_index("metric")
+    assert list(t.loc["chat: dispatch"]) == ["nearest", "power-aware"]
+    assert list(t.loc["chat: TTFB p99 in eclipse (ms)"].astype(float)) == [180.0, 120.0]
+    assert list(t.loc["chat: TTFB p99 sunlit (ms)"].astype(float)) == [110.0, 110.0]
+    assert list(t.loc["chat: refused"].astype(int)) == [1, 1]

@@ -412,7 +412,7 @@ def summarise(jobs: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clock)
         if w.kind == "inference":
             s.update(_pcts(done["ttfb_ms"], "ttfb_ms"))
             s.update(_pcts(done["completion_ms"], "completion_ms"))
-            if done["queue_ms"].notna().any():          # a queueing server (compute model)
+            if "queue_ms" in done and done["queue_ms"].notna().any():     # a queueing server (compute model)
                 s["dispatch"] = w.p("dispatch")
                 for part in ("queue_ms", "prefill_ms", "decode_ms", "network_ms"):
                     s.update(_pcts(done[part], part))
