@@ -814,6 +814,12 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             status = probe_status(g)
             put(f"{s} → {d}: probes lost (planned path up)", i, int((status == "lost").sum()))
             put(f"{s} → {d}: probes unreachable (no planned path)", i, int((status == "unreachable").sum()))
+        pw = power_window(r)
+        if pw is not None and len(pw):            # the compute model over the window
+            put("compute: state of charge min (%)", i, round(float(pw["soc_pct"].min()), 2))
+            put("compute: share of satellite-steps in eclipse", i, round(float((pw["sunlit"] < 0.5).mean()), 4))
+            per_step = pw.groupby("t_s")["active_accelerators"].sum()
+            put("compute: active accelerators min / max (cluster)", i, f"{int(per_step.min())} / {int(per_step.max())}")
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")

@@ -154,9 +154,17 @@ def test_compare_shows_policy_and_eclipse_figures(tmp_path):
             "queue_ms_p99": 50.0, "network_ms_p50": 13.0, "served_by": {"c-00": 9}, "ttfb_ms_sunlit_p99": 110.0,
             "ttfb_ms_eclipse_p99": ecl}}}))
         runs.append(d)
+    for d, soc, lit in ((runs[0], [80.0, 60.0], [1.0, 0.0]), (runs[1], [100.0, 100.0], [1.0, 1.0])):
+        pd.DataFrame({"t_s": [0.0, 0.0, 5.0, 5.0], "node": ["c-00", "c-01"] * 2, "sunlit": lit * 2,
+                      "soc_pct": soc * 2, "power_w": 1.0, "active_accelerators": [8, 4, 8, 0]}
+                     ).to_parquet(d / "power.parquet")
+        (d / "run.json").write_text(json.dumps({"window": {"t0_s": 0.0, "t_end_s": 5.0}}))
     build_compare(runs, tmp_path / "cmp")
     t = pd.read_csv(tmp_path / "cmp" / "compare.csv").set_index("metric")
     assert list(t.loc["chat: dispatch"]) == ["nearest", "power-aware"]
     assert list(t.loc["chat: TTFB p99 in eclipse (ms)"].astype(float)) == [180.0, 120.0]
     assert list(t.loc["chat: TTFB p99 sunlit (ms)"].astype(float)) == [110.0, 110.0]
     assert list(t.loc["chat: refused"].astype(int)) == [1, 1]
+    assert list(t.loc["compute: state of charge min (%)"].astype(float)) == [60.0, 100.0]
+    assert list(t.loc["compute: share of satellite-steps in eclipse"].astype(float)) == [0.5, 0.0]
+    assert list(t.loc["compute: active accelerators min / max (cluster)"]) == ["8 / 12", "8 / 12"]
