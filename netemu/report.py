@@ -492,6 +492,90 @@ def fig_jobs_time(run):
     return fig
 
 
+def power_window(run: _Run) -> pd.DataFrame | None:
+    """The plan's power rows (power.parquet) over the run's window, widened to at least the
+    steps either side of it; None without a compute model."""
+    p = run.get("power.parquet")
+    if p is None or not len(p):
+        return None
+    t0, t1 = run.window()
+    t = np.unique(p["t_s"].to_numpy(float))
+    lo = t[max(0, int(np.searchsorted(t, t0, side="right")) - 1)]
+    hi = t[min(len(t) - 1, int(np.searchsorted(t, t1, side="left")))]
+    return p[(p["t_s"] >= lo) & (p["t_s"] <= hi)]
+
+
+def fig_power(run):
+    """The compute satellites' power and capacity over the window: state of charge (median
+    and range over the satellites), the share of them in Earth's shadow (shaded), the
+    cluster's active accelerators; and, when requests were dispatched, the requests each
+    satellite served."""
+    run = _as_run(run)
+    p = power_window(run)
+    if p is None or not len(p):
+        return None
+    g = p.groupby("t_s")
+    t = np.array(sorted(g.groups))
+    soc = g["soc_pct"]
+    dark = g["sunlit"].apply(lambda x: float((x < 0.5).mean())).to_numpy()
+    jobs = run.get("jobs.csv")
+    served = None
+    if jobs is not None and "queue_ms" in jobs and jobs["queue_ms"].notna().any():
+        served = jobs[jobs["queue_ms"].notna()]
+    plt = _plt()
+    n = 3 if served is not None else 2
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), sharex=True)
+    ax = axes[0]
+    ax.fill_between(t, soc.min().to_numpy(), soc.max().to_numpy(), alpha=0.25, label="range over satellites")
+    ax.plot(t, soc.median().to_numpy(), label="median")
+    ax.set_ylabel("state of charge (%)")
+    ax.set_ylim(0, 105)
+    for a in axes:
+        for k in range(len(t) - 1):
+            if dark[k] > 0:
+                a.axvspan(t[k], t[k + 1], color="0.2", alpha=0.25 * dark[k], lw=0)
+    ax.legend(fontsize=8, title=f"{p['node'].nunique()} compute satellites; grey: share in Earth's shadow",
+              title_fontsize=8)
+    ax = axes[1]
+    ax.step(t, g["active_accelerators"].sum().to_numpy(), where="post")
+    ax.set_ylabel("active accelerators\n(cluster)")
+    ax.set_ylim(bottom=0)
+    if served is not None:
+        ax = axes[2]
+        for (wl, node), h in served.groupby(["workload", "server"]):
+            ax.scatter(h["t_start_s"], h["ttfb_ms"], s=6, label=f"{wl} → {node}")
+        ax.set_ylabel("time to first byte\n(ms, emulated)")
+        ax.legend(fontsize=7, ncol=4)
+    axes[-1].set_xlabel("scenario time t (s)")
+    t0, t1 = run.window()
+    for a in axes:
+        a.axvline(t0, color="k", lw=0.6, ls=":")
+        a.axvline(t1, color="k", lw=0.6, ls=":")
+    return fig
+
+
+def compute_rows(summary: dict) -> list[tuple]:
+    """Per inference workload served by queueing servers: policy, requests per serving
+    satellite, queue and network time, time to first byte in and out of eclipse, refusals."""
+    rows = []
+    for name, s in (summary.get("workloads") or {}).items():
+        if s.get("kind") != "inference" or "queue_ms_p50" not in s:
+            continue
+        by = s.get("served_by") or {}
+        rows.append((name, s.get("dispatch"), ", ".join(f"{k}: {v}" for k, v in by.items()),
+                     s.get("queue_ms_p50"), s.get("queue_ms_p99"), s.get("network_ms_p50"),
+                     s.get("ttfb_ms_sunlit_p99"), s.get("ttfb_ms_eclipse_p99"), s.get("refused", 0)))
+    return rows
+
+
+def _compute_table(summ: dict) -> str:
+    rows = compute_rows(summ)
+    if not rows:
+        return ""
+    return _table(rows, ("workload", "dispatch", "requests per satellite", "queue p50 ms", "queue p99 ms",
+                         "network p50 ms", "TTFB p99 ms (sunlit)", "TTFB p99 ms (eclipse)", "refused"))
+
+
 def fig_topology(run):
     """Links up over the window, link events and endpoint path lengths; a panel with nothing to
     show is left out."""
@@ -641,7 +725,8 @@ def workload_rows(summary: dict) -> list[tuple]:
             m = (s.get("step_ms_p50"), s.get("ideal_ms_median"), s.get("ratio_to_ideal_median"), s.get("ratio_to_ideal_max"))
         else:
             m = (s.get("completion_ms_p50"), s.get("completion_ms_p99"), s.get("goodput_mbps_mean"), s.get("goodput_mbps_min"))
-        rows.append((name, s["kind"], s["jobs"], s["done"], s.get("error", 0) + s.get("incomplete", 0) + s.get("short", 0), *m))
+        rows.append((name, s["kind"], s["jobs"], s["done"],
+                     s.get("error", 0) + s.get("incomplete", 0) + s.get("short", 0) + s.get("refused", 0), *m))
     return rows
 
 
@@ -787,6 +872,9 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                  "(and time to first byte) of every finished job."),
                 ("Workloads: jobs over time", fig_jobs_time, "jobs_over_time.png", "Each job's completion time at "
                  "its start time; crosses: jobs that failed or did not finish."),
+                ("Compute: power and capacity", fig_power, "power.png", "The compute satellites' planned state of "
+                 "charge, eclipses (grey, darker as more satellites are in Earth's shadow) and active accelerators; "
+                 "the requests' time to first byte by the satellite that served them. Dotted: the run's window."),
                 ("Workloads: throughput", fig_throughput, "throughput.png", "Goodput of the transfer workloads per "
                  "second of the window."),
                 ("Trace replay", fig_replay, "replay_owd.png", "One-way delay of every replayed packet and its "
@@ -795,7 +883,8 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                  "handovers) and path lengths between endpoints."),
                 ("Busiest links", fig_links, "links.png", "Mean rate per direction, drops and peak queue of the "
                  "links that carried most (totals over the run: the engine keeps no per-link time series yet).")]
-    tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid)}
+    tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid),
+              "Compute: power and capacity": _compute_table(summ)}
     for title, fn, name, caption in sections:
         say(f"report: {title.lower()}")
         fig = fn(run)
@@ -973,12 +1062,28 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             status = probe_status(g)
             put(f"{s} → {d}: probes lost (planned path up)", i, int((status == "lost").sum()))
             put(f"{s} → {d}: probes unreachable (no planned path)", i, int((status == "unreachable").sum()))
+        pw = power_window(r)
+        if pw is not None and len(pw):            # the compute model over the window
+            put("compute: state of charge min (%)", i, round(float(pw["soc_pct"].min()), 2))
+            put("compute: share of satellite-steps in eclipse", i, round(float((pw["sunlit"] < 0.5).mean()), 4))
+            per_step = pw.groupby("t_s")["active_accelerators"].sum()
+            put("compute: active accelerators min / max (cluster)", i, f"{int(per_step.min())} / {int(per_step.max())}")
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
             if kind == "inference":
                 put(f"{name}: completion p50 (ms)", i, row[7])
                 put(f"{name}: completion p99 (ms)", i, row[8])
+                s = summ["workloads"][name]
+                if "queue_ms_p50" in s:            # queueing servers: policy, queue, eclipse
+                    put(f"{name}: dispatch", i, s.get("dispatch"))
+                    put(f"{name}: TTFB p99 (ms)", i, s.get("ttfb_ms_p99"))
+                    put(f"{name}: TTFB p99 sunlit (ms)", i, s.get("ttfb_ms_sunlit_p99"))
+                    put(f"{name}: TTFB p99 in eclipse (ms)", i, s.get("ttfb_ms_eclipse_p99"))
+                    put(f"{name}: queue p99 (ms)", i, s.get("queue_ms_p99"))
+                    put(f"{name}: refused", i, s.get("refused", 0))
+                    put(f"{name}: requests per satellite", i,
+                        ", ".join(f"{k}: {v}" for k, v in (s.get("served_by") or {}).items()))
             elif kind == "allreduce":
                 put(f"{name}: step / ideal (median)", i, row[7])
             else:

@@ -114,6 +114,25 @@ CASES = [
      r"apps\[0\]\.command: unknown placeholder '\{adress:g-b\}' in '\{adress:g-b\}'; expected \{node\}"),
     ("app-start-after-stop", BASE + '\n[[apps]]\nnode = "g-a"\ncommand = "true"\nstart_s = 30\nstop_s = 20\n', None,
      r"apps\[0\]\.stop_s: expected a time after start_s = 30, found 20"),
+    ("compute-negative-capacity", BASE + '\n[[compute]]\ngroup = "shell"\nsequences_per_accelerator = -4\n', None,
+     r"compute\[shell\]\.sequences_per_accelerator: expected an integer in \[1, 1000000\], found integer -4"),
+    ("compute-battery-below-one-step", BASE + '\n[[compute]]\ngroup = "shell"\nbattery_wh = 10\n', None,
+     r"compute\[shell\]\.battery_wh: expected at least one step's deficit in shadow \(11\.4 Wh: bus_w \+ 8 accelerators.*or a throttling "
+     r"rule .*found 10"),
+    ("compute-group-without-compute-satellites", BASE.replace("compute = true", "compute = false")
+     + '\n[[compute]]\ngroup = "shell"\n', None,
+     r"compute\[0\]\.group: expected a group of compute satellites .*group 'shell' has 16 satellites, compute = false"),
+    # a group of no satellites never reaches [[compute]]: every source refuses an empty group
+    ("compute-group-of-no-satellites", BASE + TLE_GROUP.replace('"x.tle"', '"x.tle"\ncompute = true\nname_pattern = "NONE*"')
+     + '\n[[compute]]\ngroup = "t"\n', lambda d: (d / "x.tle").write_text(_tle()),
+     r"satellites\[t\]\.name_pattern: at least one satellite of x\.tle to match the pattern and ranges; none of 1"),
+    ("compute-formation-of-none", BASE + '\n[[satellites]]\nname = "odc"\nsource = "formation"\nprefix = "c"\ncount = 0\n'
+     'altitude_km = 600\n\n[[compute]]\ngroup = "odc"\n', None,
+     r"satellites\[odc\]\.count: expected a value in \[1, 10000\], found integer 0"),
+    ("dispatch-without-compute", BASE + '\n[[workloads]]\nkind = "inference"\ndispatch = "power-aware"\n', None,
+     r"workloads\[0\]\.dispatch: a \[\[compute\]\] section for group 'shell'"),
+    ("dispatch-unknown-policy", BASE + '\n[[workloads]]\nkind = "inference"\ndispatch = "random"\n', None,
+     r"workloads\[0\]\.dispatch: expected .*one of none, nearest, least-loaded, sunlit-first, power-aware"),
     ("more-than-339999-satellites", BASE.replace("planes = 4", "planes = 600").replace("sats_per_plane = 4", "sats_per_plane = 600"),
      None, r"satellites: at most 339,999 satellites in all .*found 360,000"),
     ("formation-of-10000", BASE.replace("compute = true", "compute = false") + (

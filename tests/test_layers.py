@@ -33,7 +33,7 @@ RULES = {"plan": "plan imports only errors, constants and the version",
          "traffic": "traffic may import plan and emulate (not runner, report, cli)",
          "report": "report reads run directories and imports no wing"}
 PURE = ["plan", "emulate/playback.py", "emulate/addressing.py", "emulate/clock.py", "traffic/workloads.py",
-        "traffic/trace.py", "traffic/fidelity.py"]
+        "traffic/batching.py", "traffic/trace.py", "traffic/fidelity.py"]
 IMPURE = {"subprocess", "socket", "ctypes", "fcntl", "mininet"}
 
 

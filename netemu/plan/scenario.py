@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import ScenarioError, TLEError
 from .apps import APP_NAME_RE, App, PlaceholderError, placeholders
 from .code import parse_code
+from .dispatch import DISPATCH_POLICIES
 from .files import MAX_TEXT_BYTES, read_input, resolve_path
 from .orbits import (SGP4_ERRORS, SSO_MAX_ALTITUDE_KM, TLERecord, ltan_raan_deg, parse_tle_text,
                      sso_inclination_deg, tle_status_at)
@@ -592,6 +593,7 @@ def load_scenario(path: str | Path) -> Scenario:
     endpoints = _endpoints(top, groups, stations, node_names)
     workloads = _workloads(top, groups, stations, node_names, endpoints, duration_s)
     compute = _compute(top, groups, step_s)
+    _check_dispatch(path, workloads, compute, groups, endpoints)
     faults, group_faults = _faults(top, groups, stations, node_names, duration_s)
     rain = _rain(top, base, stations, gsl)
     clouds = _clouds(top, base, stations, gsl)
@@ -1094,6 +1096,26 @@ def _compute(top: _Table, groups: list[SatelliteGroup], step_s: float) -> list[C
     return out
 
 
+def _check_dispatch(path: Path, workloads: list[Workload], compute: list[ComputeGroup],
+                    groups: list[SatelliteGroup], endpoints: tuple[str, ...]) -> None:
+    """A dispatch policy needs the server's group to have a [[compute]] model, and every
+    satellite of that group to be an endpoint (requests are routed to them)."""
+    modelled = {c.group for c in compute}
+    for i, w in enumerate(workloads):
+        if w.kind != "inference" or w.p("dispatch") == "none":
+            continue
+        g = next(g for g in groups if w.server in group_node_names(g))
+        if g.name not in modelled:
+            raise ScenarioError(path, f"workloads[{i}].dispatch", f"a [[compute]] section for group {g.name!r} "
+                                f"(the server {w.server}'s), which dispatch = {w.p('dispatch')!r} spreads requests "
+                                f"over; found none (or set dispatch = 'none')")
+        missing = [n for n in group_node_names(g) if n not in endpoints]
+        if missing:
+            raise ScenarioError(path, f"workloads[{i}].dispatch", f"every satellite of group {g.name!r} among the "
+                                f"endpoints (dispatch routes requests to each); {missing[0]!r} is not one "
+                                f"({len(missing)} missing): add the group to [endpoints].nodes")
+
+
 # Largest number of inference requests drawn per client over a run (their table is in memory).
 MAX_REQUESTS_PER_CLIENT = 10_000_000
 
@@ -1114,6 +1136,14 @@ WORKLOAD_PARAMS: dict[str, dict[str, tuple[str, Any, Callable[[Any], str | None]
         "service_s": ("a number", 0.5, _upto(_nonneg, 864_000)),              # queueing + prefill before the first token
         "tokens_per_s": ("a number", 100.0, _upto(_positive, 1e9)),           # decode speed of the server
         "window_s": ("a number", 10.0, _upto(_positive, 864_000)),            # percentile windows in the summary
+        # With a [[compute]] model for the server's group: the cluster's dispatch policy ("none":
+        # every request to `server`; else an entry node relays each request to the satellite of
+        # the server's group the policy picks, netemu.plan.dispatch) and each server's queue
+        # bound in requests (a full queue refuses). service_s and tokens_per_s then give way to
+        # the compute model's prefill and decode rates.
+        "dispatch": ("a string", "none", lambda v: None if v in ("none", *DISPATCH_POLICIES)
+                     else "one of none, " + ", ".join(DISPATCH_POLICIES)),
+        "queue_limit": ("an integer", 1024, _upto(_count, 10_000_000)),
     },
     "upload": {
         "file_mb": ("a number", 600.0, _upto(_positive, 1e8)),                # one Sentinel-2 L1C tile

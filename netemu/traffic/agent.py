@@ -10,7 +10,21 @@ time and every duration already in wall seconds (dilation applied), so this prog
 time conversion. Roles:
 
 - `inference-server`: per connection, reads a request, waits the service time, then streams
-  `tokens` chunks of `bytes_per_token` bytes at the decode rate.
+  `tokens` chunks of `bytes_per_token` bytes at the decode rate. With a compute model (role
+  key `queue`: the server's satellite has a [[compute]] section) the request instead goes
+  through `netemu.traffic.batching.BatchServer`, fed the monotonic clock: it waits for a batch
+  slot (slots follow the planned active accelerators), is refused when the queue is full
+  (connection closed, event `refused`), and its tokens come out when the model says (prefill,
+  then decode at the per-sequence rate); event `served` records the model's queue, prefill and
+  decode times (wall seconds).
+- `inference-entry`: the cluster's entry node (dispatch): per connection, reads the request's
+  head, chooses a server by the workload's policy (`netemu.plan.dispatch.choose_server`) from
+  the planned power of each candidate at that instant (slots, sunlit, state of charge), its
+  hops from the entry and its load, opens a connection to it over the emulated network and
+  relays both ways (event `dispatch`). The load is what the entry itself sees: requests it
+  forwarded to a server whose response has not ended (every request of the workload passes
+  through the entry, so this counts the server's busy slots and queue, late by the hop's
+  light-time; no load reports are needed).
 - `inference-client`: opens one connection per request at its arrival instant, sends the
   request, reads the whole streamed response (events `start`, `first_byte`, `done`).
 - `transfer-server` / `transfer-client`: files and checkpoints. The client connects; for `up`
@@ -40,7 +54,8 @@ import time
 
 _MAGIC = b"NEMU"
 _HEAD = struct.Struct("!4sBQQQQ")     # magic, op, job, a, b, c
-OP_INFERENCE, OP_PUT, OP_GET, OP_REPLAY = 1, 2, 3, 4
+OP_INFERENCE, OP_PUT, OP_GET, OP_REPLAY, OP_INFERENCE_Q = 1, 2, 3, 4, 9
+_QTAIL = struct.Struct("!QH")         # after an OP_INFERENCE_Q head: prompt tokens, client name length
 _CHUNK = 1 << 20
 _ZEROS = memoryview(bytes(_CHUNK))
 
@@ -121,8 +136,116 @@ class _Progress:
 
 # --------------------------------------------------------------------------- servers
 
+class _Queued:
+    """The queueing model of one inference server (`BatchServer`) on the monotonic clock: slots
+    change at the planned instants; queued requests are woken as they take a slot."""
+
+    def __init__(self, q: dict):
+        from .batching import BatchServer   # lazy: only servers with a compute model need it
+        self.changes = [(float(t), int(n)) for t, n in q["slots"]]
+        self.next = 0
+        now = time.monotonic()
+        first = 0
+        while self.next < len(self.changes) and self.changes[self.next][0] <= now:
+            first = self.changes[self.next][1]
+            self.next += 1
+        self.waiting: dict = {}
+        self.core = BatchServer(q["prefill_tokens_per_s"], q["decode_tokens_per_s"], q["queue_limit"],
+                                slots=first, t0=now, on_admit=self._admitted)
+        self.kick = asyncio.Event()
+        self.overhead_s = 0.0               # time spent in the model (for the overhead benchmark)
+
+    def _admitted(self, req) -> None:
+        fut = self.waiting.pop(req.job, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def sync(self, now: float) -> None:
+        """Bring the model to `now`: slot changes due, then events."""
+        while self.next < len(self.changes) and self.changes[self.next][0] <= now:
+            t, n = self.changes[self.next]
+            self.core.set_slots(max(t, self.core.t), n)
+            self.next += 1
+        self.core.advance(now)
+
+    async def run(self) -> None:
+        """Wake at the model's next event or slot change, so queued requests start on time."""
+        while True:
+            self.kick.clear()
+            self.sync(time.monotonic())
+            nxt = self.core.next_event_s()
+            if self.next < len(self.changes):
+                nxt = min(nxt, self.changes[self.next][0])
+            wait = nxt - time.monotonic()
+            if wait == float("inf"):
+                await self.kick.wait()
+            elif wait > 0:
+                try:
+                    await asyncio.wait_for(self.kick.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+
+    def arrive(self, key, prompt_tokens: int, output_tokens: int):
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        self.sync(now)
+        req = self.core.arrive(now, key, prompt_tokens, output_tokens)
+        fut = None
+        if not req.refused and req.t_admit is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiting[key] = fut
+        self.kick.set()
+        self.overhead_s += time.perf_counter() - t0
+        return req, fut
+
+    def token_due(self, req, k: int) -> float:
+        t0 = time.perf_counter()
+        self.sync(time.monotonic())
+        t = self.core.token_time(req, k)
+        self.overhead_s += time.perf_counter() - t0
+        return t
+
+
+async def _queued_inference(q: _Queued, reader, writer, log: Log, wl: str, job: int, a: int, b: int,
+                            c: int) -> None:
+    prompt, n = _QTAIL.unpack(await reader.readexactly(_QTAIL.size))
+    client = (await reader.readexactly(n)).decode()
+    got = await _recv_bytes(reader, a)
+    log("request", wl, job, bytes=got, client=client, peer=writer.get_extra_info("peername")[0])
+    req, fut = q.arrive((client, job), prompt, b)
+    if req.refused:
+        log("refused", wl, job, client=client, queue=len(q.core.queue))
+        return
+    if fut is not None:
+        await fut
+    chunk = _ZEROS[:c]
+    # Token k's time from the model's, extrapolated at its per-sequence rate while that holds
+    # (the rate changes only when power takes slots from under a full batch): one model call
+    # per rate, not per token.
+    rate, t_ref, k_ref = None, 0.0, 0
+    for k in range(b):
+        while True:
+            r = q.core.rate
+            if r != rate:
+                rate, t_ref, k_ref = r, q.token_due(req, k), k
+            due = t_ref + (k - k_ref) / rate if rate > 0 else q.token_due(req, k)
+            dt = due - time.monotonic()
+            if dt <= 0:
+                break
+            await asyncio.sleep(dt)
+        writer.write(chunk)
+        await writer.drain()
+    q.sync(time.monotonic())
+    log("served", wl, job, client=client, bytes=b * c, t_arrival=req.t_arrival, queue_s=req.queue_s,
+        prefill_s=req.prefill_s, decode_s=(req.t_done - req.t_first) if req.t_done is not None
+        else q.core.token_time(req, b - 1) - req.t_first, overhead_s=round(q.overhead_s, 6))
+
+
 async def _serve(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
     wl = role["workload"]
+    queued = _Queued(role["queue"]) if role.get("queue") else None
+    if queued is not None:
+        asyncio.get_running_loop().create_task(queued.run())
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _tune(writer)
@@ -132,7 +255,9 @@ async def _serve(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
             if magic != _MAGIC:
                 log("error", wl, None, what="bad request header")
                 return
-            if op == OP_INFERENCE:
+            if op == OP_INFERENCE_Q and queued is not None:
+                await _queued_inference(queued, reader, writer, log, wl, job, a, b, c)
+            elif op == OP_INFERENCE:
                 got = await _recv_bytes(reader, a)
                 log("request", wl, job, bytes=got, peer=writer.get_extra_info("peername")[0])
                 t_first = time.monotonic() + role["service_s"]
@@ -171,6 +296,79 @@ async def _serve(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, address, role["port"], reuse_address=True, backlog=1024)
 
 
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int | None = None) -> int:
+    """Copy from reader to writer: n bytes, or until the reader ends (n None); returns the count."""
+    got = 0
+    while n is None or got < n:
+        data = await reader.read(_CHUNK if n is None else min(n - got, _CHUNK))
+        if not data:
+            break
+        got += len(data)
+        writer.write(data)
+        await writer.drain()
+    return got
+
+
+async def _serve_entry(role: dict, log: Log, address: str) -> asyncio.AbstractServer:
+    """The cluster's entry node: relays each inference request to the satellite the policy
+    chooses (see the module's docstring)."""
+    from ..plan.dispatch import choose_server   # lazy: only entry nodes need it (and numpy)
+    import bisect
+    wl, policy = role["workload"], role["policy"]
+    servers = role["servers"]
+    names = [s["node"] for s in servers]
+    hops = [s["hops"] for s in servers]
+    times = [[row[0] for row in s["table"]] for s in servers]
+    outstanding = [0] * len(servers)
+
+    def state_at(now: float):
+        slots, lit, soc = [], [], []
+        for s, ts in zip(servers, times):
+            k = max(0, bisect.bisect_right(ts, now) - 1)
+            _, n, f, c = s["table"][k]
+            slots.append(n)
+            lit.append(f)
+            soc.append(c)
+        return slots, lit, soc
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _tune(writer)
+        w2 = None
+        chosen = None
+        try:
+            head = await reader.readexactly(_HEAD.size)
+            magic, op, job, a, b, c = _HEAD.unpack(head)
+            if magic != _MAGIC or op != OP_INFERENCE_Q:
+                log("error", wl, None, what="bad request header at the entry")
+                return
+            tail = await reader.readexactly(_QTAIL.size)
+            name = await reader.readexactly(_QTAIL.unpack(tail)[1])
+            slots, lit, soc = state_at(time.monotonic())
+            chosen = choose_server(policy, names, hops, outstanding, slots, lit, soc)
+            outstanding[chosen] += 1
+            log("dispatch", wl, job, client=name.decode(), server=names[chosen], hops=hops[chosen],
+                loads=[n - (k == chosen) for k, n in enumerate(outstanding)], slots=slots)
+            r2, w2 = await asyncio.open_connection(servers[chosen]["address"], role["server_port"],
+                                                   local_addr=(address, 0))
+            _tune(w2)
+            w2.write(head + tail + name)
+            up = asyncio.ensure_future(_pipe(reader, w2, a))
+            await _pipe(r2, writer)
+            await up
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+            log("error", wl, None, what=f"entry: {type(e).__name__}: {e}")
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if chosen is not None:
+                outstanding[chosen] -= 1
+            if w2 is not None:
+                w2.close()
+            writer.close()
+
+    return await asyncio.start_server(handle, address, role["port"], reuse_address=True, backlog=1024)
+
+
 # --------------------------------------------------------------------------- clients
 
 async def _connect(role: dict, address: str, server: str | None = None):
@@ -180,13 +378,18 @@ async def _connect(role: dict, address: str, server: str | None = None):
 
 
 async def _inference_request(role: dict, log: Log, address: str, job: int, req_bytes: int, tokens: int,
-                             bpt: int) -> None:
+                             bpt: int, prompt_tokens: int = 0) -> None:
     wl = role["workload"]
     log("start", wl, job, request_bytes=req_bytes, expected=tokens * bpt)
     writer = None
     try:
         reader, writer = await _connect(role, address)
-        writer.write(_HEAD.pack(_MAGIC, OP_INFERENCE, job, req_bytes, tokens, bpt))
+        if role.get("queued"):          # the server queues: it needs the prompt and who asks
+            name = role["node"].encode()
+            writer.write(_HEAD.pack(_MAGIC, OP_INFERENCE_Q, job, req_bytes, tokens, bpt)
+                         + _QTAIL.pack(prompt_tokens, len(name)) + name)
+        else:
+            writer.write(_HEAD.pack(_MAGIC, OP_INFERENCE, job, req_bytes, tokens, bpt))
         await _send_bytes(writer, req_bytes)
         log("sent", wl, job)
         want = tokens * bpt
@@ -205,9 +408,10 @@ async def _inference_request(role: dict, log: Log, address: str, job: int, req_b
 
 async def _inference_client(role: dict, log: Log, address: str) -> None:
     tasks = []
-    for job, due, req_bytes, tokens, bpt in role["jobs"]:
+    for job, due, req_bytes, tokens, bpt, *prompt in role["jobs"]:
         await _sleep_until(due)
-        tasks.append(asyncio.create_task(_inference_request(role, log, address, job, req_bytes, tokens, bpt)))
+        tasks.append(asyncio.create_task(_inference_request(role, log, address, job, req_bytes, tokens, bpt,
+                                                            *prompt)))
     if tasks:
         await asyncio.gather(*tasks)
 
@@ -507,7 +711,9 @@ async def _main(spec: dict, log: Log) -> None:
     flusher = asyncio.create_task(log.flusher())  # noqa: F841 (runs until cancelled at exit)
     for role in spec["roles"]:
         kind = role["role"]
-        if kind in ("inference-server", "transfer-server", "replay-server"):
+        if kind == "inference-entry":
+            servers.append(await _serve_entry(role, log, address))
+        elif kind in ("inference-server", "transfer-server", "replay-server"):
             servers.append(await _serve(role, log, address))
             if role.get("udp"):
                 servers.append(await _serve_udp(role, log, address))

@@ -37,7 +37,8 @@ class WorkloadRunner:
     def start(self, live) -> None:
         self.clock = live.clock
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.specs = agent_specs(self.workloads, self.clock, live.loopback, self.log_dir, speed=self.clock.speed)
+        self.specs = agent_specs(self.workloads, self.clock, live.loopback, self.log_dir, speed=self.clock.speed,
+                                 plan=self.plan)
         for node, spec in self.specs.items():
             path = self.log_dir / f"{node}.spec.json"
             path.write_text(json.dumps(spec))
@@ -67,7 +68,7 @@ class WorkloadRunner:
         events = read_events(sorted(self.log_dir.glob("*.jsonl")))
         plan = self.plan
         ideal = lambda w, t: ring_ideal_ms(plan.schedule, plan.routes, w, t)   # noqa: E731
-        jobs = jobs_table(events, self.workloads, self.clock, ideal)
+        jobs = jobs_table(events, self.workloads, self.clock, ideal, power=getattr(plan, "power", None))
         atomic_write(out / "jobs.csv", lambda tmp: jobs.to_csv(tmp, index=False))
         tput = throughput_table(events, self.workloads, self.clock)
         atomic_write(out / "throughput.csv", lambda tmp: tput.to_csv(tmp, index=False))

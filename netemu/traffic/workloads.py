@@ -20,18 +20,66 @@ import pandas as pd
 
 from ..emulate.clock import Clock
 from ..emulate.playback import oracle_rtt_ms
-from ..plan.scenario import Workload
+from ..plan.scenario import ComputeGroup, Scenario, Workload, group_node_names
 
-__all__ = ["Clock", "PORT_BASE", "agent_specs", "inference_jobs", "read_events", "jobs_table",
-           "throughput_table", "summarise", "allreduce_ideal_ms", "JOB_COLUMNS"]
+__all__ = ["Clock", "PORT_BASE", "ENTRY_PORT_BASE", "agent_specs", "inference_jobs", "read_events", "jobs_table",
+           "throughput_table", "summarise", "allreduce_ideal_ms", "JOB_COLUMNS", "compute_group_of",
+           "dispatch_setup", "power_rows"]
 
 PORT_BASE = 20000          # workload i listens on PORT_BASE + i
+ENTRY_PORT_BASE = 30000    # and its cluster's entry node (dispatch) on ENTRY_PORT_BASE + i
 PROGRESS_S = 0.1           # network seconds between progress records of a transfer
 UDP_PATIENCE_S = 2.0       # network seconds a UDP transfer waits for an answer before giving up
 
 JOB_COLUMNS = ["workload", "kind", "job", "client", "server", "t_start_s", "t_end_s", "status",
                "bytes_expected", "bytes_delivered", "ttfb_ms", "completion_ms", "goodput_mbps",
-               "ideal_ms", "ratio_to_ideal"]
+               "ideal_ms", "ratio_to_ideal", "queue_ms", "prefill_ms", "decode_ms", "network_ms", "eclipse"]
+"""Inference requests served by a queueing server (a [[compute]] model) also have `queue_ms`
+(waiting for a batch slot), `prefill_ms` and `decode_ms` (the server's model), `network_ms`
+(the rest of the completion time: the request's and the response's way through the network,
+the entry node's hop included), `server` (the satellite that served it) and `eclipse` (that
+satellite in Earth's shadow, sunlit fraction < 0.5, at the request's start, by the plan);
+status `refused` when the server's queue was full."""
+
+
+def compute_group_of(scenario: Scenario, node: str) -> ComputeGroup | None:
+    """The [[compute]] model of the satellite `node` (None if its group has none)."""
+    for g in scenario.satellites:
+        for c in scenario.compute:
+            if c.group == g.name and node in group_node_names(g):
+                return c
+    return None
+
+
+def dispatch_setup(plan, w: Workload, t_s: float) -> tuple[str, list[str], list[int]]:
+    """Entry node, candidate servers and their hops from the entry for dispatch workload `w`.
+
+    Candidates: every satellite of the server's compute group. Entry: the candidate nearest
+    the ground path, i.e. with the shortest planned path delay from the workload's first
+    client at `t_s` (the run's start of the workload); it stays the entry for the run. Hops:
+    links on the planned path entry → candidate at `t_s` (0 for the entry itself; a candidate
+    the entry cannot reach gets a large count, 1,000)."""
+    group = next(g for g in plan.scenario.satellites if w.server in group_node_names(g))
+    cands = [n for n in group_node_names(group) if n in set(plan.scenario.endpoints)]
+    when = np.array([t_s])
+    delay = [float(oracle_rtt_ms(plan.schedule, plan.routes.routes, w.clients[0], c, when)[0]) for c in cands]
+    delay = [d if np.isfinite(d) else np.inf for d in delay]
+    entry = cands[int(np.argmin(delay))]
+    hops = []
+    for c in cands:
+        path = [entry] if c == entry else plan.routes.path_at(entry, c, t_s)
+        hops.append(len(path) - 1 if path else 1000)
+    return entry, cands, hops
+
+
+def power_rows(power: pd.DataFrame, node: str, start_s: float, stop_s: float) -> pd.DataFrame:
+    """`node`'s rows of the plan's power table that are in force from `start_s` to `stop_s`:
+    the last step at or before `start_s` and every later step up to `stop_s`."""
+    p = power[power["node"].astype(str) == node].sort_values("t_s")
+    t = p["t_s"].to_numpy(float)
+    k0 = max(0, int(np.searchsorted(t, start_s, side="right")) - 1)
+    k1 = int(np.searchsorted(t, stop_s, side="right"))
+    return p.iloc[k0:max(k1, k0 + 1)]
 
 
 def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float,
@@ -67,9 +115,14 @@ def inference_jobs(w: Workload, client_index: int, start_s: float, stop_s: float
 
 
 def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callable[[str], str],
-                log_dir: Path, speed: float = 1.0) -> dict[str, dict]:
+                log_dir: Path, speed: float = 1.0, plan=None) -> dict[str, dict]:
     """The spec of every node's agent (`netemu.traffic.agent`): node -> {node, address, log, roles}.
-    Nodes without a role get no agent."""
+    Nodes without a role get no agent.
+
+    With `plan` and an inference server whose satellite has a [[compute]] model (the plan has
+    power), the server queues (batch slots from the plan's active accelerators over the run);
+    with the workload's `dispatch` policy every satellite of the server's compute group serves
+    and the group's entry node (`dispatch_setup`) relays the clients' requests to them."""
     specs: dict[str, dict] = {}
     K = clock.dilation
 
@@ -85,16 +138,44 @@ def agent_specs(workloads: tuple[Workload, ...], clock: Clock, loopback: Callabl
         if stop_s <= start_s:
             continue
         if w.kind == "inference":
-            roles(w.server).append({"role": "inference-server", "workload": w.name, "port": port,
-                                    "service_s": w.p("service_s") * K,
-                                    "token_interval_s": K / w.p("tokens_per_s")})
+            model = compute_group_of(plan.scenario, w.server) if plan is not None and plan.power is not None else None
+            policy = w.p("dispatch") if model is not None else "none"
+            if policy != "none":
+                entry, servers, hops = dispatch_setup(plan, w, start_s)
+            else:
+                entry, servers, hops = None, [w.server], [0]
+            table = {}
+            for node in servers:
+                if model is not None:
+                    rows = power_rows(plan.power, node, start_s, stop_s)
+                    table[node] = rows
+                role = {"role": "inference-server", "workload": w.name, "port": port,
+                        "service_s": w.p("service_s") * K, "token_interval_s": K / w.p("tokens_per_s")}
+                if model is not None:
+                    slots = rows["active_accelerators"].to_numpy(np.int64) * model.sequences_per_accelerator
+                    role["queue"] = {"prefill_tokens_per_s": model.prefill_tokens_per_s_per_accelerator / K,
+                                     "decode_tokens_per_s": model.decode_tokens_per_s_per_sequence / K,
+                                     "queue_limit": w.p("queue_limit"),
+                                     "slots": [[clock.mono(t), int(n)] for t, n in zip(rows["t_s"], slots)]}
+                roles(node).append(role)
+            target, target_port = loopback(w.server), port
+            if entry is not None:
+                roles(entry).append({"role": "inference-entry", "workload": w.name, "policy": policy,
+                                     "port": ENTRY_PORT_BASE + i, "server_port": port, "servers": [
+                                         {"node": n, "address": loopback(n), "hops": h, "table": [
+                                             [clock.mono(t), int(a) * model.sequences_per_accelerator, float(f), float(c)]
+                                             for t, a, f, c in zip(table[n]["t_s"], table[n]["active_accelerators"],
+                                                                   table[n]["sunlit"], table[n]["soc_pct"])]}
+                                         for n, h in zip(servers, hops)]})
+                target, target_port = loopback(entry), ENTRY_PORT_BASE + i
             for ci, c in enumerate(w.clients):
                 jobs = inference_jobs(w, ci, start_s, stop_s, speed)
-                roles(c).append({"role": "inference-client", "workload": w.name, "server": loopback(w.server),
-                                 "port": port, "jobs": [[int(j), clock.mono(t), int(rb), int(ot), int(bpt)]
-                                                        for j, t, rb, ot, bpt in zip(
+                roles(c).append({"role": "inference-client", "workload": w.name, "server": target,
+                                 "port": target_port, "node": c, "queued": model is not None,
+                                 "jobs": [[int(j), clock.mono(t), int(rb), int(ot), int(bpt), int(pt)]
+                                          for j, t, rb, ot, bpt, pt in zip(
                                      jobs["job"], jobs["t_s"], jobs["request_bytes"], jobs["output_tokens"],
-                                     jobs["response_bytes_per_token"])]})
+                                     jobs["response_bytes_per_token"], jobs["prompt_tokens"])]})
         elif w.kind in ("upload", "checkpoint"):
             roles(w.server).append({"role": "transfer-server", "workload": w.name, "port": port,
                                     "progress_s": PROGRESS_S * K, "udp": w.transport == "udp"})
@@ -147,16 +228,20 @@ def _first(ev: pd.DataFrame, name: str, keys: list[str], cols: list[str]) -> pd.
 
 
 def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clock,
-               ideal_ms: Callable[[Workload, float], float] | None = None) -> pd.DataFrame:
+               ideal_ms: Callable[[Workload, float], float] | None = None,
+               power: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per request (inference), transfer (upload, checkpoint) or step (allreduce), with
     the columns of `JOB_COLUMNS`: times in scenario seconds, durations in emulated ms, rates in
-    emulated Mbit/s. `status` is `done`, `short` (ended with fewer bytes than expected), `error`
-    or `incomplete` (still running at the end).
-    `ideal_ms(workload, t_s)` gives the all-reduce ideal step time."""
+    emulated Mbit/s. `status` is `done`, `short` (ended with fewer bytes than expected), `error`,
+    `refused` (a queueing server's queue was full) or `incomplete` (still running at the end).
+    `ideal_ms(workload, t_s)` gives the all-reduce ideal step time; `power` (the plan's power
+    table) whether the satellite serving a request was in eclipse."""
     K = clock.dilation
     out = []
     ev = events.copy()
     ev["job"] = pd.to_numeric(ev["job"], errors="coerce")
+    # servers' and entries' events name the requesting client: keep that apart from `client`
+    ev = ev.rename(columns={"client": "req_client", "server": "to_server"})
     for w in workloads:
         e = ev[ev["wl"] == w.name]
         if w.kind == "allreduce":
@@ -174,9 +259,29 @@ def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clo
         done = _first(cs, "done", keys, done_cols).rename(columns={"t": "t_done", "bytes": "done_bytes"})
         err = _first(cs, "error", keys, ["what"])
         df = df.merge(done, on=keys, how="left").merge(err, on=keys, how="left")
+        server = pd.Series(w.server, index=df.index, dtype=object)
+        parts = {k: pd.Series(np.nan, index=df.index) for k in ("queue_ms", "prefill_ms", "decode_ms")}
+        refused = pd.Series(False, index=df.index)
         if w.kind == "inference":
             fb = _first(cs, "first_byte", keys, ["t"]).rename(columns={"t": "t_first"})
             df = df.merge(fb, on=keys, how="left")
+            # the queueing servers' records, and where the entry sent each request
+            named = e[e["req_client"].notna()].rename(columns={"req_client": "client"}) if "req_client" in e \
+                else e.iloc[:0]
+            srv = named[named["ev"].isin(["served", "refused"])]
+            cols = [c for c in ("queue_s", "prefill_s", "decode_s") if c in srv]
+            got = srv.groupby(keys, as_index=False).agg(
+                served_by=("node", "first"), refused=("ev", lambda x: (x == "refused").any()),
+                **{c: (c, "first") for c in cols}) if len(srv) else pd.DataFrame(columns=keys + ["served_by", "refused"])
+            disp = named[named["ev"] == "dispatch"]
+            sent = (disp.groupby(keys, as_index=False)["to_server"].first() if len(disp)
+                    else pd.DataFrame(columns=keys + ["to_server"]))
+            m = df[keys].merge(got, on=keys, how="left").merge(sent, on=keys, how="left")
+            server = m["served_by"].where(m["served_by"].notna(), m["to_server"]).where(
+                lambda x: x.notna(), w.server).astype(object)
+            refused = m["refused"].where(m["refused"].notna(), False).astype(bool)
+            for c in cols:
+                parts[c.replace("_s", "_ms")] = m[c].astype(float) / K * 1e3
             expected = df["expected"].astype(float)
             delivered = df["done_bytes"].astype(float)
             t_end = df["t_done"].astype(float)
@@ -187,17 +292,37 @@ def jobs_table(events: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clo
             ttfb_ms = pd.Series(np.nan, index=df.index)
         completion_ms = (t_end - df["t_start"]) / K * 1e3
         status = np.select([df["t_done"].notna() & (delivered == expected), df["t_done"].notna(),
-                            df["what"].notna()], ["done", "short", "error"], "incomplete")
+                            refused.to_numpy(), df["what"].notna()], ["done", "short", "refused", "error"], "incomplete")
         goodput = np.where(status == "done", delivered * 8 / (completion_ms / 1e3) / 1e6, np.nan)
+        t_start_s = clock.t_s(df["t_start"])
+        network_ms = completion_ms - parts["queue_ms"] - parts["prefill_ms"] - parts["decode_ms"]
         out.append(pd.DataFrame({
             "workload": w.name, "kind": w.kind, "job": df["client"] + "#" + df["job"].astype(int).astype(str),
-            "client": df["client"], "server": w.server, "t_start_s": clock.t_s(df["t_start"]),
+            "client": df["client"], "server": server, "t_start_s": t_start_s,
             "t_end_s": clock.t_s(t_end), "status": status, "bytes_expected": expected,
             "bytes_delivered": delivered, "ttfb_ms": ttfb_ms, "completion_ms": completion_ms,
-            "goodput_mbps": goodput, "ideal_ms": np.nan, "ratio_to_ideal": np.nan}))
+            "goodput_mbps": goodput, "ideal_ms": np.nan, "ratio_to_ideal": np.nan, **parts,
+            "network_ms": network_ms.where(status == "done"),
+            "eclipse": _in_eclipse(power, server, np.asarray(t_start_s, dtype=float))}))
     if not out:
         return pd.DataFrame(columns=JOB_COLUMNS)
     return pd.concat(out, ignore_index=True)[JOB_COLUMNS].sort_values(["workload", "t_start_s"], ignore_index=True)
+
+
+def _in_eclipse(power: pd.DataFrame | None, nodes: pd.Series, t_s: np.ndarray) -> pd.Series:
+    """Whether each node was in Earth's shadow (sunlit fraction < 0.5) at t_s, by the plan's
+    power table (the step in force); NaN for nodes it does not have (or without the table)."""
+    out = pd.Series(np.nan, index=nodes.index, dtype=object)
+    if power is None or not len(power):
+        return out
+    names = nodes.astype(str).to_numpy()
+    p = power.assign(node=power["node"].astype(str))
+    for node, g in p[p["node"].isin(set(names))].groupby("node"):
+        g = g.sort_values("t_s")
+        sel = names == node
+        k = np.clip(np.searchsorted(g["t_s"].to_numpy(float), t_s[sel], side="right") - 1, 0, len(g) - 1)
+        out[sel] = g["sunlit"].to_numpy(float)[k] < 0.5
+    return out
 
 
 def _allreduce_rows(w: Workload, e: pd.DataFrame, clock: Clock, ideal_ms) -> pd.DataFrame:
@@ -282,10 +407,22 @@ def summarise(jobs: pd.DataFrame, workloads: tuple[Workload, ...], clock: Clock)
         start, stop = clock.clip(w.start_s, w.stop_s)
         s: dict = {"kind": w.kind, "clients": list(w.clients), "server": w.server, "start_s": start, "stop_s": stop,
                    "jobs": int(len(j)), **{k: int((j["status"] == k).sum()) for k in ("done", "short", "error", "incomplete")},
+                   **({"refused": int((j["status"] == "refused").sum())} if (j["status"] == "refused").any() else {}),
                    "bytes_expected": float(j["bytes_expected"].sum()), "bytes_delivered": float(j["bytes_delivered"].fillna(0).sum())}
         if w.kind == "inference":
             s.update(_pcts(done["ttfb_ms"], "ttfb_ms"))
             s.update(_pcts(done["completion_ms"], "completion_ms"))
+            if "queue_ms" in done and done["queue_ms"].notna().any():     # a queueing server (compute model)
+                s["dispatch"] = w.p("dispatch")
+                for part in ("queue_ms", "prefill_ms", "decode_ms", "network_ms"):
+                    s.update(_pcts(done[part], part))
+                s["served_by"] = {str(k): int(v) for k, v in j["server"].value_counts().sort_index().items()}
+                ecl = done["eclipse"]
+                for flag, tag in ((True, "eclipse"), (False, "sunlit")):
+                    m = done[ecl.notna() & (ecl.astype(object) == flag)]
+                    if len(m):
+                        s[f"requests_{tag}"] = int(len(m))
+                        s.update(_pcts(m["ttfb_ms"], f"ttfb_ms_{tag}"))
             width = w.p("window_s")
             windows = []
             for a in np.arange(start, stop, width):
