@@ -46,6 +46,9 @@ class Forwarding:
         self._dst4: list[bytes] = []
         self._dst_node: list[int] = []
         self._nl_by_index: dict[int, Rtnl] = {}
+        self._table = np.zeros((0, 0), np.int32)   # next hops installed now [E, n] (−1: none)
+        self._in_scope = np.zeros(0, bool)
+        self._view = None                  # with live faults: step → next-hop table [E, n] (see reroute)
 
     # ------------------------------------------------------------------ build
 
@@ -94,6 +97,8 @@ class Forwarding:
         self._dst4 = [socket.inet_aton(self.loopbacks[e]) for e in self.endpoints]
         self._dst_node = [pos[e] for e in self.endpoints]
         self._nl_by_index = {pos[name]: self._rtnl[name] for name in self.node_names}
+        self._table = np.full((len(self.endpoints), n), -1, np.int32)
+        self._in_scope = in_scope
 
     # ------------------------------------------------------------------ steps
 
@@ -110,7 +115,7 @@ class Forwarding:
         """Send step k's route changes (staged beforehand if `stage(k)` was called); returns how
         many entries changed and sets `routes_in_force_at` (monotonic) when there were any."""
         staged = self._staged.pop(k, None)
-        count, items = staged if staged is not None else self._pack(k)
+        count, items, rows = staged if staged is not None else self._pack(k)
         with self.lock:
             t0 = time.monotonic()
             for nl, st in items:
@@ -118,16 +123,63 @@ class Forwarding:
             self.routes_in_force_at = t1 = time.monotonic()
             for nl, st in items:
                 nl.finish(st)
+            self._installed(rows)
         self.last_apply = {"namespaces": len(items), "send_ms": (t1 - t0) * 1e3,
                            "ack_ms": (time.monotonic() - t1) * 1e3}
         return count
 
+    def _installed(self, rows) -> None:
+        if rows is not None and len(rows[0]):
+            node, dst, hop = rows
+            self._table[dst, node] = hop
+
     def _pack(self, k: int):
+        if self._view is not None:           # live faults: the step's own repaired table
+            return self._diff(self._view(k))
         g = self._nh_by_step.get(k)
         if g is None:
-            return 0, []
+            return 0, [], None
+        node, dst, hop = g["node"].to_numpy(), g["dst"].to_numpy(), g["next_hop"].to_numpy()
         with self.lock:
-            return self._route_requests(g["node"].tolist(), g["dst"].tolist(), g["next_hop"].tolist())
+            return (*self._route_requests(node.tolist(), dst.tolist(), hop.tolist()), (node, dst, hop))
+
+    def _diff(self, table: np.ndarray):
+        """Requests that turn the installed next hops into `table` (nodes in scope)."""
+        dst, node = np.nonzero((table != self._table) & self._in_scope[None, :])
+        hop = table[dst, node]
+        with self.lock:
+            return (*self._route_requests(node.tolist(), dst.tolist(), hop.tolist()), (node, dst, hop))
+
+    # ------------------------------------------------------------------ live faults
+
+    def plan_table(self, k: int) -> np.ndarray:
+        """The window's planned next-hop table at step k (every node)."""
+        nh = self.next_hops
+        nh = nh[nh["step"] <= k].drop_duplicates(["dst", "node"], keep="last")
+        t = np.full(self._table.shape, -1, np.int32)
+        t[nh["dst"].to_numpy(), nh["node"].to_numpy()] = nh["next_hop"].to_numpy()
+        return t
+
+    def reroute(self, k: int, view) -> tuple[int, float]:
+        """Install at once the next hops of step k (the step in force) as `view(k)` gives them
+        (a function step → next-hop table [E, n]; None: back to the plan's), and take later steps'
+        routes from `view` too. Call from the thread that applies the steps (the player's).
+        Returns (entries changed, monotonic instant they were in force)."""
+        self._view = view
+        count, items, rows = self._diff(view(k) if view is not None else self.plan_table(k))
+        with self.lock:
+            for nl, st in items:
+                nl.send(st)
+            t1 = time.monotonic()
+            for nl, st in items:
+                nl.finish(st)
+            self._installed(rows)
+        restage = [j for j in self._staged if j > k]
+        for j in restage:   # packed against the old routes
+            del self._staged[j]
+        for j in restage:
+            self._staged[j] = self._pack(j)
+        return count, t1
 
     def _route_requests(self, nodes: list[int], dsts: list[int], hops: list[int]):
         n, hop, lo4, dst4, dst_node, nl_of = self._n, self._hop, self._lo4, self._dst4, self._dst_node, self._nl_by_index

@@ -1,0 +1,373 @@
+"""Live fault injection (kernel edge; root): fail a node or a link of a running emulation now,
+restore it later, and let routing react as it does for the scenario's planned faults.
+
+    em.fail_node("r03-07", duration_s=5)       # its links down now; routes around it after the detection delay
+    em.fail_link("r03-07", "r03-08")
+    em.restore()                               # every live fault (or restore("r03-07"), restore(a, b))
+
+What happens, in order:
+1. At once, from the calling thread: the link engine holds the element's links down (an engine
+   flag that wins over the schedule: steps already fed to the engine that would bring the link
+   up again do not). Frames on those links are lost from then on.
+2. For `[routing] failure_detection_s` (emulated) the routes keep pointing into the failure, as the
+   planner's do for a planned fault: packets sent that way are lost.
+3. Then, in the player's thread (so it never races a route step), the next hops of the step in
+   force are recomputed with the planner's routing code (`plan.routing.next_hop_table`) over the
+   step's graph minus the failed elements, and the differences installed; every later step's
+   routes are computed the same way until the fault ends.
+4. A restore (or the end of `duration_s`) releases the links at once and puts the routes back
+   at once (a link coming back is known at once, as in the planner).
+
+Every injection is a row of `Injector.table()` (the run directory's `injections.csv`): `id, kind
+(fail_node | fail_link | restore), target, t_s` (emulated instant asked), `wall` (UTC), `duration_s,
+links, applied_at_s` (emulated instant the engine applied it), `apply_ms` (wall ms from the request
+to the engine's application), `detection_s, reroute_due_s, rerouted_at_s, reroute_error_ms`
+(emulated ms, rerouted − due), `routes` (next-hop entries changed), `note`.
+
+A running `netemu run` serves these calls on a unix socket, `/run/netemu/runs/ID.sock`, named in
+its registry entry (`netemu ps --json`: `control`); `netemu inject RUN_DIR …` talks to it
+(`request`). One JSON object per connection each way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EmulationError, NetemuError
+from ..plan.routing import next_hop_table
+from .netns import RUNS_DIR, live_runs
+
+__all__ = ["Injector", "ControlServer", "request", "find_live_run", "InjectError", "INJECTION_COLUMNS"]
+
+INJECTION_COLUMNS = ["id", "kind", "target", "t_s", "wall", "duration_s", "links", "applied_at_s", "apply_ms",
+                     "detection_s", "reroute_due_s", "rerouted_at_s", "reroute_error_ms", "routes", "note"]
+
+
+class InjectError(NetemuError):
+    """A live injection that cannot be done: unknown node or link, a run that is not live."""
+
+
+class _Fault:
+    __slots__ = ("id", "kind", "target", "links", "nodes", "pairs", "detect_mono")
+
+    def __init__(self, id_, kind, target, links, nodes, pairs, detect_mono):
+        self.id, self.kind, self.target, self.links = id_, kind, target, links
+        self.nodes, self.pairs, self.detect_mono = nodes, pairs, detect_mono
+
+
+class Injector:
+    """Live faults of an `Emulation` (its `fail_node`, `fail_link`, `restore` call these)."""
+
+    def __init__(self, em):
+        self.em = em
+        self.lock = threading.Lock()
+        self.active: dict[int, _Fault] = {}
+        self.rows: list[dict] = []
+        self._next_id = 1
+        names = em.schedule.node_names
+        self._pos = {n: i for i, n in enumerate(names)}
+        lt = em.link_table
+        self._links_of: dict[str, list[str]] = {}
+        self._link_of: dict[frozenset, str] = {}
+        for link, a, b in zip(lt["link"], lt["a"], lt["b"]):
+            self._links_of.setdefault(a, []).append(link)
+            self._links_of.setdefault(b, []).append(link)
+            self._link_of[frozenset((a, b))] = link
+        r = em.plan.scenario.routing
+        self.detection_s = float(getattr(r, "failure_detection_s", 0.0) or 0.0)
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_live(self) -> None:
+        p = self.em.player
+        if p is None or p._thread is None:
+            raise InjectError("the emulation is not playing yet: call start() before injecting faults")
+        if not p.playing():
+            raise InjectError("the emulation's window has ended: nothing left to inject into")
+
+    def _check_node(self, name) -> None:
+        if not isinstance(name, str) or name not in self.em.loopbacks:
+            near = sorted(self.em.loopbacks)[:8]
+            raise InjectError(f"unknown node {name!r}: expected a node of this run (e.g. {', '.join(near)}; "
+                              f"`nodes` in netemu's shell lists them)")
+
+    @staticmethod
+    def _check_duration(duration_s) -> float | None:
+        if duration_s is None:
+            return None
+        if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not (
+                math.isfinite(duration_s) and duration_s > 0):
+            raise InjectError(f"duration_s: expected a number of emulated seconds > 0 (or none: until "
+                              f"restored), found {duration_s!r}")
+        return float(duration_s)
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_node(self, name: str, duration_s: float | None = None) -> dict:
+        self._check_node(name)
+        duration_s = self._check_duration(duration_s)
+        self._check_live()
+        return self._fail("fail_node", name, self._links_of.get(name, []), (self._pos[name],), (), duration_s)
+
+    def fail_link(self, a: str, b: str, duration_s: float | None = None) -> dict:
+        self._check_node(a)
+        self._check_node(b)
+        duration_s = self._check_duration(duration_s)
+        link = self._link_of.get(frozenset((a, b)))
+        if link is None:
+            raise InjectError(f"no link between {a!r} and {b!r} in this run's window (links of {a}: "
+                              f"{', '.join(self._neighbours(a)) or 'none'})")
+        self._check_live()
+        return self._fail("fail_link", f"{a}|{b}", [link], (), ((self._pos[a], self._pos[b]),), duration_s)
+
+    def _neighbours(self, a: str) -> list[str]:
+        return sorted(next(iter(k - {a})) for k in self._link_of if a in k and len(k) == 2)
+
+    def _fail(self, kind, target, links, nodes, pairs, duration_s) -> dict:
+        em, clock = self.em, self.em.player.clock
+        t_req = time.monotonic()
+        applied = em.links.set_fault(links, True) if links else t_req
+        detect = t_req + self.detection_s * clock.scale
+        with self.lock:
+            fid = self._next_id
+            self._next_id += 1
+            self.active[fid] = _Fault(fid, kind, target, list(links), nodes, pairs, detect)
+            row = self._row(fid, kind, target, t_req, applied, duration_s, len(links))
+            row.update(detection_s=self.detection_s, reroute_due_s=round(float(clock.t_s(detect)), 6))
+            self.rows.append(row)
+        em.player.call_at(detect, lambda: self._reroute(row, fid))
+        if duration_s is not None:
+            end = clock.mono(float(clock.t_s(t_req)) + duration_s)
+            em.player.call_at(end, lambda: self._end(fid))
+        return dict(row)
+
+    def restore(self, a: str | None = None, b: str | None = None) -> list[dict]:
+        """End live faults: all (no argument), node `a`'s, or the link a-b's."""
+        if a is not None:
+            self._check_node(a)
+        if b is not None:
+            self._check_node(b)
+        self._check_live()
+        with self.lock:
+            if a is None:
+                ids = list(self.active)
+            elif b is None:
+                ids = [f.id for f in self.active.values() if f.kind == "fail_node" and f.target == a]
+            else:
+                ids = [f.id for f in self.active.values() if f.kind == "fail_link" and
+                       set(f.target.split("|")) == {a, b}]
+            if not ids:
+                what = "any element" if a is None else (a if b is None else f"{a}|{b}")
+                live = ", ".join(f.target for f in self.active.values()) or "none"
+                raise InjectError(f"nothing to restore: no live fault on {what} (live faults: {live})")
+        return [self._release(ids, "restore", ", ".join(self._targets(ids)))]
+
+    def _targets(self, ids) -> list[str]:
+        return [self.active[i].target for i in ids if i in self.active]
+
+    def _end(self, fid: int) -> None:
+        """The end of a fault's duration (in the player's thread)."""
+        if fid in self.active:
+            self._release([fid], "restore", self.active[fid].target, note=f"end of fault {fid}'s duration")
+
+    def _release(self, ids, kind, target, note="") -> dict:
+        em, clock = self.em, self.em.player.clock
+        with self.lock:
+            t_req = time.monotonic()
+            gone = [self.active.pop(i) for i in ids if i in self.active]
+            held = {l for f in self.active.values() for l in f.links}
+            free = sorted({l for f in gone for l in f.links} - held)
+            applied = em.links.set_fault(free, False) if free else t_req
+            row = self._row(self._next_id, kind, target, t_req, applied, None, len(free))
+            self._next_id += 1
+            row.update(detection_s=0.0, reroute_due_s=round(float(clock.t_s(t_req)), 6), note=note)
+            self.rows.append(row)
+        if threading.current_thread() is em.player._thread:
+            self._reroute(row, None)
+        else:
+            em.player.call_at(t_req, lambda: self._reroute(row, None))
+        return dict(row)
+
+    def _row(self, fid, kind, target, t_req, applied, duration_s, n_links) -> dict:
+        clock = self.em.player.clock
+        return {"id": fid, "kind": kind, "target": target, "t_s": round(float(clock.t_s(t_req)), 6),
+                "wall": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "duration_s": duration_s, "links": n_links,
+                "applied_at_s": round(float(clock.t_s(applied)), 6), "apply_ms": round((applied - t_req) * 1e3, 4),
+                "detection_s": np.nan, "reroute_due_s": np.nan, "rerouted_at_s": np.nan,
+                "reroute_error_ms": np.nan, "routes": 0, "note": ""}
+
+    # ------------------------------------------------------------------ routes
+
+    def _reroute(self, row: dict, fid: int | None) -> None:
+        """In the player's thread: routes of the step in force around every detected live fault."""
+        em = self.em
+        try:
+            with self.lock:
+                if fid is not None and fid not in self.active:
+                    row["note"] = "restored before its detection: no reroute"
+                    return
+                now = time.monotonic()
+                known = [f for f in self.active.values() if f.detect_mono <= now + 1e-6]
+            view = self._view(known) if known else None
+            n, t1 = em.forwarding.reroute(em.player.applied_k, view)
+            clock = em.player.clock
+            row["routes"] = n
+            row["rerouted_at_s"] = round(float(clock.t_s(t1)), 6)
+            row["reroute_error_ms"] = round((row["rerouted_at_s"] - row["reroute_due_s"]) * 1e3, 3)
+        except Exception as e:   # reported in the log; the player plays on
+            row["note"] = f"reroute failed: {type(e).__name__}: {e}"
+
+    def _view(self, faults: list[_Fault]):
+        nodes = sorted({n for f in faults for n in f.nodes})
+        pairs = sorted({p for f in faults for p in f.pairs})
+        em = self.em
+        sc = em.plan.scenario
+        sched, endpoints = em.plan.routing_schedule, tuple(em.endpoints)
+        return lambda k: next_hop_table(sched, endpoints, k, sc.routing.metric, sc.routing.ground_relay,
+                                        down_nodes=nodes, down_links=pairs)
+
+    # ------------------------------------------------------------------ log
+
+    def table(self) -> pd.DataFrame:
+        with self.lock:
+            return pd.DataFrame([dict(r) for r in self.rows], columns=INJECTION_COLUMNS)
+
+
+# ---------------------------------------------------------------------- control socket
+
+
+def socket_path(run_id: str) -> Path:
+    return RUNS_DIR / f"{run_id}.sock"
+
+
+class ControlServer:
+    """Serves a live run's injections on a unix socket (one JSON request per connection:
+    {"cmd": "fail_node"|"fail_link"|"restore"|"status", "args": {...}}; the reply
+    {"ok": true, "result": …} or {"ok": false, "error": "one line"})."""
+
+    def __init__(self, em, path: Path):
+        self.em, self.path = em, Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        self.sock.listen(8)
+        self._closed = False
+        self.thread = threading.Thread(target=self._serve, name="netemu-control", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.settimeout(5.0)
+                    reply = self._handle(_read_json(conn))
+                except Exception as e:
+                    reply = {"ok": False, "error": f"bad request: {e}"}
+                try:
+                    conn.sendall(json.dumps(reply, default=_json_default).encode() + b"\n")
+                except OSError:
+                    pass
+
+    def _handle(self, req) -> dict:
+        if not isinstance(req, dict):
+            return {"ok": False, "error": "expected a JSON object"}
+        cmd, args = req.get("cmd"), req.get("args") or {}
+        em = self.em
+        try:
+            if cmd == "fail_node":
+                result = em.fail_node(args.get("node"), duration_s=args.get("duration_s"))
+            elif cmd == "fail_link":
+                result = em.fail_link(args.get("a"), args.get("b"), duration_s=args.get("duration_s"))
+            elif cmd == "restore":
+                result = em.restore(args.get("a"), args.get("b"))
+            elif cmd == "status":
+                result = {"t_s": em.now_t_s(), "injections": em.injections().to_dict("records")}
+            else:
+                return {"ok": False, "error": f"unknown command {cmd!r}; expected fail_node, fail_link, restore "
+                                              f"or status"}
+        except NetemuError as e:
+            return {"ok": False, "error": str(e)}
+        return {"ok": True, "result": result}
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _read_json(conn: socket.socket):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return json.loads(buf.decode() or "null")
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if np.isnan(o) else float(o)
+    return str(o)
+
+
+def find_live_run(run: str) -> dict:
+    """The live run writing into directory `run` (or with id `run`), from the run registry."""
+    runs = live_runs()
+    want = str(Path(run).absolute())
+    for e in runs:
+        if e.get("id") == run or (e.get("out_dir") and str(Path(e["out_dir"]).absolute()) == want):
+            if not e.get("control"):
+                raise InjectError(f"{run}: run {e['id']} is live but takes no injections yet (it serves them "
+                                  f"once its window plays)")
+            return e
+    ids = ", ".join(f"{e['id']} ({e.get('out_dir') or '?'})" for e in runs) or "none"
+    raise InjectError(f"{run}: no live netemu run writes there (live runs: {ids}; `netemu ps` lists them)")
+
+
+def request(run: str, cmd: str, timeout_s: float = 10.0, **args) -> dict:
+    """Send one command to the live run `run` (its directory or id); returns its result, raises
+    InjectError with the run's one-line answer."""
+    entry = find_live_run(run)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s)
+    try:
+        s.connect(entry["control"])
+        s.sendall(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
+        reply = _read_json(s)
+    except (OSError, ValueError) as e:
+        raise InjectError(f"{run}: run {entry['id']} did not answer on {entry['control']}: {e}") from None
+    finally:
+        s.close()
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        raise InjectError(f"{run}: {reply.get('error') if isinstance(reply, dict) else 'no answer'}")
+    return reply["result"]
