@@ -125,3 +125,54 @@ def test_planned_reboot_lasers_come_back_after_the_acquisition_time(root_env, fa
     assert 370.0 - 0.03 < t_recv[k] <= 370.003, t_recv[k]
     assert 375.0 - 0.003 <= t_send[k + 1] < 375.0 + 0.03, t_send[k + 1]
     assert np.sort(np.diff(t_send))[-2] < 0.2  # no other silence
+
+
+def _netemu(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netemu", *args], capture_output=True, text=True, timeout=60)
+
+
+def _one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("netemu: error:")]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), r.stderr
+
+
+def test_inject_bad_input_exits_2_with_one_line(tmp_path):
+    _one_error_line(_netemu("inject", str(tmp_path), "fail-node", "w03-01"), str(tmp_path), "no live netemu run")
+    _one_error_line(_netemu("inject", str(tmp_path), "fail-node", "w03-01", "--duration", "-1"), "--duration", "> 0")
+    _one_error_line(_netemu("inject", str(tmp_path), "fail-link", "w03-01"), "fail-link", "A B")
+    _one_error_line(_netemu("inject", str(tmp_path), "explode", "w03-01"), "explode")
+    _one_error_line(_netemu("inject", str(tmp_path), "restore", "--duration", "3"), "--duration")
+
+
+@pytest.mark.root
+def test_netemu_inject_against_a_live_run(root_env, tmp_path):
+    """`netemu inject RUN_DIR` reaches a live `netemu run` through its control socket: a failure
+    with a duration is applied and logged (then restored by itself), an unknown node is one error
+    line and exit 2; the run's injections.csv and report show them."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "netemu", "run", str(DATA / "faults.toml"), "-o", str(out),
+                          "--no-calibrate", "--start", "342", "--duration", "6"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            r = _netemu("inject", str(out), "status")
+            if r.returncode == 0:
+                break
+            assert time.monotonic() < deadline and p.poll() is None, r.stderr
+            time.sleep(0.3)
+        _one_error_line(_netemu("inject", str(out), "fail-node", "w09-09"), "unknown node 'w09-09'")
+        _one_error_line(_netemu("inject", str(out), "restore", "w03-01"), "nothing to restore")
+        r = _netemu("inject", str(out), "fail-node", "w03-01", "--duration", "1.5")
+        assert r.returncode == 0 and "failed node w03-01" in r.stdout, r.stdout + r.stderr
+        assert p.wait(120) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    inj = pd.read_csv(out / "injections.csv")
+    assert list(inj["kind"]) == ["fail_node", "restore"] and inj["target"].tolist() == ["w03-01", "w03-01"]
+    assert inj["t_s"].iloc[1] == pytest.approx(inj["t_s"].iloc[0] + 1.5, abs=0.005)
+    assert (inj["apply_ms"] < 1.0).all() and (inj["reroute_error_ms"].abs() < 5).all()
+    _one_error_line(_netemu("inject", str(out), "fail-node", "w03-01"), "no live netemu run")
