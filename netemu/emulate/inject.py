@@ -73,6 +73,7 @@ class Injector:
         self.lock = threading.Lock()
         self.active: dict[int, _Fault] = {}
         self.rows: list[dict] = []
+        self._views: dict[frozenset, _View] = {}
         self._next_id = 1
         names = em.schedule.node_names
         self._pos = {n: i for i, n in enumerate(names)}
@@ -146,6 +147,7 @@ class Injector:
             row.update(detection_s=self.detection_s, reroute_due_s=round(float(clock.t_s(detect)), 6))
             self.rows.append(row)
         em.player.call_at(detect, lambda: self._reroute(row, fid))
+        self._prepare(detect)
         if duration_s is not None:
             end = clock.mono(float(clock.t_s(t_req)) + duration_s)
             em.player.call_at(end, lambda: self._end(fid))
@@ -228,20 +230,56 @@ class Injector:
         except Exception as e:   # reported in the log; the player plays on
             row["note"] = f"reroute failed: {type(e).__name__}: {e}"
 
-    def _view(self, faults: list[_Fault]):
-        nodes = sorted({n for f in faults for n in f.nodes})
-        pairs = sorted({p for f in faults for p in f.pairs})
-        em = self.em
-        sc = em.plan.scenario
-        sched, endpoints = em.plan.routing_schedule, tuple(em.endpoints)
-        return lambda k: next_hop_table(sched, endpoints, k, sc.routing.metric, sc.routing.ground_relay,
-                                        down_nodes=nodes, down_links=pairs)
+    def _view(self, faults: list[_Fault]) -> "_View":
+        """The routes of a network with `faults` (the same set gives the same view, whose
+        tables are kept: one computed ahead of a reroute's instant is not computed again)."""
+        key = frozenset(f.id for f in faults)
+        v = self._views.get(key)
+        if v is None:
+            v = self._views[key] = _View(self.em, faults)
+            while len(self._views) > 8:
+                self._views.pop(next(iter(self._views)))
+        return v
+
+    def _prepare(self, detect_mono: float) -> None:
+        """Compute ahead the table a reroute due at `detect_mono` will install (the step then in
+        force, with every fault detected by then), so that the reroute only sends it."""
+        try:
+            with self.lock:
+                known = [f for f in self.active.values() if f.detect_mono <= detect_mono + 1e-6]
+            if known:
+                clock = self.em.player.clock
+                self._view(known)(self.em.schedule.step_at(float(clock.t_s(detect_mono))))
+        except Exception:   # the reroute computes it then
+            pass
+
 
     # ------------------------------------------------------------------ log
 
     def table(self) -> pd.DataFrame:
         with self.lock:
             return pd.DataFrame([dict(r) for r in self.rows], columns=INJECTION_COLUMNS)
+
+
+class _View:
+    """Next-hop tables (step → [E, n]) of the plan's routing schedule with some faults, kept per step."""
+
+    def __init__(self, em, faults: list[_Fault]):
+        self.nodes = sorted({n for f in faults for n in f.nodes})
+        self.pairs = sorted({p for f in faults for p in f.pairs})
+        self.sched, self.endpoints = em.plan.routing_schedule, tuple(em.endpoints)
+        self.routing = em.plan.scenario.routing
+        self.tables: dict[int, np.ndarray] = {}
+
+    def __call__(self, k: int) -> np.ndarray:
+        t = self.tables.get(k)
+        if t is None:
+            t = next_hop_table(self.sched, self.endpoints, k, self.routing.metric, self.routing.ground_relay,
+                               down_nodes=self.nodes, down_links=self.pairs)
+            self.tables[k] = t
+            for old in [j for j in self.tables if j < k - 1]:
+                del self.tables[old]
+        return t
 
 
 # ---------------------------------------------------------------------- control socket
