@@ -3,7 +3,8 @@ offline; and side-by-side comparisons of several runs (edge: reads a run directo
 
 Everything is read from the run directory (`run.json`, `summary.json`, `fidelity.json`,
 `probes.parquet`, `links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`,
-`positions.parquet`, `jobs.csv`, `throughput.csv`, `link_counters.csv`, `packets.parquet`);
+`positions.parquet`, `jobs.csv`, `throughput.csv`, `link_counters.csv`, `packets.parquet`,
+`injections.csv`);
 a missing file only leaves its section out. Plots are matplotlib (Agg), tables pandas, and the
 coastlines of the map come from the `global-land-mask` data package (no download at run time).
 """
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NetemuError
+from .fault_effects import fault_effects, fault_timeline, faults_summary
 
 __all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "probe_status",
            "REPORT_FILE"]
@@ -259,6 +261,7 @@ def fig_rtt(run: _Run, figs: Path) -> str | None:
             ax.axvline(t, color="#3a6ea5", ls="--", lw=0.8, label="path change" if i == 0 else None)
         for i, t in enumerate(hand[(hand["a"] == s) | (hand["a"] == d)]["t_s"]):
             ax.axvline(t, color="#f4a261", lw=2, alpha=0.6, label="GSL handover" if i == 0 else None)
+        _mark_faults(ax, run)
         ax.set_ylabel("RTT (ms)")
         ax.set_title(f"{s} → {d}", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
@@ -275,6 +278,7 @@ def fig_throughput(run: _Run, figs: Path) -> str | None:
     for wl, g in th.groupby("workload"):
         ax.step(g["t_s"], g["mbps"], where="post", label=wl)
     _mark_handovers(ax, run)
+    _mark_faults(ax, run)
     ax.set_xlabel("scenario time t (s)")
     ax.set_ylabel("goodput (Mbit/s, emulated)")
     ax.legend(fontsize=8)
@@ -285,6 +289,61 @@ def _mark_handovers(ax, run: _Run) -> None:
     ev = run.events()
     for i, t in enumerate(ev[ev["event"] == "handover"]["t_s"]):
         ax.axvline(t, color="#f4a261", lw=2, alpha=0.5, label="GSL handover" if i == 0 else None)
+
+
+def run_faults(run: _Run) -> pd.DataFrame:
+    """The run's faults in its window, planned and live, with what each did (fault_effects)."""
+    if "_faults" not in run._cache:
+        t0, t1 = run.window()
+        tl = fault_timeline(run.get("events.csv"), run.get("injections.csv"), t0, t1)
+        run._cache["_faults"] = fault_effects(tl, run.get("probes.parquet"), run.get("jobs.csv"),
+                                              run.get("throughput.csv"))
+    return run._cache["_faults"]
+
+
+def _mark_faults(ax, run: _Run) -> None:
+    """Faults over a time plot: shaded while they last, a dotted line where routes moved round."""
+    f = run_faults(run)
+    for i, r in enumerate(f.itertuples(index=False)):
+        ax.axvspan(r.t_start_s, r.t_end_s, color="#d1495b", alpha=0.10, lw=0, label="fault" if i == 0 else None)
+        if np.isfinite(r.t_repair_s):
+            ax.axvline(r.t_repair_s, color="#2a9d8f", ls=":", lw=1.4, label="reroute" if i == 0 else None)
+
+
+def fig_faults(run: _Run, figs: Path) -> str | None:
+    """Timeline of faults: unreachable until detected (red), rerouted until they end (pink)."""
+    f = run_faults(run)
+    if not len(f):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 0.9 + 0.35 * len(f)))
+    for y, r in enumerate(f.itertuples(index=False)):
+        rep = r.t_repair_s if np.isfinite(r.t_repair_s) else r.t_start_s
+        ax.barh(y, rep - r.t_start_s, left=r.t_start_s, color="#b42318", height=0.6,
+                label="until detected (routes lead into it)" if y == 0 else None)
+        ax.barh(y, r.t_end_s - rep, left=rep, color="#f4a3a8", height=0.6,
+                label="rerouted around it" if y == 0 else None)
+        ax.text(r.t_end_s, y, f"  {r.probes_lost} probes lost", va="center", fontsize=7)
+    ax.set_yticks(range(len(f)), [f"{r.fault}: {r.kind} {r.target}" for r in f.itertuples(index=False)], fontsize=7)
+    ax.invert_yaxis()
+    t0, t1 = run.window()
+    ax.set_xlim(t0, t1)
+    ax.set_xlabel("scenario time t (s)")
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    return _save(fig, figs, "faults.png")
+
+
+def _faults_table(run: _Run) -> str:
+    f = run_faults(run)
+    if not len(f):
+        return ""
+    rows = [(r.fault, f"{r.kind} {r.target}", f"{r.t_start_s:.3f}", r.time_to_repair_s, r.t_end_s, r.probes_lost,
+             f"{r.jobs_before} / {r.jobs_during} / {r.jobs_after}",
+             " / ".join(_fmt(v) for v in (r.completion_before_ms, r.completion_during_ms, r.completion_after_ms)),
+             r.jobs_failed_during, r.allreduce_stalled, r.goodput_lost_mbit) for r in f.itertuples(index=False)]
+    return _table(rows, ("fault", "what", "start t (s)", "time to repair (s)", "end t (s)", "probes lost",
+                         "jobs before / during / after", "completion p50 before / during / after (ms)",
+                         "jobs failed during", "all-reduce steps stalled", "goodput lost (Mbit)"))
 
 
 def fig_completion(run: _Run, figs: Path) -> str | None:
@@ -324,6 +383,7 @@ def fig_jobs_time(run: _Run, figs: Path) -> str | None:
             ax.scatter(bad["t_start_s"], np.full(len(bad), max(1.0, float(ok["completion_ms"].min()) if len(ok) else 1.0)),
                        marker="x", s=16, label=f"{wl} ({', '.join(sorted(set(bad['status'])))})")
     _mark_handovers(ax, run)
+    _mark_faults(ax, run)
     ax.set_yscale("log")
     ax.set_xlabel("job start, scenario time t (s)")
     ax.set_ylabel("completion (ms, emulated)")
@@ -591,6 +651,10 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                  "coastlines from the global-land-mask package)."),
                 ("Round-trip times", fig_rtt, "Measured RTT of each probed pair against the light-time of the "
                  "planned path; dashed lines: path changes; orange: GSL handovers of the pair's stations."),
+                ("Faults", fig_faults, "Each fault of the window (planned in the scenario, or injected live): "
+                 "dark while routes still led into it (the detection delay: what was sent that way was lost), "
+                 "light once routes moved around it, until it ended. Shaded on the plots below; dotted: "
+                 "reroutes. Jobs before / during / after: ended before it, running during it, started after it."),
                 ("Workloads: completion", fig_completion, "Distribution of completion times (and time to first "
                  "byte) of every finished job."),
                 ("Workloads: jobs over time", fig_jobs_time, "Each job's completion time at its start time; "
@@ -601,7 +665,8 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                 ("Topology over time", fig_topology, "Links up, link events (acquisitions, losses, handovers) and "
                  "path lengths between endpoints."),
                 ("Busiest links", fig_links, "Mean rate per direction and drops of the links that carried most.")]
-    tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid)}
+    tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid),
+              "Faults": _faults_table(run)}
     for title, fn, caption in sections:
         say(f"report: {title.lower()}")
         src = fn(run, figs)
@@ -726,6 +791,13 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             status = probe_status(g)
             put(f"{s} → {d}: probes lost (planned path up)", i, int((status == "lost").sum()))
             put(f"{s} → {d}: probes unreachable (no planned path)", i, int((status == "unreachable").sum()))
+        fs = faults_summary(run_faults(r))
+        put("faults (planned / live)", i, f"{fs['planned']} / {fs['live']}")
+        put("faults: probes lost", i, fs["probes_lost"])
+        put("faults: time to repair median (s)", i, fs["time_to_repair_median_s"])
+        put("faults: jobs failed during", i, fs["jobs_failed_during"])
+        put("faults: all-reduce steps stalled", i, fs["allreduce_stalled"])
+        put("faults: goodput lost (Mbit)", i, fs["goodput_lost_mbit"])
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
