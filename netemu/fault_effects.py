@@ -2,7 +2,8 @@
 and `netemu compare`'s faults figures).
 
 A run's faults are the scenario's planned ones in its window (`events.csv`: `fault_start`,
-`reroute`, `fault_end`) and the live injections (`injections.csv`, emulate.inject). Per fault:
+`reroute`, `fault_end`; the reroute as played where `injections.csv` has its `planned_reroute`
+row) and the live injections (`injections.csv`, emulate.inject). Per fault:
 - `t_start_s`, `t_repair_s` (routes moved around it: the reroute; NaN when no path changed),
   `t_end_s` (the fault ended; the window's end when it did not);
 - `time_to_repair_s` = t_repair − t_start (the detection delay as played);
@@ -31,6 +32,9 @@ def fault_timeline(events: pd.DataFrame | None, injections: pd.DataFrame | None,
     rows = []
     ev = events if events is not None else pd.DataFrame(columns=["t_s", "event", "a", "b", "detail"])
     ev = ev.fillna({"a": "", "b": "", "detail": ""})
+    played = None
+    if injections is not None and len(injections) and "kind" in injections:
+        played = injections[injections["kind"] == "planned_reroute"]
     starts = ev[ev["event"] == "fault_start"]
     for i, f in enumerate(starts.itertuples(index=False)):
         same = ev[(ev["a"] == f.a) & (ev["b"] == f.b) & (ev["t_s"] >= f.t_s)]
@@ -40,15 +44,21 @@ def fault_timeline(events: pd.DataFrame | None, injections: pd.DataFrame | None,
         if t_end < t0_s or f.t_s > t_end_s:
             continue
         target = f"{f.a}|{f.b}" if f.b else str(f.a)
-        rows.append((f"planned {i + 1}", "planned", str(f.detail), target, float(f.t_s),
-                     _repair(rr, float(f.t_s), t_end), min(t_end, t_end_s)))
+        rep = _repair(rr, float(f.t_s), t_end)
+        if played is not None:   # the emulation rerouted it at its detection instant
+            mine = played[(played["t_s"] >= f.t_s - 1e-6) & (played["t_s"] <= t_end)
+                          & played["target"].map(lambda s, n=str(f.a): n in str(s).split(", ")).astype(bool)
+                          & played["rerouted_at_s"].notna()]
+            if len(mine):
+                rep = float(mine["rerouted_at_s"].iloc[0])
+        rows.append((f"planned {i + 1}", "planned", str(f.detail), target, float(f.t_s), rep, min(t_end, t_end_s)))
     inj = injections if injections is not None else pd.DataFrame(columns=["kind"])
     if len(inj):
         inj = inj.fillna({"target": ""})
         restores = inj[inj["kind"] == "restore"]
-        for f in inj[inj["kind"] != "restore"].itertuples(index=False):
+        for f in inj[inj["kind"].isin(["fail_node", "fail_link"])].itertuples(index=False):
             later = restores[(restores["t_s"] >= f.t_s)
-                             & restores["target"].map(lambda s, t=f.target: t in str(s).split(", "))]
+                             & restores["target"].map(lambda s, t=f.target: t in str(s).split(", ")).astype(bool)]
             t_end = float(later["t_s"].iloc[0]) if len(later) else t_end_s
             rep = float(f.rerouted_at_s) if pd.notna(f.rerouted_at_s) and f.routes > 0 else np.nan
             rows.append((f"live {int(f.id)}", "live", str(f.kind).replace("fail_", ""), str(f.target),

@@ -99,20 +99,36 @@ def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(roo
 
 
 @pytest.mark.root
-def test_planned_reboot_lasers_come_back_after_the_acquisition_time(root_env, fault_plan):
+def test_planned_reboot_lasers_come_back_after_the_acquisition_time(root_env, fault_plan, tmp_path):
     """w03-00 reboots at t = 370 for 2 s and its lasers acquire for 3 s: its laser to w03-05
     carries nothing in [370, 375) and does again from 375 (pings to the neighbour's link address,
-    which need no routes)."""
+    which need no routes). Routes move around it at 370 + the detection delay (off the plan's
+    1-s grid: the emulation reroutes at that instant), so the Beijing-Sanya probes through it are
+    lost only until then."""
     plan = fault_plan
+    probes = Probes(plan, [("g-beijing", "g-sanya")], 100.0, tmp_path / "probes")
     with netemu.emulate(plan, start_s=368, duration_s=9, calibrate=False) as em:
         addr = em.address_table()
         peer = addr[(addr["node"] == "w03-00") & (addr["peer"] == "w03-05")]["peer_address"].iloc[0]
+        probes.start(em.live())
         em.start(lead_s=0.5)
         wall_minus_mono = time.time() - time.monotonic()
         p = em.popen("w03-00", ["ping", "-n", "-D", "-i", "0.02", "-W", "1", "-w", "9", peer],
                      stdout=subprocess.PIPE, text=True)
         out, _ = p.communicate(30)
         assert em.wait(20)
+        probes.stop()
+        probes.write_results(tmp_path)
+        log = em.injections()
+    planned = log[log["kind"] == "planned_reroute"]
+    assert len(planned) == 1 and planned["target"].iloc[0] == "w03-00"
+    assert planned["reroute_due_s"].iloc[0] == pytest.approx(370.0 + DETECTION_S)
+    assert abs(planned["reroute_error_ms"].iloc[0]) < 5.0 and planned["routes"].iloc[0] > 0
+    df = probes.table
+    lost = df[df["rtt_ms"].isna()]
+    rtt_before = df[df["t_s"] < 370]["rtt_ms"].dropna().iloc[-1] / 1e3
+    assert len(lost) and 370 - rtt_before - 0.011 <= lost["t_s"].min() and lost["t_s"].max() <= 370 + DETECTION_S + 0.011
+    assert DETECTION_S * 100 - 2 <= len(lost) <= (DETECTION_S + rtt_before) * 100 + 2, lost
     # each answer: its receive time (wall, -D) and, minus its RTT, its send time
     got = np.asarray([(float(w), float(ms) / 1e3) for w, ms in
                       re.findall(r"^\[([0-9.]+)\].*time=([0-9.]+) ms", out, re.M)]).reshape(-1, 2)

@@ -236,6 +236,7 @@ class Emulation:
         if self.pilot is not None:
             self.pilot.start()
         self.injector = Injector(self)
+        self.injector.schedule_planned()   # the plan's faults rerouted at their detection instant
         try:
             self.control = ControlServer(self, socket_path(self.run_id))
             self.ns.register(control=str(self.control.path))

@@ -135,7 +135,11 @@ class Forwarding:
 
     def _pack(self, k: int):
         if self._view is not None:           # live faults: the step's own repaired table
-            return self._diff(self._view(k))
+            table = self._view(k)
+            if table is None:                # the view ends here: back to the plan's routes
+                self._view = None
+                table = self.plan_table(k)
+            return self._diff(table)
         g = self._nh_by_step.get(k)
         if g is None:
             return 0, [], None
@@ -163,7 +167,7 @@ class Forwarding:
     def reroute(self, k: int, view) -> tuple[int, float]:
         """Install at once the next hops of step k (the step in force) as `view(k)` gives them
         (a function step → next-hop table [E, n]; None: back to the plan's), and take later steps'
-        routes from `view` too. Call from the thread that applies the steps (the player's).
+        routes from `view` too, until it returns None for a step (from there, the plan's). Call from the thread that applies the steps (the player's).
         Returns (entries changed, monotonic instant they were in force)."""
         self._view = view
         count, items, rows = self._diff(view(k) if view is not None else self.plan_table(k))

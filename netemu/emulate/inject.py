@@ -74,6 +74,7 @@ class Injector:
         self.active: dict[int, _Fault] = {}
         self.rows: list[dict] = []
         self._views: dict[frozenset, _View] = {}
+        self._planned_tables: dict[tuple[int, float], np.ndarray] = {}
         self._next_id = 1
         names = em.schedule.node_names
         self._pos = {n: i for i, n in enumerate(names)}
@@ -253,6 +254,90 @@ class Injector:
         except Exception:   # the reroute computes it then
             pass
 
+
+    # ------------------------------------------------------------------ planned faults
+
+    def schedule_planned(self) -> int:
+        """Reroutes of the plan's own faults at their exact instant: a fault that takes links down
+        at step-grid time T is detected at T + failure_detection_s, which the plan's routes reach
+        only at the next step after it. Where that instant is off the grid and in the window, a
+        player task installs then the step's routes without the detected faults' links (and the
+        next step goes back to the plan's routes, which know of them). Logged as
+        `planned_reroute` rows. Returns how many are scheduled. Call after the player started."""
+        em, det = self.em, self.detection_s
+        faults = [f for f in getattr(em.plan, "faults", ()) if f.t_s > 0]
+        if not faults or det <= 0:
+            return 0
+        t, w = em.schedule.t_s, em.window
+        dues: dict[float, list] = {}
+        for f in faults:
+            i = int(np.searchsorted(t, f.t_s - 1e-9, side="left"))
+            if i >= len(t):
+                continue
+            due = float(t[i]) + det
+            j = int(np.searchsorted(t, due - 1e-9, side="left"))
+            if not (w.t0_s < due < w.t_end_s) or (j < len(t) and abs(float(t[j]) - due) < 1e-9):
+                continue   # outside the window, or on the grid (the plan's own step moves the routes then)
+            dues.setdefault(round(due, 9), []).append(f)
+        clock = em.player.clock
+        for n, (due, fs) in enumerate(sorted(dues.items())):
+            k = em.schedule.step_at(due)
+            if n < 32:   # computed ahead (a storm's faults share one instant)
+                self._planned_tables[(k, due)] = self._planned_table(k, due)
+            targets = ", ".join(sorted({f.node or f"{f.a}|{f.b}" for f in fs}))
+            em.player.call_at(clock.mono(due), lambda due=due, targets=targets: self._planned(due, targets))
+        return len(dues)
+
+    def _grid_start(self, f) -> float:
+        t = self.em.schedule.t_s
+        i = int(np.searchsorted(t, f.t_s - 1e-9, side="left"))
+        return float(t[i]) if i < len(t) else math.inf
+
+    def _planned_table(self, k: int, due: float) -> np.ndarray:
+        """Next hops at step k of the plan's routing view without the links of the faults detected
+        by `due` (those the view still counts as up at step k)."""
+        plan, det = self.em.plan, self.detection_s
+        t_k = float(plan.schedule.t_s[k])
+        detected = [f for f in plan.faults if f.t_s > 0 and self._grid_start(f) + det <= due + 1e-9 and f.end_s > t_k]
+        nodes = {f.node for f in detected if f.node}
+        pairs = {frozenset((f.a, f.b)) for f in detected if f.a}
+        L = plan.schedule.links
+        lo, hi = np.searchsorted(L["step"].to_numpy(), [k, k + 1])
+        rows = L.iloc[lo:hi]
+        rows = rows[(rows["down_reason"] == "fault").to_numpy()]
+        a, b = rows["a"].astype(str).tolist(), rows["b"].astype(str).tolist()
+        down = [(self._pos[x], self._pos[y]) for x, y in zip(a, b)
+                if x in nodes or y in nodes or frozenset((x, y)) in pairs]
+        sc = plan.scenario
+        return next_hop_table(plan.routing_schedule, tuple(self.em.endpoints), k, sc.routing.metric,
+                              sc.routing.ground_relay, down_links=down)
+
+    def _planned(self, due: float, targets: str) -> None:
+        """In the player's thread: a planned fault's reroute at its detection instant."""
+        em = self.em
+        clock = em.player.clock
+        row = {c: np.nan for c in INJECTION_COLUMNS}
+        row.update(id=0, kind="planned_reroute", target=targets, t_s=round(due - self.detection_s, 6), wall="",
+                   duration_s=None, links=0, detection_s=self.detection_s, reroute_due_s=round(due, 6),
+                   routes=0, note="")
+        try:
+            with self.lock:
+                live = bool(self.active)
+            if live or em.forwarding._view is not None:
+                row["note"] = "not rerouted early: live faults hold the routes (the plan's next step moves them)"
+            else:
+                k = em.player.applied_k
+                table = self._planned_tables.pop((k, due), None)
+                if table is None:
+                    table = self._planned_table(k, due)
+                n, t1 = em.forwarding.reroute(k, lambda j, k=k, table=table: table if j == k else None)
+                row["routes"] = n
+                row["rerouted_at_s"] = round(float(clock.t_s(t1)), 6)
+                row["reroute_error_ms"] = round((row["rerouted_at_s"] - due) * 1e3, 3)
+        except Exception as e:   # reported in the log; the player plays on
+            row["note"] = f"reroute failed: {type(e).__name__}: {e}"
+        with self.lock:
+            self.rows.append(row)
 
     # ------------------------------------------------------------------ log
 
