@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import netemu
 
@@ -60,13 +61,16 @@ def main() -> int:
                 em.fail_link(*rng.choice(pairs), duration_s=args.hold)
         em.wait(duration * em.scale + 30)
         log = em.injections()
-    faults = log[log["kind"] != "restore"]
+    faults = log[log["kind"].isin(["fail_node", "fail_link"])]
     restores = log[log["kind"] == "restore"]
+    planned = log[log["kind"] == "planned_reroute"]
     print(f"{plan.scenario.name}: {len(faults)} faults, {len(restores)} restores, detection "
           f"{plan.scenario.routing.failure_detection_s:g} s, {len(em.node_names)} nodes")
-    print(f"injection → engine (wall ms): {stats(log['apply_ms'])}")
+    print(f"injection → engine (wall ms): {stats(pd.concat([faults, restores])['apply_ms'])}")
     print(f"reroute − due, faults (emulated ms, |error|): {stats(faults['reroute_error_ms'].abs())}")
     print(f"reroute − due, restores (emulated ms, |error|): {stats(restores['reroute_error_ms'].abs())}")
+    if len(planned):
+        print(f"reroute − due, the plan's faults (emulated ms, |error|): {stats(planned['reroute_error_ms'].abs())}")
     print(f"routes changed per reroute: {stats(log['routes'])}")
     notes = [n for n in log["note"].fillna("") if n and not n.startswith("end of")]
     for n in notes:

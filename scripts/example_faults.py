@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 
 import netemu  # noqa: E402
 from netemu.emulate.inject import InjectError, request  # noqa: E402
-from netemu.fault_effects import fault_effects, fault_timeline  # noqa: E402
+from netemu.report import fault_effects, fault_timeline  # noqa: E402
 from netemu.report import build_compare  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from netemu.emulate.inject import INJECTION_COLUMNS
-from netemu.fault_effects import fault_effects, fault_timeline, faults_summary
-from netemu.report import build_report
+from netemu.report import build_report, fault_effects, fault_timeline, faults_summary
 from netemu.traffic.workloads import JOB_COLUMNS
 
 

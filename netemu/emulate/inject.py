@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import EmulationError, NetemuError
+from ..errors import NetemuError
 from ..plan.routing import next_hop_table
 from .netns import RUNS_DIR, live_runs
 
@@ -75,6 +75,7 @@ class Injector:
         self.rows: list[dict] = []
         self._views: dict[frozenset, _View] = {}
         self._planned_tables: dict[tuple[int, float], np.ndarray] = {}
+        self._special: dict[tuple, np.ndarray] = {}
         self._next_id = 1
         names = em.schedule.node_names
         self._pos = {n: i for i, n in enumerate(names)}
@@ -222,14 +223,39 @@ class Injector:
                     return
                 now = time.monotonic()
                 known = [f for f in self.active.values() if f.detect_mono <= now + 1e-6]
-            view = self._view(known) if known else None
-            n, t1 = em.forwarding.reroute(em.player.applied_k, view)
             clock = em.player.clock
+            n, t1 = self._install(em.player.applied_k, float(clock.t_s(now)), self._view(known) if known else None)
             row["routes"] = n
             row["rerouted_at_s"] = round(float(clock.t_s(t1)), 6)
             row["reroute_error_ms"] = round((row["rerouted_at_s"] - row["reroute_due_s"]) * 1e3, 3)
         except Exception as e:   # reported in the log; the player plays on
             row["note"] = f"reroute failed: {type(e).__name__}: {e}"
+
+    def _install(self, k: int, now_t: float, live: "_View | None", table: np.ndarray | None = None):
+        """Install the routes of step k (in force) around the live faults (`live`) and the plan's
+        faults detected by `now_t` that the plan's routes learn only at a later step; later steps
+        follow `live` (None: the plan's). `table`: step k's, computed ahead. Player's thread."""
+        extra = self._planned_down(k, now_t)
+        if table is None and extra:
+            table = self._special_table(k, extra, live)
+        if table is None:
+            return self.em.forwarding.reroute(k, live)
+        return self.em.forwarding.reroute(k, lambda j: table if j == k else (live(j) if live is not None else None))
+
+    def _special_table(self, k: int, extra: list, live: "_View | None") -> np.ndarray:
+        """Step k's routes around `live` and the plan's fault links `extra` (kept: computed ahead
+        by `_prepare`, sent by the reroute)."""
+        key = (k, tuple(sorted(extra)), live.key if live is not None else None)
+        t = self._special.get(key)
+        if t is None:
+            sc = self.em.plan.scenario
+            t = next_hop_table(self.em.plan.routing_schedule, tuple(self.em.endpoints), k, sc.routing.metric,
+                               sc.routing.ground_relay, down_nodes=live.nodes if live else (),
+                               down_links=list(live.pairs if live else ()) + list(extra))
+            self._special[key] = t
+            while len(self._special) > 8:
+                self._special.pop(next(iter(self._special)))
+        return t
 
     def _view(self, faults: list[_Fault]) -> "_View":
         """The routes of a network with `faults` (the same set gives the same view, whose
@@ -250,7 +276,11 @@ class Injector:
                 known = [f for f in self.active.values() if f.detect_mono <= detect_mono + 1e-6]
             if known:
                 clock = self.em.player.clock
-                self._view(known)(self.em.schedule.step_at(float(clock.t_s(detect_mono))))
+                t = float(clock.t_s(detect_mono))
+                k = self.em.schedule.step_at(t)
+                view = self._view(known)
+                extra = self._planned_down(k, t)
+                view(k) if not extra else self._special_table(k, extra, view)
         except Exception:   # the reroute computes it then
             pass
 
@@ -261,8 +291,9 @@ class Injector:
         """Reroutes of the plan's own faults at their exact instant: a fault that takes links down
         at step-grid time T is detected at T + failure_detection_s, which the plan's routes reach
         only at the next step after it. Where that instant is off the grid and in the window, a
-        player task installs then the step's routes without the detected faults' links (and the
-        next step goes back to the plan's routes, which know of them). Logged as
+        player task installs then the step's routes without the detected faults' links (and
+        without any live fault's), and the next step goes back to the plan's routes, which know of
+        them (or to the live faults' view). Logged as
         `planned_reroute` rows. Returns how many are scheduled. Call after the player started."""
         em, det = self.em, self.detection_s
         faults = [f for f in getattr(em.plan, "faults", ()) if f.t_s > 0]
@@ -293,12 +324,17 @@ class Injector:
         i = int(np.searchsorted(t, f.t_s - 1e-9, side="left"))
         return float(t[i]) if i < len(t) else math.inf
 
-    def _planned_table(self, k: int, due: float) -> np.ndarray:
-        """Next hops at step k of the plan's routing view without the links of the faults detected
-        by `due` (those the view still counts as up at step k)."""
+    def _planned_down(self, k: int, now_t: float) -> list[tuple[int, int]]:
+        """Links (node-index pairs) of the plan's faults detected by `now_t` that the plan's
+        routing view still counts as up at step k (their detection falls after t_k)."""
         plan, det = self.em.plan, self.detection_s
+        if not getattr(plan, "faults", ()) or det <= 0:
+            return []
         t_k = float(plan.schedule.t_s[k])
-        detected = [f for f in plan.faults if f.t_s > 0 and self._grid_start(f) + det <= due + 1e-9 and f.end_s > t_k]
+        detected = [f for f in plan.faults if f.t_s > 0 and f.end_s > t_k
+                    and t_k + 1e-9 < self._grid_start(f) + det <= now_t + 1e-6]
+        if not detected:
+            return []
         nodes = {f.node for f in detected if f.node}
         pairs = {frozenset((f.a, f.b)) for f in detected if f.a}
         L = plan.schedule.links
@@ -306,11 +342,15 @@ class Injector:
         rows = L.iloc[lo:hi]
         rows = rows[(rows["down_reason"] == "fault").to_numpy()]
         a, b = rows["a"].astype(str).tolist(), rows["b"].astype(str).tolist()
-        down = [(self._pos[x], self._pos[y]) for x, y in zip(a, b)
+        return [(self._pos[x], self._pos[y]) for x, y in zip(a, b)
                 if x in nodes or y in nodes or frozenset((x, y)) in pairs]
-        sc = plan.scenario
-        return next_hop_table(plan.routing_schedule, tuple(self.em.endpoints), k, sc.routing.metric,
-                              sc.routing.ground_relay, down_links=down)
+
+    def _planned_table(self, k: int, due: float) -> np.ndarray:
+        """Next hops at step k of the plan's routing view without the links of the plan's faults
+        detected by `due` (no live faults)."""
+        sc = self.em.plan.scenario
+        return next_hop_table(self.em.plan.routing_schedule, tuple(self.em.endpoints), k, sc.routing.metric,
+                              sc.routing.ground_relay, down_links=self._planned_down(k, due))
 
     def _planned(self, due: float, targets: str) -> None:
         """In the player's thread: a planned fault's reroute at its detection instant."""
@@ -322,18 +362,17 @@ class Injector:
                    routes=0, note="")
         try:
             with self.lock:
-                live = bool(self.active)
-            if live or em.forwarding._view is not None:
-                row["note"] = "not rerouted early: live faults hold the routes (the plan's next step moves them)"
+                now = time.monotonic()
+                known = [f for f in self.active.values() if f.detect_mono <= now + 1e-6]
+            k = em.player.applied_k
+            table = self._planned_tables.pop((k, due), None)
+            if known:   # live faults too: around all of them
+                n, t1 = self._install(k, due, self._view(known))
             else:
-                k = em.player.applied_k
-                table = self._planned_tables.pop((k, due), None)
-                if table is None:
-                    table = self._planned_table(k, due)
-                n, t1 = em.forwarding.reroute(k, lambda j, k=k, table=table: table if j == k else None)
-                row["routes"] = n
-                row["rerouted_at_s"] = round(float(clock.t_s(t1)), 6)
-                row["reroute_error_ms"] = round((row["rerouted_at_s"] - due) * 1e3, 3)
+                n, t1 = self._install(k, due, None, table if table is not None else self._planned_table(k, due))
+            row["routes"] = n
+            row["rerouted_at_s"] = round(float(clock.t_s(t1)), 6)
+            row["reroute_error_ms"] = round((row["rerouted_at_s"] - due) * 1e3, 3)
         except Exception as e:   # reported in the log; the player plays on
             row["note"] = f"reroute failed: {type(e).__name__}: {e}"
         with self.lock:
@@ -350,6 +389,7 @@ class _View:
     """Next-hop tables (step → [E, n]) of the plan's routing schedule with some faults, kept per step."""
 
     def __init__(self, em, faults: list[_Fault]):
+        self.key = frozenset(f.id for f in faults)
         self.nodes = sorted({n for f in faults for n in f.nodes})
         self.pairs = sorted({p for f in faults for p in f.pairs})
         self.sched, self.endpoints = em.plan.routing_schedule, tuple(em.endpoints)
