@@ -89,13 +89,14 @@ def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(roo
     on_detour = df[(df["t_s"] > t_f + DETECTION_S + 0.02) & (df["t_s"] < t_f + FAIL_FOR_S - 0.2)]
     err = on_detour["rtt_ms"] - _path_rtt_ms(plan, detour, on_detour["t_s"].to_numpy())
     assert len(on_detour) > 200 and on_detour["rtt_ms"].notna().all()
-    bad = on_detour.assign(err=err)[err.abs() >= 1.0]     # a host hiccup may delay the odd probe
-    assert abs(err.median()) < 0.3 and len(bad) <= 0.01 * len(on_detour), bad
+    # (a hiccup of this shared host may delay the odd probe by a ms or two)
+    bad = on_detour.assign(err=err)[err.abs() >= 0.5]
+    assert abs(err.median()) < 0.1 and len(bad) <= 0.05 * len(on_detour), bad
     assert (on_detour["rtt_ms"] - on_detour["oracle_rtt_ms"]).median() > 1.0   # the detour is longer
     after = df[df["t_s"] > t_f + FAIL_FOR_S + 0.2]
     err = after["rtt_ms"] - after["oracle_rtt_ms"]
     assert len(after) > 50 and after["rtt_ms"].notna().all(), after
-    assert abs(err.median()) < 0.3 and (err.abs() >= 1.0).mean() <= 0.01, err.describe()
+    assert abs(err.median()) < 0.1 and (err.abs() >= 0.5).mean() <= 0.05, err.describe()
 
 
 @pytest.mark.root

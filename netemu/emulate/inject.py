@@ -76,6 +76,7 @@ class Injector:
         self._views: dict[frozenset, _View] = {}
         self._planned_tables: dict[tuple[int, float], np.ndarray] = {}
         self._special: dict[tuple, np.ndarray] = {}
+        self._ahead: threading.Thread | None = None
         self._next_id = 1
         names = em.schedule.node_names
         self._pos = {n: i for i, n in enumerate(names)}
@@ -150,6 +151,9 @@ class Injector:
             self.rows.append(row)
         em.player.call_at(detect, lambda: self._reroute(row, fid))
         self._prepare(detect)
+        if self._ahead is None:
+            self._ahead = threading.Thread(target=self._compute_ahead, name="netemu-faults", daemon=True)
+            self._ahead.start()
         if duration_s is not None:
             end = clock.mono(float(clock.t_s(t_req)) + duration_s)
             em.player.call_at(end, lambda: self._end(fid))
@@ -256,6 +260,24 @@ class Injector:
             while len(self._special) > 8:
                 self._special.pop(next(iter(self._special)))
         return t
+
+    def _compute_ahead(self) -> None:
+        """While live faults hold the routes, keep the next steps' tables computed, so that the
+        player's steps only send them (computing one is ms of work in front of a step)."""
+        em = self.em
+        pause = min(0.1, 0.25 * em.clock.scale * float(np.diff(em.schedule.t_s[:2])[0])) if len(em.schedule.t_s) > 1 else 0.1
+        while em.player.playing():
+            try:
+                with self.lock:
+                    known = [f for f in self.active.values() if f.detect_mono <= time.monotonic()]
+                if known:
+                    view, k = self._view(known), em.player.applied_k
+                    for j in (k + 1, k + 2):
+                        if j < len(em.schedule.t_s):
+                            view(j)
+            except Exception:   # the player computes what is missing
+                pass
+            time.sleep(pause)
 
     def _view(self, faults: list[_Fault]) -> "_View":
         """The routes of a network with `faults` (the same set gives the same view, whose
@@ -402,8 +424,8 @@ class _View:
             t = next_hop_table(self.sched, self.endpoints, k, self.routing.metric, self.routing.ground_relay,
                                down_nodes=self.nodes, down_links=self.pairs)
             self.tables[k] = t
-            for old in [j for j in self.tables if j < k - 1]:
-                del self.tables[old]
+            for old in [j for j in list(self.tables) if j < k - 2]:
+                self.tables.pop(old, None)
         return t
 
 
