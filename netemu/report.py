@@ -3,7 +3,8 @@ offline; and side-by-side comparisons of several runs (edge: reads a run directo
 
 Everything is read from the run directory (`run.json`, `summary.json`, `fidelity.json`,
 `probes.parquet`, `links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`,
-`positions.parquet`, `jobs.csv`, `throughput.csv`, `link_counters.csv`, `packets.parquet`);
+`positions.parquet`, `jobs.csv`, `throughput.csv`, `link_counters.csv`, `packets.parquet`,
+`injections.csv`);
 a missing file only leaves its section out. Plots are matplotlib (Agg), tables pandas, and the
 coastlines of the map come from the `global-land-mask` data package (no download at run time).
 """
@@ -20,7 +21,7 @@ import pandas as pd
 from .errors import NetemuError
 
 __all__ = ["build_report", "build_compare", "compare_pairs", "compare_table", "positions_table", "probe_status",
-           "REPORT_FILE"]
+           "REPORT_FILE", "fault_timeline", "fault_effects", "faults_summary", "TIMELINE_COLUMNS"]
 
 REPORT_FILE = "report.html"
 FIG_DIR = "figures"
@@ -411,6 +412,7 @@ def fig_rtt(run):
             ax.axvline(t, color="#3a6ea5", ls="--", lw=0.8, label="path change" if i == 0 else None)
         for i, t in enumerate(hand[(hand["a"] == s) | (hand["a"] == d)]["t_s"]):
             ax.axvline(t, color="#f4a261", lw=2, alpha=0.6, label="GSL handover" if i == 0 else None)
+        _mark_faults(ax, run)
         ax.set_ylabel("RTT (ms)")
         ax.set_title(f"{s} → {d}", fontsize=10)
         _cdf(cx, g["oracle_rtt_ms"], color="#1d232b", lw=1.2)
@@ -434,6 +436,7 @@ def fig_throughput(run):
     for wl, g in th.groupby("workload"):
         ax.step(g["t_s"], g["mbps"], where="post", label=wl)
     _mark_handovers(ax, run)
+    _mark_faults(ax, run)
     ax.set_xlabel("scenario time t (s)")
     ax.set_ylabel("goodput (Mbit/s, emulated)")
     _legend_below(fig, *_merged_handles(fig))
@@ -444,6 +447,62 @@ def _mark_handovers(ax, run: _Run) -> None:
     ev = run.events()
     for i, t in enumerate(ev[ev["event"] == "handover"]["t_s"]):
         ax.axvline(t, color="#f4a261", lw=2, alpha=0.5, label="GSL handover" if i == 0 else None)
+
+
+def run_faults(run: _Run) -> pd.DataFrame:
+    """The run's faults in its window, planned and live, with what each did (fault_effects)."""
+    if "_faults" not in run._cache:
+        t0, t1 = run.window()
+        tl = fault_timeline(run.get("events.csv"), run.get("injections.csv"), t0, t1)
+        run._cache["_faults"] = fault_effects(tl, run.get("probes.parquet"), run.get("jobs.csv"),
+                                              run.get("throughput.csv"))
+    return run._cache["_faults"]
+
+
+def _mark_faults(ax, run: _Run) -> None:
+    """Faults over a time plot: shaded while they last, a dotted line where routes moved round."""
+    f = run_faults(run)
+    for i, r in enumerate(f.itertuples(index=False)):
+        ax.axvspan(r.t_start_s, r.t_end_s, color="#d1495b", alpha=0.10, lw=0, label="fault" if i == 0 else None)
+        if np.isfinite(r.t_repair_s):
+            ax.axvline(r.t_repair_s, color="#2a9d8f", ls=":", lw=1.4, label="reroute" if i == 0 else None)
+
+
+def fig_faults(run):
+    """Timeline of faults: unreachable until detected (red), rerouted until they end (pink)."""
+    run = _as_run(run)
+    f = run_faults(run)
+    if not len(f):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 0.9 + 0.35 * len(f)))
+    for y, r in enumerate(f.itertuples(index=False)):
+        rep = r.t_repair_s if np.isfinite(r.t_repair_s) else r.t_start_s
+        ax.barh(y, rep - r.t_start_s, left=r.t_start_s, color="#b42318", height=0.6,
+                label="until detected (routes lead into it)" if y == 0 else None)
+        ax.barh(y, r.t_end_s - rep, left=rep, color="#f4a3a8", height=0.6,
+                label="rerouted around it" if y == 0 else None)
+        ax.text(r.t_end_s, y, f"  {r.probes_lost} probes lost", va="center", fontsize=7)
+    ax.set_yticks(range(len(f)), [f"{r.fault}: {r.kind} {r.target}" for r in f.itertuples(index=False)], fontsize=7)
+    ax.invert_yaxis()
+    t0, t1 = run.window()
+    ax.set_xlim(t0, t1)
+    ax.set_xlabel("scenario time t (s)")
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    return fig
+
+
+def _faults_table(run: _Run) -> str:
+    f = run_faults(run)
+    if not len(f):
+        return ""
+    rows = [(r.fault, f"{r.kind} {r.target}", f"{r.t_start_s:.3f}", r.time_to_repair_s, r.t_end_s, r.probes_lost,
+             f"{r.jobs_before} / {r.jobs_during} / {r.jobs_after}",
+             " / ".join(_fmt(v) for v in (r.completion_before_ms, r.completion_during_ms, r.completion_after_ms)),
+             r.jobs_failed_during, r.allreduce_stalled, r.goodput_lost_mbit) for r in f.itertuples(index=False)]
+    return _table(rows, ("fault", "what", "start t (s)", "time to repair (s)", "end t (s)", "probes lost",
+                         "jobs before / during / after", "completion p50 before / during / after (ms)",
+                         "jobs failed during", "all-reduce steps stalled", "goodput lost (Mbit)"))
 
 
 def fig_completion(run):
@@ -485,6 +544,7 @@ def fig_jobs_time(run):
             ax.scatter(bad["t_start_s"], np.full(len(bad), max(1.0, float(ok["completion_ms"].min()) if len(ok) else 1.0)),
                        marker="x", s=16, label=f"{wl} ({', '.join(sorted(set(bad['status'])))})")
     _mark_handovers(ax, run)
+    _mark_faults(ax, run)
     ax.set_yscale("log")
     ax.set_xlabel("job start, scenario time t (s)")
     ax.set_ylabel("completion (ms, emulated)")
@@ -868,6 +928,10 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                 ("Round-trip times", fig_rtt, "rtt.png", "Measured RTT of each probed pair against the light-time of "
                  "the planned path, and both distributions beside; dashed lines: path changes; orange: GSL handovers "
                  "of the pair's stations."),
+                ("Faults", fig_faults, "faults.png", "Each fault of the window (planned in the scenario, or injected "
+                 "live): dark while routes still led into it (the detection delay: what was sent that way was lost), "
+                 "light once routes moved around it, until it ended. Shaded on the plots below; dotted: reroutes. "
+                 "Jobs before / during / after: ended before it, running during it, started after it."),
                 ("Workloads: completion", fig_completion, "completion_cdf.png", "Distribution of completion times "
                  "(and time to first byte) of every finished job."),
                 ("Workloads: jobs over time", fig_jobs_time, "jobs_over_time.png", "Each job's completion time at "
@@ -884,7 +948,7 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                 ("Busiest links", fig_links, "links.png", "Mean rate per direction, drops and peak queue of the "
                  "links that carried most (totals over the run: the engine keeps no per-link time series yet).")]
     tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid),
-              "Compute: power and capacity": _compute_table(summ)}
+              "Compute: power and capacity": _compute_table(summ), "Faults": _faults_table(run)}
     for title, fn, name, caption in sections:
         say(f"report: {title.lower()}")
         fig = fn(run)
@@ -1068,6 +1132,13 @@ def compare_table(runs: list[_Run], names: list[str], pairs: list[tuple[str, str
             put("compute: share of satellite-steps in eclipse", i, round(float((pw["sunlit"] < 0.5).mean()), 4))
             per_step = pw.groupby("t_s")["active_accelerators"].sum()
             put("compute: active accelerators min / max (cluster)", i, f"{int(per_step.min())} / {int(per_step.max())}")
+        fs = faults_summary(run_faults(r))
+        put("faults (planned / live)", i, f"{fs['planned']} / {fs['live']}")
+        put("faults: probes lost", i, fs["probes_lost"])
+        put("faults: time to repair median (s)", i, fs["time_to_repair_median_s"])
+        put("faults: jobs failed during", i, fs["jobs_failed_during"])
+        put("faults: all-reduce steps stalled", i, fs["allreduce_stalled"])
+        put("faults: goodput lost (Mbit)", i, fs["goodput_lost_mbit"])
         for row in workload_rows(summ):
             name, kind = row[0], row[1]
             put(f"{name}: jobs done", i, f"{row[3]}/{row[2]}")
@@ -1180,3 +1251,147 @@ def _json_value(o):
     if isinstance(o, np.floating):
         return None if not np.isfinite(o) else float(o)
     return str(o)
+
+
+# --------------------------------------------------------------------------- faults
+
+# What faults did to a run's traffic (pure analysis of a run directory's tables; the report's
+# and `netemu compare`'s faults figures).
+#
+# A run's faults are the scenario's planned ones in its window (`events.csv`: `fault_start`,
+# `reroute`, `fault_end`; the reroute as played where `injections.csv` has its `planned_reroute`
+# row) and the live injections (`injections.csv`, emulate.inject). Per fault:
+# - `t_start_s`, `t_repair_s` (routes moved around it: the reroute; NaN when no path changed),
+#   `t_end_s` (the fault ended; the window's end when it did not);
+# - `time_to_repair_s` = t_repair − t_start (the detection delay as played);
+# - `probes_lost`: probes without an answer sent from one RTT before the fault (those on the wire
+#   when it struck) until it was repaired (until its end when it never was);
+# - jobs before (ended by the fault's start), during (running at some instant of the fault) and
+#   after (started after its end): counts, median completion, failures during; all-reduce steps
+#   stalled (during, and slower than twice the median before, or not done);
+# - `goodput_lost_mbit`: for transfer workloads, the goodput below each workload's median before
+#   the fault, summed over the fault's seconds (emulated Mbit).
+
+TIMELINE_COLUMNS = ["fault", "source", "kind", "target", "t_start_s", "t_repair_s", "t_end_s"]
+
+
+def fault_timeline(events: pd.DataFrame | None, injections: pd.DataFrame | None, t0_s: float,
+                   t_end_s: float) -> pd.DataFrame:
+    """Faults overlapping the window [t0_s, t_end_s]: planned (events) and live (injections)."""
+    rows = []
+    ev = events if events is not None else pd.DataFrame(columns=["t_s", "event", "a", "b", "detail"])
+    ev = ev.fillna({"a": "", "b": "", "detail": ""})
+    played = None
+    if injections is not None and len(injections) and "kind" in injections:
+        played = injections[injections["kind"] == "planned_reroute"]
+    starts = ev[ev["event"] == "fault_start"]
+    for i, f in enumerate(starts.itertuples(index=False)):
+        same = ev[(ev["a"] == f.a) & (ev["b"] == f.b) & (ev["t_s"] >= f.t_s)]
+        rr = same[same["event"] == "reroute"]["t_s"]
+        end = same[same["event"] == "fault_end"]["t_s"]
+        t_end = float(end.iloc[0]) if len(end) else t_end_s
+        if t_end < t0_s or f.t_s > t_end_s:
+            continue
+        target = f"{f.a}|{f.b}" if f.b else str(f.a)
+        rep = _repair(rr, float(f.t_s), t_end)
+        if played is not None:   # the emulation rerouted it at its detection instant
+            mine = played[(played["t_s"] >= f.t_s - 1e-6) & (played["t_s"] <= t_end)
+                          & played["target"].map(lambda s, n=str(f.a): n in str(s).split(", ")).astype(bool)
+                          & played["rerouted_at_s"].notna()]
+            if len(mine):
+                rep = float(mine["rerouted_at_s"].iloc[0])
+        rows.append((f"planned {i + 1}", "planned", str(f.detail), target, float(f.t_s), rep, min(t_end, t_end_s)))
+    inj = injections if injections is not None else pd.DataFrame(columns=["kind"])
+    if len(inj):
+        inj = inj.fillna({"target": ""})
+        restores = inj[inj["kind"] == "restore"]
+        for f in inj[inj["kind"].isin(["fail_node", "fail_link"])].itertuples(index=False):
+            later = restores[(restores["t_s"] >= f.t_s)
+                             & restores["target"].map(lambda s, t=f.target: t in str(s).split(", ")).astype(bool)]
+            t_end = float(later["t_s"].iloc[0]) if len(later) else t_end_s
+            rep = float(f.rerouted_at_s) if pd.notna(f.rerouted_at_s) and f.routes > 0 else np.nan
+            rows.append((f"live {int(f.id)}", "live", str(f.kind).replace("fail_", ""), str(f.target),
+                         float(f.t_s), rep, t_end))
+    out = pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+    return out.sort_values("t_start_s", ignore_index=True)
+
+
+def _repair(t: pd.Series, start: float, end: float) -> float:
+    t = t[(t >= start) & (t <= end)]
+    return float(t.iloc[0]) if len(t) else np.nan
+
+
+def fault_effects(timeline: pd.DataFrame, probes: pd.DataFrame | None = None, jobs: pd.DataFrame | None = None,
+                  throughput: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per fault of `timeline` (fault_timeline) with what it did (module docstring)."""
+    rows = []
+    pr = probes if probes is not None else pd.DataFrame(columns=["t_s", "rtt_ms"])
+    rtt_s = float(pr["rtt_ms"].max()) / 1e3 if pr["rtt_ms"].notna().any() else 0.0
+    for f in timeline.itertuples(index=False):
+        upto = f.t_repair_s if np.isfinite(f.t_repair_s) else f.t_end_s
+        in_fault = (pr["t_s"] >= f.t_start_s - rtt_s) & (pr["t_s"] <= upto)
+        r = {"fault": f.fault, "source": f.source, "kind": f.kind, "target": f.target, "t_start_s": f.t_start_s,
+             "t_repair_s": f.t_repair_s, "t_end_s": f.t_end_s, "time_to_repair_s": f.t_repair_s - f.t_start_s,
+             "probes_lost": int((in_fault & pr["rtt_ms"].isna()).sum())}
+        r.update(_jobs(jobs, f.t_start_s, f.t_end_s))
+        r["goodput_lost_mbit"] = _goodput_lost(throughput, f.t_start_s, f.t_end_s)
+        rows.append(r)
+    cols = ["fault", "source", "kind", "target", "t_start_s", "t_repair_s", "t_end_s", "time_to_repair_s",
+            "probes_lost", "jobs_before", "jobs_during", "jobs_after", "completion_before_ms",
+            "completion_during_ms", "completion_after_ms", "jobs_failed_during", "allreduce_stalled",
+            "goodput_lost_mbit"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _jobs(jobs: pd.DataFrame | None, start: float, end: float) -> dict:
+    if jobs is None or not len(jobs):
+        return {"jobs_before": 0, "jobs_during": 0, "jobs_after": 0, "completion_before_ms": np.nan,
+                "completion_during_ms": np.nan, "completion_after_ms": np.nan, "jobs_failed_during": 0,
+                "allreduce_stalled": 0}
+    t_end = jobs["t_end_s"].fillna(np.inf)
+    before = jobs[t_end <= start]
+    during = jobs[(jobs["t_start_s"] <= end) & (t_end >= start)]
+    after = jobs[jobs["t_start_s"] > end]
+
+    def med(g):
+        d = g[g["status"] == "done"]["completion_ms"]
+        return float(d.median()) if len(d) else np.nan
+
+    ar_before = before[(before["kind"] == "allreduce") & (before["status"] == "done")]["completion_ms"]
+    ar = during[during["kind"] == "allreduce"]
+    slow = 2 * float(ar_before.median()) if len(ar_before) else np.inf
+    stalled = int(((ar["status"] != "done") | (ar["completion_ms"] > slow)).sum())
+    return {"jobs_before": int(len(before)), "jobs_during": int(len(during)), "jobs_after": int(len(after)),
+            "completion_before_ms": med(before), "completion_during_ms": med(during),
+            "completion_after_ms": med(after), "jobs_failed_during": int((during["status"] != "done").sum()),
+            "allreduce_stalled": stalled}
+
+
+def _goodput_lost(th: pd.DataFrame | None, start: float, end: float) -> float:
+    if th is None or not len(th):
+        return 0.0
+    lost = 0.0
+    for _, g in th.groupby("workload"):
+        g = g.sort_values("t_s")
+        t = g["t_s"].to_numpy(float)
+        bin_s = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+        base = g[t + bin_s <= start]["mbps"]
+        if not len(base):
+            continue
+        ref = float(base.median())
+        # the share of each bin inside the fault
+        inside = np.clip(np.minimum(t + bin_s, end) - np.maximum(t, start), 0, None)
+        lost += float((np.clip(ref - g["mbps"].to_numpy(float), 0, None) * inside).sum())
+    return round(lost, 3)
+
+
+def faults_summary(effects: pd.DataFrame) -> dict:
+    """The compare's figures of a run's faults (zeros without faults)."""
+    e = effects
+    rep = e["time_to_repair_s"].dropna()
+    return {"faults": int(len(e)), "planned": int((e["source"] == "planned").sum()),
+            "live": int((e["source"] == "live").sum()), "probes_lost": int(e["probes_lost"].sum()),
+            "time_to_repair_median_s": round(float(rep.median()), 4) if len(rep) else None,
+            "jobs_failed_during": int(e["jobs_failed_during"].sum()),
+            "allreduce_stalled": int(e["allreduce_stalled"].sum()),
+            "goodput_lost_mbit": round(float(e["goodput_lost_mbit"].sum()), 3)}

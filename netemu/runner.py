@@ -7,8 +7,8 @@ root).
 
 Run directory: the plan files (scenario copy, nodes, links, paths, routes, events, summary),
 `addresses.csv`, `apply.csv`, `probes.parquet`, `fidelity.json`, `link_counters.csv`,
-`iperf.csv`/`iperf.json` (when asked), `positions.parquet` (nodes at a few instants, for the
-map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
+`iperf.csv`/`iperf.json` (when asked), `injections.csv` (live faults, emulate.inject),
+`positions.parquet` (nodes at a few instants, for the map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
 `run.json` (versions, host, options, timings); with `captures`, `captures/*.pcap` and
 `captures/captures.csv` (emulate.captures).
@@ -384,6 +384,10 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     collect("workloads", "the workloads' results (jobs.csv, throughput.csv)",
             lambda r: info.__setitem__("workloads", _workload_lines(r, say)))
     collect("apps", "apps.csv", lambda r: info.__setitem__("apps", r))
+    inj = em.injections()
+    if len(inj):   # live faults (emulate.inject)
+        part("injections.csv", lambda: atomic_write(out / "injections.csv", lambda tmp: inj.to_csv(tmp, index=False)))
+        info["injections"] = _injection_stats(inj)
     log = em.player.apply_log()
     part("apply.csv", lambda: atomic_write(out / "apply.csv", lambda tmp: log.to_csv(tmp, index=False)))
     info["apply_lag_ms"] = _stats(log["lag_ms"])
@@ -409,6 +413,14 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     info["dilation"], info["speed"] = em.dilation, em.speed
     if em.dilation_choice:
         info["dilation_auto"] = em.dilation_choice
+
+
+def _injection_stats(inj: pd.DataFrame) -> dict:
+    """run.json's summary of the live injections: how many, the engine latency (wall ms) and the
+    reroutes' error against their due instants (emulated ms)."""
+    return {"count": int(len(inj)), "kinds": {str(k): int(v) for k, v in inj["kind"].value_counts().items()},
+            "apply_ms": _stats(inj["apply_ms"]), "reroute_error_ms": _stats(inj["reroute_error_ms"]),
+            "reroute_error_abs_ms": _stats(inj["reroute_error_ms"].abs())}
 
 
 def _write_run_json(out: Path, info: dict) -> str | None:

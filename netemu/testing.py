@@ -76,6 +76,10 @@ class RecordingLinks:
     def set_clock(self, origin_mono: float, scale: float) -> None:
         self._record("set_clock", origin_mono, scale)
 
+    def set_fault(self, link_ids, on: bool) -> float:
+        self._record("set_fault", list(link_ids), on)
+        return time.monotonic()
+
     def counters(self) -> pd.DataFrame:
         return pd.DataFrame(columns=["link", "direction", "frames", "bytes", "dropped"])
 

@@ -50,3 +50,38 @@ def test_unknown_names_and_bare_nodes_say_so_and_exit_ends():
     assert "enter a command for node g-paris" in out
     assert "endpoints: c-odc-00 g-paris" in out and "relays: g-relay-x sat-0-1" in out
     assert "t = 12.500 s" in out
+
+
+def test_fault_commands_call_the_injector_and_show_its_errors():
+    from netemu.emulate.inject import InjectError
+    calls = []
+
+    def row(kind, target):
+        return {"kind": kind, "target": target, "t_s": 12.5, "links": 4, "apply_ms": 0.2, "reroute_due_s": 12.6}
+
+    def fail_node(name, duration_s=None):
+        if name not in LOOPBACKS:
+            raise InjectError(f"unknown node {name!r}")
+        calls.append(("fail_node", name, duration_s))
+        return row("fail_node", name)
+
+    def fail_link(a, b, duration_s=None):
+        calls.append(("fail_link", a, b, duration_s))
+        return row("fail_link", f"{a}|{b}")
+
+    def restore(a=None, b=None):
+        calls.append(("restore", a, b))
+        return [row("restore", a or "all")]
+
+    net = SimpleNamespace(nameToNode={n: _Node(n, []) for n in LOOPBACKS})
+    em = SimpleNamespace(net=net, loopbacks=LOOPBACKS, endpoints=("g-paris", "c-odc-00"), fail_node=fail_node,
+                         fail_link=fail_link, restore=restore)
+    out = io.StringIO()
+    NetemuCLI(em, stdin=io.StringIO("fail sat-0-1 2.5\nfail mars\nfaillink sat-0-1 g-relay-x\nfaillink x\n"
+                                    "restore sat-0-1\nrestore\n"), stdout=out).cmdloop()
+    assert calls == [("fail_node", "sat-0-1", 2.5), ("fail_link", "sat-0-1", "g-relay-x", None),
+                     ("restore", "sat-0-1", None), ("restore", None, None)]
+    text = out.getvalue()
+    assert "failed node sat-0-1 at t = 12.500 s" in text and "routes move at t = 12.600 s" in text
+    assert "*** unknown node 'mars'" in text and "usage: faillink A B" in text
+    assert "restored sat-0-1" in text

@@ -175,3 +175,42 @@ def test_reused_trees_route_exactly_as_dijkstra_at_every_step(small_plan, monkey
     assert len(kept.routes) > len(eps) * (len(eps) - 1) // 2     # paths did change over the window
     assert n_fresh == len(eps) * len(sched.t_s)
     assert n_kept < 0.75 * n_fresh, (n_kept, n_fresh)
+
+
+def test_next_hop_table_with_failed_elements(small_plan):
+    """next_hop_table (live fault repair): with nothing failed it is next_hop_changes' table at
+    that step; with a relay failed, every next hop toward each endpoint follows a shortest path
+    networkx finds in the step's graph without it, and none leads into it."""
+    from netemu.plan.routing import next_hop_changes, next_hop_table
+    sched, eps = small_plan.schedule, tuple(small_plan.scenario.endpoints)
+    names = sched.node_names
+    k = 40
+    nh = next_hop_changes(sched, eps, steps=(k, k + 1), workers=1)
+    want = np.full((len(eps), len(names)), -1, np.int32)
+    want[nh["dst"].to_numpy(), nh["node"].to_numpy()] = nh["next_hop"].to_numpy()
+    assert (next_hop_table(sched, eps, k) == want).all()
+    # fail the busiest relay of that step's trees
+    hops = want[want >= 0]
+    relay = next(int(i) for i in np.bincount(hops).argsort()[::-1] if names[int(i)][0] == "w")
+    table = next_hop_table(sched, eps, k, down_nodes=[relay])
+    assert not (table == relay).any() and (table != want).any()
+    g = sched.snapshot(float(sched.t_s[k]))
+    g.remove_node(names[relay])
+    g.remove_nodes_from([n for n in list(g) if n.startswith("g-") and n not in eps])
+    for d, dst in enumerate(eps):
+        if dst not in g:
+            continue
+        dist = nx.single_source_dijkstra_path_length(g, dst, weight="delay_ms")
+        for v in range(len(names)):
+            u = table[d, v]
+            name = names[v]
+            if u < 0 or name == dst or name not in dist:
+                continue
+            # the next hop is on a shortest path: its distance + the link's delay is the node's
+            via = dist[names[u]] + g[name][names[u]]["delay_ms"]
+            assert via == pytest.approx(dist[name], abs=1e-6), (name, dst, names[u])
+    # a failed link: the node whose next hop toward the first endpoint crossed it takes another
+    u = int(want[0][relay])
+    if u >= 0:
+        t2 = next_hop_table(sched, eps, k, down_links=[(u, relay)])
+        assert t2[0][relay] != u

@@ -35,6 +35,7 @@ from .addressing import address_plan, address_table
 from .calibration import Pilot, calibrate_in_place
 from .clock import Clock
 from .forwarding import Forwarding
+from .inject import ControlServer, Injector, socket_path
 from .links import (EngineLinks, KernelLinks, LinkBackend, LinkEnd, engine_cpu_policy, link_params,
                     veth_reference_rtt_ms)
 from .live import LiveNetwork
@@ -97,6 +98,8 @@ class Emulation:
         self.timings_s: dict[str, float] = {}
         self._next_hops: pd.DataFrame | None = None
         self._live: LiveNetwork | None = None
+        self.injector: Injector | None = None      # live faults (after start)
+        self.control: ControlServer | None = None  # their unix socket, for `netemu inject`
         self._saved_affinity: set[int] | None = None
         self._closed = False
 
@@ -242,6 +245,42 @@ class Emulation:
             self._live.clock = self.clock
         if self.pilot is not None:
             self.pilot.start()
+        self.injector = Injector(self)
+        self.injector.schedule_planned()   # the plan's faults rerouted at their detection instant
+        try:
+            self.control = ControlServer(self, socket_path(self.run_id))
+            self.ns.register(control=str(self.control.path))
+        except OSError as e:   # the run plays on; only `netemu inject` cannot reach it
+            self.say(f"no control socket for `netemu inject` ({e}); em.fail_node() etc. still work")
+
+    # ------------------------------------------------------------------ live faults (emulate.inject)
+
+    def fail_node(self, name: str, duration_s: float | None = None) -> dict:
+        """Fail node `name` now: all its links down at once, routes around it after the scenario's
+        `failure_detection_s`; for `duration_s` emulated seconds (None: until `restore`). Returns
+        the injection's log row (see `injections()`)."""
+        return self._injector().fail_node(name, duration_s)
+
+    def fail_link(self, a: str, b: str, duration_s: float | None = None) -> dict:
+        """Fail the link between nodes `a` and `b` now (as `fail_node`)."""
+        return self._injector().fail_link(a, b, duration_s)
+
+    def restore(self, a: str | None = None, b: str | None = None) -> list[dict]:
+        """End live faults now: all of them, node `a`'s, or link a-b's; links and routes back at once."""
+        return self._injector().restore(a, b)
+
+    def injections(self) -> pd.DataFrame:
+        """Every live injection so far (emulate.inject: columns INJECTION_COLUMNS)."""
+        if self.injector is None:
+            from .inject import INJECTION_COLUMNS
+            return pd.DataFrame(columns=INJECTION_COLUMNS)
+        return self.injector.table()
+
+    def _injector(self) -> Injector:
+        if self.injector is None:
+            from .inject import InjectError
+            raise InjectError("the emulation is not playing yet: call start() before injecting faults")
+        return self.injector
 
     def live(self) -> LiveNetwork:
         """What traffic sources see of this network (after `build()`; its clock runs once
@@ -293,6 +332,8 @@ class Emulation:
             return
         self._closed = True
         t = time.perf_counter()
+        if self.control is not None:
+            self.control.close()
         if self.player is not None:
             self.player.stop()
         if self.pilot is not None:

@@ -114,13 +114,15 @@ class Direction:
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
                  "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                  "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
-                 "cap_in", "in_ns", "out_ns", "empty_at", "partial")
+                 "cap_in", "in_ns", "out_ns", "empty_at", "partial", "planned_up", "fault")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
         self.rate_bytes_per_s = 0.0
         self.loss = 0.0
         self.up = True
+        self.planned_up = True           # what the schedule says; `up` is that and not `fault`
+        self.fault = False               # an injected failure holds the link down (cmd_fault)
         self.queue_bytes: float = float("inf")
         self.queue_packets: float = float("inf")
         self.reorder = False
@@ -147,10 +149,9 @@ class Direction:
             self.rate_bytes_per_s = p["rate_mbps"] * 1e6 / 8
         if "loss_pct" in p:
             self.loss = p["loss_pct"] / 100.0
-        if "up" in p and p["up"] != self.up:
-            self.up = p["up"]
-            if not self.up:
-                self.epoch += 1      # frames on the wire when a link goes down are lost
+        if "up" in p:
+            self.planned_up = p["up"]
+            self._set_up(self.planned_up and not self.fault)
         if "reorder" in p:
             self.reorder = p["reorder"]
         if "queue_bytes" in p or "rate_mbps" in p:
@@ -158,6 +159,17 @@ class Direction:
             self.queue_bytes = qb or (default_queue_bytes(self.rate_bytes_per_s * 8e-6) if self.rate_bytes_per_s else float("inf"))
         if "queue_packets" in p:
             self.queue_packets = p["queue_packets"] or float("inf")
+
+    def set_fault(self, on: bool) -> None:
+        """An injected failure holds the link down whatever the schedule says, until cleared."""
+        self.fault = on
+        self._set_up(self.planned_up and not on)
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            if not up:
+                self.epoch += 1      # frames on the wire when a link goes down are lost
 
     def admit(self, now: float, size: int, enter: float | None = None, comp_s: float = 0.0) -> float:
         """Departure time of a frame of `size` bytes read `now` that entered the link at `enter`
@@ -711,6 +723,17 @@ class Engine:
                 heapq.heappush(self.pending, (t, self.seq, link, params))
         return len(updates)
 
+    def cmd_fault(self, links: list, on: bool) -> float:
+        """Hold `links` down (`on`) or release them to their scheduled state, at once; returns
+        the monotonic instant it was done (the caller's clock too: CLOCK_MONOTONIC)."""
+        for link in links:
+            if link not in self.links:
+                raise KeyError(f"unknown link {link!r}")
+        for link in links:
+            for d in self.links[link][:2]:
+                d.set_fault(on)
+        return monotonic()
+
     def cmd_delay_points(self, updates: list) -> int:
         """updates: [(link, [(t_s, delay_ms), …])]: extend each link's piecewise-linear delay."""
         now = monotonic()
@@ -747,6 +770,16 @@ class Engine:
         self.seq += 1
         heapq.heappush(self.pending, (due_mono, self.seq, None, [step, items, 0, 0.0, 0, ""]))
         return len(items)
+
+    def cmd_routes_cancel(self, step: int) -> int:
+        """Drop step `step`'s route jobs not begun yet (the parent packed them again); returns
+        how many were dropped."""
+        keep = [e for e in self.pending if not (e[2] is None and e[3][0] == step and e[3][2] == 0)]
+        dropped = len(self.pending) - len(keep)
+        if dropped:
+            heapq.heapify(keep)
+            self.pending = keep
+        return dropped
 
     def cmd_route_log(self) -> list:
         """The route jobs done since the last call: [(step, start, done, namespaces, errors,

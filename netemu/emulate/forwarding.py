@@ -58,6 +58,9 @@ class Forwarding:
         self._senders: list = []
         self._path_of: dict[int, str] = {}
         self._sender_log: list[tuple] = []
+        self._table = np.zeros((0, 0), np.int32)   # next hops installed now [E, n] (−1: none)
+        self._in_scope = np.zeros(0, bool)
+        self._view = None                  # with live faults: step → next-hop table [E, n] (see reroute)
 
     # ------------------------------------------------------------------ build
 
@@ -118,6 +121,8 @@ class Forwarding:
         self._dst_node = [pos[e] for e in self.endpoints]
         self._nl_by_index = {pos[name]: self._rtnl[name] for name in self.node_names}
         self._index_of_name = [pos[name] for name in self.node_names]
+        self._table = np.full((len(self.endpoints), n), -1, np.int32)
+        self._in_scope = in_scope
 
     # ------------------------------------------------------------------ steps
 
@@ -142,7 +147,7 @@ class Forwarding:
     def stage(self, k: int, due_mono: float | None = None) -> None:
         """Pack step k's route changes into netlink requests ahead of its instant `due_mono`
         (monotonic); with senders (use_senders) and a due instant, theirs go to them now."""
-        count, items = self._pack(k)
+        count, items, rows = self._pack(k)
         remote = 0
         if self._senders and due_mono is not None and len(items) >= SPLIT_MIN_NAMESPACES:
             m = len(self._senders) + 1
@@ -154,14 +159,14 @@ class Forwarding:
                     sender.schedule(due_mono, k, [(self._path_of[v], [data for data, _ in st]) for v, _, st in shares[h + 1]])
                     remote += len(shares[h + 1])
             items = shares[0]
-        self._staged[k] = (count, items, remote)
+        self._staged[k] = (count, items, rows, remote, due_mono)
 
     def apply(self, k: int) -> int:
         """Send step k's route changes (staged beforehand if `stage(k)` was called; the senders'
         share, if any, goes at the same instant from them); returns how many entries changed
         and sets `routes_in_force_at` (monotonic) for the player's share."""
         staged = self._staged.pop(k, None)
-        count, items, remote = staged if staged is not None else (*self._pack(k), 0)
+        count, items, rows, remote, _ = staged if staged is not None else (*self._pack(k), 0, None)
         with self.lock:
             t0 = time.monotonic()
             for _, nl, st in items:
@@ -169,6 +174,7 @@ class Forwarding:
             self.routes_in_force_at = t1 = time.monotonic()
             for _, nl, st in items:
                 nl.finish(st)
+            self._installed(rows)
         self.last_apply = {"namespaces": len(items), "send_ms": (t1 - t0) * 1e3,
                            "ack_ms": (time.monotonic() - t1) * 1e3, "sender_namespaces": remote}
         return count
@@ -184,12 +190,63 @@ class Forwarding:
                                  f"{sorted({r[0] for r in bad})[:5]}, first: {bad[0][5]}")
         return pd.DataFrame([r[:4] for r in self._sender_log], columns=["step", "start", "done", "namespaces"])
 
+    def _installed(self, rows) -> None:
+        if rows is not None and len(rows[0]):
+            node, dst, hop = rows
+            self._table[dst, node] = hop
+
     def _pack(self, k: int):
+        if self._view is not None:           # live faults: the step's own repaired table
+            table = self._view(k)
+            if table is None:                # the view ends here: back to the plan's routes
+                self._view = None
+                table = self.plan_table(k)
+            return self._diff(table)
         g = self._nh_by_step.get(k)
         if g is None:
-            return 0, []
+            return 0, [], None
+        node, dst, hop = g["node"].to_numpy(), g["dst"].to_numpy(), g["next_hop"].to_numpy()
         with self.lock:
-            return self._route_requests(g["node"].tolist(), g["dst"].tolist(), g["next_hop"].tolist())
+            return (*self._route_requests(node.tolist(), dst.tolist(), hop.tolist()), (node, dst, hop))
+
+    def _diff(self, table: np.ndarray):
+        """Requests that turn the installed next hops into `table` (nodes in scope)."""
+        dst, node = np.nonzero((table != self._table) & self._in_scope[None, :])
+        hop = table[dst, node]
+        with self.lock:
+            return (*self._route_requests(node.tolist(), dst.tolist(), hop.tolist()), (node, dst, hop))
+
+    # ------------------------------------------------------------------ live faults
+
+    def plan_table(self, k: int) -> np.ndarray:
+        """The window's planned next-hop table at step k (every node)."""
+        nh = self.next_hops
+        nh = nh[nh["step"] <= k].drop_duplicates(["dst", "node"], keep="last")
+        t = np.full(self._table.shape, -1, np.int32)
+        t[nh["dst"].to_numpy(), nh["node"].to_numpy()] = nh["next_hop"].to_numpy()
+        return t
+
+    def reroute(self, k: int, view) -> tuple[int, float]:
+        """Install at once the next hops of step k (the step in force) as `view(k)` gives them
+        (a function step → next-hop table [E, n]; None: back to the plan's), and take later steps'
+        routes from `view` too, until it returns None for a step (from there, the plan's). Call from the thread that applies the steps (the player's).
+        Returns (entries changed, monotonic instant they were in force)."""
+        self._view = view
+        count, items, rows = self._diff(view(k) if view is not None else self.plan_table(k))
+        with self.lock:
+            for _, nl, st in items:
+                nl.send(st)
+            t1 = time.monotonic()
+            for _, nl, st in items:
+                nl.finish(st)
+            self._installed(rows)
+        restage = {j: self._staged.pop(j)[4] for j in list(self._staged) if j > k}   # packed against the old routes
+        for j in restage:
+            for sender in self._senders:     # their share of it too (not begun: its instant is ahead)
+                sender.cancel(j)
+        for j, due in restage.items():
+            self.stage(j, due)
+        return count, t1
 
     def _route_requests(self, nodes: list[int], dsts: list[int], hops: list[int]):
         n, hop, lo4, dst4, dst_node, nl_of = self._n, self._hop, self._lo4, self._dst4, self._dst_node, self._nl_by_index

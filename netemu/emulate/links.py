@@ -84,6 +84,7 @@ class LinkBackend(Protocol):
     def set_params(self, updates: Mapping[str, LinkParams | dict], at_t_s: float | None = None) -> None: ...
     def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None: ...
     def set_clock(self, origin_mono: float, scale: float) -> None: ...
+    def set_fault(self, link_ids: Iterable[str], on: bool) -> float: ...
     def counters(self) -> pd.DataFrame: ...
     def stop(self) -> None: ...
 
@@ -325,6 +326,15 @@ class EngineLinks:
                 done += shard.call("delay_points", items[i:i + CONTROL_CHUNK_LINKS])
         return done
 
+    def set_fault(self, link_ids: Iterable[str], on: bool) -> float:
+        """Hold links down (`on`: an injected failure, whatever their schedule says) or release
+        them to their scheduled state, at once. Returns the monotonic instant the last engine
+        applied it."""
+        done = time.monotonic()
+        for shard, items in self._by_shard((k, None) for k in link_ids).items():
+            done = shard.call("fault", [k for k, _ in items], on)
+        return done
+
     def set_clock(self, origin_monotonic: float | None = None, scale: float = 1.0) -> float:
         """Emulated t_s = 0 is `origin_monotonic` (time.monotonic(); default now); one emulated
         second lasts `scale` wall seconds (time dilation). Returns the origin."""
@@ -545,6 +555,10 @@ class RouteSender:
         """Send `items` ([(netns path, [request bytes])]) at monotonic instant `due_mono`."""
         self._shard.call("routes", due_mono, step, items)
 
+    def cancel(self, step: int) -> int:
+        """Drop step `step`'s share if the engine has not begun it; returns how many jobs went."""
+        return self._shard.call("routes_cancel", step)
+
     def log(self) -> list[tuple]:
         """Route jobs done since the last call: (step, start, done, namespaces, errors, first error)."""
         return self._shard.call("route_log")
@@ -660,6 +674,7 @@ class KernelLinks:
         self.run_id = run_id or new_run_id()
         self._links: dict[str, tuple[LinkEnd, LinkEnd, LinkParams]] = {}
         self._count = 0
+        self._faulted: set[str] = set()    # links an injected failure holds down
 
     def set_clock(self, origin_mono: float, scale: float) -> None:
         """Nothing to do: the kernel cannot schedule changes, so the player applies them at
@@ -702,7 +717,7 @@ class KernelLinks:
             self._links[link_id] = (a, b, new)
             for end in (a, b):
                 tc.setdefault(end.netns, []).extend(tc_commands(end.ifname, new, old))
-                if new.up != old.up:
+                if new.up != old.up and link_id not in self._faulted:
                     ip.setdefault(end.netns, []).append(f"link set {end.ifname} {'up' if new.up else 'down'}")
         for netns, lines in tc.items():
             self._run(netns, ["tc", "-batch", "-"], "\n".join(lines) + "\n")
@@ -711,6 +726,18 @@ class KernelLinks:
 
     def set_delay_points(self, points: Mapping[str, Sequence[tuple[float, float]]]) -> None:
         self.set_params({k: {"delay_ms": v[-1][1]} for k, v in points.items() if v})
+
+    def set_fault(self, link_ids: Iterable[str], on: bool) -> float:
+        """Interfaces down (`on`) or back to their scheduled state; returns the monotonic instant."""
+        ip: dict[str, list[str]] = {}
+        for link_id in link_ids:
+            a, b, p = self._links[link_id]
+            (self._faulted.add if on else self._faulted.discard)(link_id)
+            for end in (a, b):
+                ip.setdefault(end.netns, []).append(f"link set {end.ifname} {'up' if p.up and not on else 'down'}")
+        for netns, lines in ip.items():
+            self._run(netns, ["ip", "-batch", "-"], "\n".join(lines) + "\n")
+        return time.monotonic()
 
     def counters(self) -> pd.DataFrame:
         return pd.DataFrame(columns=["link", "direction"])

@@ -128,10 +128,11 @@ def register_run(run_id: str, pid: int | None = None, **meta) -> Path:
 
 
 def unregister_run(run_id: str) -> None:
-    try:
-        (RUNS_DIR / f"{run_id}.json").unlink()
-    except FileNotFoundError:
-        pass
+    for suffix in (".json", ".sock"):   # the entry and the run's control socket (emulate.inject)
+        try:
+            (RUNS_DIR / f"{run_id}{suffix}").unlink()
+        except FileNotFoundError:
+            pass
 
 
 def list_runs() -> list[dict]:

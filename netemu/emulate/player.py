@@ -9,6 +9,7 @@ The kernel backend cannot schedule, so its link changes are applied with the rou
 from __future__ import annotations
 
 import gc
+import heapq
 import os
 import threading
 import time
@@ -153,6 +154,11 @@ class Player:
         self._feed_since_ms = 0.0               # engine feeding since the last route step
         self.realtime = False                   # whether the thread got real-time priority
         self._wait_ns: int | None = None        # the thread's run-queue wait at the last step
+        self.applied_k = w.k0                   # the schedule step whose routes are in force
+        self._tasks: list = []                  # (monotonic instant, seq, fn): call_at's heap
+        self._task_seq = 0
+        self._tasks_lock = threading.Lock()
+        self._wake = threading.Event()          # a new task: the loop re-reckons its sleep
 
     # ------------------------------------------------------------------ clock
 
@@ -194,8 +200,22 @@ class Player:
         self._thread = threading.Thread(target=self._run, name="netemu-player", daemon=True)
         self._thread.start()
 
+    def call_at(self, mono: float, fn) -> None:
+        """Run `fn()` in the player's thread at monotonic instant `mono` (at once if past), between
+        its route steps: what changes the routes in force (live fault injection) runs there, so
+        it never races a step. Tasks still pending at the window's end are dropped."""
+        with self._tasks_lock:
+            self._task_seq += 1
+            heapq.heappush(self._tasks, (mono, self._task_seq, fn))
+        self._wake.set()
+
+    def playing(self) -> bool:
+        """Whether the player's thread runs (started, and not yet at the window's end)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
         gc.unfreeze()
@@ -231,6 +251,12 @@ class Player:
         i = 1
         while not self._stop.is_set():
             now = time.monotonic()
+            if self._tasks and now >= self._tasks[0][0]:
+                with self._tasks_lock:
+                    _, _, fn = heapq.heappop(self._tasks)
+                self.doing = "a live injection's task"
+                fn()
+                continue
             if i < n_apply and now >= self.wall(i):   # due routes first: feeding can wait
                 self.doing = f"applying the routes of step {self.w.k0 + i} (t = {self.t[i]:g} s)"
                 self._apply(i, engine)
@@ -251,14 +277,18 @@ class Player:
             nxt = self.wall(i) if i < n_apply else end_wall
             if may_feed and engine and self._fed < S:
                 nxt = min(nxt, self.wall(self._fed) - LOOKAHEAD_S)
+            if self._tasks:
+                nxt = min(nxt, self._tasks[0][0])
             self.doing = "waiting for the next step"
-            self._stop.wait(max(0.0, min(nxt - now, 0.2)))
+            self._wake.wait(max(0.0, min(nxt - now, 0.2)))
+            self._wake.clear()
 
     def _apply(self, i: int, engine: bool) -> None:
         k = self.w.k0 + i
         t_start = time.monotonic()
         link_updates = len(self._changed(i)) if engine else self._kernel_step(i)
         n_routes = self.forwarding.apply(k)
+        self.applied_k = k
         done = self.forwarding.routes_in_force_at if n_routes else time.monotonic()
         sent = getattr(self.forwarding, "last_apply", {})
         due = self.wall(i)

@@ -2,7 +2,8 @@
 
 As in Mininet, `<node> <command>` runs the command inside that node, and node names among the
 command's words become the nodes' addresses (here their loopbacks, the addresses routes lead
-to), so `g-paris ping -c 3 c-odc-00` pings the compute satellite from Paris. Every node of the
+to), so `g-paris ping -c 3 c-odc-00` pings the compute satellite from Paris. `fail NODE [S]`,
+`faillink A B [S]` and `restore [NODE [B]]` inject live faults (emulate.inject). Every node of the
 network answers to its name, relays and satellites included, and names may hold '-' (Mininet's
 parser would end a name there). Routes lead to the endpoints only (as the plan's do): a relay
 runs commands and forwards, but other nodes cannot reach its loopback (the shell says so). `exit`, `quit` or end of input leave the shell; the run then
@@ -17,7 +18,7 @@ from select import POLLIN, poll
 from cmd import Cmd
 from typing import TextIO
 
-from ..errors import EmulationError
+from ..errors import EmulationError, NetemuError
 
 __all__ = ["NetemuCLI", "substitute_loopbacks"]
 
@@ -140,6 +141,51 @@ class NetemuCLI(_cli_base()):
         """Print the emulated time (s) the constellation is at."""
         if hasattr(self.em, "now_t_s"):
             self._say(f"t = {self.em.now_t_s():.3f} s\n")
+
+    # ------------------------------------------------------------------ live faults (emulate.inject)
+
+    def _inject(self, what: str, fn, *args) -> None:
+        try:
+            rows = fn(*args)
+        except NetemuError as e:
+            self._say(f"*** {e}\n")
+            return
+        for r in rows if isinstance(rows, list) else [rows]:
+            due = f"; routes move at t = {r['reroute_due_s']:.3f} s" if r["kind"] != "restore" else ""
+            self._say(f"{what} {r['target']} at t = {r['t_s']:.3f} s ({r['links']} links, in the engine in "
+                      f"{r['apply_ms']:.3f} ms){due}\n")
+
+    def _words(self, line: str, lo: int, hi: int, usage: str):
+        words = line.split()
+        if not lo <= len(words) <= hi:
+            self._say(f"*** usage: {usage}\n")
+            return None
+        return words
+
+    @staticmethod
+    def _duration(word: str | None):
+        try:
+            return None if word is None else float(word)
+        except ValueError:
+            return word      # the injector says what it expected
+
+    def do_fail(self, line: str) -> None:
+        """fail NODE [DURATION_S]: fail a node now (all its links; routes around it after the detection delay)."""
+        w = self._words(line, 1, 2, "fail NODE [DURATION_S]")
+        if w:
+            self._inject("failed node", self.em.fail_node, w[0], self._duration(w[1] if len(w) > 1 else None))
+
+    def do_faillink(self, line: str) -> None:
+        """faillink A B [DURATION_S]: fail the link between nodes A and B now."""
+        w = self._words(line, 2, 3, "faillink A B [DURATION_S]")
+        if w:
+            self._inject("failed link", self.em.fail_link, w[0], w[1], self._duration(w[2] if len(w) > 2 else None))
+
+    def do_restore(self, line: str) -> None:
+        """restore [NODE [B]]: end every live fault, node NODE's, or link NODE-B's."""
+        w = self._words(line, 0, 2, "restore [NODE [B]]")
+        if w is not None:
+            self._inject("restored", self.em.restore, *w)
 
     def getLocals(self) -> dict:
         self.locals.update(self.nodes)

@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import dijkstra
 from ..errors import PlanError
 from .topology import Schedule
 
-__all__ = ["Routes", "compute_routes", "routing_pool", "path_events", "next_hop_changes"]
+__all__ = ["Routes", "compute_routes", "routing_pool", "path_events", "next_hop_changes", "next_hop_table"]
 
 
 REUSE_TREES = True
@@ -188,12 +188,7 @@ def _next_hop_chunk(job):
     changes, prev, first = [], None, None
     for k in range(k0, k1):
         lo, hi = bounds[k - k0], bounds[k - k0 + 1]
-        _, pred = _trees(g, g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi], sink, V)
-        # In dst's tree, a node's predecessor is its neighbour toward dst; a station is reached
-        # (as a source) through its sink half.
-        nh = pred[:, sink].astype(np.int32)
-        nh[nh < 0] = -1
-        nh[rows, g.endpoints] = -1
+        nh = _hops(g, g.a[lo:hi], g.b[lo:hi], g.delay_ms[lo:hi], sink, V, rows)
         if prev is None:
             first = nh
         else:
@@ -201,6 +196,49 @@ def _next_hop_chunk(job):
         prev = nh
     empty = _nh_rows(k0, np.zeros_like(first, bool), first)
     return k0, first, pd.concat([empty, *changes], ignore_index=True), prev
+
+
+def _hops(g: _Graphs, a: np.ndarray, b: np.ndarray, d: np.ndarray, sink: np.ndarray, V: int,
+          rows: np.ndarray) -> np.ndarray:
+    """Next-hop table [E, n] (int32, −1: unreachable or the node is the endpoint) of one step's links."""
+    _, pred = _trees(g, a, b, d, sink, V)
+    # In dst's tree, a node's predecessor is its neighbour toward dst; a station is reached
+    # (as a source) through its sink half.
+    nh = pred[:, sink].astype(np.int32)
+    nh[nh < 0] = -1
+    nh[rows, g.endpoints] = -1
+    return nh
+
+
+def next_hop_table(schedule: Schedule, endpoints: tuple[str, ...], step: int, metric: str = "delay",
+                   ground_relay: bool = False, down_nodes=(), down_links=()) -> np.ndarray:
+    """Every node's next hop toward every endpoint at schedule step `step`, over that step's
+    usable links minus those of `down_nodes` (node indices) and `down_links` ((a, b) node-index
+    pairs, either order): the trees of `next_hop_changes`, of a network with those elements
+    failed (live fault injection repairs routes with it). Returns [E, n] int32 (−1: unreachable
+    or the node is the endpoint itself)."""
+    L = schedule.links
+    lo, hi = np.searchsorted(L["step"].to_numpy(), [step, step + 1])   # rows are sorted by step
+    rows = L.iloc[lo:hi]
+    a = rows["a"].cat.codes.to_numpy(np.int64)
+    b = rows["b"].cat.codes.to_numpy(np.int64)
+    keep = rows["up"].to_numpy(bool).copy()
+    n = len(schedule.nodes)
+    if len(down_nodes):
+        dead = np.zeros(n, bool)
+        dead[list(down_nodes)] = True
+        keep &= ~(dead[a] | dead[b])
+    if len(down_links):
+        key = np.minimum(a, b) * n + np.maximum(a, b)
+        keep &= ~np.isin(key, [min(x, y) * n + max(x, y) for x, y in down_links])
+    index = {x: i for i, x in enumerate(schedule.node_names)}
+    g = _Graphs(step=np.zeros(int(keep.sum()), np.int64), a=a[keep], b=b[keep],
+                delay_ms=rows["delay_ms"].to_numpy(np.float64)[keep], n_nodes=n,
+                is_ground=(schedule.nodes["kind"] == "ground").to_numpy(),
+                endpoints=np.array([index[e] for e in endpoints], np.int64), metric=metric,
+                ground_relay=ground_relay)
+    sink, V = _sinks(g)
+    return _hops(g, g.a, g.b, g.delay_ms, sink, V, np.arange(len(g.endpoints)))
 
 
 def _slice(g: _Graphs, lo: int, hi: int) -> _Graphs:
@@ -221,6 +259,7 @@ def _route_chunk(job) -> dict:
     out_step, out_pair, out_delay, out_hops = [], [], [], []
     r_step, r_pair, r_path, r_delay, r_hops = [], [], [], [], []
     prev = None
+    prev_start_pred = None
     first_paths = None
     start = sink[ep[pi]]          # src's node as reached in dst's tree
     row = pj                      # tree of dst
