@@ -37,8 +37,10 @@ def lab(root_env):
 def overhead(root_env):
     """The link engine's per-traversal overhead (hop, process µs), measured once on this machine
     (every "host" is on it): each cluster run of the tests takes it off its delays."""
+    from netemu.emulate.hostagent import ENGINE_RT_PRIORITY
     from netemu.emulate.links import EngineLinks
     with EngineLinks(shards=1) as links:
+        os.sched_setscheduler(links.pids[0], os.SCHED_FIFO, os.sched_param(ENGINE_RT_PRIORITY))  # as on a host
         c = links.calibrate(probes=100, refine=1)
     return c["hop_overhead_us"], c["process_overhead_us"]
 

@@ -160,21 +160,16 @@ class NamespaceHosts:
         return p.pid
 
     def close(self) -> None:
+        # (killed outright: a worker's graceful shutdown takes seconds, and an agent still
+        # holding a run leaves it to that run's guard, as for any lost host)
         for name, p in list(self.procs.items()):
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except OSError:
-                    pass
-        for name, p in list(self.procs.items()):
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except OSError:
                     pass
-                p.wait(5)
+        for name, p in list(self.procs.items()):
+            p.wait(10)
         self.procs.clear()
         _ip("link", "del", self._root_dev, check=False)
         for ns in reversed(self.namespaces):
