@@ -84,6 +84,27 @@ def test_ping_across_cut_links_matches_the_oracle_and_cmd_reaches_every_host(lab
     assert _run_state(run_id) == {"namespaces": [], "processes": []}
 
 
+def test_one_host_and_three_hosts_give_the_same_one_way_delays(lab, fid_plan, overhead):
+    """The same window on one "host" (no cut link) and on three: the per-packet one-way delays
+    (UDP probes timed at both ends) have the same quantiles within 0.2 ms, and both follow the
+    planner's light-time."""
+    q = {}
+    for hosts in (["h0"], ["h0", "h1", "h2"]):
+        with ClusterEmulation(fid_plan, lab.scheduler, hosts=hosts, start_s=300, duration_s=5,
+                              calibrate=overhead) as em:
+            em.build()
+            assert (len(em.cut) > 0) == (len(hosts) > 1)
+            em.start()
+            time.sleep(1.0)
+            df = em.one_way_ms("g-sanya", "g-beijing", count=100, interval_s=0.02)
+            em.wait(30)
+        assert df["fwd_ms"].notna().all() and df["rev_ms"].notna().all(), df
+        excess = np.r_[df["fwd_ms"] - df["oracle_one_way_ms"], df["rev_ms"] - df["oracle_one_way_ms"]]
+        q[len(hosts)] = np.percentile(excess, [10, 50, 90])
+        assert q[len(hosts)][1] >= -0.05, q              # never faster than light
+    assert np.allclose(q[1], q[3], atol=0.2), q
+
+
 def test_route_changes_apply_on_every_host_within_1ms(lab, fid_plan, overhead):
     """The handover at t = 338-340 changes routes on every host; each host applies its steps
     at their instants (acknowledged in its apply log, in the shared time base)."""

@@ -280,6 +280,23 @@ class ClusterEmulation:
         return pd.DataFrame({"t_s": t, "rtt_ms": rtt,
                              "oracle_rtt_ms": oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t)})
 
+    def one_way_ms(self, src: str, dst: str, count: int = 100, interval_s: float = 0.02,
+                   port: int = 9977) -> pd.DataFrame:
+        """UDP probes from node `src` to a probe server in node `dst` (each on its host): t_s,
+        rtt_ms, fwd_ms and rev_ms (one-way delays: exact where the hosts share CLOCK_MONOTONIC,
+        as namespace hosts on one machine do) and oracle_one_way_ms (half the planner's RTT)."""
+        from .playback import oracle_rtt_ms
+        self._check()
+        hs, hd = self.host_of[src], self.host_of[dst]
+        self._result(hd, self.agents[hd].serve(dst, port, count * interval_s + 10))
+        time.sleep(0.2)
+        r = self._result(hs, self.agents[hs].udp_probe(src, self.loopbacks[dst], port, count, interval_s),
+                         60 + count * interval_s)
+        df = pd.DataFrame(r)
+        t = df["t_s"].to_numpy(float)
+        df["oracle_one_way_ms"] = oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t) / 2
+        return df
+
     # ------------------------------------------------------------------ results
 
     def results(self) -> dict:

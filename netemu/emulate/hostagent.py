@@ -64,6 +64,7 @@ class HostAgent:
         self.timings_s: dict[str, float] = {}
         self._spec: dict = {}
         self._guard: subprocess.Popen | None = None
+        self._servers: list[subprocess.Popen] = []
         self._last_beat = time.monotonic()
         self._closed = False
         self._lock = threading.Lock()
@@ -231,6 +232,34 @@ class HostAgent:
         t_s = [clock.t_s(t) if clock.started else np.nan for t in df["t_send_mono_s"]]
         return {"rtt_ms": [None if np.isnan(x) else float(x) for x in df["rtt_ms"]], "t_s": t_s}
 
+    def serve(self, node: str, port: int, max_s: float) -> int:
+        """Start a UDP probe server (netemu.emulate.probe server) in node `node` for `max_s`;
+        returns its pid (it ends by itself, or with the run)."""
+        if node not in self.node_names:
+            raise EmulationError(f"node {node!r} is not on host {self.host}")
+        p = subprocess.Popen(["nsenter", f"--net={self.ns.path(node)}", sys.executable, "-m", "netemu.emulate.probe",
+                              "server", "--port", str(port), "--max-s", str(max_s)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._servers.append(p)
+        return p.pid
+
+    def udp_probe(self, node: str, dst: str, port: int, count: int, interval_s: float) -> dict:
+        """UDP probes from node `node` to a probe server at `dst`:`port`: per probe the emulated
+        send time (s), RTT and the one-way delays there and back (ms, from CLOCK_MONOTONIC at
+        both ends: exact only where both ends share one, i.e. hosts on one machine)."""
+        if node not in self.node_names:
+            raise EmulationError(f"node {node!r} is not on host {self.host}")
+        r = subprocess.run(["nsenter", f"--net={self.ns.path(node)}", sys.executable, "-m", "netemu.emulate.probe",
+                            "client", dst, "--port", str(port), "--count", str(count), "--interval", str(interval_s)],
+                           capture_output=True, text=True, timeout=count * interval_s + 30)
+        if r.returncode != 0:
+            raise EmulationError(f"probe from {node} on host {self.host} failed: {r.stderr.strip()[-500:]}")
+        import io
+        df = pd.read_csv(io.StringIO(r.stdout))
+        clock = self.player.clock if self.player is not None else self.clock
+        df["t_s"] = [clock.t_s(t) if clock.started else np.nan for t in df["t_send_s"]]
+        return {c: df[c].tolist() for c in ("t_s", "rtt_ms", "fwd_ms", "rev_ms")}
+
     def wait(self, timeout_s: float) -> bool:
         return self.player.wait(timeout_s)
 
@@ -260,6 +289,10 @@ class HostAgent:
         t = time.perf_counter()
         if self.player is not None:
             self.player.stop()
+        for p in self._servers:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
         if self.forwarding is not None:
             self.forwarding.close()
         if self.links is not None:
