@@ -3,12 +3,15 @@ namespaces joined by an underlay (veths into a bridge), each running a `dask wor
 scheduler in another namespace (netemu.emulate.nshosts). Small scenarios, one engine shard per
 host, no busy-poll."""
 
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import netemu
@@ -103,6 +106,27 @@ def test_one_host_and_three_hosts_give_the_same_one_way_delays(lab, fid_plan, ov
         q[len(hosts)] = np.percentile(excess, [10, 50, 90])
         assert q[len(hosts)][1] >= -0.05, q              # never faster than light
     assert np.allclose(q[1], q[3], atol=0.2), q
+
+
+def test_cli_run_on_the_cluster_writes_one_run_directory(lab, tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(DATA / "fidelity.toml"), "-o", str(out), "--start",
+                        "300", "--duration", "4", "--cluster", lab.scheduler, "--no-calibrate", "--probe-rate", "10"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(DATA.parent.parent)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cluster run of fidelity-4x6: 3 hosts" in r.stdout, r.stdout
+    run = json.loads((out / "run.json").read_text())
+    c = run["cluster"]
+    assert [h["host"] for h in c["hosts"]] == ["h0", "h1", "h2"] and c["cut_links"] > 0
+    assert all(abs(h["clock_offset_ms"]) <= h["clock_bound_ms"] + 0.5 for h in c["hosts"])   # one machine: one clock
+    assert c["cut_link_frames"] > 0 and c["apply_skew_ms"]["p99"] is not None
+    apply = pd.read_csv(out / "apply.csv")
+    assert set(apply["host"]) == {"h0", "h1", "h2"} and "applied_shared_s" in apply
+    counters = pd.read_csv(out / "link_counters.csv")
+    assert set(counters["host"]) == {"h0", "h1", "h2"} and counters["wire_rx"].sum() == c["cut_link_frames"]
+    probes = pd.read_parquet(out / "probes.parquet")
+    assert probes["rtt_ms"].notna().mean() > 0.9 and (probes["rtt_ms"] >= probes["oracle_rtt_ms"] - 0.2).all()
+    assert _run_state(c["run_id"]) == {"namespaces": [], "processes": []}
 
 
 def test_route_changes_apply_on_every_host_within_1ms(lab, fid_plan, overhead):

@@ -312,6 +312,17 @@ class ClusterEmulation:
     def apply_log(self) -> pd.DataFrame:
         return pd.concat([r["apply"] for r in self.results().values()], ignore_index=True)
 
+    def shortest_cut_ms(self) -> float:
+        """The shortest emulated delay (ms, dilated) any cut link has over the window (NaN: none)."""
+        if not len(self.cut):
+            return float("nan")
+        L = self.schedule.links
+        w = self.window
+        L = L[(L["step"] >= w.k0) & (L["step"] <= w.k1)]
+        key = set(zip(self.cut["a"].astype(str), self.cut["b"].astype(str)))
+        m = np.fromiter(((a, b) in key for a, b in zip(L["a"].astype(str), L["b"].astype(str))), bool, len(L))
+        return float(L["delay_ms"].to_numpy()[m].min()) * self.dilation if m.any() else float("nan")
+
     def apply_skew(self) -> pd.DataFrame:
         """Per step: the spread of the hosts' applied instants (shared time base; ms) and the
         latest host's lag after the step's instant."""
