@@ -269,6 +269,11 @@ def cmd_compare(args) -> int:
 
 def cmd_doctor(args) -> int:
     from .emulate.doctor import format_checks, run_checks
+    if args.hosts:
+        from .emulate.clusterdoctor import cluster_checks
+        checks = cluster_checks(args.hosts)
+        print(format_checks(checks))
+        return 0 if all(c.ok or not c.required for c in checks) else 1
     scenario = None
     if args.scenario:
         from .plan.scenario import load_scenario
@@ -483,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(func=cmd_compare)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
+    dr.add_argument("--hosts", metavar="SCHEDULER",
+                    help="check the emulation hosts (Dask workers) of this scheduler instead: root, TUN/TAP, MTU, "
+                         "clock offsets, the wire's reach, substrate latency and the cut threshold they imply")
     dr.set_defaults(func=cmd_doctor)
     cl = sub.add_parser("clean", help="remove namespaces and interfaces that netemu runs left behind")
     cl.add_argument("--run", help="only this run id (4 hex digits, as `netemu ps` lists them; removed even if live)",

@@ -5,6 +5,7 @@ host, no busy-poll."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -127,6 +128,19 @@ def test_cli_run_on_the_cluster_writes_one_run_directory(lab, tmp_path):
     probes = pd.read_parquet(out / "probes.parquet")
     assert probes["rtt_ms"].notna().mean() > 0.9 and (probes["rtt_ms"] >= probes["oracle_rtt_ms"] - 0.2).all()
     assert _run_state(c["run_id"]) == {"namespaces": [], "processes": []}
+
+
+def test_doctor_hosts_checks_every_host_and_derives_the_cut_threshold(lab):
+    r = subprocess.run([sys.executable, "-m", "netemu", "doctor", "--hosts", lab.scheduler], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(DATA.parent.parent)})
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr[-2000:]
+    for h in ("h0", "h1", "h2"):
+        for item in ("root: yes", "TUN/TAP", "MTU: 1500", "clock: offset"):
+            assert f"ok    {h} {item}" in out, out
+    assert len(re.findall(r"^ok    h\d → h\d substrate: wire UDP reaches", out, re.M)) == 6, out
+    thr = float(re.search(r"cut threshold: ([0-9.]+) ms", out).group(1))
+    assert 0.1 < thr < 5.0, out          # veths into a bridge: tens of µs one way, plus the clock bound
 
 
 def test_route_changes_apply_on_every_host_within_1ms(lab, fid_plan, overhead):
