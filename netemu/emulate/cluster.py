@@ -145,6 +145,7 @@ class ClusterEmulation:
         self._monitor: threading.Thread | None = None
         self._closed = False
         self._results: dict[str, dict] = {}
+        self.teardown: dict[str, dict] = {}     # per host: what close() reported (teardown_s)
 
     # ------------------------------------------------------------------ build
 
@@ -425,7 +426,7 @@ class ClusterEmulation:
                 pass
         for h, c in calls.items():
             try:
-                c.result(timeout=30)
+                self.teardown[h] = c.result(timeout=30)
             except Exception:
                 pass
 

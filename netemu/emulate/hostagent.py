@@ -143,12 +143,21 @@ class HostAgent:
         """Take the engine's per-traversal overhead off every delay: the given (hop, process) µs,
         or measured here on a throw-away chain (EngineLinks.calibrate)."""
         from .calibration import check_calibration
+        t0 = time.perf_counter()
         if overhead_us is None:
-            c = self.links.calibrate(probes=probes, refine=1)
+            # throw-away namespaces of a run id of their own: hosts sharing a machine (tests) do
+            # not collide, and `netemu clean` removes them should this host die meanwhile
+            from .netns import new_run_id
+            saved, self.links.run_id = self.links.run_id, new_run_id()
+            try:
+                c = self.links.calibrate(probes=probes, refine=1)
+            finally:
+                self.links.run_id = saved
         else:
             self.links.set_overhead(*overhead_us)
             c = {"hop_overhead_us": overhead_us[0], "process_overhead_us": overhead_us[1]}
         check_calibration(self.links.hop_overhead_us, self.links.process_overhead_us)
+        self.timings_s["calibration"] = time.perf_counter() - t0
         return c
 
     def build_links(self, spec: dict) -> dict:
