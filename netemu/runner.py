@@ -517,13 +517,14 @@ def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] |
     from concurrent.futures import ThreadPoolExecutor
     from .emulate.cluster import ClusterEmulation
     say = progress or (lambda msg: None)
-    out = prepare_out_dir(out_dir, overwrite=overwrite)
+    check_out_dir(out_dir, overwrite=overwrite)
     check_probe_rate(probe_rate_hz)
     info: dict = {"scenario": plan.scenario.name, "cluster": {"scheduler": scheduler}}
     t0 = time.perf_counter()
     with ClusterEmulation(plan, scheduler, hosts=hosts, start_s=start_s, duration_s=duration_s, speed=speed,
                           dilation=dilation, calibrate=calibrate, progress=say) as em:
         em.build()
+        out = prepare_out_dir(out_dir, overwrite=overwrite)      # once the hosts are there: nothing left on failure
         info["up_s"] = round(time.perf_counter() - t0, 2)
         c = info["cluster"]
         c["run_id"] = em.run_id
