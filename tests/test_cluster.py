@@ -150,9 +150,11 @@ def test_route_changes_apply_on_every_host_within_1ms(lab, fid_plan, overhead):
         em.build()
         em.start()
         assert em.wait(30)
+        acks = em.acknowledged()          # the hosts' heartbeats acknowledge the steps as they apply them
         log = em.apply_log()
         skew = em.apply_skew()
     assert set(log["host"]) == {"h0", "h1", "h2"}
+    assert {h: a["last_step"] for h, a in acks.items()} == {"h0": 342, "h1": 342, "h2": 342}, acks
     assert list(skew["step"]) == list(range(337, 343))
     changed = log[log["routes"] > 0]
     assert set(changed["host"]) == {"h0", "h1", "h2"} and set(changed["step"]) >= {338, 340}

@@ -313,6 +313,12 @@ class ClusterEmulation:
     def apply_log(self) -> pd.DataFrame:
         return pd.concat([r["apply"] for r in self.results().values()], ignore_index=True)
 
+    def acknowledged(self) -> dict[str, dict]:
+        """Per host, from its latest heartbeat: the steps it has applied so far, the latest one
+        and its lag after its instant (ms)."""
+        return {h: {k: st.get(k) for k in ("applied_steps", "last_step", "last_lag_ms")}
+                for h, st in self._states.items()}
+
     def shortest_cut_ms(self) -> float:
         """The shortest emulated delay (ms, dilated) any cut link has over the window (NaN: none)."""
         if not len(self.cut):

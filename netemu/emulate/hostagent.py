@@ -85,8 +85,12 @@ class HostAgent:
         err = ""
         if p is not None and p.finished() and p._error is not None:
             err = f"the player failed: {p._error}"
+        # the acknowledgement of the schedule so far: the steps this host has applied, and the
+        # latest one's lag after its instant (the full log comes with results())
+        log = p.log if p is not None else []
         return {"host": self.host, "closed": self._closed, "finished": bool(p is not None and p.finished()),
-                "error": err}
+                "error": err, "applied_steps": len(log), "last_step": int(log[-1][0]) if log else None,
+                "last_lag_ms": float(log[-1][4]) if log else None}
 
     def set_time_base(self, offset_s: float, wire_epoch_shared: float) -> None:
         """This host's clock minus the coordinator's (`offset_s`; 0: trust the clocks), and the
