@@ -176,7 +176,7 @@ def test_an_injected_clock_offset_is_measured_and_corrected(lab, fid_plan, overh
             assert abs(off["offset_ms"] - skew_s * 1e3) <= off["bound_ms"] + 0.5, off
             em.start()
             time.sleep(1.2)
-            errs[correct] = _probe_errors_ms(em, count=30)
+            errs[correct] = _probe_errors_ms(em, count=100 if correct else 30)
             em.wait(30)
             late[correct] = int(em.cut_link_lateness()["wire_late"].sum())
     assert np.median(np.abs(errs[False])) > 5 * TOL_MS and late[False] > 0, (errs[False], late)
