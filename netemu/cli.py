@@ -119,6 +119,18 @@ def cmd_run(args) -> int:
     say(f"scenario {scenario.name}: planning")
     plan = make_plan(scenario, progress=say)
     duration = _default_duration(plan, args.start, args.duration)
+    if args.cluster:
+        from .runner import run_cluster
+        info = run_cluster(plan, args.out, args.cluster, hosts=args.cluster_hosts.split(",") if args.cluster_hosts else None,
+                           start_s=args.start, duration_s=duration, speed=args.speed,
+                           dilation=1.0 if args.dilation == "auto" else args.dilation, probe_rate_hz=args.probe_rate,
+                           calibrate=not args.no_calibrate, overwrite=args.overwrite, progress=say)
+        c = info["cluster"]
+        print(f"cluster run of {scenario.name}: {len(c['hosts'])} hosts, {c['cut_links']} cut links, up in "
+              f"{info['up_s']} s, down in {info['down_s']} s; apply skew p99 {c['apply_skew_ms']['p99']} ms; "
+              f"late frames on cut links {c['cut_link_late_frames']} of {c['cut_link_frames']}; "
+              f"RTT − oracle p99 {info['fidelity']['abs_error_p99_ms']} ms")
+        return 0
     info = run(plan, args.out, probes=probes, probe_rate_hz=args.probe_rate, iperf=iperf, cli=args.cli,
                progress=say, links=args.links, scope=args.scope, speed=args.speed, dilation=args.dilation,
                start_s=args.start, duration_s=duration, shards=args.shards, busy_poll=False if args.no_busy_poll else None, seed=args.seed,
@@ -271,6 +283,11 @@ def cmd_compare(args) -> int:
 
 def cmd_doctor(args) -> int:
     from .emulate.doctor import format_checks, run_checks
+    if args.hosts:
+        from .emulate.clusterdoctor import cluster_checks
+        checks = cluster_checks(args.hosts)
+        print(format_checks(checks))
+        return 0 if all(c.ok or not c.required for c in checks) else 1
     scenario = None
     if args.scenario:
         from .plan.scenario import load_scenario
@@ -468,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--capture", action="append", metavar="NODE[:IFACE]|A-B",
                     help="write pcaps of a node's interfaces, one interface (by name or neighbour), or the link "
                          "A-B (both ends) into captures/ (emulated-time stamps; repeatable)")
+    rn.add_argument("--cluster", metavar="SCHEDULER",
+                    help="spread the run over the Dask workers of this scheduler (e.g. tcp://10.0.0.1:8786), one "
+                         "worker per emulation host, run as root (docs/cluster.md)")
+    rn.add_argument("--cluster-hosts", metavar="NAME[,NAME]",
+                    help="with --cluster: the workers to use, in host order (default all, by name; the first "
+                         "gets the ground stations)")
     _run_dir_flags(rn)
     rn.set_defaults(func=cmd_run)
     tr = sub.add_parser("trace", help="packet traces (pcap, pcapng)")
@@ -532,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(func=cmd_compare)
     dr = sub.add_parser("doctor", help="check what this machine can emulate (root for the kernel checks)")
     dr.add_argument("scenario", nargs="?", help="also estimate the memory this scenario needs")
+    dr.add_argument("--hosts", metavar="SCHEDULER",
+                    help="check the emulation hosts (Dask workers) of this scheduler instead: root, TUN/TAP, MTU, "
+                         "clock offsets, the wire's reach, substrate latency and the cut threshold they imply")
     dr.set_defaults(func=cmd_doctor)
     cl = sub.add_parser("clean", help="remove namespaces and interfaces that netemu runs left behind")
     cl.add_argument("--run", help="only this run id (4 hex digits, as `netemu ps` lists them; removed even if live)",

@@ -14,6 +14,13 @@ allowed. A CLOCK_MONOTONIC timerfd wakes the loop at the next departure; a ready
 until EAGAIN (a TAP read returns one frame), at most DRAIN_MAX frames before due departures
 get their turn.
 
+Cut links (cluster runs, netemu.emulate.cluster): a link whose other end is on another host has
+one local TAP. Frames read from it are admitted as on any link and sent at once over UDP (the
+engine's wire socket) to the peer host's engine, with their departure instant in the run's shared
+time base (nanoseconds since a shared epoch, which each host maps to its own CLOCK_MONOTONIC);
+the peer releases them into its TAP at that instant. A frame that arrives after its instant is
+counted late on its link (`wire_late`) and leaves at once.
+
 Control messages (length-prefixed pickles of (seq, command, *args) over a stream socket from
 the parent, each answered in order by (seq, status, result)) add and remove links, schedule parameter changes at emulated times, extend delay profiles, read counters and
 stop the engine. The engine exits, closing its TAPs, when the parent goes away.
@@ -47,6 +54,8 @@ ROUTE_SLICE = 2          # namespaces' route changes sent before due departures 
 # of the write (the stack forwards inside the write in a few µs; a longer gap is a stall, and
 # timing from the write would make the frame up to the stall's length early).
 CAUSED_WINDOW_S = 200e-6
+WIRE_HEADER = struct.Struct("!IBq")   # cut-link datagram: wire link id, direction (0 a→b, 1 b→a), departure ns
+WIRE_DIRECTIONS = {"ab": 0, "ba": 1}
 
 
 def default_queue_bytes(rate_mbps: float) -> int:
@@ -114,7 +123,8 @@ class Direction:
                  "queue_packets", "reorder", "rng", "next_free", "last_dep", "tx_ends", "q", "epoch",
                  "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                  "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
-                 "cap_in", "in_ns", "out_ns", "empty_at", "partial", "planned_up", "fault")
+                 "cap_in", "in_ns", "out_ns", "empty_at", "partial", "planned_up", "fault", "wire", "wire_tx",
+                 "wire_rx", "wire_late", "wire_max_late_s")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
@@ -143,6 +153,9 @@ class Direction:
         self.in_ns = self.out_ns = 0     # engine-wide indices of the namespaces of in_fd, out_fd
         self.empty_at = 0.0              # when in_fd was last read to EAGAIN
         self.partial = False             # the last drain stopped at DRAIN_MAX frames
+        self.wire = None                 # cut link, sending side: (peer address, datagram header prefix)
+        self.wire_tx = self.wire_rx = self.wire_late = 0
+        self.wire_max_late_s = 0.0       # cut link, receiving side: latest arrival after a frame's instant
 
     def configure(self, p: dict) -> None:
         if "rate_mbps" in p:
@@ -219,7 +232,8 @@ class Direction:
                 "frames_out": self.frames_out, "bytes_out": self.bytes_out, "drop_down": self.drop_down,
                 "drop_loss": self.drop_loss, "drop_queue": self.drop_queue, "drop_error": self.drop_error,
                 "queue_hwm_bytes": int(self.queue_hwm_bytes), "late": self.late,
-                "max_late_ms": round(self.max_late_s * 1e3, 4)}
+                "max_late_ms": round(self.max_late_s * 1e3, 4), "wire_tx": self.wire_tx, "wire_rx": self.wire_rx,
+                "wire_late": self.wire_late, "wire_max_late_ms": round(self.wire_max_late_s * 1e3, 4)}
 
 
 class _Pcap:
@@ -291,6 +305,13 @@ class Engine:
         self.ns_ws: list[float] = []
         self.ns_gen: list[int] = []
         self.poll_gen = 0
+        # the wire of cut links (cmd_wire): a UDP socket, the local monotonic instant of the shared
+        # epoch, and the receiving direction of each (wire link id, direction code)
+        self.wire_sock: socket.socket | None = None
+        self.wire_fd = -1
+        self.wire_epoch_mono = 0.0
+        self.wire_in: dict[tuple[int, int], Direction] = {}
+        self.wire_unknown = 0
 
     # ------------------------------------------------------------------ time
 
@@ -320,7 +341,7 @@ class Engine:
                   and monotonic() - ws <= CAUSED_WINDOW_S)
         comp = self.hop_s if caused else self.process_s
         q = d.q
-        if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None or d.cap_in is not None):
+        if d.up and not (d.rate_bytes_per_s or d.loss or d.reorder or record is not None or d.cap_in is not None or d.wire):
             n = self._drain_plain(d, fd, ws if caused else 0.0, comp)
         else:
             n = self._drain_general(d, fd, ws, caused, comp)
@@ -396,6 +417,9 @@ class Engine:
                 cap.write(enter - comp, frame[vnet:])
             if dep < 0:
                 continue
+            if d.wire is not None:      # a cut link: to the peer host's engine at once, with its instant
+                self._wire_send(d, dep, frame)
+                continue
             if d.reorder:
                 self.seq += 1
                 heapq.heappush(self.heap, (dep, self.seq, d, frame, d.epoch))
@@ -405,6 +429,51 @@ class Engine:
                     self.seq += 1
                     heapq.heappush(self.heap, (dep, self.seq, d, None, 0))
         return n
+
+    def _wire_send(self, d: Direction, dep: float, frame: bytes) -> None:
+        peer, head = d.wire
+        try:
+            self.wire_sock.sendto(head + struct.pack("!q", round((dep - self.wire_epoch_mono) * 1e9)) + frame, peer)
+        except OSError:
+            d.drop_error += 1
+            return
+        d.wire_tx += 1
+
+    def wire_recv(self) -> None:
+        """Take the datagrams waiting on the wire: each frame joins its link direction's queue
+        at its departure instant (a frame already past it is late, and leaves at once)."""
+        recv, unpack, size, wire_in = self.wire_sock.recv, WIRE_HEADER.unpack_from, WIRE_HEADER.size, self.wire_in
+        epoch = self.wire_epoch_mono
+        now = monotonic()
+        for _ in range(DRAIN_MAX):
+            try:
+                data = recv(65_600)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if len(data) < size:
+                self.wire_unknown += 1
+                continue
+            wid, code, t_ns = unpack(data)
+            d = wire_in.get((wid, code))
+            if d is None:
+                self.wire_unknown += 1
+                continue
+            d.wire_rx += 1
+            self.frames += 1
+            dep = epoch + t_ns * 1e-9
+            if dep < now:
+                d.wire_late += 1
+                if now - dep > d.wire_max_late_s:
+                    d.wire_max_late_s = now - dep
+            q = d.q
+            if q and dep < q[-1][0]:
+                dep = q[-1][0]          # FIFO per direction, as on any link
+            q.append((dep, data[size:], d.epoch))
+            if len(q) == 1:
+                self.seq += 1
+                heapq.heappush(self.heap, (dep, self.seq, d, None, 0))
 
     def send_due(self, d: Direction, now: float) -> None:
         """Write out the frames of `d` whose departure time has come (FIFO directions)."""
@@ -596,6 +665,8 @@ class Engine:
                 self.control()
             elif fd in by_fd:
                 self.drain(fd)
+            elif fd == self.wire_fd:
+                self.wire_recv()
 
     # ------------------------------------------------------------------ control
 
@@ -674,6 +745,55 @@ class Engine:
         self.links[link] = (ab, ba, fds)
         self._configure(link, params)
 
+    def cmd_wire(self, bind_ip: str, port: int = 0) -> int:
+        """Open the wire of cut links on `bind_ip`:`port` (0: any free port); returns the port."""
+        if self.wire_sock is None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.bind((bind_ip, port))
+            s.setblocking(False)
+            self.wire_sock, self.wire_fd = s, s.fileno()
+            self.ep.register(self.wire_fd, select.EPOLLIN)
+        return self.wire_sock.getsockname()[1]
+
+    def cmd_wire_epoch(self, epoch_mono: float) -> None:
+        """The local CLOCK_MONOTONIC instant of the run's shared epoch (departure instants on the
+        wire count from it)."""
+        self.wire_epoch_mono = epoch_mono
+
+    def cmd_add_cut(self, link: str, wire_id: int, side: str, end: tuple, peer: tuple, params: dict, seed: int) -> None:
+        """A cut link: this host has end `side` ("a" or "b") = (netns_path, ifname); the other end
+        is served by the engine at `peer` = (ip, port), which knows the link as `wire_id` too."""
+        if link in self.links:
+            raise ValueError(f"link {link!r} exists")
+        if self.wire_sock is None:
+            raise ValueError("the wire is not open (cmd_wire)")
+        if side not in ("a", "b"):
+            raise ValueError(f"side: expected a or b, found {side!r}")
+        ns_path, ifname = end
+        ns_fd = self.ns_fds.get(ns_path)
+        if ns_fd is None:
+            ns_fd = self.ns_fds[ns_path] = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        setns(ns_fd)
+        try:
+            fd = open_tap(ifname, vnet_hdr=bool(self.vnet))
+        finally:
+            setns(self.home_ns)
+        profile = DelayProfile()
+        out_name, in_name = ("ab", "ba") if side == "a" else ("ba", "ab")
+        send = Direction(link, out_name, fd, -1, profile, seed * 2 + (1 if out_name == "ab" else 2))
+        recv = Direction(link, in_name, -1, fd, profile, seed * 2 + (1 if in_name == "ab" else 2))
+        send.wire = ((peer[0], int(peer[1])), WIRE_HEADER.pack(wire_id, WIRE_DIRECTIONS[out_name], 0)[:5])
+        i = self._ns_index(ns_path)
+        send.in_ns = send.out_ns = recv.in_ns = recv.out_ns = i
+        self.wire_in[(wire_id, WIRE_DIRECTIONS[in_name])] = recv
+        self.by_fd[fd] = send
+        self.ep.register(fd, select.EPOLLIN)
+        ab, ba = (send, recv) if side == "a" else (recv, send)
+        self.links[link] = (ab, ba, [fd])
+        self._configure(link, params)
+
     def _ns_index(self, ns_path: str) -> int:
         key = os.fstat(self.ns_fds[ns_path]).st_ino   # one namespace, whatever path names it
         i = self.ns_index.get(key)
@@ -685,6 +805,8 @@ class Engine:
 
     def cmd_remove(self, link: str) -> None:
         ab, ba, fds = self.links.pop(link)
+        for key in [k for k, v in self.wire_in.items() if v is ab or v is ba]:
+            del self.wire_in[key]
         for fd in fds:
             self.ep.unregister(fd)
             del self.by_fd[fd]
@@ -835,7 +957,7 @@ class Engine:
         up = monotonic() - self.started
         return {"links": rows, "busy_fraction": self.busy_s / up if up > 0 else 0.0, "frames": self.frames,
                 "pending_updates": len(self.pending), "write_cost_us": self.write_cost_s * 1e6,
-                "control_max_ms": self.control_max_ms,
+                "control_max_ms": self.control_max_ms, "wire_unknown": self.wire_unknown,
                 "late_hist": dict(zip([f"<{b * 1e6:g}us" for b in LATE_BUCKETS_S] + ["more"], self.late_hist))}
 
     def cmd_stop(self) -> None:
@@ -860,6 +982,10 @@ class Engine:
                 except OSError:
                     pass
         self.by_fd.clear()
+        self.wire_in.clear()
+        if self.wire_sock is not None:
+            self.wire_sock.close()
+            self.wire_sock, self.wire_fd = None, -1
         for fd in self.ns_fds.values():
             os.close(fd)
         self.ns_fds.clear()

@@ -71,9 +71,12 @@ class Forwarding:
     def configure_interfaces(self) -> None:
         """Loopback /32s, link /31s with fixed MACs, interfaces up, permanent neighbour entries."""
         per_node: dict[str, list[tuple[str, str, str, str, str]]] = {n: [] for n in self.node_names}
+        # (a cluster host's table also has its cut links, whose other end is on another host)
         for i, r in enumerate(self.link_table.itertuples(index=False)):
-            per_node[r.a].append((r.a_ifname, r.a_addr, link_mac(i, 0), r.b_addr, link_mac(i, 1)))
-            per_node[r.b].append((r.b_ifname, r.b_addr, link_mac(i, 1), r.a_addr, link_mac(i, 0)))
+            if r.a in per_node:
+                per_node[r.a].append((r.a_ifname, r.a_addr, link_mac(i, 0), r.b_addr, link_mac(i, 1)))
+            if r.b in per_node:
+                per_node[r.b].append((r.b_ifname, r.b_addr, link_mac(i, 1), r.a_addr, link_mac(i, 0)))
         for name in self.node_names:
             with entered(self.ns.path(name)):
                 index = {n: i for i, n in socket.if_nameindex()}
@@ -114,8 +117,10 @@ class Forwarding:
         n = self._n = len(names)
         for r in self.link_table.itertuples(index=False):
             ia, ib = pos[r.a], pos[r.b]
-            self._hop[ia * n + ib] = (self._ifindex[r.a][r.a_ifname], socket.inet_aton(r.b_addr))
-            self._hop[ib * n + ia] = (self._ifindex[r.b][r.b_ifname], socket.inet_aton(r.a_addr))
+            if r.a in self._ifindex:
+                self._hop[ia * n + ib] = (self._ifindex[r.a][r.a_ifname], socket.inet_aton(r.b_addr))
+            if r.b in self._ifindex:
+                self._hop[ib * n + ia] = (self._ifindex[r.b][r.b_ifname], socket.inet_aton(r.a_addr))
         self._lo4 = {pos[name]: socket.inet_aton(self.loopbacks[name]) for name in self.node_names}
         self._dst4 = [socket.inet_aton(self.loopbacks[e]) for e in self.endpoints]
         self._dst_node = [pos[e] for e in self.endpoints]

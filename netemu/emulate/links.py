@@ -289,6 +289,36 @@ class EngineLinks:
         shard.links.add(link_id)
         self._where[link_id] = shard
 
+    # ------------------------------------------------------------------ cut links (cluster runs)
+
+    def open_wire(self, bind_ip: str) -> list[int]:
+        """Open every engine's wire for cut links on `bind_ip` (this host's address on the hosts'
+        network); returns their UDP ports, by shard."""
+        return [s.call("wire", bind_ip, 0) for s in self._shards]
+
+    def set_wire_epoch(self, epoch_mono: float) -> None:
+        """The local CLOCK_MONOTONIC instant of the run's shared epoch (see engine: cut links)."""
+        for s in self._shards:
+            s.call("wire_epoch", float(epoch_mono))
+
+    def add_cut_link(self, link_id: str, wire_id: int, side: str, end: LinkEnd, peer: tuple[str, int],
+                     params: LinkParams = LinkParams()) -> None:
+        """A link whose end `side` ("a"/"b") is here and whose other end is on another host,
+        served by the engine at `peer` (ip, port). The link goes on shard `wire_id` mod shards
+        (so the peer host knows which of this host's wire ports serves it: `wire_shard`)."""
+        if link_id in self._where:
+            raise EmulationError(f"link {link_id!r} exists already")
+        shard = self._shards[self.wire_shard(wire_id)]
+        self._count += 1
+        seed = (self.seed * 1_000_003 + wire_id) & 0x7FFFFFFF   # the same on both hosts
+        shard.call("add_cut", link_id, int(wire_id), side, (end.netns, end.ifname), (str(peer[0]), int(peer[1])),
+                   _params_dict(params), seed)
+        shard.links.add(link_id)
+        self._where[link_id] = shard
+
+    def wire_shard(self, wire_id: int) -> int:
+        return int(wire_id) % len(self._shards)
+
     def remove_link(self, link_id: str) -> None:
         shard = self._shard_of(link_id)
         shard.call("remove", link_id)
@@ -361,7 +391,10 @@ class EngineLinks:
         rows = [r for s in self._shards for r in s.call("counters")["links"]]
         cols = ["link", "direction", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_ms"]
-        return pd.DataFrame(rows, columns=cols)
+        return pd.DataFrame(rows, columns=cols + (self.WIRE_COLUMNS if self.wire_counters else []))
+
+    WIRE_COLUMNS = ["wire_tx", "wire_rx", "wire_late", "wire_max_late_ms"]
+    wire_counters = False     # counters() adds WIRE_COLUMNS (cluster runs set it)
 
     def status(self) -> list[dict]:
         """Per engine process: pid, links, frames handled, busy fraction (1.0 = saturated)."""

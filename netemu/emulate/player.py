@@ -184,10 +184,12 @@ class Player:
 
     # ------------------------------------------------------------------ control
 
-    def start(self, lead_s: float = 0.3) -> None:
+    def start(self, lead_s: float = 0.3, origin_mono: float | None = None) -> None:
+        """Play from `lead_s` from now, or from monotonic instant `origin_mono` (a cluster host:
+        the run's shared start instant on this host's clock)."""
         if self._thread is not None:
             raise EmulationError("the player has started already")
-        self.clock = self.clock.started_at(time.monotonic() + lead_s)
+        self.clock = self.clock.started_at(time.monotonic() + lead_s if origin_mono is None else origin_mono)
         if len(self.t) > 1:
             self.forwarding.stage(self.w.k0 + 1, self.wall(1))
         if self.engine:
