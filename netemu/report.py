@@ -198,7 +198,8 @@ def drawn_pairs(run) -> list[tuple[str, str, str]]:
             out.setdefault((s, d), "probed")
     jobs = run.get("jobs.csv")
     if jobs is not None and len(jobs) and {"client", "server"} <= set(jobs):
-        for wl, c, s in jobs[["workload", "client", "server"]].astype(str).drop_duplicates().itertuples(index=False):
+        # (an all-reduce's jobs have no client-server pair: their rows carry none)
+        for wl, c, s in jobs[["workload", "client", "server"]].dropna().astype(str).drop_duplicates().itertuples(index=False):
             if (c, s) not in out and (s, c) not in out:
                 out[(c, s)] = f"workload {wl}"
     return [(s, d, w) for (s, d), w in list(out.items())[:MAX_PAIRS]]
@@ -283,7 +284,7 @@ def fig_map(run):
         routes_k = {(s, d): (_route_at(routes, s, d, np.array([k]))[0] if routes is not None else None)
                     for s, d, _ in pairs}
         # the region: the pairs' endpoints and path nodes, or every ground station when nothing is drawn
-        focus = {n for (s, d), r in routes_k.items() for n in ([s, d] + (r or []))}
+        focus = {n for (s, d), r in routes_k.items() for n in ([s, d] + (r or [])) if isinstance(n, str)}
         if not focus:
             focus = set(p.loc[p["kind"] == "ground", "name"])
         f = where.reindex(sorted(focus)).dropna()

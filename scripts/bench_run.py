@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,8 +62,23 @@ class MemPeak:
         return self.peak - self.base
 
 
-def bench_scale(play_s: float, say) -> dict:
-    sc = netemu.load_scenario(ROOT / "topologies" / "starlink-s1.toml")
+STORM_T_S = 10.0
+
+
+def storm_scenario(fraction: float, tmp: Path) -> Path:
+    """Starlink shell 1 with a storm: `fraction` of the shell fails at t = STORM_T_S (issue
+    "Faults, outages and weather": applied in one step within the usual route-apply figures)."""
+    src = ROOT / "topologies" / "starlink-s1.toml"
+    text = src.read_text().replace('ground_stations_file = "cities-100.csv"',
+                                   f'ground_stations_file = "{(src.parent / "cities-100.csv").as_posix()}"')
+    path = tmp / "starlink-s1-storm.toml"
+    path.write_text(text + f'\n[[faults]]\nkind = "storm"\ngroup = "starlink-s1"\nt_s = {STORM_T_S}\n'
+                           f'fraction = {fraction}\n')
+    return path
+
+
+def bench_scale(play_s: float, say, scenario: Path | None = None) -> dict:
+    sc = netemu.load_scenario(scenario or ROOT / "topologies" / "starlink-s1.toml")
     t = time.perf_counter()
     plan = netemu.make_plan(sc, progress=lambda m: None)
     plan_s = time.perf_counter() - t
@@ -102,6 +118,8 @@ def bench_scale(play_s: float, say) -> dict:
             "apply_lag_ms": {"median": round(float(np.median(lag)), 2), "p99": round(float(np.percentile(lag, 99)), 2),
                              "max": round(float(lag.max()), 2)},
             "worst_steps": worst.round(2).to_dict("records"),
+            "storm_step": log[(log["t_s"] >= STORM_T_S) & (log["t_s"] < STORM_T_S + 0.2)].round(2).to_dict("records")
+            if scenario is not None else None,
             "engine_overload": overload, "engine": engine,
             "engine_feed_ms": {"median": round(float(np.median(feed_ms)), 1), "max": round(float(feed_ms.max()), 1)},
             "ratios_to_target": {"up": round(up_s / 60, 2), "down": round(down_s / 15, 2),
@@ -141,8 +159,24 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each benchmark (default 3)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench-run"), help="where to write bench.json")
     ap.add_argument("--skip-scale", action="store_true", help="only the default scenario")
+    ap.add_argument("--storm", type=float, metavar="FRACTION",
+                    help=f"only Starlink, with this fraction of the shell failing at t = {STORM_T_S:g} s: its step's lag")
     args = ap.parse_args()
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.storm is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = storm_scenario(args.storm, Path(tmp))
+            runs = [bench_scale(args.play, say, path) for _ in range(args.repeat)]
+        for r in runs:
+            for row in r["storm_step"]:
+                say(f"  storm step {int(row['step'])}: {int(row['routes'])} routes, lag {row['lag_ms']} ms "
+                    f"(player {int(row['namespaces'])} namespaces, engine {int(row['engine_namespaces'])})")
+        summary = {"storm_fraction": args.storm,
+                   "storm_step_lag_ms": spread(max(row["lag_ms"] for row in r["storm_step"]) for r in runs),
+                   "apply_lag_p99_ms": spread(r["apply_lag_ms"]["p99"] for r in runs),
+                   "apply_lag_max_ms": spread(r["apply_lag_ms"]["max"] for r in runs)}
+        print(json.dumps(summary, indent=2))
+        return 0
     runs = {"default": [bench_default(say) for _ in range(args.repeat)]}
     if not args.skip_scale:
         runs["starlink_s1"] = [bench_scale(args.play, say) for _ in range(args.repeat)]

@@ -144,3 +144,17 @@ def test_busiest_links_show_rate_drops_and_peak_queue(synthetic_run, tmp_path): 
     assert len(fig.axes) == 3
     assert [p.get_width() for p in fig.axes[2].patches] == [90.0, 5.0]
     assert [p.get_width() for p in fig.axes[1].patches] == [7, 2]
+
+
+def test_an_allreduce_without_a_client_server_pair_draws_no_workload_path(synthetic_run, tmp_path):  # noqa: F811
+    # an all-reduce's jobs name a ring as client and no server: the map draws the probed pair
+    # only (its NaN server once reached the map's region as a float next to node names)
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    jobs = pd.read_csv(run / "jobs.csv")
+    ring = jobs.head(3).assign(workload="ring", kind="allreduce", client="w00-00>w00-01>w00-02", server=np.nan)
+    pd.concat([jobs[jobs["workload"] != "chat"], ring]).to_csv(run / "jobs.csv", index=False)
+    from netemu.report import drawn_pairs
+    assert [w for _, _, w in drawn_pairs(run)] == ["probed"]
+    fig = fig_map(run)
+    assert fig is not None and not any("ring" in ln.get_label() for ln in fig.axes[0].lines)
