@@ -107,6 +107,10 @@ class FakeForwarding:
         self.last_apply = {"namespaces": 1 if self.changes.get(k) else 0, "send_ms": 0.0, "ack_ms": 0.0}
         return self.changes.get(k, 0)
 
+    def sender_log(self) -> pd.DataFrame:
+        """No link engine sends a share here (forwarding.Forwarding.sender_log)."""
+        return pd.DataFrame(columns=["step", "start", "done", "namespaces"])
+
     def changes_at(self, k: int) -> int:
         return self.changes.get(k, 0)
 

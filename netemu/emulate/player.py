@@ -384,8 +384,8 @@ class Player:
         (when, after the instant, the engine had sent them; applied_s and lag_ms count the
         later of the two). All wall milliseconds."""
         log = pd.DataFrame(self.log, columns=APPLY_COLUMNS)
-        sl = self.forwarding.sender_log() if hasattr(self.forwarding, "sender_log") else None
-        if sl is not None and len(sl) and len(log):
+        sl = self.forwarding.sender_log()
+        if len(sl) and len(log):
             done = sl.groupby("step")["done"].max()
             at = log["step"].map(done)
             has = at.notna()
