@@ -1,7 +1,9 @@
 """UDP echo probes with microsecond timestamps (run inside emulated nodes).
 
 All namespaces of a machine share CLOCK_MONOTONIC, so besides the round trip each probe also
-measures both one-way delays exactly. `ping` prints RTTs at 3 significant digits (1 ms steps
+measures both one-way delays exactly. Send and receive times are the kernel's stamps (transmit
+stamps and SO_TIMESTAMPNS), so a probe process that is preempted or wakes late does not add that
+to a delay. `ping` prints RTTs at 3 significant digits (1 ms steps
 above 100 ms); these probes do not round.
 
     python -m netemu.emulate.probe server [--port 7777]
@@ -41,8 +43,8 @@ def _readable(sock: socket.socket, timeout_s: float) -> bool:
     return bool(p.poll(max(0.0, timeout_s) * 1e3))
 
 
-def _wait_icmp(sock: socket.socket, timeout_s: float) -> tuple[bool, bool]:
-    """(a reply is readable, a transmit stamp is queued) after waiting up to `timeout_s`."""
+def _wait_reply(sock: socket.socket, timeout_s: float) -> tuple[bool, bool]:
+    """(a reply is readable, a transmit stamp is queued on `sock`) after waiting up to `timeout_s`."""
     p = select.poll()
     p.register(sock, select.POLLIN | select.POLLERR)
     ev = 0
@@ -88,19 +90,33 @@ def _read_tx_stamps(s: socket.socket, ident: int) -> list[tuple[int, int]]:
                     out.append((rseq, sec * 1_000_000_000 + nsec))
 
 
+def _recv_stamped(s: socket.socket) -> tuple[bytes, tuple, int]:
+    """One datagram from `s` (with SO_TIMESTAMPNS on) and the kernel's receive time on
+    CLOCK_MONOTONIC in ns. The kernel stamps on CLOCK_REALTIME; the two clocks' offset read now
+    maps it (a process that wakes late for a datagram still gets the instant it arrived: a
+    sleeping CPU takes ~0.1 ms to wake here, which would add to every one-way delay)."""
+    data, anc, _, peer = s.recvmsg(65535, 64)
+    mono = time.monotonic_ns()
+    for level, kind, value in anc:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", value[:16])
+            return data, peer, sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
+    return data, peer, mono
+
+
 def serve(port: int = DEFAULT_PORT, max_s: float | None = None) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     s.bind(("0.0.0.0", port))
     if max_s:
         s.settimeout(max_s)
     end = time.monotonic() + max_s if max_s else None
     while end is None or time.monotonic() < end:
         try:
-            data, peer = s.recvfrom(65535)
+            data, peer, now = _recv_stamped(s)
         except socket.timeout:
             break
-        now = time.monotonic_ns()
         if len(data) >= struct.calcsize(_FMT):
             seq, t_send, _ = struct.unpack_from(_FMT, data)
             s.sendto(struct.pack(_FMT, seq, t_send, now) + data[struct.calcsize(_FMT):], peer)
@@ -111,10 +127,16 @@ def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float
     """Send `count` probes; returns (seq, t_send_s, rtt_ms, fwd_ms, rev_ms), None where lost.
     t_send_s is CLOCK_MONOTONIC (shared by every namespace of the machine)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    try:   # transmit stamps, as for ICMP: a preemption between the send clock and the send
+        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _TX_STAMP_FLAGS)
+    except OSError:
+        pass
     s.setblocking(False)
     pad = b"\0" * max(0, size - struct.calcsize(_FMT))
+    n_payload = struct.calcsize(_FMT) + len(pad)
     sent: dict[int, int] = {}
-    got: dict[int, tuple[float, float, float]] = {}
+    got: dict[int, tuple[int, int]] = {}     # seq: (server receive ns, client receive ns)
     start = time.monotonic()
     last_send_deadline = start + count * interval_s
     seq = 0
@@ -131,18 +153,49 @@ def probe(dst: str, port: int = DEFAULT_PORT, count: int = 50, interval_s: float
             continue
         if seq >= count and (len(got) == count or now > last_send_deadline + timeout_s):
             break
-        # Block until a reply or the next send: the reply is stamped the moment it wakes us.
+        # Block until a reply or the next send (replies carry the kernel's receive stamp).
         wait = (start + seq * interval_s - now) if seq < count else (last_send_deadline + timeout_s - now)
-        if _readable(s, wait):
+        reply, stamp = _wait_reply(s, wait)
+        if stamp:
+            _udp_tx_stamps(s, n_payload, sent)
+        if reply:
             try:
                 while True:
-                    data = s.recv(65535)
-                    t_back = time.monotonic_ns()
-                    q, t_send, t_srv = struct.unpack_from(_FMT, data)
-                    got[q] = ((t_back - t_send) / 1e6, (t_srv - t_send) / 1e6, (t_back - t_srv) / 1e6)
+                    data, _, t_back = _recv_stamped(s)
+                    q, _, t_srv = struct.unpack_from(_FMT, data)
+                    got[q] = (t_srv, t_back)
             except BlockingIOError:
                 pass
-    return [(q, sent[q] / 1e9, *(got.get(q) or (None, None, None))) for q in range(count)]
+    _udp_tx_stamps(s, n_payload, sent)   # a stamp read after its reply
+    out = []
+    for q in range(count):
+        if q in got:
+            t_srv, t_back = got[q]
+            out.append((q, sent[q] / 1e9, (t_back - sent[q]) / 1e6, (t_srv - sent[q]) / 1e6, (t_back - t_srv) / 1e6))
+        else:
+            out.append((q, sent[q] / 1e9, None, None, None))
+    return out
+
+
+def _udp_tx_stamps(s: socket.socket, n_payload: int, sent: dict[int, int]) -> None:
+    """Replace the send times in `sent` (seq: CLOCK_MONOTONIC ns) by the kernel's transmit
+    stamps waiting on `s`'s error queue. The datagram comes back whole, headers included, so
+    its sequence number is read at the payload's start, `n_payload` bytes from the end."""
+    off = None
+    while True:
+        try:
+            data, anc, _, _ = s.recvmsg(65535, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        if len(data) < n_payload:
+            continue
+        q = struct.unpack_from("!I", data, len(data) - n_payload)[0]
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPING and len(value) >= 16 and q in sent:
+                sec, nsec = struct.unpack("qq", value[:16])
+                if sec or nsec:
+                    off = (time.time_ns() - time.monotonic_ns()) if off is None else off
+                    sent[q] = sec * 1_000_000_000 + nsec - off
 
 
 _ECHO_BODY = b"netemu-probe" * 4
@@ -209,7 +262,7 @@ def icmp_rtts_ms(dst: str | list[str], count: int = 50, interval_s: float = 0.02
         if (seq >= count and len(back) == count) or now > deadline:
             break
         wait = (start + seq * interval_s - now) if seq < count else deadline - now
-        reply, stamp = _wait_icmp(s, wait)
+        reply, stamp = _wait_reply(s, wait)
         if stamp:
             for rseq, t in _read_tx_stamps(s, ident):
                 if rseq in sent:
@@ -269,7 +322,7 @@ def icmp_stream(dsts: list[str], interval_s: float, out_path: str, timeout_s: fl
             continue
         wait = max(0.0, min(due if deadline == float("inf") else deadline, deadline) - now)
         try:
-            ready, stamp = _wait_icmp(s, wait)
+            ready, stamp = _wait_reply(s, wait)
         except InterruptedError:
             continue
         if stamp:
