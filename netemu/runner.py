@@ -7,6 +7,8 @@ root).
 
 Run directory: the plan files (scenario copy, nodes, links, paths, routes, events, summary),
 `addresses.csv`, `apply.csv`, `probes.parquet`, `fidelity.json`, `link_counters.csv`,
+`stalls.csv` (the link engines' stalls: when the host kept them from their links, the links
+delayed and the probe pairs whose path crossed them),
 `iperf.csv`/`iperf.json` (when asked), `injections.csv` (live faults, emulate.inject),
 `positions.parquet` (nodes at a few instants, for the map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
@@ -35,7 +37,7 @@ import pandas as pd
 
 from .emulate.emulation import Emulation
 from .emulate.netns import live_runs
-from .emulate.playback import scope_nodes
+from .emulate.playback import scope_nodes, stalled_pairs
 from .errors import EmulationError, NetemuError
 from .plan.pairs import DEFAULT_PROBE_PAIRS, default_probe_pairs, probe_frames_per_s
 from .plan.planner import write_plan
@@ -394,7 +396,12 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     info["engine_feed_ms"] = _stats(pd.Series(em.player.feed_ms, dtype=float))
     info["player_realtime"] = em.player.realtime
     info["routes_installed_at_start"] = em.routes_at_start()
-    part("fidelity.json", lambda: _write_fidelity(em, sources["probes"], log, out, info, loaded=loaded))
+    stalls = em.engine_stalls()
+    stalls["pairs"] = stalled_pairs(stalls, em.plan.routes.routes, em.schedule.t_s, em.link_table,
+                                    sources["probes"].pairs if sources["probes"] is not None else [])
+    part("stalls.csv", lambda: atomic_write(out / "stalls.csv", lambda tmp: stalls.round(6).to_csv(tmp, index=False)))
+    part("fidelity.json", lambda: _write_fidelity(em, sources["probes"], log, out, info, loaded=loaded,
+                                                  stalls=stalls))
     collect("iperf", "iperf.csv", info.update)
     collect("captures", "captures/", lambda r: info.__setitem__("captures", r))
 
@@ -505,7 +512,7 @@ def _wait_with_progress(em: Emulation, say, finished: Callable[[], bool] | None 
 
 
 def _write_fidelity(em: Emulation, probes: Probes, log: pd.DataFrame, out: Path, info: dict,
-                    loaded: bool = False) -> None:
+                    loaded: bool = False, stalls: pd.DataFrame | None = None) -> None:
     """fidelity.json: the probes' RTTs against the oracle (traffic.fidelity.assess). With workload,
     replay or iperf traffic (`loaded`) the probes share queues and CPUs with it: the verdict then
     says so, since the error includes queueing and the host's load, not only the emulator's."""
@@ -516,10 +523,11 @@ def _write_fidelity(em: Emulation, probes: Probes, log: pd.DataFrame, out: Path,
                  loaded=loaded, engine=em.links.status() if hasattr(em.links, "status") else None,
                  apply_lag_ms=log["lag_ms"].to_numpy(float) / em.scale if len(log) else None,
                  pilot_drift=_pilot_drift(em), t0_s=em.window.t0_s, t_end_s=em.window.t_end_s,
-                 dilation=em.dilation)
+                 dilation=em.dilation, stalls=stalls)
     o = fid["overall"]
     fid.update(guard_ms=round(guard_s * 1e3, 3), dilation=em.dilation,
-               note="measured − oracle RTT (ms, emulated time), probes straddling a path change counted apart")
+               note="measured − oracle RTT (ms, emulated time), probes straddling a path change or in flight "
+                    "during a link-engine stall (stalls.csv) counted apart")
     fid["probe_windows"], late = probe_windows(df, info.get("probes", []), em.window.t0_s, em.window.t_end_s)
     info["warnings"] += late
     atomic_write(out / "fidelity.json", lambda tmp: tmp.write_text(json.dumps(fid, indent=2) + "\n"))

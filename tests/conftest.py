@@ -100,3 +100,19 @@ def ring_run(root_env, tmp_path_factory):
         done.set()
         helper.join(60)
     return {"out": out, "info": info, "plan": plan, "exec": results}
+
+
+# Timing tests measure sub-millisecond delays: on a VM whose hypervisor is pausing the vCPUs
+# (0.3-25 ms pauses, up to hundreds a second when the physical host is busy) they would measure
+# the hypervisor. They wait (at most this long) for a quiet spell first; the test then runs
+# whatever the host does, and its assertions stay as they are.
+TIMING_WAIT_S = 45.0
+
+
+def pytest_runtest_setup(item):
+    import os
+    if item.get_closest_marker("timing") is None or os.geteuid() != 0:
+        return
+    from netemu.emulate.hostnoise import wait_for_quiet
+    m = wait_for_quiet(max_wait_s=TIMING_WAIT_S, sample_s=1.0)
+    print(f"host CPU pauses before {item.name}: {m}")

@@ -19,8 +19,9 @@ import netemu
 from netemu.emulate.cluster import FAIL_AFTER_S, ClusterEmulation
 from netemu.emulate.netns import list_netemu_namespaces
 from netemu.errors import EmulationError
+from netemu.traffic.fidelity import STALL_SHARE
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.timing]
 
 DATA = Path(__file__).resolve().parent / "data"
 TOL_MS = 0.5      # the single-host criterion: RTT − oracle within 0.5 ms at p99
@@ -61,31 +62,70 @@ def _run_state(run_id: str) -> dict:
             "processes": [p for p in procs.splitlines() if "netemu.emulate.engine" in p or "netemu.emulate.hostguard" in p]}
 
 
-def _probe_errors_ms(em, src="g-sanya", dst="g-beijing", count=100):
-    df = em.probe(src, dst, count, 0.02)
+# The lab packs three hosts (engines, players, Dask workers) onto this machine's CPUs, and a VM's
+# hypervisor pauses them from once a second to hundreds of times a second as its physical host's
+# load changes. A measurement during which the engines were kept from their links more than this
+# share of the time (their logged stalls) measured the machine, not netemu: it is made again on a
+# quiet spell (at most ATTEMPTS times; the last one is asserted on, whatever it measured).
+NOISY_STALL_SHARE = 0.01
+ATTEMPTS = 3
+
+
+def _noisy(em, span_s: float, probes: pd.DataFrame | None = None) -> bool:
+    """Whether the engines were stalled over NOISY_STALL_SHARE of `span_s`, or stalls explain the
+    errors of more than STALL_SHARE of `probes` (ClusterEmulation.probe)."""
+    st = em.engine_stalls()
+    return (float(st["duration_ms"].sum()) / 1e3 > NOISY_STALL_SHARE * span_s * len(em.agents)
+            or (probes is not None and probes["in_stall"].mean() > STALL_SHARE))
+
+
+def _on_a_quiet_spell(attempt):
+    """`attempt()` (one whole measurement, returning (result, noisy)) until it was not noisy,
+    at most ATTEMPTS times; the last result."""
+    from netemu.emulate.hostnoise import wait_for_quiet
+    for i in range(ATTEMPTS):
+        result, noisy = attempt()
+        if not noisy or i == ATTEMPTS - 1:
+            return result
+        print(f"attempt {i + 1}: the machine stalled the engines over {NOISY_STALL_SHARE:.0%} of the time; again")
+        wait_for_quiet(max_wait_s=45, sample_s=1.0)
+
+
+def _probe_errors_ms(df):
+    """RTT − oracle of the probes (ClusterEmulation.probe) no engine stall explains (the hosts'
+    engines log when the machine kept them from their links; those probes are counted apart,
+    as a run's fidelity does, and may be no more than STALL_SHARE of them)."""
     assert df["rtt_ms"].notna().all(), df
+    assert df["in_stall"].mean() <= STALL_SHARE, df[df["in_stall"]]
+    df = df[~df["in_stall"]]
     return (df["rtt_ms"] - df["oracle_rtt_ms"]).to_numpy()
 
 
 def test_ping_across_cut_links_matches_the_oracle_and_cmd_reaches_every_host(lab, fid_plan, overhead):
-    with ClusterEmulation(fid_plan, lab.scheduler, start_s=300, duration_s=6, calibrate=overhead) as em:
-        em.build()
-        hosts = {em.host_of[n] for n in ("g-sanya", "w01-02", "w03-00")}
-        assert hosts == {"h0", "h1", "h2"}                      # nodes on all three hosts
-        assert len(em.cut) >= 2
-        em.start()
-        # net[...].cmd on a node of another host returns that namespace's output
-        for node in ("w01-02", "w03-00"):
-            out = em[node].cmd("ip -o addr show dev lo")
-            assert em.loopback(node) + "/32" in out, out
-        time.sleep(1.2)
-        err = _probe_errors_ms(em)
-        assert np.percentile(np.abs(err), 99) <= TOL_MS, err
-        assert em.wait(30)
-        late = em.cut_link_lateness()
-        assert late["wire_rx"].sum() >= 2 * 60 and late["wire_late"].sum() == 0, late
-        run_id = em.run_id
-    assert _run_state(run_id) == {"namespaces": [], "processes": []}
+    def attempt():
+        with ClusterEmulation(fid_plan, lab.scheduler, start_s=300, duration_s=6, calibrate=overhead) as em:
+            em.build()
+            hosts = {em.host_of[n] for n in ("g-sanya", "w01-02", "w03-00")}
+            assert hosts == {"h0", "h1", "h2"}                      # nodes on all three hosts
+            assert len(em.cut) >= 2
+            em.start()
+            # net[...].cmd on a node of another host returns that namespace's output
+            for node in ("w01-02", "w03-00"):
+                out = em[node].cmd("ip -o addr show dev lo")
+                assert em.loopback(node) + "/32" in out, out
+            time.sleep(1.2)
+            probes = em.probe("g-sanya", "g-beijing", 100, 0.02)
+            assert em.wait(30)
+            late = em.cut_link_lateness()
+            noisy = _noisy(em, 6.0, probes)
+            run_id = em.run_id
+        assert _run_state(run_id) == {"namespaces": [], "processes": []}
+        return (probes, late), noisy
+
+    probes, late = _on_a_quiet_spell(attempt)
+    err = _probe_errors_ms(probes)
+    assert np.percentile(np.abs(err), 99) <= TOL_MS, err
+    assert late["wire_rx"].sum() >= 2 * 60 and late["wire_late"].sum() == 0, late
 
 
 def test_one_host_and_three_hosts_give_the_same_one_way_delays(lab, fid_plan, overhead):
@@ -94,14 +134,18 @@ def test_one_host_and_three_hosts_give_the_same_one_way_delays(lab, fid_plan, ov
     planner's light-time."""
     q = {}
     for hosts in (["h0"], ["h0", "h1", "h2"]):
-        with ClusterEmulation(fid_plan, lab.scheduler, hosts=hosts, start_s=300, duration_s=6,
-                              calibrate=overhead) as em:
-            em.build()
-            assert (len(em.cut) > 0) == (len(hosts) > 1)
-            em.start()
-            time.sleep(1.0)
-            df = em.one_way_ms("g-sanya", "g-beijing", count=200, interval_s=0.02)
-            em.wait(30)
+        def attempt():
+            with ClusterEmulation(fid_plan, lab.scheduler, hosts=hosts, start_s=300, duration_s=6,
+                                  calibrate=overhead) as em:
+                em.build()
+                assert (len(em.cut) > 0) == (len(hosts) > 1)
+                em.start()
+                time.sleep(1.0)
+                df = em.one_way_ms("g-sanya", "g-beijing", count=200, interval_s=0.02)
+                em.wait(30)
+                return df, _noisy(em, 6.0)
+
+        df = _on_a_quiet_spell(attempt)
         assert df["fwd_ms"].notna().all() and df["rev_ms"].notna().all(), df
         excess = np.r_[df["fwd_ms"] - df["oracle_one_way_ms"], df["rev_ms"] - df["oracle_one_way_ms"]]
         q[len(hosts)] = np.percentile(excess, [10, 50, 90])
@@ -146,13 +190,15 @@ def test_doctor_hosts_checks_every_host_and_derives_the_cut_threshold(lab):
 def test_route_changes_apply_on_every_host_within_1ms(lab, fid_plan, overhead):
     """The handover at t = 338-340 changes routes on every host; each host applies its steps
     at their instants (acknowledged in its apply log, in the shared time base)."""
-    with ClusterEmulation(fid_plan, lab.scheduler, start_s=336, duration_s=6, calibrate=overhead) as em:
-        em.build()
-        em.start()
-        assert em.wait(30)
-        acks = em.acknowledged()          # the hosts' heartbeats acknowledge the steps as they apply them
-        log = em.apply_log()
-        skew = em.apply_skew()
+    def attempt():
+        with ClusterEmulation(fid_plan, lab.scheduler, start_s=336, duration_s=6, calibrate=overhead) as em:
+            em.build()
+            em.start()
+            assert em.wait(30)
+            acks = em.acknowledged()          # the hosts' heartbeats acknowledge the steps as they apply them
+            return (acks, em.apply_log(), em.apply_skew()), _noisy(em, 6.0)
+
+    acks, log, skew = _on_a_quiet_spell(attempt)
     assert set(log["host"]) == {"h0", "h1", "h2"}
     assert {h: a["last_step"] for h, a in acks.items()} == {"h0": 342, "h1": 342, "h2": 342}, acks
     assert list(skew["step"]) == list(range(337, 343))
@@ -169,16 +215,20 @@ def test_an_injected_clock_offset_is_measured_and_corrected(lab, fid_plan, overh
     skew_s = 0.050
     errs, late = {}, {}
     for correct in (False, True):
-        with ClusterEmulation(fid_plan, lab.scheduler, start_s=300, duration_s=4, clock_skew_s={"h0": skew_s},
-                              correct_clocks=correct, calibrate=overhead) as em:
-            em.build()
-            off = em.offsets["h0"]
-            assert abs(off["offset_ms"] - skew_s * 1e3) <= off["bound_ms"] + 0.5, off
-            em.start()
-            time.sleep(1.2)
-            errs[correct] = _probe_errors_ms(em, count=100 if correct else 30)
-            em.wait(30)
-            late[correct] = int(em.cut_link_lateness()["wire_late"].sum())
+        def attempt():
+            with ClusterEmulation(fid_plan, lab.scheduler, start_s=300, duration_s=4, clock_skew_s={"h0": skew_s},
+                                  correct_clocks=correct, calibrate=overhead) as em:
+                em.build()
+                off = em.offsets["h0"]
+                assert abs(off["offset_ms"] - skew_s * 1e3) <= off["bound_ms"] + 0.5, off
+                em.start()
+                time.sleep(1.2)
+                probes = em.probe("g-sanya", "g-beijing", 100 if correct else 30, 0.02)
+                em.wait(30)
+                return (probes, int(em.cut_link_lateness()["wire_late"].sum())), _noisy(em, 4.0, probes)
+
+        probes, late[correct] = _on_a_quiet_spell(attempt)
+        errs[correct] = _probe_errors_ms(probes)
     assert np.median(np.abs(errs[False])) > 5 * TOL_MS and late[False] > 0, (errs[False], late)
     assert np.percentile(np.abs(errs[True]), 99) <= TOL_MS and late[True] == 0, (errs[True], late)
 

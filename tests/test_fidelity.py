@@ -155,3 +155,54 @@ def test_the_advice_doubles_the_run_s_own_dilation():
     df.loc[(df["src"] == "g-b") & df["t_s"].between(30, 33), "rtt_ms"] += 2.0
     assert "--dilation 2 (this run: 1)" in _assess(df)["reasons"][-1]
     assert "--dilation 6 (this run: 3)" in _assess(df, dilation=3.0)["reasons"][-1]
+
+
+def test_probes_in_flight_during_an_engine_stall_are_counted_apart():
+    # 2-ms stalls every 4 s delayed the probes in flight then by 2 ms: counted apart, the run
+    # stays faithful and says how many; the same probes without the stall table fail the threshold.
+    df = _probes()
+    starts = np.arange(2.0, 60.0, 4.0)
+    stalls = pd.DataFrame({"t_start_s": starts, "t_end_s": starts + 0.002})
+    t1 = df["t_s"] + df["rtt_ms"] / 1e3
+    hit = np.zeros(len(df), bool)
+    for a, b in stalls[["t_start_s", "t_end_s"]].to_numpy():
+        hit |= (df["t_s"] < b).to_numpy() & (t1 > a).to_numpy()
+    assert 0.01 * len(df) < hit.sum() < 0.05 * len(df)
+    df.loc[hit, "rtt_ms"] += 2.0
+    bad = _assess(df)
+    assert bad["verdict"] == "not faithful"       # 2-ms errors on > 1 % of the probes
+    f = _assess(df, stalls=stalls)
+    assert f["verdict"] == "faithful", f["reasons"]
+    o = f["overall"]
+    assert o["overlapping_engine_stall"] == hit.sum() and o["compared"] == len(df) - hit.sum()
+    assert o["abs_error_p99_ms"] < 0.1
+    assert f["engine_stalls"] == {"count": 15, "total_ms": 30.0, "max_ms": 2.0, "probes": int(hit.sum()),
+                                  "probe_share": round(int(hit.sum()) / len(df), 4)}
+    assert o["abs_error_p99_with_stalls_ms"] > 1.9
+    # a stall explains no more than its length: a probe 5 ms late in a 2-ms stall stays compared
+    far = np.flatnonzero(hit)[1]
+    df.loc[far, "rtt_ms"] += 3.0
+    h = _assess(df, stalls=stalls)
+    assert h["overall"]["overlapping_engine_stall"] == hit.sum() - 1 and h["overall"]["error_max_ms"] > 4.9
+    # a probe within the threshold needs no excuse: stalls alone put nothing apart
+    assert _assess(_probes(), stalls=stalls)["overall"]["overlapping_engine_stall"] == 0
+    # a lost probe is not excused by a stall: it still counts as lost
+    df.loc[np.flatnonzero(hit)[0], "rtt_ms"] = np.nan
+    g = _assess(df, stalls=stalls)
+    assert g["overall"]["lost_while_reachable"] == 1 and g["verdict"] == "not faithful"
+
+
+def test_a_host_that_stalls_the_engine_often_is_not_faithful_and_is_named():
+    df = _probes()
+    starts = np.arange(0.25, 60, 0.25)                        # a 3-ms stall every quarter second …
+    stalls = pd.DataFrame({"t_start_s": starts, "t_end_s": starts + 0.003})
+    t1 = df["t_s"] + df["rtt_ms"] / 1e3
+    for a in starts:                                          # … delaying the probes in flight by 3 ms
+        df.loc[((df["t_s"] < a + 0.003) & (t1 > a)).to_numpy(), "rtt_ms"] += 3.0
+    assert _assess(df)["overall"]["abs_error_p99_ms"] > 2.9
+    f = _assess(df, stalls=stalls)
+    assert f["overall"]["abs_error_p99_ms"] < 0.1             # the others are fine
+    assert f["engine_stalls"]["probe_share"] > 0.05 and f["verdict"] == "not faithful"
+    assert "engine_stall" in f["causes"]
+    text = " | ".join(f["reasons"])
+    assert "stalled the link engine 239 times" in text and "idle CPUs" in text

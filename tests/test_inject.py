@@ -46,6 +46,7 @@ def _detour(plan, t_s: float, dead: str) -> list[str]:
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(root_env, fault_plan, tmp_path):
     plan = fault_plan
     healthy = plan.routes.path_at("g-beijing", "g-sanya", FAIL_T_S)
@@ -100,6 +101,7 @@ def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(roo
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_planned_reboot_lasers_come_back_after_the_acquisition_time(root_env, fault_plan, tmp_path):
     """w03-00 reboots at t = 370 for 2 s and its lasers acquire for 3 s: its laser to w03-05
     carries nothing in [370, 375) and does again from 375 (pings to the neighbour's link address,

@@ -17,7 +17,7 @@ from netemu.emulate.links import (EngineLinks, KernelLinks, LinkEnd, LinkParams,
                           netem_available)
 from netemu.emulate.netns import Namespaces, clean
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.timing]
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +320,35 @@ def test_scheduled_update_does_not_hold_frames_in_flight(netns, engine):
         engine.remove_link("sched")
         engine.remove_link("sched-other")
 
+
+
+def test_a_stalled_engine_logs_the_stall_and_the_frames_it_delayed(netns, engine):
+    # The engine is stopped for 20 ms while pings cross a 5-ms link (as when the hypervisor
+    # pauses its vCPU): the stall is logged with its span, and the pings it held show it.
+    dst = _pair(netns, engine, LinkParams(delay_ms=5), link="stall")
+    try:
+        netns.run("a", ["ping", "-c", "1", dst])
+        n_before = len(engine.stalls())
+        pid = engine.status()[0]["pid"]
+        p = netns.popen("a", ["ping", "-i", "0.002", "-c", "250", "-W", "1", dst], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.25)
+        t_stop = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.02)
+        os.kill(pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        out, _ = p.communicate(timeout=30)
+        new = engine.stalls().iloc[n_before:]
+        # (the stop takes hold a little after the signal is sent: the engine sees it begin later)
+        covering = new[(new["start_mono"] < t_cont) & (new["end_mono"] > t_stop)]
+        assert len(covering) == 1, (t_stop, t_cont, new)
+        start, end = covering[["start_mono", "end_mono"]].iloc[0]
+        assert t_stop - 0.001 <= start and t_cont <= end <= t_cont + 0.002, (t_stop, t_cont, new)
+        span_ms = (end - start) * 1e3
+        assert span_ms >= 10, new
+        st = engine.status()[0]
+        assert st["stalls"] >= 1 and st["stall_max_ms"] >= span_ms - 1e-3 and st["stall_total_ms"] >= span_ms - 1e-3
+        rtts = [float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x]
+        assert max(rtts) >= 10 + 0.8 * span_ms       # a ping held through the stall
+    finally:
+        engine.remove_link("stall")

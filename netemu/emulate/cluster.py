@@ -69,7 +69,12 @@ def _takes_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def measure_offsets(agents: dict, rounds: int = 8) -> dict[str, dict]:
+# Round trips per host when measuring clock offsets: the bound is half the shortest, and on a
+# busy machine most Dask round trips take milliseconds (8 rounds left bounds of 1-2 ms there).
+OFFSET_ROUNDS = 32
+
+
+def measure_offsets(agents: dict, rounds: int = OFFSET_ROUNDS) -> dict[str, dict]:
     """Each host's clock minus this one's (Cristian's method through the agents' `now`): per
     host, the offset of the round trip with the shortest RTT, and its bound (half that RTT)."""
     out = {}
@@ -271,15 +276,25 @@ class ClusterEmulation:
 
     def probe(self, src: str, dst: str, count: int = 50, interval_s: float = 0.02) -> pd.DataFrame:
         """ICMP echo RTTs from node `src` to node `dst`'s loopback: t_s (emulated send time),
-        rtt_ms (NaN where lost) and oracle_rtt_ms (the planner's)."""
-        from .playback import oracle_rtt_ms
+        rtt_ms (NaN where lost), oracle_rtt_ms (the planner's) and in_stall (a link-engine stall
+        on some host explains its error: playback.in_stall over `engine_stalls()`)."""
+        from .playback import in_stall, oracle_rtt_ms
         self._check()
         h = self.host_of[src]
         r = self._result(h, self.agents[h].probe(src, self.loopbacks[dst], count, interval_s), 60 + count * interval_s)
         t = np.asarray(r["t_s"], float)
         rtt = np.array([np.nan if x is None else x for x in r["rtt_ms"]], float)
-        return pd.DataFrame({"t_s": t, "rtt_ms": rtt,
-                             "oracle_rtt_ms": oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t)})
+        df = pd.DataFrame({"t_s": t, "src": src, "dst": dst, "rtt_ms": rtt,
+                           "oracle_rtt_ms": oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t)})
+        df["in_stall"] = in_stall(df, self.engine_stalls())
+        return df.drop(columns=["src", "dst"])
+
+    def engine_stalls(self) -> pd.DataFrame:
+        """Every host's link-engine stalls so far: host, t_start_s, t_end_s (schedule s),
+        duration_ms, links (HostAgent.stalls)."""
+        self._check()
+        calls = {h: a.stalls() for h, a in self.agents.items()}
+        return pd.concat([self._result(h, c) for h, c in calls.items()], ignore_index=True)
 
     def one_way_ms(self, src: str, dst: str, count: int = 100, interval_s: float = 0.02,
                    port: int = 9977) -> pd.DataFrame:

@@ -95,7 +95,7 @@ def udp_rtts_ms(src_ip: str, dst_ip: str, port: int, count: int = 200, interval_
 
 def cluster_checks(scheduler: str, mtu: int = 1500, count: int = 200) -> list[Check]:
     """The checks (see the module's docstring), ending with the cut threshold they imply."""
-    from .cluster import connect, workers_by_name
+    from .cluster import OFFSET_ROUNDS, connect, workers_by_name
     client = connect(scheduler)
     try:
         workers = workers_by_name(client)
@@ -113,7 +113,7 @@ def cluster_checks(scheduler: str, mtu: int = 1500, count: int = 200) -> list[Ch
                                 f"{min(mtu, (m or 0) - WIRE_OVERHEAD_BYTES)}" if m else f"no interface holds {w['ip']}",
                                 "an underlay MTU ≥ 1335 (1555 keeps 1500 on cut links)"))
             best = None
-            for _ in range(8):
+            for _ in range(OFFSET_ROUNDS):   # the shortest round trip bounds the offset: more rounds, a tighter bound
                 t0 = time.time()
                 th = client.run(time.time, workers=[w["address"]])[w["address"]]
                 t1 = time.time()

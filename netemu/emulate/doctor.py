@@ -61,6 +61,7 @@ def run_checks(scenario=None) -> list[Check]:
                         "modprobe tun"))
     if root and shutil.which("ip"):
         checks += _kernel_checks(tun)
+    checks.append(_pause_check())
     avail = _mem_available_bytes()
     checks.append(Check("memory", avail > 512 * _MIB, f"{avail / (1 << 30):.1f} GiB available", "free memory"))
     if scenario is not None:
@@ -69,6 +70,19 @@ def run_checks(scenario=None) -> list[Check]:
                             f"about {need / _MIB:,.0f} MiB for {_node_count(scenario):,} nodes "
                             f"(--scope paths instantiates fewer)", "use --scope paths or a larger machine"))
     return checks
+
+
+def _pause_check() -> Check:
+    """The host's CPU pauses (hostnoise): a link engine holds every frame through one."""
+    from .hostnoise import QUIET_MAX_MS, QUIET_SHARE, is_quiet, measure_pauses
+    m = measure_pauses(duration_s=2.0)
+    return Check("CPU pauses", is_quiet(m),
+                 f"CPU {m['cpu']} paused {m['pauses']} times in {m['duration_s']:g} s "
+                 f"({100 * m['paused_share']:.2f} % of the time, longest {m['max_ms']:g} ms; quiet is under "
+                 f"{100 * QUIET_SHARE:g} % and {QUIET_MAX_MS:g} ms)",
+                 "emulated delays are off by up to the longest pause while they last (each run counts its "
+                 "engines' stalls in stalls.csv): stop other load, use a host whose hypervisor is not "
+                 "overcommitted, or run with --dilation", required=False)
 
 
 def _node_count(scenario) -> int:

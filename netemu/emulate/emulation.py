@@ -304,6 +304,22 @@ class Emulation:
             parts += self.links.in_flight(min_age_s=1.0)
         return "; ".join(parts)
 
+    def engine_stalls(self) -> pd.DataFrame:
+        """The link engines' stalls in the window so far: `shard, t_start_s, t_end_s, duration_ms,
+        links, start_mono` (schedule s, emulated ms, the link ids delayed, space-separated, and the
+        start on this host's CLOCK_MONOTONIC, to match with the host's own logs): intervals in
+        which an engine could not serve its links while frames waited or were due
+        (EngineLinks.stalls). Empty for backends without an engine."""
+        cols = ["shard", "t_start_s", "t_end_s", "duration_ms", "links", "start_mono"]
+        if not hasattr(self.links, "stalls") or self.clock.origin_mono is None:
+            return pd.DataFrame(columns=cols)
+        st = self.links.stalls()
+        a, b = self.clock.t_s(st["start_mono"].to_numpy(float)), self.clock.t_s(st["end_mono"].to_numpy(float))
+        keep = (b >= self.window.t0_s) & (a <= self.window.t_end_s)
+        return pd.DataFrame({"shard": st["shard"].to_numpy()[keep], "t_start_s": a[keep], "t_end_s": b[keep],
+                             "duration_ms": (b - a)[keep] * 1e3, "links": st["links"].to_numpy()[keep],
+                             "start_mono": st["start_mono"].to_numpy(float)[keep]})[cols]
+
     def now_t_s(self) -> float:
         """Current emulated schedule time (s)."""
         return self.player.now_t_s()

@@ -28,6 +28,7 @@ stop the engine. The engine exits, closing its TAPs, when the parent goes away.
 
 from __future__ import annotations
 
+import gc
 import heapq
 from bisect import bisect_left, bisect_right
 import os
@@ -54,6 +55,13 @@ ROUTE_SLICE = 2          # namespaces' route changes sent before due departures 
 # of the write (the stack forwards inside the write in a few µs; a longer gap is a stall, and
 # timing from the write would make the frame up to the stall's length early).
 CAUSED_WINDOW_S = 200e-6
+# The engine logs a stall when it could not look at its TAPs and timers for longer than this
+# while frames were waiting or due: the host took its CPU (on a 2-vCPU VM the hypervisor pauses
+# a vCPU for 0.3-2.5 ms about once a second) or its own work ran that long. Frames that arrived
+# or were due meanwhile were timed late by up to the stall; runs count probes that overlap a
+# stall apart (netemu.traffic.fidelity), as they do probes straddling a path change.
+STALL_S = 200e-6
+STALL_LOG_MAX = 100_000
 WIRE_HEADER = struct.Struct("!IBq")   # cut-link datagram: wire link id, direction (0 a→b, 1 b→a), departure ns
 WIRE_DIRECTIONS = {"ab": 0, "ba": 1}
 
@@ -312,6 +320,12 @@ class Engine:
         self.wire_epoch_mono = 0.0
         self.wire_in: dict[tuple[int, int], Direction] = {}
         self.wire_unknown = 0
+        self.stalls: deque = deque(maxlen=STALL_LOG_MAX)   # (start, end, links), monotonic s, not yet taken
+        self.stall_count = 0
+        self.stall_total_s = 0.0
+        self.stall_max_s = 0.0
+        self.stall_last_s = 0.0
+        self.checked = monotonic()       # when the loop last looked at its TAPs and timers
 
     # ------------------------------------------------------------------ time
 
@@ -467,6 +481,7 @@ class Engine:
                 d.wire_late += 1
                 if now - dep > d.wire_max_late_s:
                     d.wire_max_late_s = now - dep
+                dep = now               # it leaves at once, late by the wire (not an engine stall)
             q = d.q
             if q and dep < q[-1][0]:
                 dep = q[-1][0]          # FIFO per direction, as on any link
@@ -516,6 +531,8 @@ class Engine:
         if worst < LATE_BUCKETS_S[0]:
             hist[0] += n
             return
+        if worst > STALL_S:
+            self.stall(deps[0], now, d.link)
         above = n                   # frames at least as late as the previous edge
         for j, edge in enumerate(LATE_BUCKETS_S):
             c = bisect_right(deps, now - edge)
@@ -540,8 +557,10 @@ class Engine:
         d.frames_out += 1
         d.bytes_out += len(frame) - self.vnet
         lateness = now - dep
-        if lateness > LATE_S:
-            d.late += 1
+        if lateness > STALL_S:
+            self.stall(dep, now, d.link)
+            if lateness > LATE_S:
+                d.late += 1
         if lateness > d.max_late_s:
             d.max_late_s = lateness
         if d.pcap is not None:
@@ -623,16 +642,25 @@ class Engine:
             target = max(wake - SPIN_S, 1e-9) if wake else 0.0
             if target != timer.armed_at:
                 timer.arm(target)
-            # poll_gen counts polls, empty ones too: a write's products are ready at the next one
+            # poll_gen counts polls, empty ones too: a write's products are ready at the next one.
+            # `looked`: when the loop last polled its TAPs and timers; a poll that finds work
+            # more than STALL_S later marks a stall (see stall()).
+            looked = self.checked
             events = ep.poll(0)
             self.poll_gen += 1
             while self.busy_poll and not events:
+                looked = monotonic()
                 events = ep.poll(0)
                 self.poll_gen += 1
             if not events:
                 events = ep.poll(-1)
                 self.poll_gen += 1
-            t0 = monotonic()
+                # asleep on purpose until the timer, which fires SPIN_S early: a wake-up is late
+                # only once it is past the instant the timer was set for
+                looked = timer.armed_at + SPIN_S if timer.armed_at else monotonic()
+            t0 = self.checked = monotonic()
+            if t0 - looked > STALL_S:
+                self.stall(looked, t0, self.event_links(events))
             self.handle(events)
             work = monotonic() - t0
             # Serve departures and scheduled updates, spinning while the next of either is
@@ -644,17 +672,43 @@ class Engine:
                     self.deliver()
                 if self.pending:
                     self.apply_due()
-                work += monotonic() - t1
+                t2 = monotonic()
+                work += t2 - t1
                 nxt = self.next_wake()
-                if not nxt or nxt - monotonic() > SPIN_S:
+                if not nxt or nxt - t2 > SPIN_S:
                     break
                 events = ep.poll(0)         # keep serving arrivals while spinning
                 self.poll_gen += 1
                 if events:
                     t1 = monotonic()
+                    if t1 - self.checked > STALL_S:
+                        self.stall(self.checked, t1, self.event_links(events))
+                    self.checked = t1
                     self.handle(events)
                     work += monotonic() - t1
+                else:
+                    self.checked = monotonic()
             self.busy_s += work
+
+    def event_links(self, events) -> set[str]:
+        """The links whose TAPs are among poll `events` (frames waiting on them)."""
+        by_fd = self.by_fd
+        return {by_fd[fd].link for fd, _ in events if fd in by_fd}
+
+    def stall(self, start: float, end: float, links: set[str] | str) -> None:
+        """Log [start, end] (monotonic s) as a stall that delayed frames of `links` (a link id or
+        a set of them: frames read late from their TAPs or that left late)."""
+        links = {links} if isinstance(links, str) else links
+        if self.stalls and start <= self.stalls[-1][1]:     # overlaps the last one: merge
+            a, b, seen = self.stalls.pop()
+            start, end, links = min(start, a), max(end, b), seen | links
+            self.stall_count -= 1
+            self.stall_total_s -= self.stall_last_s
+        self.stall_last_s = end - start
+        self.stalls.append((start, end, links))
+        self.stall_count += 1
+        self.stall_total_s += end - start
+        self.stall_max_s = max(self.stall_max_s, end - start)
 
     def handle(self, events) -> None:
         timer_fd, ctl_fd, by_fd = self.timer.fd, self.ctl.fileno(), self.by_fd
@@ -696,6 +750,9 @@ class Engine:
             self.ctl.setblocking(True)
             self.ctl.sendall(struct.pack("!I", len(data)) + data)
             self.ctl.setblocking(False)
+        # What the commands built lives as long as the run: out of the collector's sight, a full
+        # collection (which would stall the data path for ms at a Starlink shell's size) stays cheap.
+        gc.freeze()
 
     def cmd_hello(self, vnet_hdr: bool, busy_poll: bool = False, mtu: int = 1500) -> dict:
         self.busy_poll = busy_poll
@@ -958,7 +1015,16 @@ class Engine:
         return {"links": rows, "busy_fraction": self.busy_s / up if up > 0 else 0.0, "frames": self.frames,
                 "pending_updates": len(self.pending), "write_cost_us": self.write_cost_s * 1e6,
                 "control_max_ms": self.control_max_ms, "wire_unknown": self.wire_unknown,
+                "stalls": self.stall_count, "stall_total_ms": round(self.stall_total_s * 1e3, 3),
+                "stall_max_ms": round(self.stall_max_s * 1e3, 3),
                 "late_hist": dict(zip([f"<{b * 1e6:g}us" for b in LATE_BUCKETS_S] + ["more"], self.late_hist))}
+
+    def cmd_stalls(self) -> list[tuple[float, float, list[str]]]:
+        """The stalls logged since the last call: [(start, end, links delayed)], monotonic s (the
+        log keeps the latest STALL_LOG_MAX; the counters count them all)."""
+        out = [(a, b, sorted(links)) for a, b, links in self.stalls]
+        self.stalls.clear()
+        return out
 
     def cmd_stop(self) -> None:
         self.running = False

@@ -245,6 +245,18 @@ class HostAgent:
         t_s = [clock.t_s(t) if clock.started else np.nan for t in df["t_send_mono_s"]]
         return {"rtt_ms": [None if np.isnan(x) else float(x) for x in df["rtt_ms"]], "t_s": t_s}
 
+    def stalls(self) -> pd.DataFrame:
+        """This host's link-engine stalls so far (EngineLinks.stalls) in schedule time: host,
+        t_start_s, t_end_s, duration_ms, links."""
+        cols = ["host", "t_start_s", "t_end_s", "duration_ms", "links"]
+        if self.links is None or self.player is None or not self.player.clock.started:
+            return pd.DataFrame(columns=cols)
+        st = self.links.stalls()
+        a = self.player.clock.t_s(st["start_mono"].to_numpy(float))
+        b = self.player.clock.t_s(st["end_mono"].to_numpy(float))
+        return pd.DataFrame({"host": self.host, "t_start_s": a, "t_end_s": b, "duration_ms": (b - a) * 1e3,
+                             "links": st["links"].to_numpy()})[cols]
+
     def serve(self, node: str, port: int, max_s: float) -> int:
         """Start a UDP probe server (netemu.emulate.probe server) in node `node` for `max_s`;
         returns its pid (it ends by itself, or with the run)."""

@@ -246,6 +246,7 @@ class EngineLinks:
         self._shards: list[_Shard] = []
         self._where: dict[str, _Shard] = {}
         self._count = 0
+        self._stall_rows: list[tuple[int, float, float, str]] = []
         self.hop_overhead_us = self.process_overhead_us = 0.0
         try:
             for i in range(n):
@@ -397,7 +398,8 @@ class EngineLinks:
     wire_counters = False     # counters() adds WIRE_COLUMNS (cluster runs set it)
 
     def status(self) -> list[dict]:
-        """Per engine process: pid, links, frames handled, busy fraction (1.0 = saturated)."""
+        """Per engine process: pid, links, frames handled, busy fraction (1.0 = saturated), late
+        frames, and its stalls (count, total and longest ms; see `stalls`)."""
         out = []
         for s in self._shards:
             c = s.call("counters")
@@ -406,8 +408,19 @@ class EngineLinks:
                         "busy_fraction": round(c["busy_fraction"], 4), "late_frames": late,
                         "write_cost_us": round(c["write_cost_us"], 1),
                         "control_max_ms": round(c.get("control_max_ms", 0.0), 3),
-                        "departure_lateness": c.get("late_hist", {})})
+                        "stalls": c["stalls"], "stall_total_ms": c["stall_total_ms"],
+                        "stall_max_ms": c["stall_max_ms"], "departure_lateness": c.get("late_hist", {})})
         return out
+
+    def stalls(self) -> pd.DataFrame:
+        """The engines' stalls so far: `shard, start_mono, end_mono` (CLOCK_MONOTONIC s), `links`
+        (the link ids whose frames it delayed, space-separated), one row per interval in which an
+        engine could not serve its links for longer than `engine.STALL_S` while frames were
+        waiting or due (the host took its CPU, or departures left late). Frames in such an
+        interval were timed late by up to its length."""
+        for s in self._shards:
+            self._stall_rows.extend((s.index, a, b, " ".join(links)) for a, b, links in s.call("stalls"))
+        return pd.DataFrame(self._stall_rows, columns=["shard", "start_mono", "end_mono", "links"])
 
     def check_overload(self, late_fraction: float = 0.01) -> list[str]:
         """Warn (EngineOverloadWarning) and return messages for saturated engines: more than

@@ -32,6 +32,10 @@ BATCH_S = 1.0       # wall seconds of steps sent to the engine at once
 # 0.1-5 ms on a quiet host and more on a loaded one, and a step must not wait behind it (the
 # engine holds LOOKAHEAD_S of link state, so feeding can always wait for the step).
 FEED_GUARD_S = 0.02
+# Sleep until this much before a step's or task's instant, then spin to it: a sleeping thread
+# wakes 0.05-3 ms late on a 2-vCPU VM, which would add to every route step's lag. Short: a
+# real-time player spinning keeps lower-priority work (a cluster host's engines) off its CPU.
+SPIN_S = 0.3e-3
 # The player's thread runs at this real-time (SCHED_FIFO) priority when it may (root): a route
 # step then preempts the run's other processes on its CPU (probes, agents, the host's own) as
 # soon as its timer fires. Low, so the kernel's own real-time threads keep precedence; the
@@ -282,7 +286,10 @@ class Player:
             if self._tasks:
                 nxt = min(nxt, self._tasks[0][0])
             self.doing = "waiting for the next step"
-            self._wake.wait(max(0.0, min(nxt - now, 0.2)))
+            if nxt - now <= SPIN_S:
+                time.sleep(0)       # spin to the instant, letting the process's other threads run
+                continue
+            self._wake.wait(min(nxt - now - SPIN_S, 0.2))
             self._wake.clear()
 
     def _apply(self, i: int, engine: bool) -> None:

@@ -2,7 +2,11 @@
 paths, and, when that was too far, why and what to do (pure: tables in, a dict out; the runner
 writes it as `fidelity.json` and the report shows it).
 
-The causes looked at are the link engine's lateness (frames that left late), the route-apply lag
+Probes that a link-engine stall pushed past the threshold (the host took the engine's CPU: a VM's
+hypervisor pauses vCPUs for 0.3-25 ms, from once a second to hundreds of times a second) are
+counted apart, as are those straddling a path change; too many of them makes the run not faithful.
+
+The causes looked at are the link engine's lateness (frames that left late), its stalls, the route-apply lag
 (route changes installed after their instant), the host's load (the pilot's drift: the engine's
 per-traversal cost measured on links of its own while the run plays) and the run's own traffic
 (probes queueing behind workload, replay or iperf traffic).
@@ -16,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..emulate.playback import fidelity, straddling
+from ..emulate.playback import fidelity, in_stall, straddling
 
 __all__ = ["assess", "window_width_s", "FIDELITY_P99_MS", "ENGINE_LATE_SHARE", "APPLY_LAG_P99_MS", "HOST_DRIFT_US",
-           "MANY_PAIRS", "MIN_WINDOW_PROBES"]
+           "MANY_PAIRS", "MIN_WINDOW_PROBES", "STALL_SHARE"]
 
 FIDELITY_P99_MS = 0.5       # |measured − oracle| RTT at p99 that counts as faithful
 ENGINE_LATE_SHARE = 0.01    # share of frames leaving the engine > 0.5 ms late that marks it overloaded
@@ -28,6 +32,11 @@ HOST_DRIFT_US = 10.0        # pilot drift (µs per traversal, either way) that m
 MANY_PAIRS = 16             # more probe pairs than this load the host noticeably
 WORST = 3                   # pairs, instants and windows named in a reason
 MIN_WINDOW_PROBES = 100     # compared probes a window needs for its own verdict (a p99 of fewer is noise)
+# Share of the answered probes that link-engine stalls pushed past the threshold above which the
+# run is not faithful: more than that means a host too busy to emulate on (a 2-vCPU VM here
+# pauses the engine's vCPU from once a second, touching a few % of a 20-Hz pair's probes, to
+# hundreds of times a second when its physical host is loaded).
+STALL_SHARE = 0.10
 
 
 def window_width_s(span_s: float) -> float:
@@ -40,7 +49,7 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
            timeout_s: float, threshold_p99_ms: float = FIDELITY_P99_MS, loaded: bool = False,
            engine: list[dict] | None = None, apply_lag_ms: np.ndarray | None = None,
            pilot_drift: pd.DataFrame | None = None, t0_s: float | None = None,
-           t_end_s: float | None = None, dilation: float = 1.0) -> dict:
+           t_end_s: float | None = None, dilation: float = 1.0, stalls: pd.DataFrame | None = None) -> dict:
     """The verdict on `probes` (`t_s, src, dst, rtt_ms, oracle_rtt_ms`; rtt NaN = lost, oracle
     NaN = no planned path), with `netemu.emulate.playback.fidelity`'s overall and per-pair figures.
 
@@ -50,7 +59,11 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
     `EngineLinks.status` gives), `apply_lag_ms` (emulated ms each route step was installed after
     its instant), `pilot_drift` (`t_s, drift_us`: the pilot's reading of the engine's
     per-traversal cost minus its start-up baseline), `t0_s`/`t_end_s` (the run's window; default
-    the probes' span).
+    the probes' span), `stalls` (`t_start_s, t_end_s`, optionally `pairs`: the link engines'
+    stalls, when the host kept an engine from its links, and the probe pairs whose path crossed
+    a link they delayed; answered probes in flight during one of their pair's, whose error it
+    explains, are counted apart as `overlapping_engine_stall`, and more than STALL_SHARE of them
+    makes the run not faithful).
 
     The run is summarised per window too (`window_width_s`): `windows` lists t_start_s, t_end_s,
     n (probes compared), p50_ms (median RTT − oracle), p99_ms (|RTT − oracle| at p99),
@@ -60,26 +73,29 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
 
     Returns a dict: overall, pairs, verdict ("faithful", "not faithful", "not faithful (under
     traffic: …)" or "not assessed: …"), reasons (why, then what to do; never empty unless
-    faithful), causes (short keys of what was found: error, loss, engine_late, apply_lag,
+    faithful), causes (short keys of what was found: error, loss, engine_late, engine_stall, apply_lag,
     host_load, traffic, many_pairs, window), why (the gist of the reasons in one sentence, when
     not faithful), worst_instants, windows, window_s, engine, apply_lag_ms,
-    host, threshold_p99_ms, loaded.
+    host, engine_stalls, threshold_p99_ms, loaded.
     """
     probes = probes.astype({"t_s": float, "rtt_ms": float, "oracle_rtt_ms": float})
-    fid = fidelity(probes, change_t_s, guard_s=guard_s, timeout_s=timeout_s)
+    fid = fidelity(probes, change_t_s, guard_s=guard_s, timeout_s=timeout_s, stalls=stalls,
+                   stall_slack_ms=threshold_p99_ms)
     o = fid["overall"]
     straddle = straddling(probes, change_t_s, guard_s, timeout_s)
-    compared = probes[probes["oracle_rtt_ms"].notna() & probes["rtt_ms"].notna() & ~straddle]
+    stalled = in_stall(probes, stalls, threshold_p99_ms)
+    compared = probes[probes["oracle_rtt_ms"].notna() & probes["rtt_ms"].notna() & ~straddle & ~stalled]
     err = compared["rtt_ms"] - compared["oracle_rtt_ms"]
     worst = compared.assign(err_ms=err).reindex(err.abs().sort_values(ascending=False).index).head(WORST)
     out = {**fid, "threshold_p99_ms": threshold_p99_ms, "loaded": loaded,
            "worst_instants": [{"t_s": round(float(r.t_s), 3), "pair": f"{r.src}>{r.dst}",
                                "error_ms": round(float(r.err_ms), 3)} for r in worst.itertuples(index=False)],
-           "engine": _engine(engine), "apply_lag_ms": _lag(apply_lag_ms), "host": _host(pilot_drift)}
+           "engine": _engine(engine), "apply_lag_ms": _lag(apply_lag_ms), "host": _host(pilot_drift),
+           "engine_stalls": _stalls(stalls, o)}
     t_lo = float(probes["t_s"].min()) if t0_s is None and len(probes) else float(t0_s or 0.0)
     t_hi = float(probes["t_s"].max()) if t_end_s is None and len(probes) else float(t_end_s or t_lo)
     out["window_s"] = width = window_width_s(t_hi - t_lo)
-    out["windows"] = _windows(probes, straddle, t_lo, t_hi, width, threshold_p99_ms, pilot_drift)
+    out["windows"] = _windows(probes, straddle, stalled, t_lo, t_hi, width, threshold_p99_ms, pilot_drift)
     bad_windows = [w for w in out["windows"] if w["verdict"] == "not faithful"]
     if not o["compared"]:
         out.update(verdict="not assessed: no probes compared", causes=["no_probes"], reasons=[
@@ -89,7 +105,8 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
             "what to do: probe pairs that the plan connects during the window (see paths.parquet), or a longer "
             "window"])
         return out
-    ok = o.get("abs_error_p99_ms", np.inf) <= threshold_p99_ms and o["lost_while_reachable"] == 0
+    ok = (o.get("abs_error_p99_ms", np.inf) <= threshold_p99_ms and o["lost_while_reachable"] == 0
+          and out["engine_stalls"].get("probe_share", 0.0) <= STALL_SHARE)
     if ok and not bad_windows:
         out.update(verdict="faithful", reasons=[], causes=[])
         return out
@@ -102,8 +119,8 @@ def assess(probes: pd.DataFrame, change_t_s: dict[tuple[str, str], np.ndarray], 
     return out
 
 
-def _windows(probes: pd.DataFrame, straddle: np.ndarray, t0_s: float, t_end_s: float, width_s: float,
-             threshold_p99_ms: float, drift: pd.DataFrame | None) -> list[dict]:
+def _windows(probes: pd.DataFrame, straddle: np.ndarray, stalled: np.ndarray, t0_s: float, t_end_s: float,
+             width_s: float, threshold_p99_ms: float, drift: pd.DataFrame | None) -> list[dict]:
     t = probes["t_s"].to_numpy(float)
     reach = probes["oracle_rtt_ms"].notna().to_numpy() & ~straddle
     answered = probes["rtt_ms"].notna().to_numpy()
@@ -114,7 +131,7 @@ def _windows(probes: pd.DataFrame, straddle: np.ndarray, t0_s: float, t_end_s: f
         b = min(a + width_s, t_end_s) if t_end_s > t0_s else t0_s
         last = i == len(starts) - 1
         m = (t >= a) & ((t <= b) if last else (t < b))
-        e = err[m & reach & answered]
+        e = err[m & reach & answered & ~stalled]
         w = {"t_start_s": round(float(a), 3), "t_end_s": round(float(b), 3), "n": int(len(e)),
              "p50_ms": round(float(np.median(e)), 4) if len(e) else None,
              "p99_ms": round(float(np.percentile(np.abs(e), 99)), 4) if len(e) else None,
@@ -137,6 +154,19 @@ def _engine(status: list[dict] | None) -> dict:
     frames = int(sum(s.get("frames", 0) for s in status))
     late = int(sum(s.get("late_frames", 0) for s in status))
     return {"frames": frames, "late_frames": late, "late_share": round(late / frames, 5) if frames else 0.0}
+
+
+def _stalls(stalls: pd.DataFrame | None, overall: dict) -> dict:
+    """The engines' stalls: how many, total and longest (ms), and the share of answered probes
+    that overlapped one."""
+    if stalls is None:
+        return {}
+    ms = (stalls["t_end_s"] - stalls["t_start_s"]).to_numpy(float) * 1e3
+    n = overall["compared"] + overall["overlapping_engine_stall"]
+    return {"count": int(len(ms)), "total_ms": round(float(ms.sum()), 3),
+            "max_ms": round(float(ms.max()), 3) if len(ms) else 0.0,
+            "probes": overall["overlapping_engine_stall"],
+            "probe_share": round(overall["overlapping_engine_stall"] / n, 4) if n else 0.0}
 
 
 def _lag(lag_ms) -> dict:
@@ -214,6 +244,21 @@ def _why(f: dict, threshold_p99_ms: float, dilation: float = 1.0) -> tuple[list[
         else:
             reasons.append(f"the link engine kept up ({100 * eng['late_share']:.2f} % of {eng['frames']:,} frames "
                            "left late)")
+    st = f.get("engine_stalls") or {}
+    if st.get("count"):
+        if st["probe_share"] > STALL_SHARE:
+            found = True
+            gist_at.append(len(reasons))
+            causes.append("engine_stall")
+            reasons.append(f"the host stalled the link engine {st['count']:,} times ({st['total_ms']:,.1f} ms in all, "
+                           f"up to {st['max_ms']:,.1f} ms): {100 * st['probe_share']:.1f} % of the answered probes "
+                           "were in flight during a stall (counted apart), above the "
+                           f"{100 * STALL_SHARE:g} % a faithful run allows")
+            todo.append("run on a host with idle CPUs (a VM's vCPUs are paused by its hypervisor; other runs and "
+                        "builds take CPUs) or raise --dilation")
+        else:
+            reasons.append(f"the link engine stalled {st['count']:,} times (up to {st['max_ms']:,.1f} ms); "
+                           f"{st['probes']:,} probes in flight then were counted apart")
     lag = f["apply_lag_ms"]
     if lag:
         if lag["p99"] > APPLY_LAG_P99_MS:
