@@ -212,6 +212,38 @@ def test_closed_and_open_loop_in_one_mixed_trace(root_env, wl_plan, tmp_path):
 
 
 @pytest.mark.root
+def test_a_slow_starting_agent_delays_trace_time_0_not_the_messages(root_env, wl_plan, tmp_path, monkeypatch):
+    # The server's agent starts 1.5 s late (as on a busy CPU, where the replay's Python programs
+    # took longer than the lead before trace time 0): its client must not find it not listening
+    # (all messages "not started"); trace time 0 waits for it, and the run says by how much.
+    from netemu.emulate.live import LiveNetwork
+    popen = LiveNetwork.popen
+    delay_s = 1.5
+
+    def slow_server_agent(self, node, cmd, **kw):
+        if node == "w03-00" and "netemu.traffic.agent" in cmd:
+            cmd = ["sh", "-c", f'sleep {delay_s}; exec "$@"', "sh", *cmd]
+        return popen(self, node, cmd, **kw)
+    monkeypatch.setattr(LiveNetwork, "popen", slow_server_agent)
+    rp = TraceReplay(wl_plan, TRACES / "upload.pcap")
+    assert set(rp.flows["server_node"]) == {"w03-00"} and rp.span_s < 0.1
+    out = tmp_path / "run"
+    info = netemu.run(wl_plan, out, workloads=False, replay=rp, start_s=300, duration_s=rp.window_s(start_s=300))
+    msgs = pd.read_parquet(out / "messages.parquet")
+    assert len(msgs) == 6 and (msgs["status"] == "done").all(), msgs
+    assert (msgs["bytes_delivered"] == msgs["bytes_expected"]).all()
+    s = json.loads((out / "summary.json").read_text())["replay"]
+    st, c = s["start"], s["closed_loop"]
+    # the programs took the delay and more to start, which left no spare time before the planned
+    # trace time 0 (the run starts them well under 1 s before it): trace time 0 waited that long
+    assert st["ready_wall_s"] >= delay_s and st["late_s"] >= -st["spare_wall_s"] > delay_s - 1.0
+    assert st["t0_s"] == pytest.approx(300 + 0.5 + st["late_s"], abs=1e-3)
+    assert c["not_started"] == 0 and c["flow_errors"] == {} and c["flow_start_late_ms_max"] < 100
+    assert msgs["t_start_s"].min() >= st["t0_s"] - 1e-3
+    assert any("trace time 0 came" in w and "late" in w for w in info["warnings"])
+
+
+@pytest.mark.root
 def test_cli_replay_bad_trace_leaves_nothing(root_env, tmp_path):
     from netemu.emulate.netns import list_netemu_namespaces
     before = sorted(list_netemu_namespaces())

@@ -37,7 +37,11 @@ time conversion. Roles:
 - `replay-client` / `replay-server`: closed-loop trace replay. Each flow's client connects at
   the flow's start; both sides then follow the flow's script of messages (sender, bytes, think
   time): a side waits its think time after the previous message, sends its message, or reads
-  the other side's (events `msg_start`, `msg_received`).
+  the other side's (events `msg_start`, `msg_received`; `flow_start` says when it was `due`).
+
+A spec with `hold` true makes the agent wait at the start barrier (`netemu.traffic.ready`): once
+its servers listen it writes `ready` on stdout and waits for `go T0_MONO` on stdin; its
+replay-clients' `starts` are then seconds after T0_MONO (wall), not monotonic instants.
 
 SIGTERM ends the program: unfinished jobs are simply left without their `done` event.
 """
@@ -634,7 +638,7 @@ async def _replay_flow(role: dict, log: Log, address: str, flow: str, start: flo
     await _sleep_until(start)
     writer = None
     try:
-        log("flow_start", wl, int(flow))
+        log("flow_start", wl, int(flow), due=round(start, 9))
         reader, writer = await _connect(role, address, role["servers"][flow])
         writer.write(_HEAD.pack(_MAGIC, OP_REPLAY, int(flow), 0, 0, 0))
         await _follow_script(script, 0, reader, writer, log, wl, int(flow))
@@ -728,6 +732,17 @@ async def _main(spec: dict, log: Log) -> None:
         else:
             raise ValueError(f"unknown role {kind!r}")
     log("agent_ready", "", None, roles=[r["role"] for r in spec["roles"]])
+    if spec.get("hold"):
+        # The start barrier (netemu.traffic.ready): servers listen now; the instants in
+        # `starts` count from trace time 0, which the parent fixes once every agent is ready.
+        from .ready import read_go, say_ready
+        log.f.flush()
+        say_ready()
+        t0_mono = await asyncio.get_running_loop().run_in_executor(None, read_go)
+        log("go", "", None, t0_mono=t0_mono)
+        for role in spec["roles"]:
+            if "starts" in role:
+                role["starts"] = {f: t0_mono + s for f, s in role["starts"].items()}
     if tasks:
         await asyncio.gather(*tasks)
     log("agent_idle", "", None)

@@ -6,8 +6,10 @@ holds the tag, and counted), tagged with its record number (u64 big-endian, firs
 bytes). The record due at trace time t is sent at start_mono + t × dilation (CLOCK_MONOTONIC, which
 all namespaces share), so one-way delay, loss and reordering come out exactly.
 
-    python -m netemu.traffic.openloop send --schedule S.npz --src ADDR --port P --start-mono S [--dilation K] --out O.npz
-    python -m netemu.traffic.openloop recv --bind ADDR --port P --until-mono T --out O.npz
+    python -m netemu.traffic.openloop send --schedule S.npz --src ADDR --port P (--start-mono S | --hold) [--dilation K] --out O.npz
+    python -m netemu.traffic.openloop recv --bind ADDR --port P --until-mono T [--say-ready] --out O.npz
+
+(`--hold`, `--say-ready`: the start barrier of `netemu.traffic.ready`.)
 
 Schedule (npz): `idx` int64, `t_s` float64 (non-decreasing), `size_bytes` int32, `dst` int32 (index
 into `dst_addrs`, strings); for several sources from one process (`--src` then omitted), also
@@ -339,10 +341,12 @@ def _stop_on_signals() -> tuple[list[bool], int]:
     return stop, r
 
 
-def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, dilation: float = 1.0,
+def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns, dilation: float = 1.0,
          stop: list[bool] | None = None) -> tuple[dict, dict]:
     """Replay `schedule` (see `check_schedule`) from `src_addr` to UDP `port` of its dst_addrs,
     record k due at start_mono_ns + t_s[k] × dilation × 1e9. Never skips: a late record goes at once.
+    `start_mono_ns` may be a function returning it, called once the sockets are made (the start
+    barrier: `netemu.traffic.ready`).
     A schedule with `src`/`src_addrs`/`src_netns` is sent from several sources by this one
     process, one socket each, made inside its network namespace (root): senders in several
     nodes would otherwise compete for a CPU while each busy-waits its next due time.
@@ -352,7 +356,6 @@ def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, di
         s.update(src=np.zeros(len(s["idx"]), np.int32), src_addrs=np.array([src_addr]), src_netns=np.array([""]))
     n = len(s["idx"])
     stop = stop if stop is not None else [False]
-    due = due_times_ns(s["t_s"], start_mono_ns, dilation)
     plen, small = payload_bytes(s["size_bytes"])
     buf = bytearray(int(plen.max()) if n else TAG_BYTES)
     whole = memoryview(buf)
@@ -369,6 +372,9 @@ def send(schedule: dict, src_addr: str | None, port: int, start_mono_ns: int, di
             socks.append(_udp_socket(str(netns)))
             _set_buffer(socks[-1], _SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF_BYTES)
             socks[-1].bind((str(addr), 0))
+        if callable(start_mono_ns):
+            start_mono_ns = int(start_mono_ns())
+        due = due_times_ns(s["t_s"], start_mono_ns, dilation)
         # memoryviews index to plain ints: no per-record objects beyond the loop's own
         switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         done, errors = _pace([k.sendto for k in socks], memoryview(s["src"]), memoryview(due), memoryview(s["idx"]),
@@ -496,10 +502,10 @@ def _socket_drops(sock: socket.socket) -> int | None:
 
 
 def receive(bind_addr: str, port: int, until_mono_ns: int, stop: list[bool] | None = None,
-            wake_fd: int | None = None) -> tuple[dict, dict]:
+            wake_fd: int | None = None, on_bound=None) -> tuple[dict, dict]:
     """Record tagged datagrams arriving at `bind_addr`:`port` until monotonic `until_mono_ns`
-    or `stop[0]` (looked at when `wake_fd` becomes readable and between batches). Returns
-    (arrays, counts) as written by `main recv`."""
+    or `stop[0]` (looked at when `wake_fd` becomes readable and between batches); `on_bound()` is
+    called once the socket is bound. Returns (arrays, counts) as written by `main recv`."""
     stop = stop if stop is not None else [False]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -508,6 +514,8 @@ def receive(bind_addr: str, port: int, until_mono_ns: int, stop: list[bool] | No
         sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
         sock.bind((bind_addr, int(port)))
         sock.setblocking(False)
+        if on_bound is not None:
+            on_bound()
         arrays, counts = _record(sock, until_mono_ns, stop, wake_fd)
         proc_drops = _socket_drops(sock)
     finally:
@@ -638,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--src", default=None,
                     help="address to send from (not needed when the schedule has src, src_addrs, src_netns)")
     sd.add_argument("--port", type=int, required=True, help="destination UDP port")
-    sd.add_argument("--start-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which trace time 0 is due")
+    start = sd.add_mutually_exclusive_group(required=True)
+    start.add_argument("--start-mono", type=float, help="CLOCK_MONOTONIC s at which trace time 0 is due")
+    start.add_argument("--hold", action="store_true",
+                       help="say ready on stdout once the sockets are made, then read 'go T0_MONO' from stdin")
     sd.add_argument("--dilation", type=float, default=1.0, help="time dilation K: wall seconds per trace second (≥ 1 slows down)")
     sd.add_argument("--out", required=True, help="result .npz (counts in the .json beside it)")
     rv = sub.add_parser("recv", help="record tagged datagrams")
@@ -646,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     rv.add_argument("--port", type=int, required=True)
     rv.add_argument("--until-mono", type=float, required=True, help="CLOCK_MONOTONIC s at which to stop")
     rv.add_argument("--out", required=True, help="result .npz (counts in the .json beside it)")
+    rv.add_argument("--say-ready", action="store_true", help="write 'ready' on stdout once bound")
     args = ap.parse_args(argv)
     from ..emulate.tap import die_with_parent   # lazy: only when run as a program
     die_with_parent()
@@ -658,9 +670,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.src is None and "src" not in schedule:
                 ap.error("--src: required unless the schedule names its sources (src, src_addrs, src_netns)")
             _precise_sleep()
-            arrays, counts = send(schedule, args.src, args.port, round(args.start_mono * 1e9), args.dilation, stop)
+            if args.hold:
+                from .ready import read_go, say_ready
+
+                def start_ns() -> int:
+                    say_ready()
+                    return round(read_go() * 1e9)
+            else:
+                start_ns = round(args.start_mono * 1e9)
+            arrays, counts = send(schedule, args.src, args.port, start_ns, args.dilation, stop)
         else:
-            arrays, counts = receive(args.bind, args.port, round(args.until_mono * 1e9), stop, wake)
+            from .ready import say_ready
+            arrays, counts = receive(args.bind, args.port, round(args.until_mono * 1e9), stop, wake,
+                                     say_ready if args.say_ready else None)
     except (TraceError, OSError) as e:
         print(f"netemu.traffic.openloop {args.mode}: {e}", file=sys.stderr)
         return 1

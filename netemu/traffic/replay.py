@@ -24,6 +24,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ import pandas as pd
 
 from . import agent as agent_program
 from . import openloop as openloop_program
+from . import ready as ready_program
 from ..errors import TraceError
 from ..plan.files import atomic_write
 from ..plan.pairs import default_probe_pairs
@@ -48,6 +50,8 @@ LEAD_S = 0.5           # emulated seconds between the window's start and the tra
 TAIL_S = 3.0           # emulated seconds a replay window lasts beyond the trace (open-loop)
 CLOSED_TAIL_S = 60.0   # ... with closed-loop flows, which may take longer than in the trace; the
                        # run ends early once every flow has finished
+READY_TIMEOUT_S = 30.0  # wall seconds (× the clock's scale) the replay's programs have to start
+GO_MARGIN_S = 0.05     # wall seconds between the release of held programs and trace time 0
 
 
 def default_pair(plan) -> tuple[str, str]:
@@ -136,6 +140,9 @@ class TraceReplay:
         self.procs: list[tuple[str, str, subprocess.Popen, Path]] = []
         self.work_dir: Path | None = None     # where its programs write while it plays (set before start)
         self.live = None
+        self.t0_mono: float | None = None
+        self.start_info: dict = {}           # the start barrier's figures (summary.json's replay.start)
+        self._notes: list[str] = []          # what the run must say about the replay (see failures())
         self._client_of = {int(fl): n for fl, n in zip(self.flows["flow"], self.flows["client_node"])}
         self._log_pos: dict[str, int] = {}
         self._ended: set[int] = set()
@@ -173,23 +180,26 @@ class TraceReplay:
     # ------------------------------------------------------------------ live
 
     def start(self, live) -> None:
-        """Start receivers, servers, then senders and clients; trace time 0 is due LEAD_S after
-        the window's start. Call once the clock has started; the programs write into
-        `work_dir`."""
+        """Start receivers, servers, senders and clients, wait until every one of them is set up
+        (the start barrier, `netemu.traffic.ready`), then fix trace time 0: LEAD_S after the
+        window's start, or later if the programs took longer to start (`start_info` says by how
+        much; `failures()` then says it). Call once the clock has started; the programs write
+        into `work_dir`. Raises TraceError when a program exits or stays silent instead."""
         if self.work_dir is None:
             raise TraceError("replay: set work_dir (where the replay's programs write) before start()")
         self.live, work, clock = live, Path(self.work_dir), live.clock
         work.mkdir(parents=True, exist_ok=True)
-        t0_mono = clock.origin_mono + LEAD_S * clock.scale
+        planned_mono = clock.origin_mono + LEAD_S * clock.scale
         K = clock.dilation
-        self.t0_mono = t0_mono
         until = clock.mono(clock.t_end_s)
         py = [sys.executable, "-m"]
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
         s = self.open_schedule
         for node in sorted(set(s["dst_node"])):
             o = work / f"recv-{node}.npz"
             self._popen(node, "recv", py + [openloop_program.__name__, "recv", "--bind", live.loopback(node), "--port",
-                                            str(UDP_PORT), "--until-mono", f"{until:.6f}", "--out", str(o)], o)
+                                            str(UDP_PORT), "--until-mono", f"{until:.6f}", "--say-ready",
+                                            "--out", str(o)], o, stdout=subprocess.PIPE)
         specs: dict[str, dict] = {}
         if len(self.messages):
             f = self.flows.set_index("flow")
@@ -200,19 +210,19 @@ class TraceReplay:
             for fl, script in scripts.items():
                 c, sv = f.loc[fl, "client_node"], f.loc[fl, "server_node"]
                 for node, role in ((sv, "replay-server"), (c, "replay-client")):
-                    spec = specs.setdefault(node, {"node": node, "address": live.loopback(node),
+                    spec = specs.setdefault(node, {"node": node, "address": live.loopback(node), "hold": True,
                                                    "log": str(work / f"{node}.jsonl"), "roles": {}})
                     r = spec["roles"].setdefault(role, {"role": role, "workload": "replay", "port": TCP_PORT,
                                                         "flows": {}, "starts": {}, "servers": {}})
                     r["flows"][str(fl)] = script
-                    if role == "replay-client":
-                        r["starts"][str(fl)] = t0_mono + float(f.loc[fl, "t_first_s"]) * K
+                    if role == "replay-client":      # wall seconds after trace time 0 (held agents)
+                        r["starts"][str(fl)] = float(f.loc[fl, "t_first_s"]) * K
                         r["servers"][str(fl)] = live.loopback(sv)
             for node, spec in specs.items():
                 spec["roles"] = sorted(spec["roles"].values(), key=lambda r: r["role"] != "replay-server")
                 path = work / f"{node}.spec.json"
                 path.write_text(json.dumps(spec))
-                self._popen(node, "agent", py + [agent_program.__name__, str(path)], work / f"{node}.jsonl")
+                self._popen(node, "agent", py + [agent_program.__name__, str(path)], work / f"{node}.jsonl", **pipes)
         if len(s):
             # one sender for every source node (a socket in each node's namespace): busy-waiting
             # senders in several nodes would take turns on one CPU and miss their instants
@@ -227,13 +237,36 @@ class TraceReplay:
             sp, o = work / "schedule.npz", work / "send.npz"
             openloop_program.save_schedule(sp, sched)
             cmd = py + [openloop_program.__name__, "send", "--schedule", str(sp), "--port", str(UDP_PORT),
-                        "--start-mono", f"{t0_mono:.9f}", "--dilation", f"{K:g}", "--out", str(o)]
+                        "--hold", "--dilation", f"{K:g}", "--out", str(o)]
             with open(work / "send.stderr", "w") as err:
-                self.procs.append(("*", "send", subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), o))
+                self.procs.append(("*", "send", subprocess.Popen(cmd, stderr=err, **pipes), o))
+        self._hold(planned_mono, clock)
 
-    def _popen(self, node: str, kind: str, cmd: list[str], out: Path) -> None:
+    def _hold(self, planned_mono: float, clock) -> None:
+        """The start barrier: every program ready, then trace time 0 (never before `planned_mono`)."""
+        t_popen = time.monotonic()
+        named = [(f"replay {k} in {n}" if n != "*" else f"replay {k}", p) for n, k, p, _ in self.procs]
+        try:
+            seen = ready_program.wait_ready(named, READY_TIMEOUT_S * max(1.0, clock.scale))
+        except RuntimeError as e:
+            self.kill()
+            detail = " / ".join(self._failures()) or "no stderr"
+            raise TraceError(f"replay: a program did not start: {e} ({detail}; see {self.work_dir})") from None
+        for _, k, p, _ in self.procs:
+            if k == "recv":
+                p.stdout.close()
+        t_ready = max(seen.values(), default=t_popen)
+        t0_mono = max(planned_mono, time.monotonic() + GO_MARGIN_S)
+        ready_program.release([p for _, k, p, _ in self.procs if k in ("agent", "send")], t0_mono)
+        self.t0_mono = t0_mono
+        late_s = (t0_mono - planned_mono) / clock.scale
+        self.start_info = {"programs": len(named), "ready_wall_s": round(t_ready - t_popen, 3),
+                           "spare_wall_s": round(planned_mono - t_ready, 3), "t0_s": round(clock.t_s(t0_mono), 6),
+                           "late_s": round(late_s, 6)}
+
+    def _popen(self, node: str, kind: str, cmd: list[str], out: Path, **pipes) -> None:
         with open(Path(self.work_dir) / f"{kind}-{node}.stderr", "w") as err:
-            self.procs.append((node, kind, self.live.popen(node, cmd, stdout=subprocess.DEVNULL, stderr=err), out))
+            self.procs.append((node, kind, self.live.popen(node, cmd, stderr=err, **pipes), out))
 
     def stop(self) -> None:
         """Stop everything (senders first, so receivers see their last packets)."""
@@ -244,6 +277,11 @@ class TraceReplay:
         kill_all([p for _, _, p, _ in self.procs])
 
     def failures(self) -> list[str]:
+        """What run.json's warnings say about the replay: programs that failed, and (once the
+        results are written) a late trace time 0 and closed-loop messages not done."""
+        return self._failures() + self._notes
+
+    def _failures(self) -> list[str]:
         bad = []
         for node, kind, p, out in self.procs:
             if p.returncode not in (0, -signal.SIGTERM) or not out.exists():
@@ -260,7 +298,7 @@ class TraceReplay:
         K = self.live.clock.dilation
         summary: dict = {"trace": str(self.path), "mode": self.mode, "mapping": self.mapping,
                          "mapping_source": self.mapping_source, "counts": self.counts,
-                         "failures": self.failures()}
+                         "failures": self._failures(), "start": self.start_info}
         pk = self._packets()
         atomic_write(out / "packets.parquet", lambda tmp: pk.to_parquet(tmp, index=False))
         msgs = self._messages()
@@ -287,16 +325,62 @@ class TraceReplay:
                 "owd_minus_oracle_ms_p50": _r(np.median(err)) if len(err) else None,
                 "owd_minus_oracle_ms_p99_abs": _r(np.percentile(np.abs(err), 99)) if len(err) else None,
                 "sender_timing": timing}
+        notes = []
+        late_s = self.start_info.get("late_s", 0.0)
+        if late_s > 0:
+            notes.append(f"replay: trace time 0 came {late_s:.3f} s late (its {self.start_info['programs']} programs "
+                         f"took {self.start_info['ready_wall_s']:.3f} s wall to start); the window's tail is that "
+                         f"much shorter")
         if len(msgs):
             d = msgs[msgs["status"] == "done"]
+            errors = self._flow_errors()
+            late = self._flow_start_late_ms()
             summary["closed_loop"] = {
                 "flows": int(msgs["flow"].nunique()), "messages": int(len(msgs)), "done": int(len(d)),
+                "not_started": int((msgs["status"] == "not started").sum()),
+                "incomplete": int((msgs["status"] == "incomplete").sum()),
+                "flow_errors": {str(k): v for k, v in sorted(errors.items())},
+                "flow_start_late_ms_max": _r(max(late.values())) if late else None,
                 "bytes_expected": int(msgs["bytes_expected"].sum()), "bytes_delivered": int(msgs["bytes_delivered"].fillna(0).sum()),
                 "completion_ms_p50": _r(d["completion_ms"].median()) if len(d) else None,
                 "completion_ms_p99": _r(np.percentile(d["completion_ms"], 99)) if len(d) else None}
+            c = summary["closed_loop"]
+            if c["done"] < c["messages"]:
+                first = next(iter(errors.items()), None)
+                notes.append(f"replay: {c['messages'] - c['done']} of {c['messages']} closed-loop messages not done "
+                             f"({c['not_started']} not started, {c['incomplete']} incomplete; {len(errors)} flows failed"
+                             + (f", e.g. flow {first[0]}: {first[1]}" if first else "") + ")")
+        self._notes = notes
+        summary["warnings"] = notes
         summary["dilation"] = K
         update_summary(out, {"replay": summary})
         return summary
+
+    def _client_events(self, name: str) -> list[dict]:
+        """The replay events `name` that flow clients logged (job = the flow)."""
+        out = []
+        for node, kind, _, log in self.procs:
+            if kind != "agent" or not log.exists():
+                continue
+            for line in log.read_bytes().splitlines():
+                if f'"ev":"{name}"'.encode() in line and b'"wl":"replay"' in line:
+                    e = json.loads(line)
+                    if e.get("job") is not None and self._client_of.get(int(e["job"])) == node:
+                        out.append(e)
+        return out
+
+    def _flow_errors(self) -> dict[int, str]:
+        """{flow: its client's first error} (e.g. the server refused the connection)."""
+        errors: dict[int, str] = {}
+        for e in self._client_events("error"):
+            errors.setdefault(int(e["job"]), str(e.get("what", "")))
+        return errors
+
+    def _flow_start_late_ms(self) -> dict[int, float]:
+        """{flow: emulated ms its client started after its due instant}."""
+        K = self.live.clock.dilation
+        return {int(e["job"]): max(0.0, (e["t"] - e["due"]) / K * 1e3)
+                for e in self._client_events("flow_start") if "due" in e}
 
     def _packets(self) -> pd.DataFrame:
         s = self.open_schedule
