@@ -156,6 +156,7 @@ def test_trace_inspect_cli(tmp_path):
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_open_loop_one_way_delay_is_the_light_time(root_env, wl_plan, tmp_path):
     rp = TraceReplay(wl_plan, TRACES / "inference.pcap", mode="open")
     # t = 300-316: Beijing and w03-00 share a ground link; no workloads, so the path is unloaded
