@@ -88,7 +88,7 @@ def _on_a_quiet_spell(attempt):
         if not noisy or i == ATTEMPTS - 1:
             return result
         print(f"attempt {i + 1}: the machine stalled the engines over {NOISY_STALL_SHARE:.0%} of the time; again")
-        wait_for_quiet(max_wait_s=45, sample_s=1.0)
+        wait_for_quiet(max_wait_s=30, sample_s=1.0)
 
 
 def _probe_errors_ms(df):

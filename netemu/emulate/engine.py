@@ -28,7 +28,6 @@ stop the engine. The engine exits, closing its TAPs, when the parent goes away.
 
 from __future__ import annotations
 
-import gc
 import heapq
 from bisect import bisect_left, bisect_right
 import os
@@ -750,9 +749,6 @@ class Engine:
             self.ctl.setblocking(True)
             self.ctl.sendall(struct.pack("!I", len(data)) + data)
             self.ctl.setblocking(False)
-        # What the commands built lives as long as the run: out of the collector's sight, a full
-        # collection (which would stall the data path for ms at a Starlink shell's size) stays cheap.
-        gc.freeze()
 
     def cmd_hello(self, vnet_hdr: bool, busy_poll: bool = False, mtu: int = 1500) -> dict:
         self.busy_poll = busy_poll
