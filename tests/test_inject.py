@@ -15,6 +15,8 @@ import pytest
 
 import netemu
 from netemu.emulate.inject import InjectError
+from netemu.emulate.playback import in_stall
+from netemu.traffic.fidelity import STALL_SHARE
 from netemu.traffic.probes import Probes
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,6 +71,7 @@ def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(roo
         probes.stop()
         probes.write_results(tmp_path)
         log = em.injections()
+        stalls = em.engine_stalls()
     t_f = row["t_s"]
     assert abs(t_f - FAIL_T_S) < 0.01 and row["links"] == 4
     fail, back = log.iloc[0], log.iloc[1]
@@ -88,16 +91,21 @@ def test_live_node_failure_loses_probes_for_the_detection_delay_then_detours(roo
     assert n_expected - 2 <= len(lost) <= n_expected + rtt_before * 100 + 2, lost
     # after the reroute: on the detour, at its light-time RTT; after the restore: back on the planned path
     on_detour = df[(df["t_s"] > t_f + DETECTION_S + 0.02) & (df["t_s"] < t_f + FAIL_FOR_S - 0.2)]
-    err = on_detour["rtt_ms"] - _path_rtt_ms(plan, detour, on_detour["t_s"].to_numpy())
+    detour_rtt_ms = _path_rtt_ms(plan, detour, on_detour["t_s"].to_numpy())
+    err = on_detour["rtt_ms"] - detour_rtt_ms
     assert len(on_detour) > 200 and on_detour["rtt_ms"].notna().all()
-    # (a hiccup of this shared host may delay the odd probe by a ms or two)
-    bad = on_detour.assign(err=err)[err.abs() >= 0.5]
+    # (a hiccup of this shared host may delay the odd probe by a ms or two; those an engine
+    # stall explains are counted apart, as a run's fidelity does, and may be no more than 10 %)
+    stalled = in_stall(on_detour.assign(oracle_rtt_ms=detour_rtt_ms), stalls)
+    assert stalled.mean() <= STALL_SHARE, stalls
+    bad = on_detour.assign(err=err)[(err.abs() >= 0.5) & ~stalled]
     assert abs(err.median()) < 0.1 and len(bad) <= 0.05 * len(on_detour), bad
     assert (on_detour["rtt_ms"] - on_detour["oracle_rtt_ms"]).median() > 1.0   # the detour is longer
     after = df[df["t_s"] > t_f + FAIL_FOR_S + 0.2]
     err = after["rtt_ms"] - after["oracle_rtt_ms"]
     assert len(after) > 50 and after["rtt_ms"].notna().all(), after
-    assert abs(err.median()) < 0.1 and (err.abs() >= 0.5).mean() <= 0.05, err.describe()
+    stalled = in_stall(after, stalls)
+    assert abs(err.median()) < 0.1 and ((err.abs() >= 0.5) & ~stalled).mean() <= 0.05, err.describe()
 
 
 @pytest.mark.root
