@@ -1,4 +1,5 @@
 """Probes take their send and receive times from the kernel's stamps (root: raw sockets, namespaces)."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -21,12 +22,17 @@ _LATE_SEND = textwrap.dedent("""
 """)
 
 
-def test_icmp_rtt_excludes_a_stall_between_the_send_time_and_the_send(tmp_path):
-    (tmp_path / "p.py").write_text(_LATE_SEND)
+def _in_own_netns(tmp_path, script: str):
+    """Run `script` in a namespace of its own (loopback up); what it printed, as JSON."""
+    (tmp_path / "p.py").write_text(script)
     out = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {sys.executable} {tmp_path / 'p.py'}"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    rtts = __import__("json").loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_icmp_rtt_excludes_a_stall_between_the_send_time_and_the_send(tmp_path):
+    rtts = _in_own_netns(tmp_path, _LATE_SEND)
     assert len(rtts) == 20 and all(r is not None for r in rtts), rtts
     assert max(rtts) < 1.0, rtts      # user-space send times would make every one ≥ 5 ms
     assert min(rtts) > 0, rtts
@@ -59,11 +65,7 @@ _LATE_UDP = textwrap.dedent("""
 
 
 def test_udp_one_way_delays_exclude_a_late_sender_and_a_late_server(tmp_path):
-    (tmp_path / "p.py").write_text(_LATE_UDP)
-    out = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {sys.executable} {tmp_path / 'p.py'}"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    rows = __import__("json").loads(out.stdout)
+    rows = _in_own_netns(tmp_path, _LATE_UDP)
     assert len(rows) == 20 and all(r[2] is not None for r in rows), rows
     assert max(r[2] for r in rows) >= 100, rows          # the replies did wait for the stopped server
     assert all(0 < r[3] < 1.0 for r in rows), rows       # arrivals stamped by the kernel, sends too
