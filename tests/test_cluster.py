@@ -143,10 +143,12 @@ def test_one_host_and_three_hosts_give_the_same_one_way_delays(lab, fid_plan, ov
                 time.sleep(1.0)
                 df = em.one_way_ms("g-sanya", "g-beijing", count=200, interval_s=0.02)
                 em.wait(30)
-                return df, _noisy(em, 6.0)
+                return df, _noisy(em, 6.0, df)
 
         df = _on_a_quiet_spell(attempt)
         assert df["fwd_ms"].notna().all() and df["rev_ms"].notna().all(), df
+        assert df["in_stall"].mean() <= STALL_SHARE, df[df["in_stall"]]
+        df = df[~df["in_stall"]]                          # what an engine stall explains, apart
         excess = np.r_[df["fwd_ms"] - df["oracle_one_way_ms"], df["rev_ms"] - df["oracle_one_way_ms"]]
         q[len(hosts)] = np.percentile(excess, [10, 50, 90])
         assert q[len(hosts)][1] >= -0.05, q              # never faster than light

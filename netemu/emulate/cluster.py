@@ -300,8 +300,9 @@ class ClusterEmulation:
                    port: int = 9977) -> pd.DataFrame:
         """UDP probes from node `src` to a probe server in node `dst` (each on its host): t_s,
         rtt_ms, fwd_ms and rev_ms (one-way delays: exact where the hosts share CLOCK_MONOTONIC,
-        as namespace hosts on one machine do) and oracle_one_way_ms (half the planner's RTT)."""
-        from .playback import oracle_rtt_ms
+        as namespace hosts on one machine do), oracle_one_way_ms (half the planner's RTT) and
+        in_stall (a link-engine stall explains its round trip's error, as in `probe`)."""
+        from .playback import in_stall, oracle_rtt_ms
         self._check()
         hs, hd = self.host_of[src], self.host_of[dst]
         self._result(hd, self.agents[hd].serve(dst, port, count * interval_s + 10))
@@ -311,6 +312,7 @@ class ClusterEmulation:
         df = pd.DataFrame(r)
         t = df["t_s"].to_numpy(float)
         df["oracle_one_way_ms"] = oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t) / 2
+        df["in_stall"] = in_stall(df.assign(oracle_rtt_ms=2 * df["oracle_one_way_ms"]), self.engine_stalls())
         return df
 
     # ------------------------------------------------------------------ results
