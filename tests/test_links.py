@@ -340,14 +340,15 @@ def test_a_stalled_engine_logs_the_stall_and_the_frames_it_delayed(netns, engine
         out, _ = p.communicate(timeout=30)
         new = engine.stalls().iloc[n_before:]
         # (the stop takes hold a little after the signal is sent: the engine sees it begin later)
+        # (one stall, or a few back to back when the host also paused the engine around it)
         covering = new[(new["start_mono"] < t_cont) & (new["end_mono"] > t_stop)]
-        assert len(covering) == 1, (t_stop, t_cont, new)
-        start, end = covering[["start_mono", "end_mono"]].iloc[0]
+        assert len(covering) >= 1, (t_stop, t_cont, new)
+        start, end = covering["start_mono"].min(), covering["end_mono"].max()
         assert t_stop - 0.001 <= start and t_cont <= end <= t_cont + 0.002, (t_stop, t_cont, new)
         span_ms = (end - start) * 1e3
-        assert span_ms >= 10, new
+        assert span_ms >= 10 and (covering["end_mono"] - covering["start_mono"]).max() * 1e3 >= 5, new
         st = engine.status()[0]
-        assert st["stalls"] >= 1 and st["stall_max_ms"] >= span_ms - 1e-3 and st["stall_total_ms"] >= span_ms - 1e-3
+        assert st["stalls"] >= len(covering) and st["stall_total_ms"] >= (covering["end_mono"] - covering["start_mono"]).sum() * 1e3 - 1e-3
         rtts = [float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x]
         assert max(rtts) >= 10 + 0.8 * span_ms       # a ping held through the stall
     finally:
