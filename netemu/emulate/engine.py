@@ -56,7 +56,7 @@ ROUTE_SLICE = 2          # namespaces' route changes sent before due departures 
 CAUSED_WINDOW_S = 200e-6
 # The engine logs a stall when it could not look at its TAPs and timers for longer than this
 # while frames were waiting or due: the host took its CPU (on a 2-vCPU VM the hypervisor pauses
-# a vCPU for 0.3-2.5 ms about once a second) or its own work ran that long. Frames that arrived
+# a vCPU for 0.3-26 ms, from once a second to hundreds of times a second) or frames left late. Frames that arrived
 # or were due meanwhile were timed late by up to the stall; runs count probes that overlap a
 # stall apart (netemu.traffic.fidelity), as they do probes straddling a path change.
 STALL_S = 200e-6
@@ -323,7 +323,6 @@ class Engine:
         self.stall_count = 0
         self.stall_total_s = 0.0
         self.stall_max_s = 0.0
-        self.stall_last_s = 0.0
         self.checked = monotonic()       # when the loop last looked at its TAPs and timers
 
     # ------------------------------------------------------------------ time
@@ -702,8 +701,7 @@ class Engine:
             a, b, seen = self.stalls.pop()
             start, end, links = min(start, a), max(end, b), seen | links
             self.stall_count -= 1
-            self.stall_total_s -= self.stall_last_s
-        self.stall_last_s = end - start
+            self.stall_total_s -= b - a
         self.stalls.append((start, end, links))
         self.stall_count += 1
         self.stall_total_s += end - start
