@@ -12,7 +12,8 @@ import pytest
 from netemu.emulate.links import EngineLinks, LinkParams, build_chain
 from netemu.emulate.probe import icmp_rtts_ms
 
-pytestmark = pytest.mark.root
+# The delays are sub-millisecond figures: wait for a quiet host first (conftest)
+pytestmark = [pytest.mark.root, pytest.mark.timing]
 
 
 @pytest.mark.parametrize("shards", [2, 4])
@@ -28,6 +29,10 @@ def test_concurrent_callers_each_get_their_own_reply(netns, shards):
         links = [f"cc{i}" for i in range(4)]
         addrs = build_chain(eng, netns, names, links, LinkParams(delay_ms=5))
         origin = eng.set_clock()
+        # the same chain without callers: what these (sleeping, uncalibrated) engines add by
+        # themselves on this host just now, 0.1 ms per hop when it is quiet, more when it pauses
+        alone = icmp_rtts_ms(addrs[-1], count=100, interval_s=0.02, timeout_s=1.0, netns=netns.path("r0"))
+        assert None not in alone, alone
         stop, errors, calls = threading.Event(), [], [0] * 5
 
         def hammer(j, fn):
@@ -73,5 +78,8 @@ def test_concurrent_callers_each_get_their_own_reply(netns, shards):
         assert min(calls) >= 20, calls   # the callers did overlap many times
         got = [r for r in rtts if r is not None]
         assert len(got) == len(rtts), f"{len(rtts) - len(got)} of {len(rtts)} echoes lost"
-        # 4 links of 5 ms each way; the engines' own (uncalibrated) overhead adds a little
-        assert 40.0 - 0.1 <= statistics.median(got) <= 41.5 and min(got) >= 40.0 - 0.1, sorted(got)[::15]
+        # 4 links of 5 ms each way, never early; the callers add at most 0.5 ms to the median RTT
+        # the engines give without them (the engines' own overhead is not this test's subject)
+        base = statistics.median(alone)
+        assert 40.0 - 0.1 <= base <= 42.0, sorted(alone)[::10]
+        assert min(got) >= 40.0 - 0.1 and statistics.median(got) <= base + 0.5, (base, sorted(got)[::15])

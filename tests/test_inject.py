@@ -179,7 +179,7 @@ def test_netemu_inject_against_a_live_run(root_env, tmp_path):
     line and exit 2; the run's injections.csv and report show them."""
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "netemu", "run", str(DATA / "faults.toml"), "-o", str(out),
-                          "--no-calibrate", "--start", "342", "--duration", "6"],
+                          "--no-calibrate", "--start", "342", "--duration", "10"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -189,10 +189,11 @@ def test_netemu_inject_against_a_live_run(root_env, tmp_path):
                 break
             assert time.monotonic() < deadline and p.poll() is None, r.stderr
             time.sleep(0.3)
-        _one_error_line(_netemu("inject", str(out), "fail-node", "w09-09"), "unknown node 'w09-09'")
-        _one_error_line(_netemu("inject", str(out), "restore", "w03-01"), "nothing to restore")
+        # the failure first: each `netemu inject` is a new Python process, seconds on a busy host
         r = _netemu("inject", str(out), "fail-node", "w03-01", "--duration", "1.5")
         assert r.returncode == 0 and "failed node w03-01" in r.stdout, r.stdout + r.stderr
+        _one_error_line(_netemu("inject", str(out), "fail-node", "w09-09"), "unknown node 'w09-09'")
+        _one_error_line(_netemu("inject", str(out), "restore", "w03-02"), "nothing to restore")
         assert p.wait(120) == 0
     finally:
         if p.poll() is None:
