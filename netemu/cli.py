@@ -110,6 +110,12 @@ def cmd_run(args) -> int:
     if args.probe:
         probes = [_pair(p, "--probe") for item in args.probe for p in item.split(",") if p]
     iperf = _pair(args.iperf, "--iperf") if args.iperf else None
+    if args.cluster:
+        alone = [flag for flag, given in (("--iperf", iperf), ("--capture", args.capture), ("--cli", args.cli),
+                                          ("--links kernel", args.links == "kernel")) if given]
+        if alone:
+            raise NetemuError(f"{', '.join(alone)}: not available with --cluster yet (single-host runs only; "
+                              f"docs/cluster.md)")
     from .rundir import check_out_dir
     check_out_dir(args.out, overwrite=args.overwrite)     # before anything is planned or built
     scenario = load_scenario(args.scenario)
@@ -124,7 +130,7 @@ def cmd_run(args) -> int:
         info = run_cluster(plan, args.out, args.cluster, hosts=args.cluster_hosts.split(",") if args.cluster_hosts else None,
                            start_s=args.start, duration_s=duration, speed=args.speed,
                            dilation=1.0 if args.dilation == "auto" else args.dilation, probe_rate_hz=args.probe_rate,
-                           calibrate=not args.no_calibrate, overwrite=args.overwrite, progress=say)
+                           calibrate=not args.no_calibrate, overwrite=args.overwrite, probes=probes, progress=say)
         c = info["cluster"]
         print(f"cluster run of {scenario.name}: {len(c['hosts'])} hosts, {c['cut_links']} cut links, up in "
               f"{info['up_s']} s, down in {info['down_s']} s; apply skew p99 {c['apply_skew_ms']['p99']} ms; "

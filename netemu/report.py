@@ -920,6 +920,7 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     if fid.get("reasons"):
         parts.append("<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in fid["reasons"])
                      + "</ul>")
+    parts.append(_cluster_section(info))
     say("report: time view")
     parts.append(_timeview_section(run))
     sections = [("Constellation", fig_map, "map.png", "Nodes, live links and the planned paths of the probed and "
@@ -975,6 +976,26 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
     out = run.path / REPORT_FILE
     out.write_text("\n".join(parts))
     return out
+
+
+def _cluster_section(info: dict) -> str:
+    """A cluster run's hosts (run.json's `cluster`): nodes, links, cut links and clock offsets per
+    host, and what crossing hosts cost: late frames on cut links, apply skew between hosts."""
+    c = info.get("cluster")
+    if not c or not c.get("hosts"):
+        return ""
+    rows = [(h["host"], h.get("nodes"), h.get("links"), h.get("cut_links"),
+             f"{h.get('clock_offset_ms', 0):+.3f} ± {h.get('clock_bound_ms', 0):.3f}") for h in c["hosts"]]
+    skew = c.get("apply_skew_ms") or {}
+    late = f"{c.get('cut_link_late_frames', 0):,} of {c.get('cut_link_frames', 0):,}"
+    text = (f"<p>The run was spread over {len(rows)} hosts (Dask scheduler <code>{html.escape(str(c.get('scheduler')))}"
+            f"</code>), {c.get('cut_links', 0)} links cut between them. Frames on cut links that arrived after their "
+            f"departure instant: {late}. Route steps applied across hosts within {_fmt(skew.get('p99'))} ms of each "
+            f"other at p99 (max {_fmt(skew.get('max'))} ms).</p>")
+    warn = "".join(f"<li>{html.escape(str(w))}</li>" for w in (c.get("lateness_warnings") or [])
+                   + ([c["clock_warning"]] if c.get("clock_warning") else []))
+    return ("<h2>Cluster</h2>" + text + _table(rows, ("host", "nodes", "links", "cut links", "clock offset (ms)"))
+            + (f"<ul class='reasons'>{warn}</ul>" if warn else ""))
 
 
 def _timeview_section(run: _Run) -> str:

@@ -47,7 +47,7 @@ from .rundir import OutputError, atomic_write, check_out_dir, prepare_out_dir
 from .traffic.fidelity import FIDELITY_P99_MS, assess
 from .traffic.launcher import WorkloadRunner
 from .traffic.probes import (MAX_PROBE_RATE_HZ, PROBE_TIMEOUT_S, Iperf, Probes, check_pairs, check_probe_rate,
-                             probe_windows)
+                             path_change_t_s, probe_windows)
 
 __all__ = ["run", "RunOptions", "start_sources", "default_probe_pairs", "DEFAULT_PROBE_PAIRS", "RUN_FILES", "FIDELITY_P99_MS",
            "MAX_PROBE_RATE_HZ", "check_probe_rate"]
@@ -564,22 +564,32 @@ def _json_default(o):
 def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] | None = None, start_s: float = 0.0,
                 duration_s: float | None = None, speed: float = 1.0, dilation: float = 1.0,
                 probe_rate_hz: float = 20.0, calibrate: bool = True, overwrite: bool = False,
-                progress: Callable[[str], None] | None = None) -> dict:
+                workloads: bool = True, report: bool = True, probes: list[tuple[str, str]] | None = None,
+                engine_rt: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     """Emulate `plan`'s window over the Dask workers of `scheduler` (netemu.emulate.cluster) and
     write one run directory: run.json (hosts, clock offsets, cut links and their late frames,
     apply skew per step, timings), apply.csv and link_counters.csv (with the host of each row),
-    probes.parquet (RTT probes of the default pairs with the planner's RTT)."""
+    probes.parquet (RTT probes of the default pairs with the planner's RTT), the plan's files,
+    the scenario's workloads (agents on their nodes' hosts: jobs.csv, throughput.csv,
+    workloads/NODE.jsonl on host 0's clock) and report.html, as a single-host run has them."""
     from concurrent.futures import ThreadPoolExecutor
     from .emulate.cluster import ClusterEmulation
+    from .traffic.launcher import ClusterWorkloads
     say = progress or (lambda msg: None)
     check_out_dir(out_dir, overwrite=overwrite)
     check_probe_rate(probe_rate_hz)
-    info: dict = {"scenario": plan.scenario.name, "cluster": {"scheduler": scheduler}}
+    if probes is not None:
+        check_pairs(plan, list(probes))
+    info: dict = {"scenario": plan.scenario.name, "cluster": {"scheduler": scheduler}, "warnings": []}
     t0 = time.perf_counter()
     with ClusterEmulation(plan, scheduler, hosts=hosts, start_s=start_s, duration_s=duration_s, speed=speed,
-                          dilation=dilation, calibrate=calibrate, progress=say) as em:
+                          dilation=dilation, calibrate=calibrate, engine_rt=engine_rt, progress=say) as em:
         em.build()
         out = prepare_out_dir(out_dir, overwrite=overwrite)      # once the hosts are there: nothing left on failure
+        _write_plan_files(plan, em, out, out_dir)
+        atomic_write(out / "addresses.csv", lambda tmp: pd.DataFrame(
+            {"node": list(em.loopbacks), "loopback": list(em.loopbacks.values()),
+             "host": [em.host_of.get(n) for n in em.loopbacks]}).to_csv(tmp, index=False))
         info["up_s"] = round(time.perf_counter() - t0, 2)
         c = info["cluster"]
         c["run_id"] = em.run_id
@@ -599,8 +609,13 @@ def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] |
             say(c["clock_warning"])
         say(f"cluster: {len(em.hosts)} hosts, {len(em.cut)} cut links, up in {info['up_s']} s")
         em.start()
+        loads = ClusterWorkloads(plan, out / "workloads") if workloads and plan.scenario.workloads else None
+        if loads is not None:
+            loads.start(em)
+            say(f"workloads: {', '.join(w.name for w in plan.scenario.workloads)} ({len(loads.specs)} agents on "
+                f"{len({em.host_of[n] for n in loads.specs})} hosts)")
         wall_s = em.window.t_end_s - em.window.t0_s
-        pairs = default_probe_pairs(plan)
+        pairs = default_probe_pairs(plan) if probes is None else list(probes)
         count = max(1, int(wall_s * dilation / speed * probe_rate_hz) - 1)
         time.sleep(1.0)
         with ThreadPoolExecutor(max(1, len(pairs))) as pool:
@@ -610,12 +625,16 @@ def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] |
                 df = f.result()
                 frames.append(df.assign(src=a, dst=b))
         em.wait(wall_s * dilation / speed + 60)
+        if loads is not None:
+            info["workloads"] = _workload_lines(loads.write_results(out), say)
+            info["warnings"] += loads.failures()
         probes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         probes = probes[["t_s", "src", "dst", "rtt_ms", "oracle_rtt_ms"]] if len(probes) else probes
         probes.to_parquet(out / "probes.parquet", index=False)
         apply = em.apply_log()
         apply.to_csv(out / "apply.csv", index=False)
-        em.counters().to_csv(out / "link_counters.csv", index=False)
+        em.counters().merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left").to_csv(
+            out / "link_counters.csv", index=False)
         skew = em.apply_skew()
         c["apply_skew_ms"] = {"p50": round(float(skew["skew_ms"].median()), 3) if len(skew) else None,
                               "p99": round(float(skew["skew_ms"].quantile(0.99)), 3) if len(skew) else None,
@@ -631,7 +650,29 @@ def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] |
         err = (probes["rtt_ms"] - probes["oracle_rtt_ms"]).dropna() if len(probes) else pd.Series(dtype=float)
         info["fidelity"] = {"probes": int(len(probes)), "answered": int(probes["rtt_ms"].notna().sum()) if len(probes) else 0,
                             "abs_error_p99_ms": round(float(err.abs().quantile(0.99)), 3) if len(err) else None}
+        if len(probes):     # the single-host verdict, over every host's engines, stalls and apply lags
+            stalls = em.engine_stalls()
+            stalls["pairs"] = stalled_pairs(stalls, plan.routes.routes, plan.schedule.t_s, em.link_table, pairs)
+            atomic_write(out / "stalls.csv", lambda tmp: stalls.round(6).to_csv(tmp, index=False))
+            scale = dilation / speed
+            lag_ms = apply["lag_ms"].to_numpy(float) / scale if len(apply) else None
+            guard_s = (float(np.nanpercentile(lag_ms, 99)) / 1e3 if lag_ms is not None else 0.0) + 0.001
+            fid = assess(probes, {p: path_change_t_s(plan.routes.routes, *p) for p in pairs}, guard_s=guard_s,
+                         timeout_s=PROBE_TIMEOUT_S, threshold_p99_ms=FIDELITY_P99_MS, loaded=loads is not None,
+                         engine=[e for r in em.results().values() for e in r["engines"]], apply_lag_ms=lag_ms,
+                         t0_s=em.window.t0_s, t_end_s=em.window.t_end_s, dilation=dilation, stalls=stalls)
+            fid.update(guard_ms=round(guard_s * 1e3, 3), dilation=dilation, hosts=len(em.hosts))
+            atomic_write(out / "fidelity.json", lambda tmp: tmp.write_text(json.dumps(fid, indent=2) + "\n"))
+            info["fidelity"].update(verdict=fid["verdict"], reasons=fid["reasons"])
+        info.update(nodes=len(em.node_names), links=len(em.link_table), dilation=dilation, speed=speed,
+                    window={"k0": em.window.k0, "k1": em.window.k1, "t0_s": em.window.t0_s,
+                            "t_end_s": em.window.t_end_s}, probes=[f"{a}>{b}" for a, b in pairs],
+                    probe_rate_hz=probe_rate_hz, times_are="emulated seconds (wall / (dilation / speed))")
         t1 = time.perf_counter()
     info["down_s"] = round(time.perf_counter() - t1, 2)
-    _write_run_json(out, info)
+    err = _write_run_json(out, info)
+    if err:
+        raise OutputError(err)
+    if report:
+        _report(out, say)
     return info

@@ -176,3 +176,17 @@ def test_trace_inspect_bad_capture_is_one_clear_line(tmp_path: Path, make, match
     r = subprocess.run([sys.executable, "-m", "netemu", "trace", "inspect", str(tmp_path / "x.pcap")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     _check(r, match)
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--iperf", "g-beijing:g-sanya"], r"--iperf: not available with --cluster yet"),
+    (["--capture", "g-beijing", "--cli"], r"--capture, --cli: not available with --cluster yet"),
+    (["--links", "kernel"], r"--links kernel: not available with --cluster yet"),
+], ids=["iperf", "capture-cli", "kernel-links"])
+def test_cluster_run_refuses_single_host_flags(tmp_path: Path, flags, match):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(ROOT / "tests" / "data" / "small.toml"), "-o",
+                        str(out), "--cluster", "tcp://127.0.0.1:1", *flags],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    _check(r, match)
+    assert not out.exists()

@@ -303,3 +303,23 @@ def test_inference_requests_per_client_are_bounded_at_load(tmp_path):
                                                    r"86400 s, found rate_per_s = 50000") as e:
         netemu.load_scenario(write_scenario(tmp_path, BASE.replace("duration_s = 100", "duration_s = 86400") + text))
     assert e.value.key == "workloads[0].rate_per_s"
+
+
+def test_cluster_event_logs_move_onto_one_clock():
+    """A cluster run's agent logs come back on their own host's clock: every instant moves by the
+    host's shift, except an upload's end, which the server stamped on its host's clock."""
+    from netemu.traffic.launcher import _moved_events
+    text = "\n".join([
+        '{"t":10.0,"ev":"start","wl":"eo","node":"g-a","job":0,"bytes":5}',
+        '{"t":11.0,"ev":"done","wl":"eo","node":"g-a","job":0,"bytes":5,"t_received":20.5}',
+        '{"t":12.0,"ev":"done","wl":"ckpt","node":"g-a","job":0,"bytes":5,"t_received":12.0}',
+        '{"t":13.0,"ev":"served","wl":"chat","node":"g-a","job":1,"t_arrival":12.5}',
+        '{"t":14.0,"ev":"flow_start","wl":"r","node":"g-a","job":2,"due":13.5}',
+        '{"t":15.0,"ev":"sta',                 # an agent killed mid-write
+    ])
+    rows = [json.loads(line) for line in _moved_events(text, 100.0, {"eo": -7.0}).splitlines()]
+    assert [r["t"] for r in rows] == [110.0, 111.0, 112.0, 113.0, 114.0]
+    assert rows[1]["t_received"] == 13.5         # the upload's server shift
+    assert rows[2]["t_received"] == 112.0        # a download's end: the client's own clock
+    assert rows[3]["t_arrival"] == 112.5 and rows[4]["due"] == 113.5
+    assert rows[0]["bytes"] == 5 and rows[1]["wl"] == "eo"

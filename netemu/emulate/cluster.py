@@ -112,13 +112,16 @@ class ClusterEmulation:
     `hosts`: worker names to use, in host order (default: all, sorted by name); host 0 gets the
     ground stations. `placement`: node → host index (default: netemu.plan.partition).
     `correct_clocks`: apply the measured offsets (False trusts the clocks as they are).
-    `clock_skew_s`: {host: seconds} added to those hosts' clocks (a test knob)."""
+    `clock_skew_s`: {host: seconds} added to those hosts' clocks (a test knob). `engine_rt`: the
+    link engines run real-time (SCHED_FIFO) on their hosts; False where hosts share one machine's
+    CPUs and carry traffic (the namespace lab), whose agents RT engines would starve."""
 
     def __init__(self, plan, scheduler, *, hosts: list[str] | None = None, start_s: float = 0.0,
                  duration_s: float | None = None, speed: float = 1.0, dilation: float = 1.0, mtu: int = 1500,
                  underlay_mtu: int = 1500, placement: dict[str, int] | None = None, correct_clocks: bool = True,
                  clock_skew_s: dict[str, float] | None = None, shards: int = 1, seed: int = 0,
-                 lease_s: float = 10.0, calibrate: bool | tuple[float, float] = True, progress=None):
+                 lease_s: float = 10.0, calibrate: bool | tuple[float, float] = True, engine_rt: bool = True,
+                 progress=None):
         self.plan, self.schedule = plan, plan.schedule
         self.client = connect(scheduler) if isinstance(scheduler, str) else scheduler
         self._own_client = isinstance(scheduler, str)
@@ -132,7 +135,7 @@ class ClusterEmulation:
         self.speed, self.dilation, self.mtu, self.underlay_mtu = speed, dilation, mtu, underlay_mtu
         self.placement, self.correct_clocks = placement, correct_clocks
         self.clock_skew_s = clock_skew_s or {}
-        self.shards, self.seed, self.lease_s = shards, seed, lease_s
+        self.shards, self.seed, self.lease_s, self.engine_rt = shards, seed, lease_s, engine_rt
         self.say = progress or (lambda msg: None)
         self.do_calibrate = calibrate
         self.calibration: dict[str, dict] = {}
@@ -180,7 +183,7 @@ class ClusterEmulation:
                                      self.plan.scenario.routing.ground_relay, steps=(w.k0, w.k1 + 1))
         # one actor per host, pinned to that host's worker
         futures = {h: self.client.submit(HostAgent, h, self.workers[h]["ip"], self.clock_skew_s.get(h, 0.0),
-                                         self.lease_s, actor=True, workers=[self.workers[h]["address"]],
+                                         self.lease_s, self.engine_rt, actor=True, workers=[self.workers[h]["address"]],
                                          allow_other_workers=False, pure=False)
                    for h in self.hosts}
         self.agents = {h: f.result(timeout=CALL_TIMEOUT_S) for h, f in futures.items()}
@@ -314,6 +317,32 @@ class ClusterEmulation:
         df["oracle_one_way_ms"] = oracle_rtt_ms(self.schedule, self.plan.routes.routes, src, dst, t) / 2
         df["in_stall"] = in_stall(df.assign(oracle_rtt_ms=2 * df["oracle_one_way_ms"]), self.engine_stalls())
         return df
+
+    def host_clock(self, host: str):
+        """The run's clock as host `host` plays it: its CLOCK_MONOTONIC instants (after start)."""
+        from .clock import Clock
+        w = self.window
+        return Clock(w.t0_s, w.t_end_s, speed=self.speed, dilation=self.dilation).started_at(
+            self.started[host]["origin_mono"])
+
+    def spawn(self, node: str, tag: str, argv: list[str], files: dict[str, str]) -> int:
+        """Start `argv` in node `node` on its host, in a work directory holding `files`
+        (HostAgent.spawn); its pid there. `reap` ends them and brings their files back."""
+        self._check()
+        if node not in self.host_of:
+            raise EmulationError(f"unknown node {node!r}")
+        h = self.host_of[node]
+        return self._result(h, self.agents[h].spawn(tag, node, list(argv), dict(files)))
+
+    def reap(self, timeout_s: float = 10.0, terminate: bool = True) -> dict[str, dict]:
+        """What every host spawned: tag -> host, returncode and files (name -> text)."""
+        self._check()
+        calls = {h: a.reap(timeout_s, terminate) for h, a in self.agents.items()}
+        out = {}
+        for h, c in calls.items():
+            for tag, r in self._result(h, c, timeout_s + CALL_TIMEOUT_S).items():
+                out[tag] = {"host": h, **r}
+        return out
 
     # ------------------------------------------------------------------ results
 

@@ -50,8 +50,10 @@ class HostAgent:
     in this order: `build_nodes`, `build_links`, `start`, then `cmd`/`probe`/`results` while it
     runs, and `close` (also after a failure; safe to call twice)."""
 
-    def __init__(self, host: str, wire_ip: str, clock_skew_s: float = 0.0, lease_s: float = 10.0):
+    def __init__(self, host: str, wire_ip: str, clock_skew_s: float = 0.0, lease_s: float = 10.0,
+                 engine_rt: bool = True):
         self.host, self.wire_ip, self.clock_skew_s, self.lease_s = host, wire_ip, float(clock_skew_s), float(lease_s)
+        self.engine_rt = bool(engine_rt)
         self.ns: Namespaces | None = None
         self.links: EngineLinks | None = None
         self.forwarding: Forwarding | None = None
@@ -65,6 +67,8 @@ class HostAgent:
         self._spec: dict = {}
         self._guard: subprocess.Popen | None = None
         self._servers: list[subprocess.Popen] = []
+        self._spawned: dict[str, tuple[subprocess.Popen, str]] = {}     # tag -> (process, its work dir)
+        self._work_dir: str | None = None
         self._last_beat = time.monotonic()
         self._closed = False
         self._lock = threading.Lock()
@@ -126,11 +130,13 @@ class HostAgent:
         self.links = EngineLinks(shards=spec.get("shards", 1), run_id=spec["run_id"], seed=spec.get("seed", 0),
                                  mtu=spec["mtu"], busy_poll=False)
         self.links.wire_counters = True
-        for pid in self.links.pids:
+        for pid in self.links.pids if self.engine_rt else ():
             # The engines time every frame: they run ahead of the worker's own Python (its
             # heartbeats and monitors wake every few hundred ms for a millisecond or two, which
             # a sleeping engine waking behind them would add to a frame's delay). Real-time, below
-            # the player's step thread; the kernel's RT throttling still bounds them.
+            # the player's step thread; the kernel's RT throttling still bounds them. Not where
+            # several hosts share a machine's CPUs under traffic (`engine_rt` False): there the
+            # engines' spinning before departures would starve the other hosts' agents and stacks.
             try:
                 os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(ENGINE_RT_PRIORITY))
             except (OSError, AttributeError):
@@ -285,6 +291,55 @@ class HostAgent:
         df["t_s"] = [clock.t_s(t) if clock.started else np.nan for t in df["t_send_s"]]
         return {c: df[c].tolist() for c in ("t_s", "rtt_ms", "fwd_ms", "rev_ms")}
 
+    def spawn(self, tag: str, node: str, argv: list[str], files: dict[str, str]) -> int:
+        """Start `argv` in node `node` (never through a shell) in a work directory of its own
+        on this host, holding `files` (name -> text) first; "{python}" in `argv` stands for this
+        host's Python. Its stdout and stderr go to files there; `reap` returns them all. Returns
+        its pid. This is how the coordinator runs workload agents on any host."""
+        if node not in self.node_names:
+            raise EmulationError(f"node {node!r} is not on host {self.host}")
+        if tag in self._spawned or not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise EmulationError(f"spawn: tag {tag!r} is used already or not a plain name")
+        import tempfile
+        if self._work_dir is None:
+            self._work_dir = tempfile.mkdtemp(prefix=f"netemu-{self._spec['run_id']}-{self.host}-")
+        d = os.path.join(self._work_dir, tag)
+        os.mkdir(d)
+        for name, text in files.items():
+            if os.path.basename(name) != name:
+                raise EmulationError(f"spawn: file name {name!r} must be a plain name")
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        argv = [sys.executable if a == "{python}" else a for a in argv]
+        with open(os.path.join(d, "stdout"), "w") as out, open(os.path.join(d, "stderr"), "w") as err:
+            p = subprocess.Popen(["nsenter", f"--net={self.ns.path(node)}", *argv], cwd=d, stdout=out, stderr=err)
+        self._spawned[tag] = (p, d)
+        return p.pid
+
+    def reap(self, timeout_s: float = 10.0, terminate: bool = True) -> dict[str, dict]:
+        """End what `spawn` started (SIGTERM when `terminate`, SIGKILL after `timeout_s`) and
+        return, per tag: returncode and every file of its work directory (name -> text)."""
+        import signal
+        procs = [p for p, _ in self._spawned.values()]
+        for p in procs:
+            if terminate and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        end = time.monotonic() + timeout_s
+        for p in procs:
+            try:
+                p.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out = {}
+        for tag, (p, d) in self._spawned.items():
+            files = {}
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), errors="replace") as f:
+                    files[name] = f.read()
+            out[tag] = {"returncode": p.returncode, "files": files}
+        return out
+
     def wait(self, timeout_s: float) -> bool:
         return self.player.wait(timeout_s)
 
@@ -314,10 +369,13 @@ class HostAgent:
         t = time.perf_counter()
         if self.player is not None:
             self.player.stop()
-        for p in self._servers:
+        for p in self._servers + [p for p, _ in self._spawned.values()]:
             if p.poll() is None:
                 p.kill()
             p.wait()
+        if self._work_dir is not None:
+            import shutil
+            shutil.rmtree(self._work_dir, ignore_errors=True)
         if self.forwarding is not None:
             self.forwarding.close()
         if self.links is not None:

@@ -25,8 +25,8 @@ from ..emulate.playback import oracle_rtt_ms
 from ..errors import EmulationError
 from ..plan.files import atomic_write
 
-__all__ = ["Probes", "Iperf", "check_pairs", "check_probe_rate", "probe_windows", "PROBE_TIMEOUT_S",
-           "MAX_PROBE_RATE_HZ", "PROBE_LATE_S"]
+__all__ = ["Probes", "Iperf", "check_pairs", "check_probe_rate", "probe_windows", "path_change_t_s",
+           "PROBE_TIMEOUT_S", "MAX_PROBE_RATE_HZ", "PROBE_LATE_S"]
 
 PROBE_TIMEOUT_S = 2.0    # emulated seconds after which an echo counts as lost
 # One Python probe process per source sends every echo from a timed loop and tells echoes apart
@@ -128,12 +128,17 @@ class Probes:
         df["oracle_rtt_ms"] = np.nan
         for (src, dst), g in df.groupby(["src", "dst"], sort=False):
             df.loc[g.index, "oracle_rtt_ms"] = oracle_rtt_ms(sched, routes, src, dst, g["t_s"].to_numpy())
-            r = routes[(((routes["src"] == src) & (routes["dst"] == dst))
-                        | ((routes["src"] == dst) & (routes["dst"] == src))) & (routes["step"] > 0)]
-            self.path_changes[(src, dst)] = r["t_s"].to_numpy(float)
+            self.path_changes[(src, dst)] = path_change_t_s(routes, src, dst)
         self.table = df[PROBE_COLUMNS]
         atomic_write(Path(out) / "probes.parquet", lambda tmp: self.table.to_parquet(tmp, index=False))
         return {"echoes": len(df), "pairs": len(self.path_changes)}
+
+
+def path_change_t_s(routes: pd.DataFrame, src: str, dst: str) -> np.ndarray:
+    """The instants (scenario s) the planned path between `src` and `dst` changes (either way)."""
+    r = routes[(((routes["src"] == src) & (routes["dst"] == dst))
+                | ((routes["src"] == dst) & (routes["dst"] == src))) & (routes["step"] > 0)]
+    return r["t_s"].to_numpy(float)
 
 
 def probe_windows(df: pd.DataFrame, pairs: list[str], t0_s: float, t_end_s: float) -> tuple[dict, list[str]]:
