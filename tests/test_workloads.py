@@ -171,6 +171,7 @@ def wl_run(root_env, tmp_path_factory):
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_transfers_deliver_every_byte(wl_run):
     plan, out, info = wl_run
     jobs = pd.read_csv(out / "jobs.csv")
@@ -197,6 +198,7 @@ def test_transfers_deliver_every_byte(wl_run):
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_udp_upload_is_paced_at_its_rate(wl_run):
     """Over UDP nothing is lost on an idle path, and a file arrives when its last datagram,
     sent at the pacing rate, has crossed the path: (n − 1) gaps + the one-way light-time."""
@@ -214,6 +216,7 @@ def test_udp_upload_is_paced_at_its_rate(wl_run):
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_inference_stalls_across_the_handover_and_ttfb_follows_light_time(wl_run):
     plan, out, info = wl_run
     jobs = pd.read_csv(out / "jobs.csv")
@@ -254,6 +257,7 @@ def ar_plan(root_env):
 
 
 @pytest.mark.root
+@pytest.mark.timing
 def test_ring_allreduce_step_time_near_ideal(ar_plan, tmp_path):
     netemu.run(ar_plan, tmp_path, duration_s=8, dilation=2)
     jobs = pd.read_csv(tmp_path / "jobs.csv")
