@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .emulate.emulation import Emulation
+from .emulate.hostnoise import STEAL_WARN_SHARE, cpu_times, steal_share
 from .emulate.netns import live_runs
 from .emulate.playback import scope_nodes, stalled_pairs
 from .errors import EmulationError, NetemuError
@@ -201,6 +202,7 @@ def run(plan, out_dir: str | Path, options: RunOptions | None = None, *, replay=
             em.start(lead_s=0.5)
             start_sources(stack, live, sources, ("captures",))   # once the engines' clock is the run's
             t_play = time.perf_counter()
+            cpu_before = cpu_times()
             start_sources(stack, live, sources, ("replay", "workloads", "apps", "iperf"))
             if replay is not None:
                 say(f"replaying {replay.path.name}: {replay.counts['open_loop']:,} packets open-loop, "
@@ -218,6 +220,7 @@ def run(plan, out_dir: str | Path, options: RunOptions | None = None, *, replay=
                 else:
                     _wait_with_progress(em, say, replay.finished if replay is not None else None)
                 info["play_s"] = round(time.perf_counter() - t_play, 3)
+                _note_steal(info, cpu_before, say)
                 say("collecting results")
                 _collect(plan, em, out, info, sources, say, loaded=loaded)
             except KeyboardInterrupt:
@@ -420,6 +423,22 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     info["dilation"], info["speed"] = em.dilation, em.speed
     if em.dilation_choice:
         info["dilation_auto"] = em.dilation_choice
+
+
+def _note_steal(info: dict, before: dict, say) -> None:
+    """run.json's host gets the share of the CPUs the hypervisor took while the run played
+    (steal time); above STEAL_WARN_SHARE it is a warning: late frames and engine stalls then are
+    the host's doing, not the emulation's load."""
+    share = steal_share(before, cpu_times())
+    if share is None:
+        return
+    info["host"]["cpu_steal_pct"] = round(100 * share, 2)
+    if share > STEAL_WARN_SHARE:
+        msg = (f"the hypervisor held this machine's vCPUs {100 * share:.1f} % of the time while the run played "
+               f"(steal time, /proc/stat): frames in flight then left late (stalls.csv counts them); that is the "
+               f"host's doing, not the emulation's load — a host whose CPUs are not overcommitted avoids it")
+        info["warnings"].append(msg)
+        say(f"warning: {msg}")
 
 
 def _injection_stats(inj: pd.DataFrame) -> dict:

@@ -264,7 +264,9 @@ def test_iperf_stage_reports_emulated_goodput(fid_plan, tmp_path):
     assert excess.min() >= -0.5 and excess.max() <= 2 * 100 * 3 + 1   # two 100 ms queues per hop at most
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["iperf_mean_mbps"] == pytest.approx(iperf["mbps"].mean(), rel=1e-3)
-    assert run["warnings"] == []          # the engine kept up: the figures are faithful
+    # the engine kept up: the figures are faithful (a note of the hypervisor's steal time, the
+    # host's doing, is the one warning a run may carry here)
+    assert [w for w in run["warnings"] if "steal time" not in w] == [], run["warnings"]
 
 
 def test_scope_paths_instantiates_only_path_satellites(fid_plan):

@@ -26,3 +26,28 @@ def test_readings_and_the_quiet_wait_are_bounded():
     assert m["max_ms"] == 0.0 or m["max_ms"] > PAUSE_S * 1e3
     w = wait_for_quiet(max_wait_s=0.0, sample_s=0.3)         # one reading, whatever it says
     assert w["waited_s"] < 5 and w["quiet"] == is_quiet(w)
+
+
+def test_steal_time_is_read_from_proc_stat_and_a_run_warns_above_the_threshold(tmp_path, monkeypatch):
+    """/proc/stat's `cpu` line: user nice system idle iowait irq softirq steal guest guest_nice."""
+    from netemu import runner
+    from netemu.emulate.hostnoise import STEAL_WARN_SHARE, cpu_times, steal_share
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 10 0 5 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\n")
+    before = cpu_times(str(stat))
+    assert before == {"total": 1000, "steal": 30}           # guest time is in user already
+    stat.write_text("cpu  190 5 90 1600 10 0 5 100 9 0\n")
+    after = cpu_times(str(stat))
+    assert after == {"total": 2000, "steal": 100} and steal_share(before, after) == 0.07
+    assert steal_share(after, after) is None
+    assert cpu_times(str(tmp_path / "missing")) == {"total": 0, "steal": 0}
+    real = cpu_times()
+    assert real["total"] > 0 and 0 <= real["steal"] <= real["total"]
+    for share, warned in ((STEAL_WARN_SHARE / 2, False), (0.07, True)):
+        monkeypatch.setattr(runner, "cpu_times", lambda: {"total": 2000, "steal": int(30 + 1000 * share)})
+        info, said = {"host": {}, "warnings": []}, []
+        runner._note_steal(info, before, said.append)
+        assert info["host"]["cpu_steal_pct"] == round(100 * share, 2)
+        assert bool(info["warnings"]) == warned and bool(said) == warned
+        if warned:
+            assert "7.0 %" in info["warnings"][0] and "steal time" in info["warnings"][0]

@@ -74,12 +74,16 @@ def run_checks(scenario=None) -> list[Check]:
 
 def _pause_check() -> Check:
     """The host's CPU pauses (hostnoise): a link engine holds every frame through one."""
-    from .hostnoise import QUIET_MAX_MS, QUIET_SHARE, is_quiet, measure_pauses
+    from .hostnoise import QUIET_MAX_MS, QUIET_SHARE, cpu_times, is_quiet, measure_pauses, steal_share
+    before = cpu_times()
     m = measure_pauses(duration_s=2.0)
+    steal = steal_share(before, cpu_times())
     return Check("CPU pauses", is_quiet(m),
                  f"CPU {m['cpu']} paused {m['pauses']} times in {m['duration_s']:g} s "
                  f"({100 * m['paused_share']:.2f} % of the time, longest {m['max_ms']:g} ms; quiet is under "
-                 f"{100 * QUIET_SHARE:g} % and {QUIET_MAX_MS:g} ms)",
+                 f"{100 * QUIET_SHARE:g} % and {QUIET_MAX_MS:g} ms)"
+                 + (f"; the hypervisor's steal time meanwhile: {100 * steal:.1f} % of the CPUs" if steal is not None
+                    else ""),
                  "emulated delays are off by up to the longest pause while they last (each run counts its "
                  "engines' stalls in stalls.csv): stop other load, use a host whose hypervisor is not "
                  "overcommitted, or run with --dilation", required=False)

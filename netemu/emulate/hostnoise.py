@@ -7,6 +7,10 @@ emulation's timing is only as good as its host is quiet. `netemu doctor` reports
 tests wait for a quiet spell (`wait_for_quiet`) before they measure.
 
     measure_pauses(cpu=1, duration_s=1.0) -> {"cpu", "duration_s", "pauses", "paused_share", "max_ms"}
+
+A VM's kernel also counts the time its hypervisor held the vCPUs (`steal` in /proc/stat): a
+run reads it at its start and end (`cpu_times`, `steal_share`) and says how much of the CPUs
+the host took while it played, without spinning on a CPU to find out.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import subprocess
 import sys
 import time
 
-__all__ = ["measure_pauses", "is_quiet", "wait_for_quiet", "PAUSE_S", "QUIET_SHARE", "QUIET_MAX_MS"]
+__all__ = ["measure_pauses", "is_quiet", "wait_for_quiet", "cpu_times", "steal_share", "PAUSE_S", "QUIET_SHARE",
+           "QUIET_MAX_MS", "STEAL_WARN_SHARE"]
 
 PAUSE_S = 200e-6        # a gap longer than this between two clock reads of a spinning thread
 QUIET_SHARE = 0.003     # a host paused less than this share of the time …
@@ -41,6 +46,32 @@ while t < end:
     t = u
 print(json.dumps({"pauses": n, "paused_s": total, "max_s": worst, "span_s": t - start}))
 """
+
+
+STEAL_WARN_SHARE = 0.01  # a run during which the hypervisor took more of the CPUs says so
+
+
+def cpu_times(path: str = "/proc/stat") -> dict[str, int]:
+    """The machine's CPU time so far, all CPUs together (clock ticks): `total` and `steal` (time
+    a hypervisor ran something else on the vCPUs; 0 on bare metal or without steal accounting)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("cpu "):
+                    v = [int(x) for x in line.split()[1:]]
+                    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest
+                    # time is counted in user already
+                    return {"total": sum(v[:8]), "steal": v[7] if len(v) > 7 else 0}
+    except (OSError, ValueError):
+        pass
+    return {"total": 0, "steal": 0}
+
+
+def steal_share(before: dict[str, int], after: dict[str, int]) -> float | None:
+    """The share of the CPUs' time the hypervisor took between two `cpu_times` readings (None
+    when no time passed)."""
+    total = after["total"] - before["total"]
+    return (after["steal"] - before["steal"]) / total if total > 0 else None
 
 
 def measure_pauses(cpu: int | None = None, duration_s: float = 1.0) -> dict:
