@@ -80,12 +80,14 @@ class _Graphs:
 
 def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str = "delay",
                    ground_relay: bool = False, workers: int | None = None, progress=None,
-                   pool: ProcessPoolExecutor | None = None) -> Routes:
+                   pool: ProcessPoolExecutor | None = None, carry: dict | None = None) -> Routes:
     """Shortest paths between all endpoint pairs at every step of `schedule`.
 
     metric: "delay" (sum of link delay_ms) or "hops". `workers` processes (default: one per core)
     share the steps, those of `pool` (`routing_pool`) when given; `progress(done_steps,
-    total_steps)` is called as chunks finish.
+    total_steps)` is called as chunks finish. `carry` (a dict kept from one block of a window's
+    steps to the next) holds the paths of the block before's last step: a route row at this
+    block's first step is written only if the pair's path changed across the edge.
     """
     names = schedule.node_names
     g = _graphs(schedule, endpoints, metric, ground_relay)
@@ -115,7 +117,7 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
             results.append(_route_chunk(job))
             if progress:
                 progress(results[-1]["k1"], T)
-    return _assemble(results, schedule, endpoints, names)
+    return _assemble(results, schedule, endpoints, names, carry)
 
 
 def routing_pool(workers: int | None = None) -> ProcessPoolExecutor | None:
@@ -576,7 +578,8 @@ def _cat(parts, dtype):
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...], names: list[str]) -> Routes:
+def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...], names: list[str],
+              carry: dict | None = None) -> Routes:
     E = len(endpoints)
     pi, pj = np.triu_indices(E, k=1)
     ep_cat = pd.CategoricalDtype(list(endpoints), ordered=True)
@@ -596,7 +599,7 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
     # Route rows: drop those at a chunk's first step whose path did not change across the boundary.
     name_arr = np.asarray(names, dtype=object)
     keep_all, r_path = [], []
-    prev_last = None
+    prev_last = None if carry is None else carry.get("last")
     for r in results:
         keep = np.ones(len(r["r_step"]), bool)
         if prev_last is not None and r["first"] is not None:
@@ -607,6 +610,8 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
         r_path.extend(p for p, k in zip(r["r_path"], keep) if k)
         if r["last"] is not None:
             prev_last = r["last"]
+    if carry is not None:
+        carry["last"] = prev_last
 
     def cat(key, dtype):
         parts = [r[key][k] for r, k in zip(results, keep_all)]
