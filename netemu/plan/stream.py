@@ -11,7 +11,7 @@ ground policy ranks satellites by when their visibility ends, which lies ahead: 
 over the window finds every visibility run (`VisibilityRuns`, small) before planning.
 
 The files are byte for byte those `write_plan(make_plan(...))` writes, whatever the block size:
-the Parquet files get the same row groups (`PARQUET_ROW_GROUP` rows each) and summary.json the
+the Parquet files get the same row groups (`planner.PARQUET_ROW_GROUP` rows each) and summary.json the
 same figures (medians and percentiles of path delays found exactly by counting values in
 buckets as blocks complete, then reading back only the rows of the buckets that hold them). Its
 `timings_s` are the stages' times summed over blocks.
@@ -34,8 +34,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from . import planner as _planner
 from .orbits import station_ecef_km, time_grid_s
-from .planner import (PARQUET_ROW_GROUP, LinkCounts, WarningCounts, check_plan_memory, plan_memory_bytes,
+from .planner import (LinkCounts, WarningCounts, check_plan_memory, plan_memory_bytes,
                       satellite_track, summary_dict)
 from .routing import compute_routes, path_events, routing_pool
 from .scenario import Scenario
@@ -82,10 +83,11 @@ class _ParquetStream:
         if len(df):
             self.buf.append(df)
             self.n += len(df)
-        while self.n >= PARQUET_ROW_GROUP:
+        rg = _planner.PARQUET_ROW_GROUP
+        while self.n >= rg:
             rows = pd.concat(self.buf, ignore_index=True) if len(self.buf) > 1 else self.buf[0]
-            self._write(rows.iloc[:PARQUET_ROW_GROUP])
-            rest = rows.iloc[PARQUET_ROW_GROUP:]
+            self._write(rows.iloc[:rg])
+            rest = rows.iloc[rg:]
             self.buf, self.n = ([rest] if len(rest) else []), len(rest)
 
     def _write(self, df: pd.DataFrame) -> None:
@@ -359,7 +361,7 @@ def _summary(sc, nodes, T, out, link_counts, reach, dmin, dmax, hops_hist, stats
         def read():
             import pyarrow.parquet as pq
             f = pq.ParquetFile(out / "paths.parquet")
-            for batch in f.iter_batches(batch_size=PARQUET_ROW_GROUP, columns=["src", "dst", "delay_ms"]):
+            for batch in f.iter_batches(batch_size=_planner.PARQUET_ROW_GROUP, columns=["src", "dst", "delay_ms"]):
                 codes = []
                 for col in ("src", "dst"):
                     c = batch.column(col)
