@@ -251,6 +251,7 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     kind_names, kind_of_code = None, None
     stats = None
     prev_links = None
+    n_links = n_paths = n_routes = 0
     pool = routing_pool(workers) if T > 1 else None
     try:
         for bi, k0 in enumerate(range(0, T, B)):
@@ -316,6 +317,7 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
             paths_w.add(paths)
             routes_w.add(rrows)
             timings["write"] += time.perf_counter() - t0
+            n_links, n_paths, n_routes = n_links + len(L), n_paths + len(paths), n_routes + len(rrows)
             say(f"  block {bi + 1:,}/{n_blocks:,}: steps {k0:,}-{k1 - 1:,}, {len(L):,} link-steps, "
                 f"{len(paths):,} pair-steps")
             del sched, routes, L, paths, rrows, both, lev, pev, parts
@@ -323,6 +325,10 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
         if pool is not None:
             pool.shutdown()
         events_f.close()
+    say(f"orbits: {int(len(failed)):,} satellites × {T:,} steps ({timings['orbits']:.1f} s"
+        f"{f', {int(failed.sum())} failed to propagate' if failed.any() else ''})")
+    say(f"topology: {n_links:,} link-steps ({timings['topology']:.1f} s)")
+    say(f"routing: {n_paths:,} pair-steps, {n_routes:,} route rows ({timings['routing']:.1f} s)")
     t0 = time.perf_counter()
     for w in (links_w, paths_w, routes_w):
         w.close()
