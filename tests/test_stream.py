@@ -147,3 +147,26 @@ def test_default_block_bounds_memory():
     assert 100 <= b <= 1000 < sc.n_steps
     assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-faults.toml")) == "faults"
     assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-eclipse.toml"))
+
+
+def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):
+    """Rows added a block at a time give the file of all of them written at once, string columns
+    (joined from blocks, so chunked) included, row groups cut mid-block."""
+    from netemu.plan.stream import _ParquetStream
+    monkeypatch.setattr(planner, "PARQUET_ROW_GROUP", 30_000)
+    rng = np.random.default_rng(2)
+    n = 70_000
+    names = pd.CategoricalDtype([f"g-{i}" for i in range(50)], ordered=True)
+    df = pd.DataFrame({"step": np.arange(n, dtype=np.int32) // 7,
+                       "src": pd.Categorical.from_codes(rng.integers(0, 50, n), dtype=names),
+                       "path": [">".join(f"s{x:04d}" for x in rng.integers(0, 2000, 8)) for _ in range(n)],
+                       "hops": pd.array(rng.integers(0, 30, n), dtype="Int16")})
+    planner.write_parquet(df, tmp_path / "whole.parquet")
+    w = _ParquetStream(tmp_path / "blocks.parquet")
+    for lo in range(0, n, 9_001):   # each block's table made on its own, as a block's routes are
+        part = df.iloc[lo:lo + 9_001]
+        w.add(pd.DataFrame({c: list(part[c]) if c == "path" else part[c].to_numpy() if c == "step" else part[c].array
+                            for c in df}))
+    w.add(df.iloc[:0])
+    w.close()
+    assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "blocks.parquet").read_bytes()

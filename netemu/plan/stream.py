@@ -93,7 +93,9 @@ class _ParquetStream:
     def _write(self, df: pd.DataFrame) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        # One chunk per column, as a column made whole has: a string column joined from blocks
+        # is chunked, and its Parquet pages would be cut elsewhere.
+        table = pa.Table.from_pandas(df, preserve_index=False).combine_chunks()
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema)
         self.writer.write_table(table)
