@@ -90,20 +90,15 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
     block's first step is written only if the pair's path changed across the edge.
     """
     names = schedule.node_names
-    g = _graphs(schedule, endpoints, metric, ground_relay)
     T = len(schedule.t_s)
     workers = workers or os.cpu_count() or 1
-    n_chunks = max(1, min(T, 8 * workers))
-    edges = np.linspace(0, T, n_chunks + 1).astype(int)
-    bounds = np.searchsorted(g.step, edges)
-    jobs = [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
-            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+    jobs = route_jobs(schedule, endpoints, metric, ground_relay, max(1, min(T, 8 * workers)))
     results = []
     if (workers > 1 or pool is not None) and len(jobs) > 1:
         try:
             with (contextlib.nullcontext(pool) if pool is not None
                   else ProcessPoolExecutor(workers, mp_context=get_context("fork"))) as p:
-                for r in p.map(_route_chunk, jobs):
+                for r in p.map(route_chunk, jobs):
                     results.append(r)
                     if progress:
                         progress(r["k1"], T)
@@ -114,10 +109,29 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
                             f"{T:,} steps); name fewer endpoints, shorten the window or pass --workers 1") from None
     else:
         for job in jobs:
-            results.append(_route_chunk(job))
+            results.append(route_chunk(job))
             if progress:
                 progress(results[-1]["k1"], T)
     return _assemble(results, schedule, endpoints, names, carry)
+
+
+def route_jobs(schedule: Schedule, endpoints: tuple[str, ...], metric: str, ground_relay: bool,
+               n_chunks: int) -> list:
+    """The schedule's steps cut into `n_chunks` jobs for `route_chunk` (in a pool's processes);
+    `assemble_routes` joins their results, in order."""
+    g = _graphs(schedule, endpoints, metric, ground_relay)
+    T = len(schedule.t_s)
+    n_chunks = max(1, min(T, n_chunks))
+    edges = np.linspace(0, T, n_chunks + 1).astype(int)
+    bounds = np.searchsorted(g.step, edges)
+    return [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
+            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+
+
+def assemble_routes(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...],
+                    carry: dict | None = None) -> Routes:
+    """`Routes` from the results of `route_chunk` on `route_jobs`' jobs (see `compute_routes`)."""
+    return _assemble(results, schedule, endpoints, schedule.node_names, carry)
 
 
 def routing_pool(workers: int | None = None) -> ProcessPoolExecutor | None:
@@ -248,7 +262,7 @@ def _slice(g: _Graphs, lo: int, hi: int) -> _Graphs:
                    g.endpoints, g.metric, g.ground_relay)
 
 
-def _route_chunk(job) -> dict:
+def route_chunk(job) -> dict:
     """Routes for steps [k0, k1). Path arrays hold node indices from src to dst, padded with -1."""
     g, k0, k1 = job
     n, E = g.n_nodes, len(g.endpoints)

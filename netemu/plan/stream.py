@@ -28,17 +28,20 @@ import json
 import math
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from ..errors import PlanError
 from . import planner as _planner
 from .orbits import station_ecef_km, time_grid_s
 from .planner import (LinkCounts, WarningCounts, check_plan_memory, plan_memory_bytes,
                       satellite_track, summary_dict)
-from .routing import compute_routes, path_events, routing_pool
+from .routing import assemble_routes, path_events, route_chunk, route_jobs, routing_pool
 from .scenario import Scenario
 from .topology import BlockCarry, LinkSet, Schedule, VisibilityRuns, build_schedule, link_events, visible_pairs
 
@@ -50,6 +53,19 @@ paths): the default block is the most steps that fit (at least 16). Starlink she
 cities takes about 1 MB a step: ~500 steps a block."""
 
 MIN_BLOCK_STEPS = 16
+
+ROUTE_CHUNK_STEPS = 128
+"""Steps per routing job: a job's first step routes every tree afresh, the next keep most."""
+
+
+class _Done:
+    """A result computed at once, where there is no pool, with a future's `result`."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def not_streamable(scenario: Scenario) -> str | None:
@@ -76,6 +92,8 @@ class _ParquetStream:
 
     def __init__(self, path: Path):
         self.path, self.buf, self.n, self.writer, self.empty = path, [], 0, None, None
+        # Encoding releases the GIL: row groups are written in a thread of their own, in order.
+        self.thread, self.pending = ThreadPoolExecutor(1), []
 
     def add(self, df: pd.DataFrame) -> None:
         if self.empty is None:
@@ -86,7 +104,8 @@ class _ParquetStream:
         rg = _planner.PARQUET_ROW_GROUP
         while self.n >= rg:
             rows = pd.concat(self.buf, ignore_index=True) if len(self.buf) > 1 else self.buf[0]
-            self._write(rows.iloc[:rg])
+            self.pending = [f for f in self.pending if not f.done() or f.result()]
+            self.pending.append(self.thread.submit(self._write, rows.iloc[:rg]))
             rest = rows.iloc[rg:]
             self.buf, self.n = ([rest] if len(rest) else []), len(rest)
 
@@ -101,9 +120,15 @@ class _ParquetStream:
         self.writer.write_table(table)
 
     def close(self) -> None:
-        if self.n or self.writer is None:
-            self._write(pd.concat(self.buf, ignore_index=True) if self.buf else self.empty)
-        self.writer.close()
+        try:
+            for f in self.pending:
+                f.result()
+            if self.n or self.writer is None:
+                self._write(pd.concat(self.buf, ignore_index=True) if self.buf else self.empty)
+        finally:
+            self.thread.shutdown()
+            if self.writer is not None:
+                self.writer.close()
 
 
 _BUCKET_SHIFT = 40                 # a float64's sign, exponent and 12 bits of mantissa
@@ -248,14 +273,76 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     warn = None
     reach = np.zeros(T, np.int64)
     ev_counts = dict.fromkeys(("link_up", "link_down", "handover", "path_change"), 0)
-    dmin, dmax = math.inf, -math.inf
-    hops_hist = np.zeros(0, np.int64)
     kind_names, kind_of_code = None, None
     stats = None
-    prev_links = None
-    n_links = n_paths = n_routes = 0
+    acc = {"prev_links": None, "n_links": 0, "n_paths": 0, "n_routes": 0, "dmin": math.inf, "dmax": -math.inf,
+           "hops": np.zeros(0, np.int64)}
+
+    def finish(bi: int, k0: int, k1: int, sched: Schedule, futures: list) -> None:
+        """Block bi's routes (from its jobs), events, counts and rows to the files."""
+        t0 = time.perf_counter()
+        try:
+            results = [f.result() for f in futures]
+        except BrokenProcessPool:
+            raise PlanError("a routing process died (most likely out of memory); plan with a smaller block "
+                            "or --workers 1") from None
+        routes = assemble_routes(results, sched, endpoints, route_carry)
+        del results
+        timings["routing"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        L = sched.links
+        L["step"] = L["step"].to_numpy() + np.int32(k0)
+        paths, rrows = routes.paths, routes.routes
+        paths["step"] = paths["step"].to_numpy() + np.int32(k0)
+        rrows["step"] = rrows["step"].to_numpy() + np.int32(k0)
+        # Link events of steps [k0, k1): this block's links after the last step of the one before.
+        prev = acc["prev_links"]
+        both = L if prev is None else pd.concat([prev, L], ignore_index=True)
+        lev = link_events(Schedule(nodes, t_full, both))
+        del both
+        if len(lev):
+            tv = lev["t_s"].to_numpy()
+            lev = lev[(tv >= t_full[k0]) & (tv <= t_full[k1 - 1])]
+        pev = path_events(routes)
+        parts = [x for x in (lev, pev) if len(x)]
+        if parts:
+            ev = pd.concat(parts, ignore_index=True).sort_values(["t_s", "event"], kind="stable", ignore_index=True)
+            ev.to_csv(events_f, index=False, header=bi == 0, float_format="%.6f")
+            for e, c in ev["event"].value_counts().items():
+                ev_counts[e] = ev_counts.get(e, 0) + int(c)
+        elif bi == 0:
+            events_f.write("t_s,event,a,b,detail\n")
+        timings["events"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        acc["prev_links"] = L[L["step"].to_numpy() == k1 - 1]
+        link_counts.add(L)
+        warn.add(L, paths, k0, k1)
+        reach[:] += np.bincount(paths["step"].to_numpy(), minlength=T)
+        if len(paths):
+            d = paths["delay_ms"].to_numpy()
+            acc["dmin"], acc["dmax"] = min(acc["dmin"], float(d.min())), max(acc["dmax"], float(d.max()))
+            code = paths["src"].cat.codes.to_numpy().astype(np.int64) * E + paths["dst"].cat.codes.to_numpy()
+            stats.add(np.zeros(len(d), np.int64), d)
+            stats.add(1 + kind_of_code[code], d)
+            h = np.bincount(paths["hops"].to_numpy().astype(np.int64))
+            hh = np.pad(acc["hops"], (0, max(0, len(h) - len(acc["hops"]))))
+            hh[:len(h)] += h
+            acc["hops"] = hh
+        links_w.add(L)
+        paths_w.add(paths)
+        routes_w.add(rrows)
+        timings["write"] += time.perf_counter() - t0
+        acc["n_links"] += len(L)
+        acc["n_paths"] += len(paths)
+        acc["n_routes"] += len(rrows)
+        say(f"  block {bi + 1:,}/{n_blocks:,}: steps {k0:,}-{k1 - 1:,}, {len(L):,} link-steps, "
+            f"{len(paths):,} pair-steps")
+
     pool = routing_pool(workers) if T > 1 else None
     try:
+        # A block's routes are computed in the pool's processes while this process builds the
+        # next block's links and writes the block before's rows.
+        pending = None
         for bi, k0 in enumerate(range(0, T, B)):
             k1 = min(T, k0 + B)
             t0 = time.perf_counter()
@@ -275,58 +362,24 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
                 kind_names, kind_of_code = _pair_kind_labels(nodes, endpoints)
                 stats = _OrderStats(1 + len(kind_names))
             t0 = time.perf_counter()
-            routes = compute_routes(sched, endpoints, scenario.routing.metric, scenario.routing.ground_relay,
-                                    workers=workers, pool=pool, carry=route_carry)
+            jobs = route_jobs(sched, endpoints, scenario.routing.metric, scenario.routing.ground_relay,
+                              -(-(k1 - k0) // ROUTE_CHUNK_STEPS))
+            futures = [pool.submit(route_chunk, j) for j in jobs] if pool is not None else \
+                [_Done(route_chunk(j)) for j in jobs]
+            del jobs
             timings["routing"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            L = sched.links
-            L["step"] = L["step"].to_numpy() + np.int32(k0)
-            paths, rrows = routes.paths, routes.routes
-            paths["step"] = paths["step"].to_numpy() + np.int32(k0)
-            rrows["step"] = rrows["step"].to_numpy() + np.int32(k0)
-            # Link events of steps [k0, k1): this block's links after the last step of the one before.
-            both = L if prev_links is None else pd.concat([prev_links, L], ignore_index=True)
-            lev = link_events(Schedule(nodes, t_full, both))
-            if len(lev):
-                tv = lev["t_s"].to_numpy()
-                lev = lev[(tv >= t_full[k0]) & (tv <= t_full[k1 - 1])]
-            pev = path_events(routes)
-            parts = [x for x in (lev, pev) if len(x)]
-            if parts:
-                ev = pd.concat(parts, ignore_index=True).sort_values(["t_s", "event"], kind="stable",
-                                                                      ignore_index=True)
-                ev.to_csv(events_f, index=False, header=bi == 0, float_format="%.6f")
-                for e, c in ev["event"].value_counts().items():
-                    ev_counts[e] = ev_counts.get(e, 0) + int(c)
-            elif bi == 0:
-                events_f.write("t_s,event,a,b,detail\n")
-            timings["events"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            prev_links = L[L["step"].to_numpy() == k1 - 1]
-            link_counts.add(L)
-            warn.add(L, paths, k0, k1)
-            reach += np.bincount(paths["step"].to_numpy(), minlength=T)
-            if len(paths):
-                d = paths["delay_ms"].to_numpy()
-                dmin, dmax = min(dmin, float(d.min())), max(dmax, float(d.max()))
-                code = paths["src"].cat.codes.to_numpy().astype(np.int64) * E + paths["dst"].cat.codes.to_numpy()
-                stats.add(np.zeros(len(d), np.int64), d)
-                stats.add(1 + kind_of_code[code], d)
-                h = np.bincount(paths["hops"].to_numpy().astype(np.int64))
-                hops_hist = np.pad(hops_hist, (0, max(0, len(h) - len(hops_hist))))
-                hops_hist[:len(h)] += h
-            links_w.add(L)
-            paths_w.add(paths)
-            routes_w.add(rrows)
-            timings["write"] += time.perf_counter() - t0
-            n_links, n_paths, n_routes = n_links + len(L), n_paths + len(paths), n_routes + len(rrows)
-            say(f"  block {bi + 1:,}/{n_blocks:,}: steps {k0:,}-{k1 - 1:,}, {len(L):,} link-steps, "
-                f"{len(paths):,} pair-steps")
-            del sched, routes, L, paths, rrows, both, lev, pev, parts
+            if pending is not None:
+                finish(*pending)
+            pending = (bi, k0, k1, sched, futures)
+            del sched, futures
+        finish(*pending)
+        pending = None
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
         events_f.close()
+    dmin, dmax, hops_hist = acc["dmin"], acc["dmax"], acc["hops"]
+    n_links, n_paths, n_routes = acc["n_links"], acc["n_paths"], acc["n_routes"]
     say(f"orbits: {int(len(failed)):,} satellites × {T:,} steps ({timings['orbits']:.1f} s"
         f"{f', {int(failed.sum())} failed to propagate' if failed.any() else ''})")
     say(f"topology: {n_links:,} link-steps ({timings['topology']:.1f} s)")
