@@ -104,7 +104,8 @@ class _ParquetStream:
         rg = _planner.PARQUET_ROW_GROUP
         while self.n >= rg:
             rows = pd.concat(self.buf, ignore_index=True) if len(self.buf) > 1 else self.buf[0]
-            self.pending = [f for f in self.pending if not f.done() or f.result()]
+            while self.pending and (self.pending[0].done() or len(self.pending) >= 2):
+                self.pending.pop(0).result()   # at most two row groups wait: memory stays bounded
             self.pending.append(self.thread.submit(self._write, rows.iloc[:rg]))
             rest = rows.iloc[rg:]
             self.buf, self.n = ([rest] if len(rest) else []), len(rest)
