@@ -47,10 +47,10 @@ from .topology import BlockCarry, LinkSet, Schedule, VisibilityRuns, build_sched
 
 __all__ = ["stream_plan", "not_streamable", "default_block_steps", "BLOCK_BYTES"]
 
-BLOCK_BYTES = 512 * 2**20
+BLOCK_BYTES = 256 * 2**20
 """Memory a block of steps may take by `plan_memory_bytes`' per-step parts (orbits, links,
 paths): the default block is the most steps that fit (at least 16). Starlink shell 1 with 100
-cities takes about 1 MB a step: ~500 steps a block."""
+cities takes about 0.9 MB a step: ~290 steps a block."""
 
 MIN_BLOCK_STEPS = 16
 
