@@ -45,7 +45,7 @@ from .routing import assemble_routes, path_events, route_chunk, route_jobs, rout
 from .scenario import Scenario
 from .topology import BlockCarry, LinkSet, Schedule, VisibilityRuns, build_schedule, link_events, visible_pairs
 
-__all__ = ["stream_plan", "not_streamable", "default_block_steps", "BLOCK_BYTES"]
+__all__ = ["stream_plan", "not_streamable", "default_block_steps", "check_block_memory", "BLOCK_BYTES"]
 
 BLOCK_BYTES = 256 * 2**20
 """Memory a block of steps may take by `plan_memory_bytes`' per-step parts (orbits, links,
@@ -84,6 +84,14 @@ def default_block_steps(scenario: Scenario, workers: int | None = None) -> int:
     two = plan_memory_bytes(dataclasses.replace(scenario, duration_s=scenario.step_s), workers)
     per_step = sum(two[k] - one[k] for k in ("orbits", "links", "paths"))
     return int(min(scenario.n_steps, max(MIN_BLOCK_STEPS, BLOCK_BYTES // max(per_step, 1))))
+
+
+def check_block_memory(scenario: Scenario, workers: int | None = None, block_steps: int | None = None) -> int:
+    """Steps per block (`block_steps`, default `default_block_steps`, at most the window's);
+    raises `PlanError` when planning a block needs more memory than is available."""
+    B = min(scenario.n_steps, max(1, int(block_steps or default_block_steps(scenario, workers))))
+    check_plan_memory(dataclasses.replace(scenario, duration_s=(B - 1) * scenario.step_s), workers=workers)
+    return B
 
 
 class _ParquetStream:
@@ -243,9 +251,7 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     T = scenario.n_steps
-    B = max(1, int(block_steps or default_block_steps(scenario, workers)))
-    B = min(B, T)
-    check_plan_memory(dataclasses.replace(scenario, duration_s=(B - 1) * scenario.step_s), workers=workers)
+    B = check_block_memory(scenario, workers, block_steps)
     warnings = list(scenario.warnings)
     for w in warnings:
         say(f"warning: {w}")
