@@ -151,7 +151,9 @@ def test_default_block_bounds_memory():
 
 def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):
     """Rows added a block at a time give the file of all of them written at once, string columns
-    (joined from blocks, so chunked) included, row groups cut mid-block."""
+    (joined from blocks, so chunked) included, row groups cut mid-block. The paths are long
+    enough that a row group's string dictionary outgrows its page: written chunk by chunk, that
+    happened elsewhere and the bytes differed."""
     from netemu.plan.stream import _ParquetStream
     monkeypatch.setattr(planner, "PARQUET_ROW_GROUP", 30_000)
     rng = np.random.default_rng(2)
@@ -159,7 +161,7 @@ def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):
     names = pd.CategoricalDtype([f"g-{i}" for i in range(50)], ordered=True)
     df = pd.DataFrame({"step": np.arange(n, dtype=np.int32) // 7,
                        "src": pd.Categorical.from_codes(rng.integers(0, 50, n), dtype=names),
-                       "path": [">".join(f"s{x:04d}" for x in rng.integers(0, 2000, 8)) for _ in range(n)],
+                       "path": [">".join(f"s{x:04d}" for x in rng.integers(0, 2000, 16)) for _ in range(n)],
                        "hops": pd.array(rng.integers(0, 30, n), dtype="Int16")})
     planner.write_parquet(df, tmp_path / "whole.parquet")
     w = _ParquetStream(tmp_path / "blocks.parquet")
