@@ -450,13 +450,9 @@ class VisibilityRuns:
 
     def end_of(self, step: np.ndarray, sat: np.ndarray, station: np.ndarray) -> np.ndarray:
         key = sat.astype(np.int64) * self.G + station
-        lo = np.searchsorted(self.key, key, side="left")
-        hi = np.searchsorted(self.key, key, side="right")
-        out = np.empty(len(key), np.int64)
-        for i in range(len(key)):   # few runs per (satellite, station) pair
-            j = lo[i] + np.searchsorted(self.start[lo[i]:hi[i]], step[i], side="right") - 1
-            out[i] = self.end[j]
-        return out
+        # runs are sorted by (key, start): the run of (key, step) is the last one starting at or before it
+        j = np.searchsorted(self.key * 2**31 + self.start, key * 2**31 + step, side="right") - 1
+        return self.end[j]
 
 
 def gsl_links(track: Track, station_xyz: np.ndarray, station_up: np.ndarray, scenario: Scenario,
