@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,26 @@ def cmd_plan(args) -> int:
         f"{len(scenario.ground_stations)} ground stations, {scenario.n_steps:,} steps")
     if not (args.out or args.check or args.save_golden):
         raise NetemuError("plan: expected -o OUT, --check GOLDEN_DIR or --save-golden DIR")
+    from .plan.stream import check_block_memory, not_streamable, stream_plan
+    if args.out and not (args.check or args.save_golden) and not_streamable(scenario) is None:
+        # Planned a block of steps at a time, files written as blocks complete: memory bounded by the block.
+        from .rundir import OutputError, prepare_out_dir
+        check_block_memory(scenario, args.workers)   # before the directory exists
+        out = prepare_out_dir(args.out, overwrite=args.overwrite)
+        try:
+            summary = stream_plan(scenario, args.out, workers=args.workers, progress=say)
+        except BaseException as e:
+            shutil.rmtree(out, ignore_errors=True)   # no half-written plan left behind
+            if isinstance(e, OSError):
+                raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
+            raise
+        say(f"wrote {args.out}")
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(summary_text(summary))
+            print(f"Plan files in {args.out}/")
+        return 0
     plan = make_plan(scenario, workers=args.workers, progress=say)
     if args.out:
         from .rundir import OutputError, prepare_out_dir

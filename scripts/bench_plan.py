@@ -10,7 +10,7 @@ over the runs and ratios to the target; never fails on time.
 
 --window-s / --step-s plan the scenario over another window or step (a copy of its file with
 duration_s / step_s replaced, beside links to the files it names), to see how time and memory
-grow with the window.
+change with the window (`netemu plan -o` plans in blocks: memory follows the block, not the window).
 """
 
 from __future__ import annotations

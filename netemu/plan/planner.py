@@ -333,123 +333,198 @@ def plan_warnings(scenario: Scenario, schedule: Schedule, routes: Routes) -> lis
     """What makes a plan doubtful though it computed: laser patterns that give far fewer links
     than they are built to (neighbours beyond line of sight or range), satellite groups their
     own lasers leave in pieces, and workload node pairs that are never or rarely reachable."""
-    out: list[str] = []
-    L = schedule.links
-    names = schedule.node_names
-    n = len(names)
-    T = len(schedule.t_s)
-    is_isl = (L["kind"] == "isl").to_numpy()
-    a = L["a"].cat.codes.to_numpy()[is_isl].astype(np.int64)
-    b = L["b"].cat.codes.to_numpy()[is_isl].astype(np.int64)
-    key = a * n + b
-    offs, off = {}, 0
-    for g in scenario.satellites:
-        offs[g.name] = (off, off + g.count)
-        off += g.count
-    in_group = {g: (np.arange(n) >= lo) & (np.arange(n) < hi) for g, (lo, hi) in offs.items()}
+    counts = WarningCounts(scenario, len(schedule.nodes), len(schedule.t_s))
+    counts.add(schedule.links, routes.paths, 0, len(schedule.t_s))
+    return counts.messages()
 
-    for i, m in enumerate(scenario.isls):
-        where = f"isl[{i}] {m.pattern} {'+'.join(m.groups)}"
-        if m.pattern == "plus-grid":
-            shell = scenario.group(m.groups[0])
-            pa, pb, cross = plus_grid_pairs(shell, offs[shell.name][0], m.isl_shift)
-            for label, sel in (("intra-plane", ~cross), ("cross-plane", cross)):
-                want = int(sel.sum())
-                if want == 0:
-                    continue
-                got = np.isin(key, pa[sel] * n + pb[sel]).sum() / T
-                if got < LINK_SHORTFALL * want:
-                    out.append(f"{where}: {got:,.1f} of {want:,} {label} lasers per step on average "
-                               f"({100 * got / want:.0f} %): neighbours beyond line of sight (grazing altitude "
-                               f"{m.grazing_altitude_km:g} km) or range; more satellites per plane or planes, or a "
-                               "higher shell")
-            continue
-        if len(m.groups) == 1:
-            mask = in_group[m.groups[0]][a] & in_group[m.groups[0]][b]
-            sizes = [offs[m.groups[0]][1] - offs[m.groups[0]][0]]
-        else:
-            g0, g1 = in_group[m.groups[0]], in_group[m.groups[1]]
-            mask = (g0[a] & g1[b]) | (g1[a] & g0[b])
-            sizes = [offs[g][1] - offs[g][0] for g in m.groups]
-        got = mask.sum() / T
-        if m.pattern == "explicit":
-            want = len(m.pairs)
-        elif m.pattern == "nearest-k":
-            per = min(m.k, m.terminals or m.k)
-            want = per * sizes[0] // 2 if len(sizes) == 1 else per * min(sizes)
-        else:  # cluster-mesh: range decides; warn only when nothing links
-            want = 1
-        if got < LINK_SHORTFALL * want:
-            out.append(f"{where}: {got:,.1f} lasers per step on average, expected about {want:,} "
-                       f"({100 * got / want:.0f} %): satellites beyond line of sight or max_range_km")
 
-    # Groups their own lasers leave in pieces (at sampled steps; only up links).
-    up = L["up"].to_numpy()[is_isl]
-    steps = L["step"].to_numpy()[is_isl]
-    sampled = np.unique(np.linspace(0, T - 1, min(T, _SAMPLED_STEPS)).astype(int))
-    for gname in dict.fromkeys(m.groups[0] for m in scenario.isls if len(m.groups) == 1):
-        lo, hi = offs[gname]
-        if hi - lo < 2:
-            continue
-        inside = up & in_group[gname][a] & in_group[gname][b]
-        split, smallest_largest = [], hi - lo
-        for k in sampled:
-            sel = inside & (steps == k)
-            graph = sp.csr_matrix((np.ones(int(sel.sum())), (a[sel] - lo, b[sel] - lo)), shape=(hi - lo, hi - lo))
-            parts, label = connected_components(graph, directed=False)
-            if parts > 1:
-                split.append(parts)
-                smallest_largest = min(smallest_largest, int(np.bincount(label).max()))
-        if split:
-            out.append(f"group {gname}: its lasers leave it in up to {max(split):,} disconnected parts at "
-                       f"{len(split)} of {len(sampled)} sampled steps (the largest part down to "
-                       f"{smallest_largest:,} of {hi - lo:,} satellites)")
+class WarningCounts:
+    """What `plan_warnings` counts, gathered a block of steps at a time (`add`: the links and
+    paths of steps [k0, k1) of the window, steps counted in the window), then `messages`."""
 
-    # Workload node pairs (client-server, allreduce ring neighbours) and how often they are reachable.
-    if scenario.workloads:
-        p = routes.paths
-        ep = {e: i for i, e in enumerate(routes.endpoints)}
-        E = len(ep)
-        reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
-                            + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
-        for w in scenario.workloads:
-            if w.server is not None:
-                pairs = [(c, w.server) for c in w.clients]
+    def __init__(self, scenario: Scenario, n_nodes: int, n_steps: int):
+        self.sc, self.n, self.T = scenario, n_nodes, n_steps
+        self.offs, off = {}, 0
+        for g in scenario.satellites:
+            self.offs[g.name] = (off, off + g.count)
+            off += g.count
+        n = n_nodes
+        self.in_group = {g: (np.arange(n) >= lo) & (np.arange(n) < hi) for g, (lo, hi) in self.offs.items()}
+        self.got = [[0, 0] for _ in scenario.isls]   # per model (plus-grid: intra-, cross-plane)
+        self.sampled = np.unique(np.linspace(0, n_steps - 1, min(n_steps, _SAMPLED_STEPS)).astype(int))
+        self.groups = list(dict.fromkeys(m.groups[0] for m in scenario.isls if len(m.groups) == 1))
+        self.split = {g: [] for g in self.groups}
+        self.smallest = {g: self.offs[g][1] - self.offs[g][0] for g in self.groups}
+        E = len(scenario.endpoints)
+        self.reach = np.zeros(E * E, np.int64) if scenario.workloads else None
+
+    def add(self, L: pd.DataFrame, paths: pd.DataFrame, k0: int, k1: int) -> None:
+        sc, n, offs, in_group = self.sc, self.n, self.offs, self.in_group
+        is_isl = (L["kind"] == "isl").to_numpy()
+        a = L["a"].cat.codes.to_numpy()[is_isl].astype(np.int64)
+        b = L["b"].cat.codes.to_numpy()[is_isl].astype(np.int64)
+        key = a * n + b
+        for i, m in enumerate(sc.isls):
+            if m.pattern == "plus-grid":
+                shell = sc.group(m.groups[0])
+                pa, pb, cross = plus_grid_pairs(shell, offs[shell.name][0], m.isl_shift)
+                for j, sel in enumerate((~cross, cross)):
+                    self.got[i][j] += int(np.isin(key, pa[sel] * n + pb[sel]).sum())
+                continue
+            if len(m.groups) == 1:
+                mask = in_group[m.groups[0]][a] & in_group[m.groups[0]][b]
             else:
-                pairs = [(w.clients[j], w.clients[(j + 1) % len(w.clients)]) for j in range(len(w.clients))]
-            for x, y in pairs:
-                i, j = sorted((ep[x], ep[y]))
-                share = reach[i * E + j] / T
-                if share < REACHABLE_AT_LEAST:
-                    how = "never" if share == 0 else f"at only {100 * share:.0f} % of the steps"
-                    out.append(f"workload {w.name}: {x} and {y} are {how} reachable from each other")
-    return out
+                g0, g1 = in_group[m.groups[0]], in_group[m.groups[1]]
+                mask = (g0[a] & g1[b]) | (g1[a] & g0[b])
+            self.got[i][0] += int(mask.sum())
+        # Groups their own lasers leave in pieces (at sampled steps; only up links).
+        up = L["up"].to_numpy()[is_isl]
+        steps = L["step"].to_numpy()[is_isl]
+        here = self.sampled[(self.sampled >= k0) & (self.sampled < k1)]
+        for gname in self.groups:
+            lo, hi = offs[gname]
+            if hi - lo < 2:
+                continue
+            inside = up & in_group[gname][a] & in_group[gname][b]
+            for k in here:
+                sel = inside & (steps == k)
+                graph = sp.csr_matrix((np.ones(int(sel.sum())), (a[sel] - lo, b[sel] - lo)), shape=(hi - lo, hi - lo))
+                parts, label = connected_components(graph, directed=False)
+                if parts > 1:
+                    self.split[gname].append(parts)
+                    self.smallest[gname] = min(self.smallest[gname], int(np.bincount(label).max()))
+        if self.reach is not None:
+            E = len(sc.endpoints)
+            self.reach += np.bincount(paths["src"].cat.codes.to_numpy().astype(np.int64) * E
+                                      + paths["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
+
+    def messages(self) -> list[str]:
+        sc, T, offs = self.sc, self.T, self.offs
+        out: list[str] = []
+        for i, m in enumerate(sc.isls):
+            where = f"isl[{i}] {m.pattern} {'+'.join(m.groups)}"
+            if m.pattern == "plus-grid":
+                shell = sc.group(m.groups[0])
+                _, _, cross = plus_grid_pairs(shell, offs[shell.name][0], m.isl_shift)
+                for j, (label, sel) in enumerate((("intra-plane", ~cross), ("cross-plane", cross))):
+                    want = int(sel.sum())
+                    if want == 0:
+                        continue
+                    got = self.got[i][j] / T
+                    if got < LINK_SHORTFALL * want:
+                        out.append(f"{where}: {got:,.1f} of {want:,} {label} lasers per step on average "
+                                   f"({100 * got / want:.0f} %): neighbours beyond line of sight (grazing altitude "
+                                   f"{m.grazing_altitude_km:g} km) or range; more satellites per plane or planes, "
+                                   "or a higher shell")
+                continue
+            if len(m.groups) == 1:
+                sizes = [offs[m.groups[0]][1] - offs[m.groups[0]][0]]
+            else:
+                sizes = [offs[g][1] - offs[g][0] for g in m.groups]
+            got = self.got[i][0] / T
+            if m.pattern == "explicit":
+                want = len(m.pairs)
+            elif m.pattern == "nearest-k":
+                per = min(m.k, m.terminals or m.k)
+                want = per * sizes[0] // 2 if len(sizes) == 1 else per * min(sizes)
+            else:  # cluster-mesh: range decides; warn only when nothing links
+                want = 1
+            if got < LINK_SHORTFALL * want:
+                out.append(f"{where}: {got:,.1f} lasers per step on average, expected about {want:,} "
+                           f"({100 * got / want:.0f} %): satellites beyond line of sight or max_range_km")
+        for gname in self.groups:
+            lo, hi = offs[gname]
+            split = self.split[gname]
+            if split:
+                out.append(f"group {gname}: its lasers leave it in up to {max(split):,} disconnected parts at "
+                           f"{len(split)} of {len(self.sampled)} sampled steps (the largest part down to "
+                           f"{self.smallest[gname]:,} of {hi - lo:,} satellites)")
+        # Workload node pairs (client-server, allreduce ring neighbours) and how often they are reachable.
+        if sc.workloads:
+            ep = {e: i for i, e in enumerate(sc.endpoints)}
+            E = len(ep)
+            for w in sc.workloads:
+                if w.server is not None:
+                    pairs = [(c, w.server) for c in w.clients]
+                else:
+                    pairs = [(w.clients[j], w.clients[(j + 1) % len(w.clients)]) for j in range(len(w.clients))]
+                for x, y in pairs:
+                    i, j = sorted((ep[x], ep[y]))
+                    share = self.reach[i * E + j] / T
+                    if share < REACHABLE_AT_LEAST:
+                        how = "never" if share == 0 else f"at only {100 * share:.0f} % of the steps"
+                        out.append(f"workload {w.name}: {x} and {y} are {how} reachable from each other")
+        return out
+
+
+class LinkCounts:
+    """summary.json's `links` figures, gathered a block of steps at a time (`add`: link rows,
+    steps counted in the window). A kind's mean length is the sum of per-step sums over the
+    link-steps, whatever the blocks."""
+
+    def __init__(self, n_steps: int):
+        self.T = n_steps
+        self.kinds: dict[str, list] = {}
+
+    def add(self, L: pd.DataFrame) -> None:
+        T = self.T
+        kind_code = L["kind"].cat.codes.to_numpy()
+        step, dist_all, up = L["step"].to_numpy(), L["distance_km"].to_numpy(), L["up"].to_numpy()
+        for code, kind in enumerate(L["kind"].cat.categories):
+            sel = kind_code == code
+            dist = dist_all[sel]
+            acc = self.kinds.setdefault(kind, [np.zeros(T, np.int64), np.zeros(T), None, 0])
+            acc[0] += np.bincount(step[sel], minlength=T)
+            acc[1] += np.bincount(step[sel], weights=dist, minlength=T)
+            if len(dist):
+                acc[2] = dist.max() if acc[2] is None else max(acc[2], dist.max())
+            acc[3] += int(np.count_nonzero(up[sel]))
+
+    def by_kind(self) -> dict:
+        T, out = self.T, {}
+        for kind, (per_step, dist_sum, dist_max, n_up) in self.kinds.items():
+            n = int(per_step.sum())
+            out[kind] = {
+                "links_per_step_mean": round(float(per_step.mean()), 2) if T else 0.0,
+                "links_per_step_min": int(per_step.min()) if T else 0,
+                "links_per_step_max": int(per_step.max()) if T else 0,
+                "distance_km_mean": round(float(dist_sum.sum() / n), 1) if n else None,
+                "distance_km_max": round(float(dist_max), 1) if n else None,
+                "up_fraction": round(n_up / n, 4) if n else None,
+            }
+        return out
 
 
 def plan_summary(plan: Plan) -> dict:
     sc, sched, routes = plan.scenario, plan.schedule, plan.routes
-    L = sched.links
     T = len(sched.t_s)
+    links = LinkCounts(T)
+    links.add(sched.links)
+    p = routes.paths
+    reach = np.bincount(p["step"].to_numpy(), minlength=T)
+    delay = {
+        "min": round(float(p["delay_ms"].min()), 3) if len(p) else None,
+        "median": round(float(p["delay_ms"].median()), 3) if len(p) else None,
+        "max": round(float(p["delay_ms"].max()), 3) if len(p) else None,
+    }
+    hops_median = float(p["hops"].median()) if len(p) else None
     ev = plan.events["event"].value_counts()
+    events = {e: int(ev.get(e, 0)) for e in ("link_up", "link_down", "handover", "path_change")}
+    failed = int((~plan.track.ok).any(axis=0).sum())
+    s = summary_dict(sc, sched.nodes, T, links, reach, delay, hops_median,
+                     _delay_by_pair_kind(p, sched.nodes, sc.endpoints), events, failed, plan.timings_s,
+                     plan.warnings)
+    return s | ({"faults": _fault_summary(plan)} if plan.faults else {})
+
+
+def summary_dict(sc: Scenario, nodes: pd.DataFrame, T: int, links: LinkCounts, reach_per_step: np.ndarray,
+                 delay: dict, hops_median: float | None, by_pair_kind: dict, events: dict, failed: int,
+                 timings_s: dict, warnings) -> dict:
+    """summary.json from its figures (`plan_summary`; `netemu.plan.stream` gathers them block by block)."""
     E = len(sc.endpoints)
     n_pairs = E * (E - 1) // 2
-    by_kind = {}
-    kind_code = L["kind"].cat.codes.to_numpy()
-    for code, kind in enumerate(L["kind"].cat.categories):
-        sel = kind_code == code
-        dist = L["distance_km"].to_numpy()[sel]
-        per_step = np.bincount(L["step"].to_numpy()[sel], minlength=T)
-        by_kind[kind] = {
-            "links_per_step_mean": round(float(per_step.mean()), 2) if T else 0.0,
-            "links_per_step_min": int(per_step.min()) if T else 0,
-            "links_per_step_max": int(per_step.max()) if T else 0,
-            "distance_km_mean": round(float(dist.mean()), 1) if len(dist) else None,
-            "distance_km_max": round(float(dist.max()), 1) if len(dist) else None,
-            "up_fraction": round(float(L["up"].to_numpy()[sel].mean()), 4) if len(dist) else None,
-        }
-    p = routes.paths
-    reach = pd.Series(np.bincount(p["step"].to_numpy(), minlength=T) / max(n_pairs, 1))
-    kinds = sched.nodes["kind"].value_counts()
+    reach = pd.Series(reach_per_step / max(n_pairs, 1))
+    kinds = nodes["kind"].value_counts()
     return {
         "netemu_version": __version__,
         "scenario": sc.name,
@@ -460,24 +535,20 @@ def plan_summary(plan: Plan) -> dict:
         "steps": T,
         "nodes": {"satellite": int(kinds.get("satellite", 0)), "compute": int(kinds.get("compute", 0)),
                   "ground": int(kinds.get("ground", 0))},
-        "satellites_failed_to_propagate": int((~plan.track.ok).any(axis=0).sum()),
-        "links": by_kind,
+        "satellites_failed_to_propagate": failed,
+        "links": links.by_kind(),
         "endpoints": E,
         "endpoint_pairs": n_pairs,
         "reachable_pair_fraction_mean": round(float(reach.mean()), 4) if T else 0.0,
         "reachable_pair_fraction_min": round(float(reach.min()), 4) if T else 0.0,
-        "path_delay_ms": {
-            "min": round(float(p["delay_ms"].min()), 3) if len(p) else None,
-            "median": round(float(p["delay_ms"].median()), 3) if len(p) else None,
-            "max": round(float(p["delay_ms"].max()), 3) if len(p) else None,
-        },
-        "path_hops_median": float(p["hops"].median()) if len(p) else None,
-        "path_delay_ms_by_pair_kind": _delay_by_pair_kind(p, sched.nodes, sc.endpoints),
-        "events": {e: int(ev.get(e, 0)) for e in ("link_up", "link_down", "handover", "path_change")},
+        "path_delay_ms": delay,
+        "path_hops_median": hops_median,
+        "path_delay_ms_by_pair_kind": by_pair_kind,
+        "events": events,
         "routing_metric": sc.routing.metric,
-        "timings_s": {k: round(v, 3) for k, v in plan.timings_s.items()},
-        "warnings": list(plan.warnings),
-    } | ({"faults": _fault_summary(plan)} if plan.faults else {})
+        "timings_s": {k: round(v, 3) for k, v in timings_s.items()},
+        "warnings": list(warnings),
+    }
 
 
 DETOUR_SAMPLED_STEPS = 64

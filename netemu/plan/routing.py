@@ -80,28 +80,25 @@ class _Graphs:
 
 def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str = "delay",
                    ground_relay: bool = False, workers: int | None = None, progress=None,
-                   pool: ProcessPoolExecutor | None = None) -> Routes:
+                   pool: ProcessPoolExecutor | None = None, carry: dict | None = None) -> Routes:
     """Shortest paths between all endpoint pairs at every step of `schedule`.
 
     metric: "delay" (sum of link delay_ms) or "hops". `workers` processes (default: one per core)
     share the steps, those of `pool` (`routing_pool`) when given; `progress(done_steps,
-    total_steps)` is called as chunks finish.
+    total_steps)` is called as chunks finish. `carry` (a dict kept from one block of a window's
+    steps to the next) holds the paths of the block before's last step: a route row at this
+    block's first step is written only if the pair's path changed across the edge.
     """
     names = schedule.node_names
-    g = _graphs(schedule, endpoints, metric, ground_relay)
     T = len(schedule.t_s)
     workers = workers or os.cpu_count() or 1
-    n_chunks = max(1, min(T, 8 * workers))
-    edges = np.linspace(0, T, n_chunks + 1).astype(int)
-    bounds = np.searchsorted(g.step, edges)
-    jobs = [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
-            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+    jobs = route_jobs(schedule, endpoints, metric, ground_relay, max(1, min(T, 8 * workers)))
     results = []
     if (workers > 1 or pool is not None) and len(jobs) > 1:
         try:
             with (contextlib.nullcontext(pool) if pool is not None
                   else ProcessPoolExecutor(workers, mp_context=get_context("fork"))) as p:
-                for r in p.map(_route_chunk, jobs):
+                for r in p.map(route_chunk, jobs):
                     results.append(r)
                     if progress:
                         progress(r["k1"], T)
@@ -112,10 +109,29 @@ def compute_routes(schedule: Schedule, endpoints: tuple[str, ...], metric: str =
                             f"{T:,} steps); name fewer endpoints, shorten the window or pass --workers 1") from None
     else:
         for job in jobs:
-            results.append(_route_chunk(job))
+            results.append(route_chunk(job))
             if progress:
                 progress(results[-1]["k1"], T)
-    return _assemble(results, schedule, endpoints, names)
+    return _assemble(results, schedule, endpoints, names, carry)
+
+
+def route_jobs(schedule: Schedule, endpoints: tuple[str, ...], metric: str, ground_relay: bool,
+               n_chunks: int) -> list:
+    """The schedule's steps cut into `n_chunks` jobs for `route_chunk` (in a pool's processes);
+    `assemble_routes` joins their results, in order."""
+    g = _graphs(schedule, endpoints, metric, ground_relay)
+    T = len(schedule.t_s)
+    n_chunks = max(1, min(T, n_chunks))
+    edges = np.linspace(0, T, n_chunks + 1).astype(int)
+    bounds = np.searchsorted(g.step, edges)
+    return [(_slice(g, bounds[i], bounds[i + 1]), int(edges[i]), int(edges[i + 1]))
+            for i in range(n_chunks) if edges[i] < edges[i + 1]]
+
+
+def assemble_routes(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...],
+                    carry: dict | None = None) -> Routes:
+    """`Routes` from the results of `route_chunk` on `route_jobs`' jobs (see `compute_routes`)."""
+    return _assemble(results, schedule, endpoints, schedule.node_names, carry)
 
 
 def routing_pool(workers: int | None = None) -> ProcessPoolExecutor | None:
@@ -246,7 +262,7 @@ def _slice(g: _Graphs, lo: int, hi: int) -> _Graphs:
                    g.endpoints, g.metric, g.ground_relay)
 
 
-def _route_chunk(job) -> dict:
+def route_chunk(job) -> dict:
     """Routes for steps [k0, k1). Path arrays hold node indices from src to dst, padded with -1."""
     g, k0, k1 = job
     n, E = g.n_nodes, len(g.endpoints)
@@ -576,7 +592,8 @@ def _cat(parts, dtype):
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...], names: list[str]) -> Routes:
+def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...], names: list[str],
+              carry: dict | None = None) -> Routes:
     E = len(endpoints)
     pi, pj = np.triu_indices(E, k=1)
     ep_cat = pd.CategoricalDtype(list(endpoints), ordered=True)
@@ -596,7 +613,7 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
     # Route rows: drop those at a chunk's first step whose path did not change across the boundary.
     name_arr = np.asarray(names, dtype=object)
     keep_all, r_path = [], []
-    prev_last = None
+    prev_last = None if carry is None else carry.get("last")
     for r in results:
         keep = np.ones(len(r["r_step"]), bool)
         if prev_last is not None and r["first"] is not None:
@@ -607,6 +624,8 @@ def _assemble(results: list[dict], schedule: Schedule, endpoints: tuple[str, ...
         r_path.extend(p for p, k in zip(r["r_path"], keep) if k)
         if r["last"] is not None:
             prev_last = r["last"]
+    if carry is not None:
+        carry["last"] = prev_last
 
     def cat(key, dtype):
         parts = [r[key][k] for r, k in zip(results, keep_all)]

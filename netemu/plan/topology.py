@@ -15,7 +15,7 @@ re-pointed for a marginally nearer neighbour; free terminals then go to the near
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
@@ -28,7 +28,7 @@ from .orbits import Track
 from .weather import budget_rate_mbps, rain_at, slant_path_rain_attenuation_db
 from .scenario import GSLModel, ISLModel, Scenario, WalkerShell, group_node_names
 
-__all__ = ["Schedule", "LinkSet", "build_schedule", "node_table", "clears_earth", "isl_candidates"]
+__all__ = ["Schedule", "LinkSet", "BlockCarry", "build_schedule", "node_table", "clears_earth", "isl_candidates"]
 
 _CHUNK_ELEMS = 4_000_000  # elements of a [steps, pairs] block evaluated at once (memory bound)
 
@@ -97,6 +97,29 @@ class Schedule:
     def changes(self) -> pd.DataFrame:
         """Link events after t = 0: `t_s, event (link_up|link_down|handover), a, b, detail`."""
         return link_events(self)
+
+
+@dataclass
+class BlockCarry:
+    """What a schedule built a block of steps at a time (`build_schedule(..., carry=)`) carries
+    from one block to the next, so that the blocks join into the schedule of the whole window.
+
+    `k0`: the window step of the block's first step (the track holds the block's steps only);
+    `t_s`: the whole window's time grid. Updated by each block: `held` (model key → the links a
+    terminal-limited pattern or policy selected at the block's last step, kept first at the next
+    one), `since` (model key → (link keys a·n + b, first step of their present run) of the links
+    present at the block's last step: their acquisition goes on across the edge) and `run_end`
+    (ground links of the longest-visible policy: for each (satellite, station) visibility run the
+    window step it ends at, found by a pass over the window beforehand: `visibility_runs`).
+    """
+
+    t_s: np.ndarray
+    k0: int = 0
+    last: int = 0
+    """The block's last step, counted from its first."""
+    held: dict = field(default_factory=dict)
+    since: dict = field(default_factory=dict)
+    run_end: "VisibilityRuns | None" = None
 
 
 # --------------------------------------------------------------------------- geometry
@@ -191,7 +214,7 @@ def isl_candidates(scenario: Scenario, model: ISLModel, names: list[str]) -> tup
     return np.minimum(a, b), np.maximum(a, b)
 
 
-def _nearest_k(track: Track, scenario: Scenario, model: ISLModel) -> LinkSet:
+def _nearest_k(track: Track, scenario: Scenario, model: ISLModel, sticky: dict | None = None) -> LinkSet:
     """nearest-k lasers, step by step: candidates are each satellite's 2k nearest feasible partners
     plus the links held at the previous step (kept while feasible, even if no longer among the
     nearest), then `select_sticky`'s greedy rule with `terminals` per satellite."""
@@ -202,6 +225,8 @@ def _nearest_k(track: Track, scenario: Scenario, model: ISLModel) -> LinkSet:
     n = len(track.names)
     cap = model.terminals or model.k
     held = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if sticky is not None and "held" in sticky:
+        held = sticky["held"]
     parts = []
     for k in range(len(track.t_s)):
         pos, ok = track.xyz_km[k], track.ok[k]
@@ -229,6 +254,8 @@ def _nearest_k(track: Track, scenario: Scenario, model: ISLModel) -> LinkSet:
         chosen = cands.take(_greedy(cands, n, cap, set(zip(held[0].tolist(), held[1].tolist()))))
         held = (chosen.a.astype(np.int64), chosen.b.astype(np.int64))
         parts.append(chosen)
+    if sticky is not None:
+        sticky["held"] = held
     return _concat(parts)
 
 
@@ -248,28 +275,35 @@ def _greedy(c: LinkSet, n_nodes: int, cap, held: set[tuple[int, int]]) -> np.nda
     return chosen
 
 
-def select_sticky(ls: LinkSet, n_nodes: int, cap: int | np.ndarray) -> np.ndarray:
+def select_sticky(ls: LinkSet, n_nodes: int, cap: int | np.ndarray, sticky: dict | None = None) -> np.ndarray:
     """Greedy terminal-limited selection, step by step, keeping last step's links first.
 
     `ls` holds the feasible candidates, sorted by step. Returns a boolean mask over them. At each
     step, links selected at the previous step that are still feasible are taken first, then the
     rest in order of distance, each only if both ends have a free terminal (`cap` per node).
+    `sticky["held"]` (a set of (a, b)), when given, is what the step before the first one held;
+    it is replaced by what step `sticky["last_step"]` holds.
     """
     chosen = np.zeros(len(ls.step), bool)
+    held: set[tuple[int, int]] = sticky.get("held", set()) if sticky is not None else set()
     if len(ls.step) == 0:
+        if sticky is not None:
+            sticky["held"] = set()
         return chosen
     bounds = np.searchsorted(ls.step, np.arange(ls.step.max() + 2))
-    held: set[tuple[int, int]] = set()
     for k in range(len(bounds) - 1):
         lo, hi = bounds[k], bounds[k + 1]
         sel = _greedy(ls.take(slice(lo, hi)), n_nodes, cap, held)
         chosen[lo:hi] = sel
         held = set(zip(ls.a[lo:hi][sel].tolist(), ls.b[lo:hi][sel].tolist()))
+    if sticky is not None:
+        sticky["held"] = held if ls.step.max() == sticky["last_step"] else set()
     return chosen
 
 
-def isl_links(track: Track, scenario: Scenario, model: ISLModel) -> LinkSet:
-    """Present ISLs of one model over the whole window."""
+def isl_links(track: Track, scenario: Scenario, model: ISLModel, sticky: dict | None = None) -> LinkSet:
+    """Present ISLs of one model over the track's steps. `sticky` (a dict kept from one block of
+    steps to the next) carries a terminal-limited pattern's selection across blocks."""
     names = list(track.names)
     n = len(names)
     if model.pattern == "plus-grid":
@@ -286,14 +320,16 @@ def isl_links(track: Track, scenario: Scenario, model: ISLModel) -> LinkSet:
                 return ~(high & cross)
         return _pair_geometry(track, a, b, model, extra)
     if model.pattern == "nearest-k":
-        return _nearest_k(track, scenario, model)
+        return _nearest_k(track, scenario, model, sticky)
     a, b = isl_candidates(scenario, model, names)
     cands = _pair_geometry(track, a, b, model)
     if model.pattern == "explicit" or model.terminals is None:
         return cands
     order = np.lexsort((cands.b, cands.a, cands.step))
     cands = cands.take(order)
-    return cands.take(select_sticky(cands, n, model.terminals))
+    if sticky is not None:
+        sticky["last_step"] = len(track.t_s) - 1
+    return cands.take(select_sticky(cands, n, model.terminals, sticky))
 
 
 # --------------------------------------------------------------------------- ground links
@@ -373,8 +409,56 @@ def _visibility_run_end(vis: LinkSet) -> np.ndarray:
     return out
 
 
-def gsl_links(track: Track, station_xyz: np.ndarray, station_up: np.ndarray, scenario: Scenario) -> LinkSet:
-    """Present ground links, a = satellite index, b = station number (0..G-1)."""
+class VisibilityRuns:
+    """Each (satellite, station) visibility run of a window: its first and last step, found a
+    block of steps at a time (`add`: a block's visible pairs, steps counted in the window) and
+    joined across block edges (`done`). `end_of` gives the last step of the run a visible
+    (step, satellite, station) belongs to: what the longest-visible policy ranks by, known only
+    by looking ahead, so a plan made in blocks finds the runs first (`visibility_runs`)."""
+
+    def __init__(self, n_stations: int):
+        self.G = n_stations
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, vis: LinkSet) -> None:
+        if not len(vis.step):
+            return
+        key = vis.a.astype(np.int64) * self.G + vis.b
+        order = np.lexsort((vis.step, key))
+        k, s = key[order], vis.step[order].astype(np.int64)
+        new = np.ones(len(k), bool)
+        new[1:] = (k[1:] != k[:-1]) | (s[1:] != s[:-1] + 1)
+        last = np.r_[new[1:], True]
+        self.parts.append((k[new], s[new], s[last]))
+
+    def done(self) -> "VisibilityRuns":
+        if not self.parts:
+            self.key = self.start = self.end = np.zeros(0, np.int64)
+            return self
+        k, s, e = (np.concatenate(x) for x in zip(*self.parts))
+        self.parts = []
+        order = np.lexsort((s, k))
+        k, s, e = k[order], s[order], e[order]
+        # a run a block edge cut in two continues in the next block's first step
+        joined = np.r_[False, (k[1:] == k[:-1]) & (s[1:] == e[:-1] + 1)]
+        first = np.nonzero(~joined)[0]
+        group = np.cumsum(~joined) - 1
+        end = np.zeros(len(first), np.int64)
+        np.maximum.at(end, group, e)
+        self.key, self.start, self.end = k[first], s[first], end
+        return self
+
+    def end_of(self, step: np.ndarray, sat: np.ndarray, station: np.ndarray) -> np.ndarray:
+        key = sat.astype(np.int64) * self.G + station
+        # runs are sorted by (key, start): the run of (key, step) is the last one starting at or before it
+        j = np.searchsorted(self.key * 2**31 + self.start, key * 2**31 + step, side="right") - 1
+        return self.end[j]
+
+
+def gsl_links(track: Track, station_xyz: np.ndarray, station_up: np.ndarray, scenario: Scenario,
+              carry: BlockCarry | None = None) -> LinkSet:
+    """Present ground links, a = satellite index, b = station number (0..G-1). With `carry`,
+    the track holds one block of the window's steps (`BlockCarry`)."""
     gsl = scenario.gsl
     offs = _group_offsets(scenario)
     groups = gsl.groups or tuple(g.name for g in scenario.satellites)
@@ -393,12 +477,15 @@ def gsl_links(track: Track, station_xyz: np.ndarray, station_up: np.ndarray, sce
         return vis.take(np.sort(order[rank < terms[b]]))
     # longest-visible: keep serving satellites while visible; fill free terminals with the
     # satellite that stays visible longest (ties: nearest).
-    end = _visibility_run_end(vis)
+    if carry is None:
+        end = _visibility_run_end(vis)
+    else:   # the window step each run ends at: a constant shift of the block's, same order
+        end = carry.run_end.end_of(vis.step + carry.k0, vis.a, vis.b)
     order = np.lexsort((vis.distance_km, -end, vis.b, vis.step))
     vis, end = vis.take(order), end[order]
     keep = np.zeros(len(vis.step), bool)
     bounds = np.searchsorted(vis.step, np.arange(len(track.t_s) + 1))
-    serving: set[tuple[int, int]] = set()
+    serving: set[tuple[int, int]] = carry.held.get("gsl", set()) if carry is not None else set()
     for k in range(len(track.t_s)):
         lo, hi = bounds[k], bounds[k + 1]
         a, b = vis.a[lo:hi].tolist(), vis.b[lo:hi].tolist()
@@ -415,6 +502,8 @@ def gsl_links(track: Track, station_xyz: np.ndarray, station_up: np.ndarray, sce
                 used[key[0]] = used.get(key[0], 0) + 1
                 now.add(key)
         serving = now
+    if carry is not None:
+        carry.held["gsl"] = serving
     sel = vis.take(keep)
     return sel.take(np.lexsort((sel.a, sel.b, sel.step)))
 
@@ -435,9 +524,14 @@ def node_table(scenario: Scenario) -> pd.DataFrame:
     return df
 
 
-def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float) -> np.ndarray:
-    """`up` per present link: present continuously for `acquisition_s`, or since t = 0."""
+def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float, carry: BlockCarry | None = None,
+              key: str = "", n_nodes: int = 0) -> np.ndarray:
+    """`up` per present link: present continuously for `acquisition_s`, or since t = 0. With
+    `carry`, `ls` holds one block's steps (counted from its first) and a link present at the
+    block's first step goes on with the run it had at the end of the block before."""
     n = len(ls.step)
+    if carry is not None and n == 0:
+        carry.since[key] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if n == 0 or acquisition_s <= 0:
         return np.ones(n, bool)
     order = np.lexsort((ls.step, ls.b, ls.a))
@@ -445,6 +539,20 @@ def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float) -> np.ndarray:
     new = np.ones(n, bool)
     new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (s[1:] != s[:-1] + 1)
     start = s[np.maximum.accumulate(np.where(new, np.arange(n), 0))]
+    if carry is not None:
+        k0 = carry.k0
+        start = start.astype(np.int64) + k0
+        s = s.astype(np.int64) + k0
+        ab = a.astype(np.int64) * n_nodes + b
+        old_key, old_start = carry.since.get(key, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        at_edge = np.nonzero(start == k0)[0]
+        if k0 > 0 and len(at_edge) and len(old_key):
+            pos = np.minimum(np.searchsorted(old_key, ab[at_edge]), len(old_key) - 1)
+            hit = old_key[pos] == ab[at_edge]
+            start[at_edge[hit]] = old_start[pos[hit]]
+        last = s == k0 + carry.last
+        o = np.argsort(ab[last], kind="stable")
+        carry.since[key] = (ab[last][o], start[last][o])
     up_sorted = (start == 0) | (t_s[s] - t_s[start] >= acquisition_s - 1e-9)
     up = np.empty(n, bool)
     up[order] = up_sorted
@@ -452,27 +560,38 @@ def _up_flags(ls: LinkSet, t_s: np.ndarray, acquisition_s: float) -> np.ndarray:
 
 
 def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
-                   progress=None, faults=None) -> Schedule:
+                   progress=None, faults=None, carry: BlockCarry | None = None) -> Schedule:
     """Every present link at every step, for all ISL models and the GSL model. `faults` (default:
-    the scenario's deterministic ones) take links down (`netemu.plan.faults`)."""
+    the scenario's deterministic ones) take links down (`netemu.plan.faults`).
+
+    With `carry` (`BlockCarry`), the track holds one block of the window's steps and the
+    schedule is that block's (steps counted from its first): blocks built in order, each with
+    the carry the one before left, join into the whole window's schedule. Faults are not
+    planned in blocks."""
     nodes = node_table(scenario)
     n_sat = len(track.names)
     t_s = track.t_s
+    if carry is not None:
+        if len(scenario.faults if faults is None else faults):
+            raise ValueError("faults are not planned in blocks")
+        carry.last = len(t_s) - 1
+    grid = t_s if carry is None else carry.t_s
     cat = pd.CategoricalDtype(list(nodes["name"]), ordered=True)
     parts = []   # per model: LinkSet, kind code (0 isl, 1 gsl), rate_mbps, loss_pct, up, acquisition_s
     for i, model in enumerate(scenario.isls):
-        ls = isl_links(track, scenario, model).ordered()
+        sticky = None if carry is None else carry.held.setdefault(f"isl{i}", {})
+        ls = isl_links(track, scenario, model, sticky).ordered()
         parts.append((ls, 0, np.full(len(ls.step), float(model.rate_mbps)), model.loss_pct,
-                      _up_flags(ls, t_s, model.acquisition_s), model.acquisition_s))
+                      _up_flags(ls, grid, model.acquisition_s, carry, f"isl{i}", len(nodes)), model.acquisition_s))
         if progress:
             progress(f"isl[{i}] {model.pattern} {'+'.join(model.groups)}: {len(ls.step):,} link-steps")
     if scenario.gsl is not None and scenario.ground_stations:
-        ls = gsl_links(track, station_xyz, station_up, scenario)
-        rate = _rain_rates(scenario, track, station_xyz, station_up, ls)
+        ls = gsl_links(track, station_xyz, station_up, scenario, carry)
+        rate = _rain_rates(scenario, track, station_xyz, station_up, ls, carry)
         ls = LinkSet(ls.step, ls.a, (ls.b + n_sat).astype(np.int32), ls.distance_km)
         g = scenario.gsl
         parts.append((ls, 1, np.full(len(ls.step), float(g.rate_mbps)) if rate is None else rate, g.loss_pct,
-                      _up_flags(ls, t_s, g.handover_gap_s), g.handover_gap_s))
+                      _up_flags(ls, grid, g.handover_gap_s, carry, "gsl", len(nodes)), g.handover_gap_s))
         if progress:
             progress(f"gsl {g.policy}: {len(ls.step):,} link-steps")
     step = np.concatenate([p[0].step for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32)
@@ -530,7 +649,7 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
 
 
 def _rain_rates(scenario: Scenario, track: Track, station_xyz: np.ndarray, station_up: np.ndarray,
-                ls: LinkSet) -> np.ndarray | None:
+                ls: LinkSet, carry: BlockCarry | None = None) -> np.ndarray | None:
     """Each ground link's rate under rain (`netemu.plan.weather`), None without `[[rain]]`:
     `rate_mbps`, or the fastest rate step the margin left after rain attenuation (at the link's
     elevation and the station's rain rate) meets; 0 for an outage. `ls.b` is the station number."""
@@ -547,7 +666,9 @@ def _rain_rates(scenario: Scenario, track: Track, station_xyz: np.ndarray, stati
         st = scenario.ground_stations[i]
         d = track.xyz_km[ls.step[sel], ls.a[sel]] - station_xyz[i]
         el = np.degrees(np.arcsin(d @ station_up[i] / np.linalg.norm(d, axis=1)))
-        mm_h = rain_at(r, track.t_s)[ls.step[sel]]
+        # over the whole window's grid: a stochastic series is drawn along it
+        mm_h = (rain_at(r, track.t_s)[ls.step[sel]] if carry is None
+                else rain_at(r, carry.t_s)[carry.k0 + ls.step[sel]])
         att = slant_path_rain_attenuation_db(mm_h, g.frequency_ghz, el, st.lat_deg, st.alt_m / 1000.0,
                                              g.rain_height_km, g.polarization)
         rate[sel] = np.minimum(g.rate_mbps, budget_rate_mbps(att, g.clear_sky_margin_db, g.rate_steps))
