@@ -394,6 +394,12 @@ class EngineLinks:
                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_ms"]
         return pd.DataFrame(rows, columns=cols + (self.WIRE_COLUMNS if self.wire_counters else []))
 
+    def sample(self) -> list[tuple[int, float, float, list]]:
+        """Link load now, one request per engine: [(shard, monotonic instant, seconds the engine
+        took, rows)], rows as engine.cmd_sample gives them (cumulative counters and the queue of
+        each direction that changed since the last sample). See netemu.emulate.linkload."""
+        return [(s.index, *s.call("sample")) for s in self._shards]
+
     WIRE_COLUMNS = ["wire_tx", "wire_rx", "wire_late", "wire_max_late_ms"]
     wire_counters = False     # counters() adds WIRE_COLUMNS (cluster runs set it)
 
