@@ -10,11 +10,12 @@ Run directory: the plan files (scenario copy, nodes, links, paths, routes, event
 `stalls.csv` (the link engines' stalls: when the host kept them from their links, the links
 delayed and the probe pairs whose path crossed them),
 `iperf.csv`/`iperf.json` (when asked), `injections.csv` (live faults, emulate.inject),
-`positions.parquet` (nodes at a few instants, for the map), `link_load.parquet` (each link direction's
-throughput, utilisation, queue and drops every 100 ms: emulate.linkload), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
+`positions.parquet` (nodes at a few instants, for the map), `report.html` with `figures/`, for the scenario's workloads `jobs.csv`, `throughput.csv`,
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
 `run.json` (versions, host, options, timings); with `captures`, `captures/*.pcap` and
 `captures/captures.csv` (emulate.captures).
+`link_load.parquet`: each link direction's throughput, utilisation, queue and drops every 100 ms
+(emulate.linkload).
 Every time and figure there is in emulated time (divided back by the dilation factor).
 """
 
@@ -406,13 +407,6 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
     collect("iperf", "iperf.csv", info.update)
     collect("captures", "captures/", lambda r: info.__setitem__("captures", r))
 
-    def counters() -> None:
-        c = em.links.counters()
-        if len(c):
-            c = c.merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left")
-        atomic_write(out / "link_counters.csv", lambda tmp: c.to_csv(tmp, index=False))
-    part("link_counters.csv", counters)
-
     def link_load() -> None:
         if getattr(em, "load", None) is None:
             return
@@ -420,7 +414,14 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
         table = em.load.table(em.clock, links=em.link_table["link"])
         atomic_write(out / "link_load.parquet", lambda tmp: table.to_parquet(tmp, index=False))
         info["link_load"] = em.load.stats()
-    part("link_load.parquet", link_load)
+    part("link_load.parquet", link_load)    # (its last sample before the counters: its sums never exceed them)
+
+    def counters() -> None:
+        c = em.links.counters()
+        if len(c):
+            c = c.merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left")
+        atomic_write(out / "link_counters.csv", lambda tmp: c.to_csv(tmp, index=False))
+    part("link_counters.csv", counters)
     if hasattr(em.links, "check_overload"):
         info["warnings"] += em.links.check_overload()
         info["engine"] = em.links.status()
