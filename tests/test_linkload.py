@@ -262,7 +262,9 @@ def test_a_run_writes_its_link_load(ring_run):
     sums = load.groupby(["link", "direction"])[["tx_bytes", "tx_frames"]].sum()
     for key, row in sums.iterrows():      # the samples count from the run's start, the counters from bring-up
         assert row["tx_bytes"] <= counters.loc[key, "bytes_out"] and row["tx_frames"] <= counters.loc[key, "frames_out"]
-    ping = load[load["link"] == "r00-00-r00-01"]
+    c = counters.reset_index()
+    link = c[(c["a"] == "r00-00") & (c["b"] == "r00-01")]["link"].iloc[0]
+    ping = load[load["link"] == link]
     assert set(ping["direction"]) == {"ab", "ba"}
     assert ping.groupby("direction")["tx_frames"].sum().min() >= 5      # 5 echoes and their replies
     assert load["dt_s"].median() == pytest.approx(0.1, abs=0.01)
