@@ -271,3 +271,67 @@ def test_a_run_writes_its_link_load(ring_run):
     assert (load["utilisation"] < 0.01).all()     # pings on 1-Gbit/s links
     html = (out / "report.html").read_text()
     assert "figures/link_load.png" in html and (out / "figures" / "link_load.png").exists()
+
+
+def test_time_view_colours_links_by_their_load_at_each_step(synthetic_run, tmp_path):  # noqa: F811
+    import shutil
+    from netemu.timeview import timeview_data
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    links = pd.read_parquet(run / "links.parquet")
+    up = links[(links["t_s"] == 332.0) & links["up"]]
+    a, b = str(up["a"].iloc[0]), str(up["b"].iloc[0])
+    # the link's ends given the other way round (b, a): the view finds it either way
+    pd.DataFrame([("X", "ab", b, a, "isl", 1, 1)],
+                 columns=["link", "direction", "a", "b", "kind", "bytes_out", "frames_out"]).to_csv(
+        run / "link_counters.csv", index=False)
+    rows = [(332.05 + 0.1 * i, i + 1, "X", d, n) for i in range(10) for d, n in (("ab", 125_000), ("ba", 50_000))]
+    t = pd.DataFrame(rows, columns=["t_s", "sample", "link", "direction", "tx_bytes"])
+    for c in LINK_LOAD_COLUMNS:
+        if c not in t:
+            t[c] = 0
+    t[LINK_LOAD_COLUMNS].to_parquet(run / "link_load.parquet", index=False)
+    d = timeview_data(run)
+    names = d["nodes"]["name"]
+    f = d["t_s"].index(332.0)
+
+    def load_of(frame):
+        return {(names[d["links"]["a"][i]], names[d["links"]["b"][i]]): v / 100
+                for i, v in zip(d["up"][frame], d["load"][frame])}
+    at = load_of(f)
+    # its busier direction: 10 × 125 kB in the second from 332 s: 10 Mbit/s; every other link idle
+    assert at[(a, b)] == pytest.approx(10.0) and sum(at.values()) == pytest.approx(10.0)
+    assert sum(load_of(f + 1).values()) == 0
+    assert all(len(lo) == len(u) for lo, u in zip(d["load"], d["up"]))
+    (run / "link_load.parquet").unlink()
+    assert timeview_data(run)["load"] is None
+
+
+def test_time_view_load_in_headless_chromium(synthetic_run, tmp_path):  # noqa: F811
+    from test_timeview import _need_browser
+    _need_browser()
+    from browser import Page
+    from netemu.timeview import write_timeview
+    test_time_view_colours_links_by_their_load_at_each_step(synthetic_run, tmp_path)
+    run = tmp_path / "run"
+    t = pd.DataFrame([(332.5, 1, "X", "ab", 125_000)], columns=["t_s", "sample", "link", "direction", "tx_bytes"])
+    for c in LINK_LOAD_COLUMNS:
+        if c not in t:
+            t[c] = 0
+    t[LINK_LOAD_COLUMNS].to_parquet(run / "link_load.parquet", index=False)
+    page_html = run / "view.html"
+    page_html.write_text("<!doctype html><html><body>" + write_timeview(run) + "</body></html>")
+    assert "<option value='load_t'>" in page_html.read_text()
+    with Page(page_html.as_uri(), 1200, 1000) as page:
+        page.wait_for("window.netemuView", 60)
+        f = page.eval("netemuView.data.t_s.indexOf(332)")
+        page.eval("(function(){var s=document.getElementById('nv-colour');s.value='load_t';"
+                  "s.dispatchEvent(new Event('change'));})()")
+        page.eval(f"netemuView.setFrame({f})")
+        st = page.eval("netemuView.state()")
+        errors = list(page.errors)
+    assert not errors, errors
+    # the one loaded link in the top colour bin, the rest in the lowest
+    kind = next(k for k, v in st["bins"].items() if k.endswith(":4"))
+    assert st["bins"][kind] == 1 and sum(st["bins"].values()) == sum(st["links"].values())
+    assert all(k.endswith(":0") or k.endswith(":4") for k in st["bins"])
