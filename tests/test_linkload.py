@@ -335,3 +335,30 @@ def test_time_view_load_in_headless_chromium(synthetic_run, tmp_path):  # noqa: 
     kind = next(k for k, v in st["bins"].items() if k.endswith(":4"))
     assert st["bins"][kind] == 1 and sum(st["bins"].values()) == sum(st["links"].values())
     assert all(k.endswith(":0") or k.endswith(":4") for k in st["bins"])
+
+
+def test_a_sample_in_chunks_visits_every_busy_direction_once():
+    import socket
+    from netemu.emulate.engine import DelayProfile, Direction, Engine
+    a, _b = socket.socketpair()
+    e = Engine(a)
+    ds = [Direction(f"l{i}", "ab", -1, -1, DelayProfile(), i) for i in range(10)]
+    for i, d in enumerate(ds):
+        d.configure({"rate_mbps": 8.0})          # 1 byte/µs
+        d.admit(time.monotonic(), 1000 * (i + 1))
+        e.touched.add(d)
+    got, left, calls = [], None, 0
+    while left != 0:
+        _, _, rows, left = e.cmd_sample(4)
+        got += rows
+        calls += 1
+    assert calls == 3 and sorted(r[0] for r in got) == sorted(d.link for d in ds)
+    assert all(r[5] == 0 and r[3] == 1000 * (int(r[0][1:]) + 1) for r in got)   # bytes in; none out yet
+    assert all(0 < r[8] <= r[9] == r[3] for r in got)    # the backlog now ≤ its largest (the frame)
+    # the next sample lists them again, counters unchanged: each had a queue at the last one
+    _, _, rows, left = e.cmd_sample(0)
+    assert left == 0 and sorted(r[0] for r in rows) == sorted(d.link for d in ds)
+    assert all(r[2:8] == g[2:8] for r, g in zip(sorted(rows), sorted(got)))
+    time.sleep(0.011)                               # every backlog drained (10 ms at most)
+    e.cmd_sample(0)
+    assert e.cmd_sample(0)[2] == [] and not e.touched
