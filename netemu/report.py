@@ -729,21 +729,34 @@ def fig_links(run):
 BUSIEST_LOAD_LINKS = 5     # links drawn over time (link_load.png)
 
 
-def link_load_series(load: pd.DataFrame, n: int = BUSIEST_LOAD_LINKS) -> dict | None:
+def link_load_series(load: pd.DataFrame, n: int = BUSIEST_LOAD_LINKS,
+                     window: tuple[float, float] | None = None) -> dict | None:
     """The `n` links that carried most bytes (both directions) in a run's `link_load.parquet`, as
     series over every sample (pure): {"t_s": sample instants, "links": their ids, busiest first,
     and per column of rate_mbps, utilisation, queue_bytes, queue_max_bytes, drops a DataFrame
     indexed by sample with a column per (link, direction)}. Samples where a direction is not
-    listed count as idle (nothing sent, queue empty; utilisation 0 where the link has a rate).
-    None without any bytes."""
+    listed count as idle (nothing sent, queue empty; utilisation 0 where the link has a rate),
+    and so do the samples of `window` (t0_s, t_end_s) before the first listed and after the
+    last (at the table's median interval). None without any bytes."""
     if load is None or not len(load) or load["tx_bytes"].sum() == 0:
         return None
     total = load.groupby("link")["tx_bytes"].sum()
     links = list(total[total > 0].sort_values(ascending=False, kind="stable").index[:n])
     sel = load[load["link"].isin(links)]
-    samples = np.arange(int(load["sample"].min()), int(load["sample"].max()) + 1)
     t_of = load.groupby("sample")["t_s"].median()
-    t = np.interp(samples, t_of.index.to_numpy(float), t_of.to_numpy(float))
+    lo, hi = int(t_of.index.min()), int(t_of.index.max())
+    if window is not None and len(t_of) > 1:
+        step = float(np.median(np.diff(t_of.to_numpy(float)) / np.diff(t_of.index.to_numpy(float))))
+        if step > 0:
+            lo = max(1, lo - int(max(0.0, t_of.iloc[0] - window[0]) // step))
+            hi = hi + int(max(0.0, window[1] - t_of.iloc[-1]) // step)
+    samples = np.arange(lo, hi + 1)
+    known = t_of.index.to_numpy(float)
+    t = np.interp(samples, known, t_of.to_numpy(float))
+    if len(known) > 1:      # beyond the listed samples: on at the median interval
+        step = float(np.median(np.diff(t_of.to_numpy(float)) / np.diff(known)))
+        t = np.where(samples < known[0], t_of.iloc[0] - (known[0] - samples) * step, t)
+        t = np.where(samples > known[-1], t_of.iloc[-1] + (samples - known[-1]) * step, t)
     cols = [(k, d) for k in links for d in ("ab", "ba") if ((sel["link"] == k) & (sel["direction"] == d)).any()]
     out = {"t_s": pd.Series(t, index=samples), "links": links}
     limited = sel.groupby(["link", "direction"])["link_rate_mbps"].max()
@@ -764,7 +777,7 @@ def fig_link_load(run, n: int = BUSIEST_LOAD_LINKS):
     directions (solid a→b, dashed b→a); red crosses: samples with drops. From
     `link_load.parquet`; None without it. Panels with nothing to show are left out."""
     run = _as_run(run)
-    s = link_load_series(run.get("link_load.parquet"), n)
+    s = link_load_series(run.get("link_load.parquet"), n, window=run.window())
     if s is None:
         return None
     plt = _plt()

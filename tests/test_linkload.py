@@ -362,3 +362,16 @@ def test_a_sample_in_chunks_visits_every_busy_direction_once():
     time.sleep(0.011)                               # every backlog drained (10 ms at most)
     e.cmd_sample(0)
     assert e.cmd_sample(0)[2] == [] and not e.touched
+
+
+def test_link_load_series_cover_the_window():
+    from netemu.report import link_load_series
+    t = pd.DataFrame({"t_s": [10.3, 10.5], "sample": [3, 5], "link": "L", "direction": "ab", "tx_bytes": [100, 200]})
+    for c in LINK_LOAD_COLUMNS:
+        if c not in t:
+            t[c] = 0.0
+    s = link_load_series(t, window=(10.0, 11.0))
+    assert list(s["t_s"].index) == list(range(1, 11))       # sample 0 is the base, never a row
+    assert s["t_s"][10] == pytest.approx(11.0) and s["t_s"][1] == pytest.approx(10.1)
+    assert s["rate_mbps"][("L", "ab")].sum() == 0.0 and list(s["queue_bytes"][("L", "ab")]) == [0.0] * 10
+    assert link_load_series(t)["t_s"].index.tolist() == [3, 4, 5]
