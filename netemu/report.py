@@ -799,7 +799,8 @@ def fig_link_load(run, n: int = BUSIEST_LOAD_LINKS):
             col = (link, d)
             if col not in s["rate_mbps"].columns:
                 continue
-            kw = dict(color=colors[i % len(colors)], ls=style, lw=1.2, where="pre",   # a sample covers the interval before it
+            # (where="pre": a sample covers the interval before its instant)
+            kw = dict(color=colors[i % len(colors)], ls=style, lw=1.2, where="pre",
                       label=f"{a}→{b}" if d == "ab" else f"{b}→{a}")
             ax["rate"].step(t, s["rate_mbps"][col].to_numpy(), **kw)
             if col in limited:

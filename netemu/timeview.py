@@ -1,7 +1,8 @@
 """The report's interactive time view: a map of the constellation with a time slider and a play
 button (satellites, ground stations, the live ISLs and ground links of each shown step coloured by
-delay, by the run's mean load or by the load at each step (from `link_load.parquet`), the current path of each probed pair with its RTT, the plan's
-events on a timeline; hovering a node or a link shows its name and figures).
+delay, by the run's mean load or by the load at each step (from `link_load.parquet`), the current
+path of each probed pair with its RTT, the plan's events on a timeline; hovering a node or a
+link shows its name and figures).
 
 `timeview_data(directory)` builds the view's data (a JSON-able dict) from a run or plan directory:
 the plan's tables (`links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`),
@@ -267,7 +268,6 @@ def _load_at_frames(load: pd.DataFrame | None, counters: pd.DataFrame | None, na
         return None
     ends = counters.drop_duplicates("link").set_index("link")[["a", "b"]].astype(str)
     idx = {n: i for i, n in enumerate(names)}
-    n = len(names)
     key_of = {}
     for link, a, b in zip(ends.index, ends["a"], ends["b"]):
         if a in idx and b in idx:
@@ -346,7 +346,9 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
   function binEdges(mode) {
     var vals = [];
     if (mode === "load") { vals = D.links.load_mbps.slice(); }
-    else if (mode === "load_t") { for (var g = 0; g < F; g++) for (var i = 0; i < D.load[g].length; i++) vals.push(D.load[g][i] / 100); }
+    else if (mode === "load_t") {
+      for (var g = 0; g < F; g++) for (var i = 0; i < D.load[g].length; i++) vals.push(D.load[g][i] / 100);
+    }
     else { for (var f = 0; f < F; f++) for (var j = 0; j < D.delay[f].length; j++) vals.push(D.delay[f][j] / 100); }
     var lo = Infinity, hi = -Infinity, e = [];
     vals.forEach(function (v) { if (v < lo) lo = v; if (v > hi) hi = v; });
