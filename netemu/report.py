@@ -726,6 +726,104 @@ def fig_links(run):
     return fig
 
 
+BUSIEST_LOAD_LINKS = 5     # links drawn over time (link_load.png)
+
+
+def link_load_series(load: pd.DataFrame, n: int = BUSIEST_LOAD_LINKS,
+                     window: tuple[float, float] | None = None) -> dict | None:
+    """The `n` links that carried most bytes (both directions) in a run's `link_load.parquet`, as
+    series over every sample (pure): {"t_s": sample instants, "links": their ids, busiest first,
+    and per column of rate_mbps, utilisation, queue_bytes, queue_max_bytes, drops a DataFrame
+    indexed by sample with a column per (link, direction)}. Samples where a direction is not
+    listed count as idle (nothing sent, queue empty; utilisation 0 where the link has a rate),
+    and so do the samples of `window` (t0_s, t_end_s) before the first listed and after the
+    last (at the table's median interval). None without any bytes."""
+    if load is None or not len(load) or load["tx_bytes"].sum() == 0:
+        return None
+    total = load.groupby("link")["tx_bytes"].sum()
+    links = list(total[total > 0].sort_values(ascending=False, kind="stable").index[:n])
+    sel = load[load["link"].isin(links)]
+    t_of = load.groupby("sample")["t_s"].median()
+    lo, hi = int(t_of.index.min()), int(t_of.index.max())
+    if window is not None and len(t_of) > 1:
+        step = float(np.median(np.diff(t_of.to_numpy(float)) / np.diff(t_of.index.to_numpy(float))))
+        if step > 0:
+            lo = max(1, lo - int(max(0.0, t_of.iloc[0] - window[0]) // step))
+            hi = hi + int(max(0.0, window[1] - t_of.iloc[-1]) // step)
+    samples = np.arange(lo, hi + 1)
+    known = t_of.index.to_numpy(float)
+    t = np.interp(samples, known, t_of.to_numpy(float))
+    if len(known) > 1:      # beyond the listed samples: on at the median interval
+        step = float(np.median(np.diff(t_of.to_numpy(float)) / np.diff(known)))
+        t = np.where(samples < known[0], t_of.iloc[0] - (known[0] - samples) * step, t)
+        t = np.where(samples > known[-1], t_of.iloc[-1] + (samples - known[-1]) * step, t)
+    cols = [(k, d) for k in links for d in ("ab", "ba") if ((sel["link"] == k) & (sel["direction"] == d)).any()]
+    out = {"t_s": pd.Series(t, index=samples), "links": links}
+    limited = sel.groupby(["link", "direction"])["link_rate_mbps"].max()
+    for c in ("rate_mbps", "utilisation", "queue_bytes", "queue_max_bytes", "drops"):
+        w = sel.pivot_table(index="sample", columns=["link", "direction"], values=c, aggfunc="sum")
+        w = w.reindex(index=samples, columns=pd.MultiIndex.from_tuples(cols)).fillna(0.0)
+        if c == "utilisation":   # no utilisation where the link has no rate
+            for col in cols:
+                if not limited.get(col, np.nan) > 0:
+                    w[col] = np.nan
+        out[c] = w
+    return out
+
+
+def fig_link_load(run, n: int = BUSIEST_LOAD_LINKS):
+    """Throughput, utilisation of the configured rate (links that have one) and queue
+    occupancy (the largest backlog in each sample) over time of the `n` busiest links, both
+    directions (solid a→b, dashed b→a); red crosses: samples with drops. From
+    `link_load.parquet`; None without it. Panels with nothing to show are left out."""
+    run = _as_run(run)
+    s = link_load_series(run.get("link_load.parquet"), n, window=run.window())
+    if s is None:
+        return None
+    plt = _plt()
+    c = run.get("link_counters.csv")
+    ends = {}
+    if c is not None and {"a", "b"} <= set(c.columns):
+        ends = {k: (a, b) for k, a, b in zip(c["link"], c["a"], c["b"])}
+    limited = [col for col in s["utilisation"].columns if s["utilisation"][col].notna().any()]
+    queued = [col for col in s["queue_max_bytes"].columns if (s["queue_max_bytes"][col] > 0).any()]
+    panels = ["rate", *(["util"] if limited else []), *(["queue"] if queued else [])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels) + 0.6), sharex=True,
+                             constrained_layout=True, squeeze=False)
+    ax = dict(zip(panels, axes[:, 0]))
+    t = s["t_s"].to_numpy()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, link in enumerate(s["links"]):
+        a, b = ends.get(link, ("a", "b"))
+        for d, style in (("ab", "-"), ("ba", "--")):
+            col = (link, d)
+            if col not in s["rate_mbps"].columns:
+                continue
+            # (where="pre": a sample covers the interval before its instant)
+            kw = dict(color=colors[i % len(colors)], ls=style, lw=1.2, where="pre",
+                      label=f"{a}→{b}" if d == "ab" else f"{b}→{a}")
+            ax["rate"].step(t, s["rate_mbps"][col].to_numpy(), **kw)
+            if col in limited:
+                ax["util"].step(t, 100 * s["utilisation"][col].to_numpy(), **kw)
+            if col in queued:
+                ax["queue"].step(t, s["queue_max_bytes"][col].to_numpy() / 1e3, **kw)
+            dropped = s["drops"][col].to_numpy() > 0
+            if dropped.any():
+                where, y = ("queue", s["queue_max_bytes"][col].to_numpy() / 1e3) if col in queued else \
+                    ("rate", s["rate_mbps"][col].to_numpy())
+                ax[where].plot(t[dropped], y[dropped], "x", color="#b42318", ms=5, label="samples with drops")
+    ax["rate"].set_ylabel("Mbit/s (emulated)")
+    if "util" in ax:
+        ax["util"].set_ylabel("% of the link's rate")
+    if "queue" in ax:
+        ax["queue"].set_ylabel("queue, peak (kB)")
+    for a_ in ax.values():
+        _mark_handovers(a_, run)
+    axes[-1, 0].set_xlabel("scenario time t (s)")
+    _legend_below(fig, *_merged_handles(fig), ncol=4)
+    return fig
+
+
 def fig_replay(run):
     """One-way delay of every replayed packet over time (black: light-time), and its CDF beside."""
     run = _as_run(run)
@@ -948,7 +1046,12 @@ def build_report(run_dir: str | Path, progress=None) -> Path:
                 ("Topology over time", fig_topology, "topology.png", "Links up, link events (acquisitions, losses, "
                  "handovers) and path lengths between endpoints."),
                 ("Busiest links", fig_links, "links.png", "Mean rate per direction, drops and peak queue of the "
-                 "links that carried most (totals over the run: the engine keeps no per-link time series yet).")]
+                 "links that carried most (totals over the run; their load over time below)."),
+                ("Busiest links over time", fig_link_load, "link_load.png", "Utilisation of each direction's "
+                 "configured rate (or its throughput, for links without one) and its queue (the largest backlog "
+                 "in each sample) over time, for the links that carried most bytes; sampled from the link "
+                 "engines every 100 ms of emulated time (link_load.parquet). Solid a→b, dashed b→a; red crosses: "
+                 "samples with drops.")]
     tables = {"Workloads: completion": _workload_table(summ), "Round-trip times": _fidelity_table(fid),
               "Compute: power and capacity": _compute_table(summ), "Faults": _faults_table(run)}
     for title, fn, name, caption in sections:

@@ -27,6 +27,7 @@ TABLES = {
     "probes": "probes.parquet",              # RTT probes: measured and oracle RTT per echo
     "links": "links.parquet",                # the plan's link table (every link at every step)
     "link_counters": "link_counters.csv",    # per-link packet and byte counters of the run
+    "link_load": "link_load.parquet",        # per link direction every 100 ms: rate, utilisation, queue, drops
     "jobs": "jobs.csv",                      # workload jobs: start, end, completion, status
     "throughput": "throughput.csv",          # workloads' throughput over time
     "packets": "packets.parquet",            # replayed packets (netemu replay)

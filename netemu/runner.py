@@ -14,6 +14,8 @@ delayed and the probe pairs whose path crossed them),
 the `workloads` section of `summary.json` and the agents' event logs (`workloads/NODE.jsonl`), and
 `run.json` (versions, host, options, timings); with `captures`, `captures/*.pcap` and
 `captures/captures.csv` (emulate.captures).
+`link_load.parquet`: each link direction's throughput, utilisation, queue and drops every 100 ms
+(emulate.linkload).
 Every time and figure there is in emulated time (divided back by the dilation factor).
 """
 
@@ -407,6 +409,15 @@ def _collect(plan, em: Emulation, out: Path, info: dict, sources: dict, say, loa
                                                   stalls=stalls))
     collect("iperf", "iperf.csv", info.update)
     collect("captures", "captures/", lambda r: info.__setitem__("captures", r))
+
+    def link_load() -> None:
+        if getattr(em, "load", None) is None:
+            return
+        em.load.stop()
+        table = em.load.table(em.clock, links=em.link_table["link"])
+        atomic_write(out / "link_load.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        info["link_load"] = em.load.stats()
+    part("link_load.parquet", link_load)    # (its last sample before the counters: its sums never exceed them)
 
     def counters() -> None:
         c = em.links.counters()

@@ -1,7 +1,8 @@
 """The report's interactive time view: a map of the constellation with a time slider and a play
 button (satellites, ground stations, the live ISLs and ground links of each shown step coloured by
-delay or by the run's mean load, the current path of each probed pair with its RTT, the plan's
-events on a timeline; hovering a node or a link shows its name and figures).
+delay, by the run's mean load or by the load at each step (from `link_load.parquet`), the current
+path of each probed pair with its RTT, the plan's events on a timeline; hovering a node or a
+link shows its name and figures).
 
 `timeview_data(directory)` builds the view's data (a JSON-able dict) from a run or plan directory:
 the plan's tables (`links.parquet`, `routes.parquet`, `paths.parquet`, `events.csv`, `nodes.csv`),
@@ -189,6 +190,9 @@ def timeview_data(directory: str | Path) -> dict:
         load = [round(float(g.get((names[x], names[y]), g.get((names[y], names[x]), 0.0))) * 8 / span / 1e6 / 2, 3)
                 for x, y in zip(la, lb)]
 
+    up_load = _load_at_frames(_read(d, "link_load.parquet"), counters, names, la, lb, t_s, fr[order], lid[order],
+                              every * step_s)
+
     pairs = []
     for src, dst in _pairs(probes, routes):
         route = _route_at(routes, src, dst, steps) if routes is not None else [None] * len(steps)
@@ -247,10 +251,44 @@ def timeview_data(directory: str | Path) -> dict:
                   "rate_mbps": [float(v) for v in rate], "load_mbps": load},
         "up": up_ids,
         "delay": up_delay,
+        "load": up_load,
         "pairs": pairs,
         "events": ev_out,
         "coast": [coast_x, coast_y],
     }
+
+
+def _load_at_frames(load: pd.DataFrame | None, counters: pd.DataFrame | None, names: list[str], la: np.ndarray,
+                    lb: np.ndarray, t_s: np.ndarray, fr: np.ndarray, lid: np.ndarray, frame_s: float):
+    """Each up link's load at each frame from the run's `link_load.parquet`: the bytes its busier
+    direction delivered in the samples between the frame's instant and the next frame's, over
+    that time, in hundredths of Mbit/s; lists parallel to `up` (frame `fr`, link id `lid`, in
+    that order). None without the table (or the link ends, from `link_counters.csv`)."""
+    if load is None or not len(load) or counters is None or not {"a", "b", "link"} <= set(counters.columns):
+        return None
+    ends = counters.drop_duplicates("link").set_index("link")[["a", "b"]].astype(str)
+    idx = {n: i for i, n in enumerate(names)}
+    key_of = {}
+    for link, a, b in zip(ends.index, ends["a"], ends["b"]):
+        if a in idx and b in idx:
+            key_of[link] = (idx[a], idx[b])
+    pair_id = {(int(x), int(y)): i for i, (x, y) in enumerate(zip(la, lb))}
+    k = np.searchsorted(np.r_[t_s, np.inf], load["t_s"].to_numpy(float), side="right") - 1
+    L = load.assign(frame=k)[k >= 0]
+    per = L.groupby(["link", "direction", "frame"])["tx_bytes"].sum().groupby(["link", "frame"]).max()
+    span = np.r_[np.diff(t_s), frame_s] if len(t_s) else np.zeros(0)
+    got: dict[tuple[int, int], float] = {}
+    for (link, f), nbytes in per.items():
+        ab = key_of.get(link)
+        if ab is None:
+            continue
+        i = pair_id.get(ab, pair_id.get((ab[1], ab[0])))
+        if i is not None:
+            got[(int(f), i)] = got.get((int(f), i), 0.0) + nbytes * 8 / max(span[f], 1e-9) / 1e6
+    out: list[list[int]] = [[] for _ in t_s]
+    for f, i in zip(fr, lid):
+        out[f].append(int(round(got.get((int(f), int(i)), 0.0) * 100)))
+    return out
 
 
 def _plotly_js() -> str:
@@ -282,6 +320,7 @@ def write_timeview(directory: str | Path, data: dict | None = None) -> str:
             f"aria-label='time step'> <span id='nv-time'></span> "
             f"<label>links coloured by <select id='nv-colour'><option value='delay'>delay</option>"
             + ("<option value='load'>mean load of the run</option>" if data["links"]["load_mbps"] else "")
+            + ("<option value='load_t'>load at each step</option>" if data.get("load") else "")
             + f"</select></label></div><p class='meta' id='nv-note'>{html.escape(dec['note'])}.</p>"
             f"<div id='nv-map' style='height:680px'></div><div id='nv-timeline' style='height:230px'></div></div>"
             f"<script src='{VIEW_DIR}/plotly.min.js'></script><script src='{VIEW_DIR}/timeview-data.js'></script>"
@@ -307,6 +346,9 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
   function binEdges(mode) {
     var vals = [];
     if (mode === "load") { vals = D.links.load_mbps.slice(); }
+    else if (mode === "load_t") {
+      for (var g = 0; g < F; g++) for (var i = 0; i < D.load[g].length; i++) vals.push(D.load[g][i] / 100);
+    }
     else { for (var f = 0; f < F; f++) for (var j = 0; j < D.delay[f].length; j++) vals.push(D.delay[f][j] / 100); }
     var lo = Infinity, hi = -Infinity, e = [];
     vals.forEach(function (v) { if (v < lo) lo = v; if (v > hi) hi = v; });
@@ -316,6 +358,7 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
   }
   var edges = {delay: binEdges("delay")};
   if (D.links.load_mbps) edges.load = binEdges("load");
+  if (D.load) edges.load_t = binEdges("load_t");
   function binOf(v, e) { var k = 0; while (k < e.length && v > e[k]) k++; return k; }
 
   // a segment between two nodes, split at the date line
@@ -332,7 +375,8 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
     var e = edges[mode], per = {}, hx = [], hy = [], ht = [], counts = {isl: 0, gsl: 0};
     for (var j = 0; j < D.up[f].length; j++) {
       var id = D.up[f][j], a = D.links.a[id], b = D.links.b[id], kind = D.links.kind[id];
-      var dl = D.delay[f][j] / 100, v = mode === "load" ? D.links.load_mbps[id] : dl;
+      var dl = D.delay[f][j] / 100, now = D.load ? D.load[f][j] / 100 : null;
+      var v = mode === "load" ? D.links.load_mbps[id] : mode === "load_t" ? now : dl;
       var key = kind + ":" + binOf(v, e);
       if (!per[key]) per[key] = {x: [], y: [], n: 0};
       per[key].n++;
@@ -343,10 +387,11 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
         var t = D.nodes.name[a] + " – " + D.nodes.name[b] + " (" + kind.toUpperCase() + ")<br>delay " + fmt(dl, 2) +
           " ms, rate " + fmt(D.links.rate_mbps[id], 0) + " Mbit/s";
         if (D.links.load_mbps) t += "<br>mean load of the run " + fmt(D.links.load_mbps[id], 3) + " Mbit/s";
+        if (D.load) t += "<br>load at this step " + fmt(now, 2) + " Mbit/s (busier direction)";
         ht.push(t);
       }
     }
-    var out = [], unit = mode === "load" ? " Mbit/s" : " ms";
+    var out = [], unit = mode === "load" || mode === "load_t" ? " Mbit/s" : " ms";
     ["isl", "gsl"].forEach(function (kind) {
       for (var k = 0; k < BIN_COLOURS.length; k++) {
         var s = per[kind + ":" + k] || {x: [], y: [], n: 0};
@@ -480,6 +525,7 @@ _JS = r"""// netemu time view: draws window.NETEMU_VIEW (written by netemu/timev
       var m = tr.meta || {};
       if (m.role === "links") {
         s.links[m.kind] += m.n;
+        if (m.n) (s.bins = s.bins || {})[m.kind + ":" + m.bin] = m.n;   // links per colour bin
       } else if (m.role === "path") {
         s.paths[m.src + ">" + m.dst] = {nodes: m.nodes, rtt_ms: m.rtt_ms, planned_rtt_ms: m.planned_rtt_ms, name: tr.name};
       } else if (m.role === "nodes") {

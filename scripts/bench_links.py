@@ -9,8 +9,11 @@
    2 × hops traversals (median, p99).
 3. Time to apply a batch of 5,000 link updates (one control message per engine).
 4. Optionally (--vnet-hdr) the same throughput with GSO super-frames.
+5. Optionally (--sample-load) all of it while a run's link-load sampler (emulate.linkload) asks
+   the engines every 100 ms, and what each sample cost the engine: compare with a run without.
 
     sudo .venv/bin/python scripts/bench_links.py [--shards N] [--seconds 5] [--repeat 3] [--vnet-hdr] [--busy-poll]
+        [--hops 1,8] [--delays 10,1] [--no-updates] [--sample-load]
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ def chain_case(hops: int, delay_ms: float, args) -> dict:
         links = [f"l{i}" for i in range(hops)]
         addrs = build_chain(eng, ns, names, links, LinkParams(delay_ms=delay_ms))
         ns.run(names[0], ["ping", "-c", "2", addrs[-1]])
+        sampler = None
+        if args.sample_load:
+            from netemu.emulate.linkload import LoadSampler
+            sampler = LoadSampler(eng, interval_s=0.1).start()
         mbps, fps, late = [], [], []
         for _ in range(args.repeat):
             c0, t0 = eng.counters(), time.monotonic()
@@ -59,7 +66,9 @@ def chain_case(hops: int, delay_ms: float, args) -> dict:
         ref_ms = veth_reference_rtt_ms(ns)
         rtts = [r for r in icmp_rtts_ms(addrs[-1], 300, 0.01, netns=ns.path(names[0])) if r is not None]
         per_hop_us = sorted((r - 2 * hops * delay_ms - ref_ms) / (2 * hops) * 1e3 for r in rtts)
-    return {"hops": hops, "delay_ms": delay_ms, "tcp_mbps": [round(m, 1) for m in mbps],
+        if sampler is not None:
+            sampler.stop()
+    return {"sampling": sampler.stats() if sampler is not None else None,"hops": hops, "delay_ms": delay_ms, "tcp_mbps": [round(m, 1) for m in mbps],
             "frames_per_s_per_core": [round(f) for f in fps], "late_fraction": [round(x, 3) for x in late],
             "residual_per_hop_us_median": round(statistics.median(per_hop_us), 1),
             "residual_per_hop_us_p99": round(per_hop_us[int(0.99 * (len(per_hop_us) - 1))], 1),
@@ -105,10 +114,14 @@ def main() -> None:
     ap.add_argument("--vnet-hdr", action="store_true")
     ap.add_argument("--busy-poll", action="store_true", help="engines poll instead of sleeping (a run's default "
                     "on machines with 2 or more cores)")
+    ap.add_argument("--hops", default="1,8", help="chain lengths, comma-separated")
+    ap.add_argument("--delays", default="10,1", help="delays per link (ms), comma-separated")
+    ap.add_argument("--no-updates", action="store_true", help="leave out the 5,000-link update batch")
+    ap.add_argument("--sample-load", action="store_true", help="sample the links' load every 100 ms meanwhile")
     args = ap.parse_args()
     results = {"shards": args.shards, "vnet_hdr": args.vnet_hdr, "busy_poll": args.busy_poll, "cases": []}
-    for hops in (1, 8):
-        for delay in (10.0, 1.0):
+    for hops in [int(h) for h in args.hops.split(",")]:
+        for delay in [float(d) for d in args.delays.split(",")]:
             r = chain_case(hops, delay, args)
             results["cases"].append(r)
             print(f"{hops} hop(s) × {delay:g} ms: TCP {_span(r['tcp_mbps'])} Mbit/s (× hops = "
@@ -116,6 +129,11 @@ def main() -> None:
                   f"late (> 0.5 ms) {_span([100 * x for x in r['late_fraction']], '{:.1f}')} % of frames; residual "
                   f"per traversal median {r['residual_per_hop_us_median']} µs, p99 {r['residual_per_hop_us_p99']} µs",
                   flush=True)
+            if r["sampling"]:
+                print(f"  link-load sampling: {r['sampling']}", flush=True)
+    if args.no_updates:
+        print(json.dumps(results, indent=2))
+        return
     u = update_batch(args)
     results["updates"] = u
     print(f"{u['links']:,} links: added in {u['add_links_s']} s; batch of {u['links']:,} updates applied in "

@@ -38,6 +38,7 @@ from .forwarding import Forwarding
 from .inject import ControlServer, Injector, socket_path
 from .links import (EngineLinks, KernelLinks, LinkBackend, LinkEnd, engine_cpu_policy, link_params,
                     veth_reference_rtt_ms)
+from .linkload import LoadSampler
 from .live import LiveNetwork
 from .netns import Namespaces, running_as_root
 from .nodes import mininet_view
@@ -100,6 +101,7 @@ class Emulation:
         self._live: LiveNetwork | None = None
         self.injector: Injector | None = None      # live faults (after start)
         self.control: ControlServer | None = None  # their unix socket, for `netemu inject`
+        self.load: LoadSampler | None = None       # the links' load over the run (after start)
         self._saved_affinity: set[int] | None = None
         self._closed = False
 
@@ -245,6 +247,8 @@ class Emulation:
             self._live.clock = self.clock
         if self.pilot is not None:
             self.pilot.start()
+        if hasattr(self.links, "sample"):   # every 100 ms of emulated time (emulate.linkload)
+            self.load = LoadSampler(self.links, scale=self.clock.scale).start()
         self.injector = Injector(self)
         self.injector.schedule_planned()   # the plan's faults rerouted at their detection instant
         try:
@@ -354,6 +358,8 @@ class Emulation:
             self.player.stop()
         if self.pilot is not None:
             self.pilot.stop()
+        if self.load is not None:
+            self.load.stop()
         if self.net is not None:
             for node in list(self.net.nameToNode.values()):
                 try:

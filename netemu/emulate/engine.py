@@ -131,7 +131,7 @@ class Direction:
                  "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_down", "drop_loss",
                  "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_s", "record", "pcap",
                  "cap_in", "in_ns", "out_ns", "empty_at", "partial", "planned_up", "fault", "wire", "wire_tx",
-                 "wire_rx", "wire_late", "wire_max_late_s")
+                 "wire_rx", "wire_late", "wire_max_late_s", "queue_max_bytes", "sampled")
 
     def __init__(self, link: str, name: str, in_fd: int, out_fd: int, profile: DelayProfile, seed: int):
         self.link, self.name, self.in_fd, self.out_fd, self.profile = link, name, in_fd, out_fd, profile
@@ -163,6 +163,8 @@ class Direction:
         self.wire = None                 # cut link, sending side: (peer address, datagram header prefix)
         self.wire_tx = self.wire_rx = self.wire_late = 0
         self.wire_max_late_s = 0.0       # cut link, receiving side: latest arrival after a frame's instant
+        self.queue_max_bytes = 0.0       # the largest backlog since the last sample (cmd_sample)
+        self.sampled = None              # (frames in, frames out, drops) at the last sample that listed it
 
     def configure(self, p: dict) -> None:
         if "rate_mbps" in p:
@@ -217,8 +219,10 @@ class Direction:
             if backlog + size > self.queue_bytes:
                 self.drop_queue += 1
                 return -3.0
-            if backlog + size > self.queue_hwm_bytes:
-                self.queue_hwm_bytes = backlog + size
+            if backlog + size > self.queue_max_bytes:     # (≤ the high-water mark: one test per frame)
+                self.queue_max_bytes = backlog + size
+                if backlog + size > self.queue_hwm_bytes:
+                    self.queue_hwm_bytes = backlog + size
             self.next_free = start + size / self.rate_bytes_per_s
             if self.queue_packets != float("inf"):
                 self.tx_ends.append(self.next_free)
@@ -233,6 +237,10 @@ class Direction:
             dep = self.last_dep
         self.last_dep = dep
         return dep
+
+    def backlog_bytes(self, now: float) -> float:
+        """Bytes queued for serialisation at `now` (the rest of the frame on the wire included)."""
+        return (self.next_free - now) * self.rate_bytes_per_s if self.next_free > now else 0.0
 
     def counters(self) -> dict:
         return {"link": self.link, "direction": self.name, "frames_in": self.frames_in, "bytes_in": self.bytes_in,
@@ -324,6 +332,10 @@ class Engine:
         self.stall_total_s = 0.0
         self.stall_max_s = 0.0
         self.checked = monotonic()       # when the loop last looked at its TAPs and timers
+        # the directions whose counters or queue may have changed since the last sample
+        # (cmd_sample): drain() and wire_recv() add theirs, a sample keeps the ones still busy
+        self.touched: set[Direction] = set()
+        self.sampling: list[Direction] = []     # a sample's directions not visited yet
 
     # ------------------------------------------------------------------ time
 
@@ -344,6 +356,7 @@ class Engine:
         Such frames get the calibrated `hop_s` taken off their delay. Other frames (sent by a
         process) entered about one read latency before the read: `process_s` is taken off."""
         d = self.by_fd[fd]
+        self.touched.add(d)
         record = d.record
         ws = self.ns_ws[d.in_ns]
         # (a drain cut short by DRAIN_MAX left frames of the same write for the next poll)
@@ -473,6 +486,7 @@ class Engine:
                 self.wire_unknown += 1
                 continue
             d.wire_rx += 1
+            self.touched.add(d)
             self.frames += 1
             dep = epoch + t_ns * 1e-9
             if dep < now:
@@ -864,6 +878,9 @@ class Engine:
             unpersist_tap(fd)     # the device goes away with its fd
             os.close(fd)
         for d in (ab, ba):
+            self.touched.discard(d)
+            if d in self.sampling:
+                self.sampling.remove(d)
             d.q.clear()
             d.epoch += 1
             for cap in (d.pcap, d.cap_in):
@@ -1012,6 +1029,36 @@ class Engine:
                 "stalls": self.stall_count, "stall_total_ms": round(self.stall_total_s * 1e3, 3),
                 "stall_max_ms": round(self.stall_max_s * 1e3, 3),
                 "late_hist": dict(zip([f"<{b * 1e6:g}us" for b in LATE_BUCKETS_S] + ["more"], self.late_hist))}
+
+    def cmd_sample(self, limit: int = 0) -> tuple[float, float, list, int]:
+        """Link load now: (monotonic instant, seconds this call took, rows, directions left) with
+        a row per direction whose counters changed since the last sample or whose queue is not
+        empty: (link, direction, frames_in, bytes_in, frames_out, bytes_out, drop_queue, drops by
+        other causes, backlog bytes now, largest backlog since the last sample, rate bytes/s).
+        Counters are cumulative. A sample visits only the directions that drained frames since
+        (or were still busy at) the previous one, ~0.3 µs each; with `limit`, at most that many
+        per call, the rest in the next calls (until none is left), so that one call never holds
+        the data path for long."""
+        now = monotonic()
+        if not self.sampling:             # a new sample: the directions to visit
+            self.sampling, self.touched = list(self.touched), set()
+        todo = self.sampling
+        n = len(todo) if not limit else min(int(limit), len(todo))
+        rows, keep = [], self.touched
+        for d in todo[:n]:
+            drops = d.drop_down + d.drop_loss + d.drop_error
+            key = (d.frames_in, d.frames_out, d.drop_queue + drops)
+            backlog = d.backlog_bytes(now)
+            if key != d.sampled or backlog or d.queue_max_bytes:
+                rows.append((d.link, d.name, d.frames_in, d.bytes_in, d.frames_out, d.bytes_out, d.drop_queue, drops,
+                             int(backlog), int(d.queue_max_bytes), d.rate_bytes_per_s))
+                d.sampled = key
+                d.queue_max_bytes = backlog     # the next window's largest starts from now
+                keep.add(d)
+            elif d.q or d.reorder:              # frames still on their way out
+                keep.add(d)
+        self.sampling = todo[n:]
+        return now, monotonic() - now, rows, len(self.sampling)
 
     def cmd_stalls(self) -> list[tuple[float, float, list[str]]]:
         """The stalls logged since the last call: [(start, end, links delayed)], monotonic s (the

@@ -394,6 +394,24 @@ class EngineLinks:
                 "drop_queue", "drop_error", "queue_hwm_bytes", "late", "max_late_ms"]
         return pd.DataFrame(rows, columns=cols + (self.WIRE_COLUMNS if self.wire_counters else []))
 
+    SAMPLE_CHUNK = 256    # directions per sample request: ~100 µs of an engine's time
+
+    def sample(self) -> list[tuple[int, float, float, list]]:
+        """Link load now: [(shard, monotonic instant, seconds the engine took, rows)], rows as
+        engine.cmd_sample gives them (cumulative counters and the queue of each direction that
+        changed since the last sample). One request per engine, more when over SAMPLE_CHUNK
+        directions were busy (the engine serves its frames in between). See
+        netemu.emulate.linkload."""
+        out = []
+        for s in self._shards:
+            t, cost, rows, left = s.call("sample", self.SAMPLE_CHUNK)
+            while left:
+                _, more_s, more, left = s.call("sample", self.SAMPLE_CHUNK)
+                cost += more_s
+                rows += more
+            out.append((s.index, t, cost, rows))
+        return out
+
     WIRE_COLUMNS = ["wire_tx", "wire_rx", "wire_late", "wire_max_late_ms"]
     wire_counters = False     # counters() adds WIRE_COLUMNS (cluster runs set it)
 
