@@ -3,7 +3,9 @@ of a window, and each step's route changes staged ahead of its instant and sent 
 
 Every node has one rtnetlink socket, opened once when its namespace is made; a step's changes
 are packed into one batched request per node beforehand (`stage`) and sent back to back when
-due (`apply`), so the lag of a step is the send time, not the packing.
+due (`apply`), so the lag of a step is the send time, not the packing. A big step (a storm's
+reroute: tens of thousands of changes) is put ahead into each namespace's idle routing table
+and switched to at its instant with one request per namespace (`prepare_big_step`).
 """
 
 from __future__ import annotations
