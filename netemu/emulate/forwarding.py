@@ -41,7 +41,9 @@ SPLIT_MIN_NAMESPACES = 64
 MAIN_TABLE, ALT_TABLE, ALT_RULE_PRIORITY = 254, 200, 100
 FLIP_MIN_STEP_CHANGES = 5000    # a step with at least this many changes is a big step
 FLIP_MIN_NODE_CHANGES = 8       # a namespace switches tables when it has this many changes in it
-PREP_CHUNK_ROUTES = 400         # routes put in idle tables per call ahead (~1.5 ms)
+PREP_CHUNK_ROUTES = 400         # routes put in idle tables per call ahead (~1.5 ms) at most,
+PREP_CHUNK_S = 0.001            # and no more namespaces begun after this long (the player
+                                # calls it 20 ms or more before a step: it never delays one)
 
 
 class Forwarding:
@@ -301,9 +303,10 @@ class Forwarding:
                 return True
             target = self._flip_target[k][0]
             todo, n_routes = state["todo"], 0
+            until = time.monotonic() + PREP_CHUNK_S
             with self.lock:
                 sent = []
-                while todo and n_routes < PREP_CHUNK_ROUTES:
+                while todo and n_routes < PREP_CHUNK_ROUTES and time.monotonic() < until:
                     v = todo.pop()
                     col = self._idle[:, v]
                     ds = np.nonzero((col != target[:, v]) & ~self._own[:, v])[0]
