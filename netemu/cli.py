@@ -343,7 +343,7 @@ def cmd_clean(args) -> int:
 
 
 INJECT_TARGETS = {"fail-node": (1, 1, "NODE"), "fail-link": (2, 2, "A B"), "restore": (0, 2, "[NODE [B]]"),
-                  "status": (0, 0, "")}
+                  "status": (0, 0, ""), "reboot": (1, 1, "NODE")}
 
 
 def cmd_inject(args) -> int:
@@ -353,12 +353,18 @@ def cmd_inject(args) -> int:
                           f"{' '.join(args.targets) or 'nothing'}")
     if args.duration is not None and args.action not in ("fail-node", "fail-link"):
         raise NetemuError(f"inject {args.action}: --duration is for fail-node and fail-link")
+    if getattr(args, "reboot_s", None) is not None and args.action != "reboot":
+        raise NetemuError(f"inject {args.action}: --reboot-s is for reboot")
+    if args.duration is not None and args.action == "reboot":
+        raise NetemuError("inject reboot: --duration is for fail-node and fail-link (a reboot lasts --reboot-s)")
     from .emulate.inject import request
     t = args.targets
     if args.action == "fail-node":
         r = request(args.run_dir, "fail_node", node=t[0], duration_s=args.duration)
     elif args.action == "fail-link":
         r = request(args.run_dir, "fail_link", a=t[0], b=t[1], duration_s=args.duration)
+    elif args.action == "reboot":
+        r = request(args.run_dir, "reboot", node=t[0], reboot_s=args.reboot_s)
     elif args.action == "restore":
         r = request(args.run_dir, "restore", a=t[0] if t else None, b=t[1] if len(t) > 1 else None)[0]
     else:
@@ -369,8 +375,10 @@ def cmd_inject(args) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    what = {"fail_node": "failed node", "fail_link": "failed link", "restore": "restored"}[r["kind"]]
+    what = {"fail_node": "failed node", "fail_link": "failed link", "restore": "restored", "reboot": "rebooting node"}[r["kind"]]
     until = f" for {r['duration_s']:g} s" if r.get("duration_s") else ""
+    if r["kind"] == "reboot":
+        until += " (then its links re-acquire)"
     reroute = (f"; routes move around it at t = {r['reroute_due_s']:.3f} s (detection {r['detection_s']:g} s)"
                if r["kind"] != "restore" else "; routes back at once")
     print(f"{what} {r['target']} at t = {r['t_s']:.3f} s{until}: {r['links']} link(s) in the engine in "
@@ -599,16 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="links shorter than this are never cut between hosts (default 0.5 ms)")
     pa.add_argument("--json", action="store_true", help="print the per-host table as JSON")
     pa.set_defaults(func=cmd_partition)
-    ij = sub.add_parser("inject", help="fail or restore a node or link of a live run, now (root)",
+    ij = sub.add_parser("inject", help="fail, reboot or restore a node or link of a live run, now (root)",
                         description="Fail or restore a node or a link of a live run (`netemu run`), now: the link "
                                     "engine takes its links down at once, routes move around it after the "
                                     "scenario's [routing] failure_detection_s. Logged in the run's injections.csv.")
     ij.add_argument("run_dir", help="the live run's directory (its -o) or id (`netemu ps`)")
     ij.add_argument("action", choices=list(INJECT_TARGETS), help="fail-node NODE | fail-link A B | "
-                    "restore [NODE [B]] (no target: every live fault) | status")
+                    "restore [NODE [B]] (no target: every live fault) | status | reboot NODE")
     ij.add_argument("targets", nargs="*", help="node name(s)")
     ij.add_argument("--duration", type=_positive, default=None,
                     help="emulated seconds until the fault ends by itself (default: until restored)")
+    ij.add_argument("--reboot-s", type=_positive, default=None,
+                    help="reboot: emulated seconds the node stays dark (default: the scenario's reboot or "
+                         "radiation faults' reboot_s)")
     ij.add_argument("--json", action="store_true", help="print the injection's log row as JSON")
     ij.set_defaults(func=cmd_inject)
     ps = sub.add_parser("ps", help="list live netemu runs (id, pid, scenario, output directory, start)")

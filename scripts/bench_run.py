@@ -120,6 +120,7 @@ def bench_scale(play_s: float, say, scenario: Path | None = None) -> dict:
             "worst_steps": worst.round(2).to_dict("records"),
             "storm_step": log[(log["t_s"] >= STORM_T_S) & (log["t_s"] < STORM_T_S + 0.2)].round(2).to_dict("records")
             if scenario is not None else None,
+            "prep_ms_total": round(float(log["prep_ms"].sum()), 1) if "prep_ms" in log else None,
             "engine_overload": overload, "engine": engine,
             "engine_feed_ms": {"median": round(float(np.median(feed_ms)), 1), "max": round(float(feed_ms.max()), 1)},
             "ratios_to_target": {"up": round(up_s / 60, 2), "down": round(down_s / 15, 2),
@@ -161,8 +162,14 @@ def main() -> int:
     ap.add_argument("--skip-scale", action="store_true", help="only the default scenario")
     ap.add_argument("--storm", type=float, metavar="FRACTION",
                     help=f"only Starlink, with this fraction of the shell failing at t = {STORM_T_S:g} s: its step's lag")
+    ap.add_argument("--no-switch", action="store_true",
+                    help="send big steps' route changes one by one at their instant, as before the "
+                         "tables prepared ahead (for comparison)")
     args = ap.parse_args()
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.no_switch:
+        from netemu.emulate import forwarding
+        forwarding.FLIP_MIN_STEP_CHANGES = float("inf")
     if args.storm is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = storm_scenario(args.storm, Path(tmp))
@@ -170,8 +177,12 @@ def main() -> int:
         for r in runs:
             for row in r["storm_step"]:
                 say(f"  storm step {int(row['step'])}: {int(row['routes'])} routes, lag {row['lag_ms']} ms "
-                    f"(player {int(row['namespaces'])} namespaces, engine {int(row['engine_namespaces'])})")
-        summary = {"storm_fraction": args.storm,
+                    f"= start late {row['start_late_ms']} + sends {row['send_ms']} (player {int(row['namespaces'])} "
+                    f"namespaces, engine {int(row['engine_namespaces'])} done at {row['engine_done_ms']}; "
+                    f"{int(row.get('switched_namespaces', 0))} of them switched to the table prepared ahead), "
+                    f"acks {row['ack_ms']}, CPU wait {row['cpu_wait_ms']}")
+            say(f"  big-step preparation ahead: {r['prep_ms_total']} ms in the player over the run")
+        summary = {"storm_fraction": args.storm, "switch_tables": not args.no_switch,
                    "storm_step_lag_ms": spread(max(row["lag_ms"] for row in r["storm_step"]) for r in runs),
                    "apply_lag_p99_ms": spread(r["apply_lag_ms"]["p99"] for r in runs),
                    "apply_lag_max_ms": spread(r["apply_lag_ms"]["max"] for r in runs)}

@@ -85,3 +85,23 @@ def test_fault_commands_call_the_injector_and_show_its_errors():
     assert "failed node sat-0-1 at t = 12.500 s" in text and "routes move at t = 12.600 s" in text
     assert "*** unknown node 'mars'" in text and "usage: faillink A B" in text
     assert "restored sat-0-1" in text
+
+
+def test_reboot_command_calls_the_injector():
+    from netemu.emulate.inject import InjectError
+    calls = []
+
+    def reboot(name, reboot_s=None):
+        if name not in LOOPBACKS:
+            raise InjectError(f"unknown node {name!r}")
+        calls.append((name, reboot_s))
+        return {"kind": "reboot", "target": name, "t_s": 12.5, "links": 4, "apply_ms": 0.2, "reroute_due_s": 12.6}
+
+    net = SimpleNamespace(nameToNode={n: _Node(n, []) for n in LOOPBACKS})
+    em = SimpleNamespace(net=net, loopbacks=LOOPBACKS, endpoints=("g-paris", "c-odc-00"), reboot=reboot)
+    out = io.StringIO()
+    NetemuCLI(em, stdin=io.StringIO("reboot sat-0-1 2.5\nreboot sat-0-1\nreboot mars\nreboot\n"), stdout=out).cmdloop()
+    assert calls == [("sat-0-1", 2.5), ("sat-0-1", None)]
+    text = out.getvalue()
+    assert "rebooting node sat-0-1 at t = 12.500 s" in text and "routes move at t = 12.600 s" in text
+    assert "*** unknown node 'mars'" in text and "usage: reboot NODE [REBOOT_S]" in text

@@ -204,3 +204,110 @@ def test_netemu_inject_against_a_live_run(root_env, tmp_path):
     assert inj["t_s"].iloc[1] == pytest.approx(inj["t_s"].iloc[0] + 1.5, abs=0.005)
     assert (inj["apply_ms"] < 1.0).all() and (inj["reroute_error_ms"].abs() < 5).all()
     _one_error_line(_netemu("inject", str(out), "fail-node", "w03-01"), "no live netemu run")
+
+
+REBOOT_S = 1.0             # the live reboot below
+ACQUISITION_S = 3.0        # tests/data/faults.toml [[isl]] acquisition_s
+
+
+@pytest.mark.root
+@pytest.mark.timing
+def test_live_reboot_relay_dark_then_lasers_back_after_the_acquisition_time(root_env, fault_plan, tmp_path):
+    """em.reboot(RELAY, 1 s) at t = 344: its lasers carry nothing until 344 + 1 + 3 s (pings from
+    the relay to a neighbour's link address, which need no routes); the Beijing-Sanya probes
+    through it are lost for the detection delay, ride the detour (at its light-time) until the
+    lasers are back, then the planned path again at its light-time."""
+    plan = fault_plan
+    detour = _detour(plan, FAIL_T_S, RELAY)
+    back_t = FAIL_T_S + REBOOT_S + ACQUISITION_S
+    probes = Probes(plan, [("g-beijing", "g-sanya")], 100.0, tmp_path / "probes")
+    with netemu.emulate(plan, start_s=342, duration_s=8) as em:
+        addr = em.address_table()
+        peer = addr[(addr["node"] == RELAY) & (addr["peer"] == "w03-00")]["peer_address"].iloc[0]
+        probes.start(em.live())
+        em.start()
+        with pytest.raises(InjectError, match="unknown node 'w09-09'"):
+            em.reboot("w09-09")
+        with pytest.raises(InjectError, match="reboot_s"):
+            em.reboot(RELAY, reboot_s=-1)
+        assert em.injector.default_reboot_s(RELAY) == 2.0     # the scenario's planned reboot's
+        wall_minus_mono = time.time() - time.monotonic()
+        p = em.popen(RELAY, ["ping", "-n", "-D", "-i", "0.02", "-W", "1", "-w", "8", peer],
+                     stdout=subprocess.PIPE, text=True)
+        time.sleep(max(0.0, em.clock.mono(FAIL_T_S) - time.monotonic()))
+        row = em.reboot(RELAY, reboot_s=REBOOT_S)
+        out, _ = p.communicate(30)
+        assert em.wait(20)
+        probes.stop()
+        probes.write_results(tmp_path)
+        log = em.injections()
+        stalls = em.engine_stalls()
+    t_f = row["t_s"]
+    assert abs(t_f - FAIL_T_S) < 0.01 and row["links"] == 4 and row["kind"] == "reboot"
+    assert row["duration_s"] == REBOOT_S
+    assert list(log["kind"]) == ["reboot", "restore"], log
+    reboot, back = log.iloc[0], log.iloc[1]
+    assert reboot["apply_ms"] < 1.0
+    assert abs(reboot["rerouted_at_s"] - (t_f + DETECTION_S)) < 0.005 and reboot["routes"] > 0
+    assert abs(back["t_s"] - (t_f + REBOOT_S + ACQUISITION_S)) < 0.005 and back["links"] == 4
+    assert "acquired" in back["note"] and abs(back["rerouted_at_s"] - back["t_s"]) < 0.005 and back["routes"] > 0
+    # the relay's laser to w03-00: the one long silence is the reboot and the acquisition
+    got = np.asarray([(float(w), float(ms) / 1e3) for w, ms in
+                      re.findall(r"^\[([0-9.]+)\].*time=([0-9.]+) ms", out, re.M)]).reshape(-1, 2)
+    t_recv = np.sort(em.clock.t_s(got[:, 0] - wall_minus_mono))
+    t_send = np.sort(em.clock.t_s(got[:, 0] - got[:, 1] - wall_minus_mono))
+    assert len(t_send) > 100, out
+    k = int(np.argmax(np.diff(t_send)))
+    assert t_f - 0.03 < t_recv[k] <= t_f + 0.003, t_recv[k]
+    assert t_f + REBOOT_S + ACQUISITION_S - 0.003 <= t_send[k + 1] < back_t + 0.03, t_send[k + 1]
+    assert np.sort(np.diff(t_send))[-2] < 0.2
+    # the probes: lost only into the dead relay until the detection delay, then on the detour,
+    # then the planned path once the lasers are back
+    df = probes.table
+    rtt_before = df[df["t_s"] < t_f]["rtt_ms"].dropna().iloc[-1] / 1e3
+    lost = df[df["rtt_ms"].isna()]
+    assert len(lost) > 0
+    assert t_f - rtt_before - 0.011 <= lost["t_s"].min() and lost["t_s"].max() <= t_f + DETECTION_S + 0.011, lost
+    on_detour = df[(df["t_s"] > t_f + DETECTION_S + 0.02) & (df["t_s"] < back_t - 0.05)]
+    detour_rtt_ms = _path_rtt_ms(plan, detour, on_detour["t_s"].to_numpy())
+    err = on_detour["rtt_ms"] - detour_rtt_ms
+    assert len(on_detour) > 300 and on_detour["rtt_ms"].notna().all()
+    stalled = in_stall(on_detour.assign(oracle_rtt_ms=detour_rtt_ms), stalls)
+    assert stalled.mean() <= STALL_SHARE, stalls
+    assert abs(err.median()) < 0.1 and ((err.abs() >= 0.5) & ~stalled).mean() <= 0.05, err.describe()
+    assert (on_detour["rtt_ms"] - on_detour["oracle_rtt_ms"]).median() > 1.0   # the detour is longer
+    after = df[df["t_s"] > back_t + 0.05]
+    err = after["rtt_ms"] - after["oracle_rtt_ms"]
+    assert len(after) > 50 and after["rtt_ms"].notna().all(), after
+    stalled = in_stall(after, stalls)
+    assert abs(err.median()) < 0.1 and ((err.abs() >= 0.5) & ~stalled).mean() <= 0.05, err.describe()
+
+
+def test_inject_reboot_bad_input_exits_2_with_one_line(tmp_path):
+    _one_error_line(_netemu("inject", str(tmp_path), "reboot", "w03-01", "--reboot-s", "-1"), "--reboot-s", "> 0")
+    _one_error_line(_netemu("inject", str(tmp_path), "reboot"), "reboot", "NODE")
+    _one_error_line(_netemu("inject", str(tmp_path), "fail-node", "w03-01", "--reboot-s", "2"), "--reboot-s")
+    _one_error_line(_netemu("inject", str(tmp_path), "reboot", "w03-01", "--duration", "2"), "--duration")
+    _one_error_line(_netemu("inject", str(tmp_path), "reboot", "w03-01"), str(tmp_path), "no live netemu run")
+
+
+def test_reboot_defaults_and_acquisition_times_come_from_the_scenario(fault_plan):
+    """A live reboot's default reboot_s is the scenario's (here its planned reboot's 2 s) and each
+    link re-acquires for its model's time: lasers the ISL model's acquisition_s (3 s), ground
+    links the GSL model's handover_gap_s (2 s); the control socket passes a reboot on."""
+    from types import SimpleNamespace
+    from netemu.emulate.inject import ControlServer, Injector
+    lt = pd.DataFrame({"link": ["L0", "L1", "L2"], "a": ["w03-01", "w03-01", "w02-01"],
+                       "b": ["w03-00", "g-beijing", "w03-01"], "kind": ["isl", "gsl", "isl"]})
+    em = SimpleNamespace(plan=fault_plan, schedule=fault_plan.schedule, link_table=lt)
+    inj = Injector(em)
+    assert inj.default_reboot_s("w03-01") == 2.0
+    assert inj._acquisition_s(["L0", "L1", "L2"]) == {"L0": ACQUISITION_S, "L1": 2.0, "L2": ACQUISITION_S}
+    bare = netemu.make_plan(netemu.load_scenario(DATA / "fidelity.toml"), workers=2)
+    em2 = SimpleNamespace(plan=bare, schedule=bare.schedule, link_table=lt.iloc[:0])
+    with pytest.raises(InjectError, match="no reboot_s given"):
+        Injector(em2).default_reboot_s("w03-01")
+    calls = []
+    fake = SimpleNamespace(reboot=lambda node, reboot_s=None: calls.append((node, reboot_s)) or {"kind": "reboot"})
+    reply = ControlServer._handle(SimpleNamespace(em=fake), {"cmd": "reboot", "args": {"node": "w03-01", "reboot_s": 1.5}})
+    assert reply == {"ok": True, "result": {"kind": "reboot"}} and calls == [("w03-01", 1.5)]

@@ -269,6 +269,13 @@ class Emulation:
         """Fail the link between nodes `a` and `b` now (as `fail_node`)."""
         return self._injector().fail_link(a, b, duration_s)
 
+    def reboot(self, name: str, reboot_s: float | None = None) -> dict:
+        """Reboot node `name` now: dark at once (routes around it after `failure_detection_s`, as
+        `fail_node`), back after `reboot_s` emulated seconds (None: the scenario's reboot time,
+        from its reboot or radiation faults), each link then re-acquiring for its model's
+        acquisition time before it carries traffic again. Returns the injection's log row."""
+        return self._injector().reboot(name, reboot_s)
+
     def restore(self, a: str | None = None, b: str | None = None) -> list[dict]:
         """End live faults now: all of them, node `a`'s, or link a-b's; links and routes back at once."""
         return self._injector().restore(a, b)

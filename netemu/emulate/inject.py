@@ -3,6 +3,7 @@ restore it later, and let routing react as it does for the scenario's planned fa
 
     em.fail_node("r03-07", duration_s=5)       # its links down now; routes around it after the detection delay
     em.fail_link("r03-07", "r03-08")
+    em.reboot("r03-07", reboot_s=30)           # dark now, back after 30 s, its links re-acquire
     em.restore()                               # every live fault (or restore("r03-07"), restore(a, b))
 
 What happens, in order:
@@ -17,9 +18,13 @@ What happens, in order:
    routes are computed the same way until the fault ends.
 4. A restore (or the end of `duration_s`) releases the links at once and puts the routes back
    at once (a link coming back is known at once, as in the planner).
+5. A reboot is a node failure (1-3) whose links come back by themselves: after `reboot_s`
+   the node is up and each link re-acquires for its model's acquisition time (ISL model
+   `acquisition_s`, GSL model `handover_gap_s`, as the planner's reboot faults); each group of
+   links is released, and the routes take it back, once acquired (a `restore` row each).
 
 Every injection is a row of `Injector.table()` (the run directory's `injections.csv`): `id, kind
-(fail_node | fail_link | restore), target, t_s` (emulated instant asked), `wall` (UTC), `duration_s,
+(fail_node | fail_link | reboot | restore), target, t_s` (emulated instant asked), `wall` (UTC), `duration_s,
 links, applied_at_s` (emulated instant the engine applied it), `apply_ms` (wall ms from the request
 to the engine's application), `detection_s, reroute_due_s, rerouted_at_s, reroute_error_ms`
 (emulated ms, rerouted − due), `routes` (next-hop entries changed), `note`.
@@ -134,10 +139,109 @@ class Injector:
         self._check_live()
         return self._fail("fail_link", f"{a}|{b}", [link], (), ((self._pos[a], self._pos[b]),), duration_s)
 
+    def reboot(self, name: str, reboot_s: float | None = None) -> dict:
+        """Reboot node `name` now (a single-event upset): every link dark at once, routes around it
+        after the detection delay (as `fail_node`); after `reboot_s` (None: the scenario's, see
+        `default_reboot_s`) the node is back and each link re-acquires for its model's acquisition
+        time (a laser: its ISL model's `acquisition_s`; a ground link: the GSL model's
+        `handover_gap_s`); each link is released, and the routes take it back, once acquired
+        (`restore` rows noting the re-acquisition). `restore(name)` ends it at once."""
+        self._check_node(name)
+        if reboot_s is None:
+            reboot_s = self.default_reboot_s(name)
+        elif isinstance(reboot_s, bool) or not isinstance(reboot_s, (int, float)) or not (
+                math.isfinite(reboot_s) and reboot_s > 0):
+            raise InjectError(f"reboot_s: expected a number of emulated seconds > 0, found {reboot_s!r}")
+        reboot_s = float(reboot_s)
+        self._check_live()
+        links = self._links_of.get(name, [])
+        acq = self._acquisition_s(links)
+        row = self._fail("reboot", name, links, (self._pos[name],), (), None, reboot_s=reboot_s)
+        f = row.pop("_fault")
+        clock = self.em.player.clock
+        t0 = row["t_s"]
+        for a in sorted(set(acq.values())):   # each group of links back once acquired
+            back = [l for l in links if acq[l] == a]
+            note = (f"{name} back after its {reboot_s:g}-s reboot: {len(back)} link(s) acquired after "
+                    f"{a:g} s")
+            self.em.player.call_at(clock.mono(t0 + reboot_s + a), lambda f=f, back=back, note=note: self._reacquired(f, back, note))
+        if not links:
+            self.em.player.call_at(clock.mono(t0 + reboot_s), lambda f=f: self._reacquired(f, [], f"{name} back after its reboot"))
+        return row
+
+    def default_reboot_s(self, name: str) -> float:
+        """The scenario's reboot time for node `name`: its own planned reboots', else its group's
+        radiation resets', else any reboot or radiation fault's of the scenario."""
+        sc = self.em.plan.scenario
+        group = self._group_of(name)
+        own = [f.duration_s for f in sc.faults if f.kind == "reboot" and f.node == name and f.duration_s]
+        rad = [g.reboot_s for g in sc.group_faults if g.kind == "radiation" and g.group == group and g.reboot_s > 0]
+        anyr = [f.duration_s for f in sc.faults if f.kind == "reboot" and f.duration_s] + \
+               [g.reboot_s for g in sc.group_faults if g.kind == "radiation" and g.reboot_s > 0]
+        for found in (own, rad, anyr):
+            if found:
+                return float(found[0])
+        raise InjectError(f"reboot {name}: no reboot_s given and the scenario has no reboot or radiation "
+                          f"fault to take it from; expected reboot_s (emulated seconds > 0)")
+
+    def _group_of(self, name: str) -> str | None:
+        """The satellite group of node `name` (None: a ground station)."""
+        if not hasattr(self, "_groups"):
+            from ..plan.topology import node_table
+            nt = node_table(self.em.plan.scenario)
+            self._groups = dict(zip(nt["name"], nt["group"]))
+        return self._groups.get(name)
+
+    def _acquisition_s(self, links: list[str]) -> dict[str, float]:
+        """Each link's re-acquisition time after a reboot (emulated s): a laser's, its ISL model's
+        `acquisition_s` (the first model listed that joins both ends' groups, as the planner's
+        links); a ground link's, the GSL model's `handover_gap_s` (as the planner's reboot)."""
+        sc, lt = self.em.plan.scenario, self.em.link_table
+        rows = lt.set_index("link").loc[links] if links else lt.iloc[:0]
+        gsl = float(getattr(sc.gsl, "handover_gap_s", 0.0) or 0.0) if sc.gsl is not None else 0.0
+        out = {}
+        for link, r in zip(links, rows.itertuples()):
+            if r.kind != "isl":
+                out[link] = gsl
+                continue
+            ga, gb = self._group_of(r.a), self._group_of(r.b)
+            acq = 0.0
+            for m in sc.isls:
+                if ga in m.groups and gb in m.groups:
+                    acq = float(m.acquisition_s)
+                    break
+            out[link] = acq
+        return out
+
+    def _reacquired(self, f: _Fault, back: list[str], note: str) -> None:
+        """In the player's thread: links `back` of reboot `f` have re-acquired: released to their
+        schedule at once, routes take them back at once (the rest stay down, as links)."""
+        em, clock = self.em, self.em.player.clock
+        with self.lock:
+            if self.active.get(f.id) is not f:
+                return        # restored by hand meanwhile
+            t_req = time.monotonic()
+            rest = [l for l in f.links if l not in set(back)]
+            del self.active[f.id]
+            if rest:          # the node is up; its links still acquiring are what is down
+                lt = em.link_table.set_index("link").loc[rest]
+                f.id, self._next_id = self._next_id, self._next_id + 1   # a new id: views are kept per id set
+                f.links, f.nodes = rest, ()
+                f.pairs = tuple((self._pos[a], self._pos[b]) for a, b in zip(lt["a"], lt["b"]))
+                self.active[f.id] = f
+            held = {l for g in self.active.values() for l in g.links}
+            free = sorted(set(back) - held)
+            applied = em.links.set_fault(free, False) if free else t_req
+            row = self._row(self._next_id, "restore", f.target, t_req, applied, None, len(free))
+            self._next_id += 1
+            row.update(detection_s=0.0, reroute_due_s=round(float(clock.t_s(t_req)), 6), note=note)
+            self.rows.append(row)
+        self._reroute(row, None)
+
     def _neighbours(self, a: str) -> list[str]:
         return sorted(next(iter(k - {a})) for k in self._link_of if a in k and len(k) == 2)
 
-    def _fail(self, kind, target, links, nodes, pairs, duration_s) -> dict:
+    def _fail(self, kind, target, links, nodes, pairs, duration_s, reboot_s=None) -> dict:
         em, clock = self.em, self.em.player.clock
         t_req = time.monotonic()
         applied = em.links.set_fault(links, True) if links else t_req
@@ -145,11 +249,14 @@ class Injector:
         with self.lock:
             fid = self._next_id
             self._next_id += 1
-            self.active[fid] = _Fault(fid, kind, target, list(links), nodes, pairs, detect)
+            f = self.active[fid] = _Fault(fid, kind, target, list(links), nodes, pairs, detect)
             row = self._row(fid, kind, target, t_req, applied, duration_s, len(links))
             row.update(detection_s=self.detection_s, reroute_due_s=round(float(clock.t_s(detect)), 6))
+            if reboot_s is not None:
+                row["duration_s"] = reboot_s
             self.rows.append(row)
-        em.player.call_at(detect, lambda: self._reroute(row, fid))
+        # (f.id when due: a reboot's fault takes a new id as its links come back)
+        em.player.call_at(detect, lambda: self._reroute(row, f.id))
         self._prepare(detect)
         if self._ahead is None:
             self._ahead = threading.Thread(target=self._compute_ahead, name="netemu-faults", daemon=True)
@@ -157,7 +264,7 @@ class Injector:
         if duration_s is not None:
             end = clock.mono(float(clock.t_s(t_req)) + duration_s)
             em.player.call_at(end, lambda: self._end(fid))
-        return dict(row)
+        return dict(row) if reboot_s is None else {**row, "_fault": f}
 
     def restore(self, a: str | None = None, b: str | None = None) -> list[dict]:
         """End live faults: all (no argument), node `a`'s, or the link a-b's."""
@@ -170,7 +277,7 @@ class Injector:
             if a is None:
                 ids = list(self.active)
             elif b is None:
-                ids = [f.id for f in self.active.values() if f.kind == "fail_node" and f.target == a]
+                ids = [f.id for f in self.active.values() if f.kind in ("fail_node", "reboot") and f.target == a]
             else:
                 ids = [f.id for f in self.active.values() if f.kind == "fail_link" and
                        set(f.target.split("|")) == {a, b}]
@@ -438,7 +545,7 @@ def socket_path(run_id: str) -> Path:
 
 class ControlServer:
     """Serves a live run's injections on a unix socket (one JSON request per connection:
-    {"cmd": "fail_node"|"fail_link"|"restore"|"status", "args": {...}}; the reply
+    {"cmd": "fail_node"|"fail_link"|"reboot"|"restore"|"status", "args": {...}}; the reply
     {"ok": true, "result": …} or {"ok": false, "error": "one line"})."""
 
     def __init__(self, em, path: Path):
@@ -483,13 +590,15 @@ class ControlServer:
                 result = em.fail_node(args.get("node"), duration_s=args.get("duration_s"))
             elif cmd == "fail_link":
                 result = em.fail_link(args.get("a"), args.get("b"), duration_s=args.get("duration_s"))
+            elif cmd == "reboot":
+                result = em.reboot(args.get("node"), reboot_s=args.get("reboot_s"))
             elif cmd == "restore":
                 result = em.restore(args.get("a"), args.get("b"))
             elif cmd == "status":
                 result = {"t_s": em.now_t_s(), "injections": em.injections().to_dict("records")}
             else:
-                return {"ok": False, "error": f"unknown command {cmd!r}; expected fail_node, fail_link, restore "
-                                              f"or status"}
+                return {"ok": False, "error": f"unknown command {cmd!r}; expected fail_node, fail_link, reboot, "
+                                              f"restore or status"}
         except NetemuError as e:
             return {"ok": False, "error": str(e)}
         return {"ok": True, "result": result}

@@ -114,7 +114,12 @@ def choose_dilation(plan, w: Window, node_names: list[str], states: LinkStates, 
 
 APPLY_COLUMNS = ["step", "t_s", "due_s", "applied_s", "lag_ms", "routes", "link_updates", "link_lead_ms",
                  "namespaces", "start_late_ms", "send_ms", "ack_ms", "feed_ms", "cpu_wait_ms",
-                 "engine_namespaces", "engine_done_ms"]
+                 "engine_namespaces", "engine_done_ms", "switched_namespaces", "prep_ms"]
+
+# A big step's routes (forwarding.prepare_big_step: a storm's tens of thousands of changes) go
+# into the namespaces' idle tables this long (wall) ahead of its instant, a chunk at a time
+# between steps; at the instant each namespace switches tables with one request.
+PREPARE_S = 3.0
 
 
 def _realtime(priority: int) -> bool:
@@ -163,6 +168,10 @@ class Player:
         self._task_seq = 0
         self._tasks_lock = threading.Lock()
         self._wake = threading.Event()          # a new task: the loop re-reckons its sleep
+        self._prep: deque = deque()             # big steps' routes put ahead (forwarding.prepare_big_step)
+        self._prepared = 0                      # window steps up to here have been looked at for that
+        self._prep_wait: int | None = None      # the big step being prepared (the next waits for it)
+        self._prep_since_ms = 0.0               # time putting them since the last route step
 
     # ------------------------------------------------------------------ clock
 
@@ -196,6 +205,7 @@ class Player:
         self.clock = self.clock.started_at(time.monotonic() + lead_s if origin_mono is None else origin_mono)
         if len(self.t) > 1:
             self.forwarding.stage(self.w.k0 + 1, self.wall(1))
+            self._prepare_ahead(0)
         if self.engine:
             self.links.set_clock(self.clock.engine_origin_mono, self.clock.scale)
             self._feed(0, self._batch_end(0), now=True)
@@ -277,6 +287,14 @@ class Player:
                 self.doing = f"preparing the link engines' feed from step {self.w.k0 + self._fed}"
                 self._feed(self._fed, self._batch_end(self._fed))
                 continue
+            if may_feed and self._prep:                                      # big steps' routes, ahead
+                self.doing = "putting a big step's routes in the idle tables"
+                t = time.perf_counter()
+                more = self._prep[0]()
+                self._prep_since_ms += (time.perf_counter() - t) * 1e3
+                if not more:
+                    self._prep.popleft()
+                continue
             if i >= n_apply and now >= end_wall:
                 self.doing = "done"
                 return
@@ -303,6 +321,7 @@ class Player:
         due = self.wall(i)
         if i + 1 < len(self.t):
             self.forwarding.stage(k + 1, self.wall(i + 1))   # pack the next step's changes now, send at its instant
+            self._prepare_ahead(i)
         fed = self._fed_at.get(i)
         wait_ns = _cpu_wait_ns()
         cpu_wait_ms = (wait_ns - self._wait_ns) / 1e6 if wait_ns is not None and self._wait_ns is not None else np.nan
@@ -311,8 +330,26 @@ class Player:
                          n_routes, link_updates, (due - fed) * 1e3 if fed is not None else np.nan,
                          sent.get("namespaces", np.nan), (t_start - due) * 1e3, sent.get("send_ms", np.nan),
                          sent.get("ack_ms", np.nan), self._feed_since_ms, cpu_wait_ms,
-                         sent.get("sender_namespaces", 0), np.nan))
+                         sent.get("sender_namespaces", 0), np.nan, sent.get("switched_namespaces", 0),
+                         self._prep_since_ms))
         self._feed_since_ms = 0.0
+        self._prep_since_ms = 0.0
+
+    def _prepare_ahead(self, i: int) -> None:
+        """Queue the preparation of big steps up to PREPARE_S (wall) after window step i."""
+        prep = getattr(self.forwarding, "prepare_big_step", None)
+        if prep is None:
+            return
+        last = min(len(self.t) - 1, i + int(np.ceil(PREPARE_S / max(self.clock.scale * self._step_s(), 1e-9))))
+        while self._prepared < last:
+            if self._prep_wait is not None and self.applied_k < self._prep_wait:
+                break   # one big step at a time: the next one's idle tables are the ones this one leaves
+            self._prepared += 1
+            k = self.w.k0 + self._prepared
+            work = prep(k)
+            if work is not None:
+                self._prep.append(work)
+                self._prep_wait = k
 
     def _changed(self, i: int) -> np.ndarray:
         s = self.states
@@ -389,7 +426,10 @@ class Player:
         NaN where the kernel has none), engine_namespaces (nodes whose changes a link engine
         sent at the same instant, on its own CPU; forwarding.use_senders) and engine_done_ms
         (when, after the instant, the engine had sent them; applied_s and lag_ms count the
-        later of the two). All wall milliseconds."""
+        later of the two), switched_namespaces (at a big step: namespaces that switched to the
+        routing table prepared ahead, one request each, instead of sending their changes) and
+        prep_ms (time putting big steps' routes in those tables since the previous step). All
+        wall milliseconds."""
         log = pd.DataFrame(self.log, columns=APPLY_COLUMNS)
         sl = self.forwarding.sender_log()
         if len(sl) and len(log):

@@ -3,7 +3,7 @@
 As in Mininet, `<node> <command>` runs the command inside that node, and node names among the
 command's words become the nodes' addresses (here their loopbacks, the addresses routes lead
 to), so `g-paris ping -c 3 c-odc-00` pings the compute satellite from Paris. `fail NODE [S]`,
-`faillink A B [S]` and `restore [NODE [B]]` inject live faults (emulate.inject). Every node of the
+`faillink A B [S]`, `reboot NODE [S]` and `restore [NODE [B]]` inject live faults (emulate.inject). Every node of the
 network answers to its name, relays and satellites included, and names may hold '-' (Mininet's
 parser would end a name there). Routes lead to the endpoints only (as the plan's do): a relay
 runs commands and forwards, but other nodes cannot reach its loopback (the shell says so). `exit`, `quit` or end of input leave the shell; the run then
@@ -180,6 +180,13 @@ class NetemuCLI(_cli_base()):
         w = self._words(line, 2, 3, "faillink A B [DURATION_S]")
         if w:
             self._inject("failed link", self.em.fail_link, w[0], w[1], self._duration(w[2] if len(w) > 2 else None))
+
+    def do_reboot(self, line: str) -> None:
+        """reboot NODE [REBOOT_S]: reboot a node now (dark, routes around it after the detection delay;
+        back after REBOOT_S, default the scenario's, then its links re-acquire)."""
+        w = self._words(line, 1, 2, "reboot NODE [REBOOT_S]")
+        if w:
+            self._inject("rebooting node", self.em.reboot, w[0], self._duration(w[1] if len(w) > 1 else None))
 
     def do_restore(self, line: str) -> None:
         """restore [NODE [B]]: end every live fault, node NODE's, or link NODE-B's."""
