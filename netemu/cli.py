@@ -34,8 +34,19 @@ def _stage(start: float):
     return say
 
 
+def _say_plan_written(args, summary: dict, say) -> None:
+    """What `netemu plan -o` prints once the plan files are written (JSON with --json)."""
+    from .plan.planner import summary_text
+    say(f"wrote {args.out}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary_text(summary))
+        print(f"Plan files in {args.out}/")
+
+
 def cmd_plan(args) -> int:
-    from .plan.planner import make_plan, summary_text, write_plan
+    from .plan.planner import make_plan, write_plan
     from .plan.scenario import load_scenario
     say = _stage(time.perf_counter())
     if args.out:
@@ -59,12 +70,7 @@ def cmd_plan(args) -> int:
             if isinstance(e, OSError):
                 raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
             raise
-        say(f"wrote {args.out}")
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print(summary_text(summary))
-            print(f"Plan files in {args.out}/")
+        _say_plan_written(args, summary, say)
         return 0
     plan = make_plan(scenario, workers=args.workers, progress=say)
     if args.out:
@@ -74,12 +80,7 @@ def cmd_plan(args) -> int:
             summary = write_plan(plan, args.out)
         except OSError as e:
             raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
-        say(f"wrote {args.out}")
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print(summary_text(summary))
-            print(f"Plan files in {args.out}/")
+        _say_plan_written(args, summary, say)
     if args.save_golden:
         from .plan.golden import save_golden
         meta = save_golden(plan, args.save_golden)
