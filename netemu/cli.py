@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,16 +59,15 @@ def cmd_plan(args) -> int:
     from .plan.stream import check_block_memory, not_streamable, stream_plan
     if args.out and not (args.check or args.save_golden) and not_streamable(scenario) is None:
         # Planned a block of steps at a time, files written as blocks complete: memory bounded by the block.
-        from .rundir import OutputError, prepare_out_dir
+        from .rundir import OutputError, staged_out_dir
         check_block_memory(scenario, args.workers)   # before the directory exists
-        out = prepare_out_dir(args.out, overwrite=args.overwrite)
         try:
-            summary = stream_plan(scenario, args.out, workers=args.workers, progress=say)
-        except BaseException as e:
-            shutil.rmtree(out, ignore_errors=True)   # no half-written plan left behind
-            if isinstance(e, OSError):
-                raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
-            raise
+            # written aside and moved in at the end: a failure leaves no half-written plan, and
+            # an earlier plan in the directory stays whole
+            with staged_out_dir(args.out, overwrite=args.overwrite) as stage:
+                summary = stream_plan(scenario, stage, workers=args.workers, progress=say)
+        except OSError as e:
+            raise OutputError(f"-o {args.out}: cannot write the plan files: {e.strerror or e}") from None
         _say_plan_written(args, summary, say)
         return 0
     plan = make_plan(scenario, workers=args.workers, progress=say)

@@ -11,16 +11,20 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputError
 from .plan.files import atomic_write
 
-__all__ = ["OutputError", "check_out_dir", "prepare_out_dir", "atomic_write", "MIN_FREE_MIB"]
+__all__ = ["OutputError", "check_out_dir", "prepare_out_dir", "staged_out_dir", "atomic_write", "MIN_FREE_MIB"]
 
 MIN_FREE_MIB = 50          # a default-scenario run writes ~10 MiB; Starlink-sized runs tens of MiB
 _PROBE_BYTES = 64 * 1024   # the writability probe writes this much (a full filesystem refuses it)
 _PLAN_MARKERS = ("summary.json", "nodes.csv", "scenario.toml")
+STAGE_PREFIX = ".netemu-partial-"   # files being written (staged_out_dir); a killed writer's leftover
 
 
 def _kind(path: Path) -> str | None:
@@ -53,7 +57,7 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False, flag: str = "
         raise OutputError(f"{shown}: is a file; expected a directory (new or empty) for the results")
     if out.is_dir():
         try:
-            entries = list(out.iterdir())
+            entries = [e for e in out.iterdir() if not e.name.startswith(STAGE_PREFIX)]
         except OSError as e:
             raise OutputError(f"{shown}: cannot list the directory: {e.strerror}") from None
         if entries:
@@ -99,12 +103,49 @@ def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     out = Path(out_dir)
     if out.is_dir() and overwrite and _kind(out) is not None:
         for entry in out.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            _remove(entry)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"-o {out_dir}: cannot create the directory: {e.strerror}") from None
     return out
+
+
+@contextmanager
+def staged_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """A directory inside `out_dir` to write outputs into, for writers that take long and can
+    fail midway (the streamed planner). On success its files replace their namesakes in
+    `out_dir` (which is emptied first when it holds an earlier netemu run or plan and
+    `overwrite`); on any error, Ctrl-C included, it is removed and `out_dir` is left as it was
+    (removed if this made it). Call after `check_out_dir`."""
+    out = Path(out_dir)
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"-o {out_dir}: cannot create the directory: {e.strerror}") from None
+    for entry in out.glob(STAGE_PREFIX + "*"):     # what a killed writer left
+        shutil.rmtree(entry, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        yield stage
+        if overwrite and _kind(out) is not None:
+            for entry in out.iterdir():
+                if entry != stage:
+                    _remove(entry)
+        for f in stage.iterdir():
+            dest = out / f.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(f, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()

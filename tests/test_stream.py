@@ -172,3 +172,51 @@ def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):
     w.add(df.iloc[:0])
     w.close()
     assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "blocks.parquet").read_bytes()
+
+
+def test_a_streamed_plan_that_fails_leaves_the_earlier_plan_whole(tmp_path, monkeypatch, capsys):
+    """`netemu plan -o` writes its blocks aside and moves them in at the end: a failure (disk
+    full, Ctrl-C) leaves an earlier plan in the directory byte for byte, a new directory is not
+    left behind, and a killed writer's leftovers are neither refused nor kept."""
+    import errno
+
+    from netemu import cli
+    from netemu.plan import stream
+    scen = DATA / "small.toml"
+    out = tmp_path / "plan"
+    assert cli.main(["plan", str(scen), "-o", str(out), "--workers", "1"]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert set(FILES) <= set(before)
+
+    def disk_full(scenario, out_dir, **kw):
+        (Path(out_dir) / "links.parquet").write_bytes(b"half a block")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def interrupted(scenario, out_dir, **kw):
+        (Path(out_dir) / "events.csv").write_text("t_s,kind\n")
+        raise KeyboardInterrupt
+
+    real = stream.stream_plan
+    monkeypatch.setattr(stream, "stream_plan", disk_full)
+    for extra in ([], ["--overwrite"]):
+        assert cli.main(["plan", str(scen), "-o", str(out), *extra]) == 2
+        assert f"-o {out}: cannot write the plan files: No space left on device" in capsys.readouterr().err
+        assert {f.name: f.read_bytes() for f in out.iterdir()} == before, extra
+    fresh = tmp_path / "fresh"
+    assert cli.main(["plan", str(scen), "-o", str(fresh)]) == 2
+    assert not fresh.exists()
+    monkeypatch.setattr(stream, "stream_plan", interrupted)
+    assert cli.main(["plan", str(scen), "-o", str(out), "--overwrite"]) == 130
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+    leftover = out / ".netemu-partial-k1ll"           # what a SIGKILLed writer leaves
+    leftover.mkdir()
+    (leftover / "links.parquet").write_bytes(b"half a block")
+    monkeypatch.setattr(stream, "stream_plan", real)
+    assert cli.main(["plan", str(scen), "-o", str(out), "--workers", "1"]) == 0
+    assert sorted(f.name for f in out.iterdir()) == sorted(before)
+    assert {f: (out / f).read_bytes() for f in FILES} == {f: before[f] for f in FILES}
+    fresh.mkdir()
+    (fresh / ".netemu-partial-k1ll").mkdir()          # a directory holding only a leftover counts as empty
+    assert cli.main(["plan", str(scen), "-o", str(fresh), "--workers", "1"]) == 0
+    assert sorted(f.name for f in fresh.iterdir()) == sorted(before)
