@@ -56,17 +56,26 @@ def connect(scheduler: str, timeout_s: float = 15.0):
 
 
 def workers_by_name(client) -> dict[str, dict]:
-    """The scheduler's workers by name: address and host (its IP, where its wire binds)."""
-    info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) else client.scheduler_info()["workers"]
+    """The scheduler's workers by name: address and host (its IP, where its wire binds).
+
+    Asked of the scheduler itself, not through `client.scheduler_info()`: that returns the
+    client's cached identity, which its periodic refresh (every 2 s) overwrites with a copy
+    listing no workers, so a read racing the refresh saw every host gone."""
+    kw = {"n_workers": -1} if _identity_takes_n_workers() else {}
+    info = client.sync(client.scheduler.identity, **kw)["workers"]
     out = {}
     for addr, w in info.items():
         out[str(w.get("name", addr))] = {"address": addr, "ip": addr.split("://")[-1].rsplit(":", 1)[0]}
     return dict(sorted(out.items()))
 
 
-def _takes_n_workers(client) -> bool:
+def _identity_takes_n_workers() -> bool:
+    """Whether the scheduler's `identity` takes `n_workers` (newer Dask lists only that many
+    workers unless told -1; older ones list all and refuse the keyword). Client and scheduler run
+    the same `distributed`, as Dask requires."""
     import inspect
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    from distributed.scheduler import Scheduler
+    return "n_workers" in inspect.signature(Scheduler.identity).parameters
 
 
 # Round trips per host when measuring clock offsets: the bound is half the shortest, and on a

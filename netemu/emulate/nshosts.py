@@ -125,6 +125,7 @@ class NamespaceHosts:
 
     def wait_for_workers(self, names: list[str], timeout_s: float = 60.0) -> None:
         from distributed import Client
+        from .cluster import workers_by_name
         end = time.monotonic() + timeout_s
         client = None
         try:
@@ -134,7 +135,7 @@ class NamespaceHosts:
                         raise EmulationError(f"{name} exited ({p.returncode}): {self.log(name)[-2000:]}")
                 try:
                     client = client or Client(self.scheduler, timeout=5, set_as_default=False)
-                    got = {w.get("name") for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+                    got = set(workers_by_name(client))
                     if set(names) <= got:
                         return
                 except (OSError, TimeoutError):
@@ -151,6 +152,12 @@ class NamespaceHosts:
                 return f.read()
         except OSError:
             return ""
+
+    def exited(self) -> dict[str, str]:
+        """The lab's processes that have exited: name → their exit code and the end of their log
+        (what a lost host said before it went)."""
+        return {name: f"exit {p.returncode}: {self.log(name)[-3000:]}"
+                for name, p in self.procs.items() if p.poll() is not None}
 
     def kill_worker(self, name: str) -> int:
         """SIGKILL host `name`'s worker process (a host lost mid-run); returns its pid."""
