@@ -663,6 +663,9 @@ def run_cluster(plan, out_dir: str | Path, scheduler: str, *, hosts: list[str] |
         probes.to_parquet(out / "probes.parquet", index=False)
         apply = em.apply_log()
         apply.to_csv(out / "apply.csv", index=False)
+        load, load_stats = em.link_load()      # (its last samples before the counters: its sums never exceed them)
+        atomic_write(out / "link_load.parquet", lambda tmp: load.to_parquet(tmp, index=False))
+        c["link_load"] = load_stats
         em.counters().merge(em.link_table[["link", "a", "b", "kind"]], on="link", how="left").to_csv(
             out / "link_counters.csv", index=False)
         skew = em.apply_skew()

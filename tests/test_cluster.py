@@ -231,7 +231,7 @@ def test_workloads_on_one_host_and_on_three_give_the_same_figures(lab, overhead,
     agree within noise, and each writes one run directory with jobs, event logs and the report."""
     from netemu.runner import run_cluster
     plan = netemu.make_plan(netemu.load_scenario(DATA / "workloads.toml"), workers=2)
-    figures = {}
+    figures, load_totals = {}, {}
     for hosts in (["h0"], ["h0", "h1", "h2"]):
         out = tmp_path / f"run{len(hosts)}"
         # Three hosts' engines, stacks and agents share 2 vCPUs here: dilated 4 times, the engines
@@ -251,9 +251,34 @@ def test_workloads_on_one_host_and_on_three_give_the_same_figures(lab, overhead,
         fid = json.loads((out / "fidelity.json").read_text())
         assert fid["hosts"] == len(hosts) and fid["overall"]["compared"] > 0
         assert _run_state(info["cluster"]["run_id"]) == {"namespaces": [], "processes": []}
+        # the link load: every host sampled at the same instants; a cut link's halves make one
+        # row per sample, its bytes counted once (its receiver's delivered bytes)
+        load = pd.read_parquet(out / "link_load.parquet")
+        counters = pd.read_csv(out / "link_counters.csv")
+        assert not load.duplicated(["sample", "link", "direction"]).any()
+        assert set(info["cluster"]["link_load"]) == set(hosts)
+        assert all(st["samples"] >= 0.9 * 8 / 0.1 and not st.get("error") for st in info["cluster"]["link_load"].values())
+        sums = load.groupby(["link", "direction"])["tx_bytes"].sum()
+        delivered = counters.groupby(["link", "direction"])["bytes_out"].sum()
+        assert (sums <= delivered.reindex(sums.index)).all()     # the counters count from bring-up
+        assert sums.sum() >= 0.95 * delivered.sum()
+        load_totals[len(hosts)] = int(sums.sum())
+        if len(hosts) == 3:
+            addr = pd.read_csv(out / "addresses.csv").drop_duplicates("node").set_index("node")["host"]
+            ends = counters.drop_duplicates("link").set_index("link")[["a", "b"]]
+            ca, cb = ends["a"].map(addr), ends["b"].map(addr)
+            cut_links = set(ends.index[ca != cb])
+            on_cut = load[load["link"].isin(cut_links)]
+            assert on_cut["tx_bytes"].sum() > 100_000, on_cut          # the workloads cross the cut
+            sender = np.where(on_cut["direction"] == "ab", on_cut["link"].map(ca), on_cut["link"].map(cb))
+            assert (on_cut["host"].to_numpy() == sender).all()
+        html = (out / "report.html").read_text()
+        assert "figures/link_load.png" in html and (out / "figures" / "link_load.png").exists()
     # the same figures within noise: medians of the excesses over physics within 2 ms
     for k in ("udp", "ttfb"):
         assert abs(np.median(figures[1][k]) - np.median(figures[3][k])) < 2.0, (k, figures)
+    # and the same bytes on the links, within the probes' and TCP's spread
+    assert load_totals[3] == pytest.approx(load_totals[1], rel=0.05), load_totals
 
 
 def test_doctor_hosts_checks_every_host_and_derives_the_cut_threshold(lab):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netemu.emulate.linkload import LINK_LOAD_COLUMNS, RAW_COLUMNS, LoadSampler, link_load
+from netemu.emulate.linkload import LINK_LOAD_COLUMNS, RAW_COLUMNS, LoadSampler, link_load, merge_cut_links
 
 
 def _raw(rows):
@@ -90,6 +90,68 @@ def test_sampler_samples_on_its_interval_and_once_more_at_stop():
     raw, ticks = s.raw()
     assert sorted(ticks["sample"]) == list(range(n))
     assert s.stats()["samples"] == n and s.stats()["engine_sample_us_max"] == 1.0
+
+
+def test_a_sampler_given_an_origin_samples_at_its_whole_intervals():
+    """Hosts of one cluster run sample at the shared origin plus whole intervals, whenever
+    each started its sampler."""
+    links = _FakeLinks()
+    origin = time.monotonic() + 0.12
+    s = LoadSampler(links, interval_s=0.05, scale=2.0, origin_mono=origin).start()
+    time.sleep(0.6)
+    s.stop()
+    _, ticks = s.raw()
+    t = ticks.sort_values("sample")["t_mono"].to_numpy()[1:-1]     # between the first and the last
+    k = (t - origin) / 0.1
+    assert len(t) >= 3 and k.min() >= 0.99 and np.abs(k - np.rint(k)).max() < 0.2, k
+
+
+def _host_rows(host, rows):
+    cols = ["t_s", "link", "direction", "dt_s", "tx_frames", "tx_bytes", "in_bytes", "rate_mbps", "link_rate_mbps",
+            "queue_bytes", "queue_max_bytes", "drops", "drop_queue"]
+    df = pd.DataFrame(rows, columns=cols)
+    df.insert(1, "sample", np.arange(1, len(df) + 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["utilisation"] = df["rate_mbps"] / df["link_rate_mbps"]
+    return df[LINK_LOAD_COLUMNS].assign(host=host)
+
+
+def test_a_cut_links_halves_are_joined_per_sample():
+    """Cut link c: a→b admitted (queued, rate-limited, dropped) on h0 and delivered on h1, b→a
+    the other way round; link w lies whole on h0. One row per direction and sample slot, in
+    bytes and queues from the sender, tx from the receiver, drops from both; sums unchanged."""
+    h0 = _host_rows("h0", [
+        # t_s, link, direction, dt_s, tx_frames, tx_bytes, in_bytes, rate, link rate, queue, queue max, drops, drop_queue
+        (10.1, "c", "ab", 0.1, 0, 0, 125_000, 0.0, 10.0, 3_000, 4_000, 2, 2),
+        (10.2, "c", "ab", 0.1, 0, 0, 100_000, 0.0, 10.0, 0, 3_000, 0, 0),
+        (10.1, "w", "ab", 0.1, 10, 10_000, 10_000, 0.8, np.nan, 0, 0, 0, 0),
+        (10.2002, "c", "ba", 0.1, 5, 5_000, 0, 0.4, np.nan, 0, 0, 1, 0),         # delivered here
+    ])
+    h1 = _host_rows("h1", [
+        (10.1003, "c", "ab", 0.1, 100, 110_000, 0, 8.8, np.nan, 0, 0, 0, 0),
+        (10.2003, "c", "ab", 0.1, 100, 112_000, 0, 8.96, np.nan, 0, 0, 0, 0),
+        (10.3003, "c", "ab", 0.1, 3, 3_000, 0, 0.24, np.nan, 0, 0, 0, 0),         # the queue's last frames
+        (10.2, "c", "ba", 0.1, 0, 0, 5_000, 0.0, 100.0, 0, 1_500, 0, 0),
+    ])
+    tables = pd.concat([h0, h1], ignore_index=True)
+    senders = {("c", "ab"): "h0", ("c", "ba"): "h1"}
+    m = merge_cut_links(tables, senders, 0.1)
+    assert list(m.columns) == [*LINK_LOAD_COLUMNS, "host"]
+    ab = m[(m["link"] == "c") & (m["direction"] == "ab")].reset_index(drop=True)
+    assert list(ab["sample"]) == [101, 102, 103] and list(ab["host"]) == ["h0"] * 3
+    assert list(ab["t_s"]) == [10.1, 10.2, 10.3003]                 # the sender's instants; rx-only slot: the receiver's
+    assert list(ab["tx_bytes"]) == [110_000, 112_000, 3_000] and list(ab["in_bytes"]) == [125_000, 100_000, 0]
+    assert list(ab["queue_max_bytes"]) == [4_000, 3_000, 0] and list(ab["drops"]) == [2, 0, 0]
+    assert list(ab["link_rate_mbps"]) == [10.0, 10.0, 10.0]
+    assert ab["utilisation"].to_numpy() == pytest.approx([0.88, 0.896, 0.024])
+    ba = m[(m["link"] == "c") & (m["direction"] == "ba")]
+    assert len(ba) == 1 and ba["host"].iloc[0] == "h1" and ba["tx_bytes"].iloc[0] == 5_000
+    assert ba["drops"].iloc[0] == 1 and ba["utilisation"].iloc[0] == pytest.approx(0.004)
+    w = m[m["link"] == "w"]
+    assert len(w) == 1 and w["host"].iloc[0] == "h0" and w["tx_bytes"].iloc[0] == 10_000
+    for c in ("tx_bytes", "tx_frames", "in_bytes", "drops", "drop_queue"):
+        assert m[c].sum() == tables[c].sum(), c
+    assert len(merge_cut_links(tables.iloc[:0], senders, 0.1)) == 0
 
 
 # --------------------------------------------------------------------------- the engine (root)

@@ -365,6 +365,21 @@ class ClusterEmulation:
     def counters(self) -> pd.DataFrame:
         return pd.concat([r["counters"] for r in self.results().values()], ignore_index=True)
 
+    def link_load(self) -> tuple[pd.DataFrame, dict]:
+        """Every link direction's load over the run, every 100 ms of emulated time (the columns of
+        emulate.linkload.link_load, and `host`): a cut link's two halves joined into one row per
+        sample (linkload.merge_cut_links); and each host's sampler stats. Ends the sampling."""
+        from .linkload import merge_cut_links
+        calls = {h: a.link_load() for h, a in self.agents.items()}
+        got = {h: self._result(h, c) for h, c in calls.items()}
+        tables = [g["table"] for g in got.values() if len(g["table"])]
+        senders = {}
+        for r in self.cut.itertuples(index=False):
+            senders[(str(r.link), "ab")] = r.host_a      # a→b frames are admitted on a's host
+            senders[(str(r.link), "ba")] = r.host_b
+        merged = merge_cut_links(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(), senders, 0.1)
+        return merged, {h: g["stats"] for h, g in got.items()}
+
     def apply_log(self) -> pd.DataFrame:
         return pd.concat([r["apply"] for r in self.results().values()], ignore_index=True)
 

@@ -58,6 +58,7 @@ class HostAgent:
         self.links: EngineLinks | None = None
         self.forwarding: Forwarding | None = None
         self.player: Player | None = None
+        self.load = None                      # the link-load sampler (emulate.linkload), from start
         self.node_names: list[str] = []
         self.loopbacks: dict[str, str] = {}
         self.offset_s = 0.0                   # this host's clock minus the coordinator's (as corrected)
@@ -221,6 +222,11 @@ class HostAgent:
         and how long before it the message came."""
         origin = self.local_mono(origin_shared)
         self.player.start(origin_mono=origin)
+        if hasattr(self.links, "sample"):
+            # every 100 ms of emulated time from the shared origin: the hosts sample their halves
+            # of a cut link at the same instants (ClusterEmulation.link_load joins them)
+            from .linkload import LoadSampler
+            self.load = LoadSampler(self.links, scale=self.player.clock.scale, origin_mono=origin).start()
         return {"host": self.host, "origin_mono": origin, "lead_s": origin - time.monotonic()}
 
     def cmd(self, node: str, command: str, timeout_s: float = 30.0) -> str:
@@ -357,6 +363,18 @@ class HostAgent:
         return {"host": self.host, "apply": log, "counters": counters, "engines": self.links.status(),
                 "timings_s": dict(self.timings_s), "offset_s": self.offset_s}
 
+    def link_load(self) -> dict:
+        """This host's links' load over the run (emulate.linkload; its sampling ends here, with
+        a last sample): `table` (link_load rows with `host`) and `stats`."""
+        if self.load is None or self.player is None:
+            return {"table": pd.DataFrame(), "stats": {}}
+        self.load.stop()
+        served = self._spec["link_table"]
+        mine = set(self.node_names)
+        served = served[served["a"].isin(mine) | served["b"].isin(mine)]["link"]
+        return {"table": self.load.table(self.player.clock, links=served).assign(host=self.host),
+                "stats": self.load.stats()}
+
     # ------------------------------------------------------------------ teardown
 
     def close(self) -> dict:
@@ -369,6 +387,8 @@ class HostAgent:
         t = time.perf_counter()
         if self.player is not None:
             self.player.stop()
+        if self.load is not None:
+            self.load.stop()
         for p in self._servers + [p for p, _ in self._spawned.values()]:
             if p.poll() is None:
                 p.kill()

@@ -16,6 +16,7 @@ extra comparison per admitted frame on rate-limited links, for the largest backl
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from ..errors import NetemuError
 
-__all__ = ["LoadSampler", "link_load", "LINK_LOAD_COLUMNS", "RAW_COLUMNS"]
+__all__ = ["LoadSampler", "link_load", "merge_cut_links", "LINK_LOAD_COLUMNS", "RAW_COLUMNS"]
 
 RAW_COLUMNS = ["link", "direction", "frames_in", "bytes_in", "frames_out", "bytes_out", "drop_queue", "drop_other",
                "queue_bytes", "queue_max_bytes", "rate_bytes_per_s"]
@@ -101,16 +102,65 @@ def link_load(raw: pd.DataFrame, ticks: pd.DataFrame, *, origin_mono: float, t0_
     return out.sort_values(["sample", "link", "direction"], kind="stable").reset_index(drop=True)[LINK_LOAD_COLUMNS]
 
 
+def merge_cut_links(tables: pd.DataFrame, senders: dict[tuple[str, str], str], interval_s: float) -> pd.DataFrame:
+    """One link load table for a run spread over hosts (pure).
+
+    `tables`: the hosts' `link_load` tables, each row with its `host`. `senders`: for each
+    direction of a cut link, (link, direction) → the host whose engine admits its frames (their
+    queue, rate limit and drops are there); the other end's host delivers them (their tx counts
+    are there). The two halves of a cut direction are joined per sample slot, round(t_s /
+    `interval_s`) (the hosts sample at the same emulated instants): in_bytes, queues, the link
+    rate, t_s and dt_s from the sender, tx_frames, tx_bytes and rate_mbps from the receiver,
+    drops from both; utilisation is the receiver's rate over the sender's link rate.
+
+    LINK_LOAD_COLUMNS + `host` (a cut direction's sender), one row per direction and slot; summed
+    over samples, tx_bytes and drops are still exactly the engines' counters' change."""
+    cols = [*LINK_LOAD_COLUMNS, "host"]
+    if not len(tables):
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("link", "direction", "host") else float) for c in cols})
+    key = list(zip(tables["link"].astype(str), tables["direction"].astype(str)))
+    sender = np.array([senders.get(k) for k in key], dtype=object)
+    cut = np.array([s is not None for s in sender])
+    whole = tables[~cut]
+    t = tables[cut].assign(slot=np.rint(tables["t_s"].to_numpy(float)[cut] / interval_s).astype(np.int64))
+    at_sender = t["host"].to_numpy(object) == sender[cut]
+    s_side, r_side = t[at_sender], t[~at_sender]
+    on = ["slot", "link", "direction"]
+    m = s_side.drop(columns=["tx_frames", "tx_bytes", "rate_mbps", "utilisation", "sample"]).merge(
+        r_side[[*on, "t_s", "dt_s", "tx_frames", "tx_bytes", "rate_mbps", "drops", "drop_queue"]],
+        on=on, how="outer", suffixes=("", "_rx"))
+    only_rx = m["t_s"].isna()
+    m.loc[only_rx, "t_s"] = m.loc[only_rx, "t_s_rx"]
+    m.loc[only_rx, "dt_s"] = m.loc[only_rx, "dt_s_rx"]
+    for c in ("tx_frames", "tx_bytes", "in_bytes", "queue_bytes", "queue_max_bytes", "drops", "drop_queue",
+              "drops_rx", "drop_queue_rx"):
+        m[c] = m[c].fillna(0).astype(np.int64)
+    m["rate_mbps"] = m["rate_mbps"].fillna(0.0)
+    m["drops"] += m.pop("drops_rx")
+    m["drop_queue"] += m.pop("drop_queue_rx")
+    if only_rx.any():        # the link rate in force, from the sender's other samples of it
+        m["link_rate_mbps"] = m.groupby(["link", "direction"])["link_rate_mbps"].transform(lambda x: x.ffill().bfill())
+    m["host"] = [senders[(a, b)] for a, b in zip(m["link"].astype(str), m["direction"].astype(str))]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m["utilisation"] = m["rate_mbps"] / m["link_rate_mbps"]
+    m["sample"] = m["slot"]
+    out = pd.concat([whole[cols], m[cols]], ignore_index=True) if len(whole) else m[cols]
+    return out.sort_values(["t_s", "link", "direction"], kind="stable").reset_index(drop=True)
+
+
 class LoadSampler:
     """Samples the link engines' load every `interval_s` of emulated time (wall: × `scale`)
     from a thread of its own, from `start()` to `stop()` (which takes a last sample); `table()`
     gives the link load (see `link_load`). `links`: an EngineLinks (anything with `sample()`
-    and `counters()`). A failing engine ends the sampling, not the run (`error` says why)."""
+    and `counters()`). `origin_mono`: sample at that CLOCK_MONOTONIC instant plus whole
+    intervals (hosts of one run then sample at the same emulated instants); default, every
+    interval from `start()`. A failing engine ends the sampling, not the run (`error` says why)."""
 
-    def __init__(self, links, interval_s: float = 0.1, scale: float = 1.0):
+    def __init__(self, links, interval_s: float = 0.1, scale: float = 1.0, origin_mono: float | None = None):
         if not interval_s > 0:
             raise ValueError(f"interval_s: expected > 0, found {interval_s!r}")
         self.links, self.interval_s, self.scale = links, float(interval_s), float(scale)
+        self.origin_mono = origin_mono
         self.samples: list[tuple[int, int, float, float, list]] = []   # (sample, shard, t_mono, cost_s, rows)
         self.base: pd.DataFrame | None = None
         self.error = ""
@@ -139,9 +189,15 @@ class LoadSampler:
             n, self._n = self._n, self._n + 1
             self.samples.extend((n, shard, t, cost, rows) for shard, t, cost, rows in got)
 
+    def _next(self, after: float, wall: float) -> float:
+        """The first sampling instant after `after`."""
+        if self.origin_mono is None:
+            return after + wall
+        return self.origin_mono + max(1, math.floor((after - self.origin_mono) / wall) + 1) * wall
+
     def _run(self) -> None:
         wall = self.interval_s * self.scale
-        nxt = time.monotonic() + wall
+        nxt = self._next(time.monotonic(), wall)
         while not self._stop.wait(max(0.0, nxt - time.monotonic())):
             self._take()
             if self.error:
@@ -149,7 +205,7 @@ class LoadSampler:
             nxt += wall
             now = time.monotonic()
             if nxt < now:            # fell behind (a busy host): skip, never burst
-                nxt = now + wall
+                nxt = self._next(now, wall)
 
     def stop(self) -> None:
         """End the sampling with a last sample (safe to call twice)."""
