@@ -145,8 +145,18 @@ def test_default_block_bounds_memory():
     sc = netemu.load_scenario(ROOT / "topologies" / "starlink-s1.toml")
     b = default_block_steps(sc)
     assert 100 <= b <= 1000 < sc.n_steps
-    assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-faults.toml")) == "faults"
-    assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-eclipse.toml"))
+    assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-faults.toml")) is None
+    assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-eclipse.toml")) is None
+
+
+def test_group_faults_are_planned_whole(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text((DATA / "small.toml").read_text()
+                 + '\n[[faults]]\nkind = "random"\ngroup = "shell"\nmtbf_s = 3000\nmttr_s = 200\nseed = 1\n')
+    sc = netemu.load_scenario(p)
+    assert not_streamable(sc) == "group faults"
+    with pytest.raises(ValueError, match="group faults are not planned in blocks"):
+        stream_plan(sc, tmp_path, workers=1)
 
 
 def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):
@@ -220,3 +230,126 @@ def test_a_streamed_plan_that_fails_leaves_the_earlier_plan_whole(tmp_path, monk
     (fresh / ".netemu-partial-k1ll").mkdir()          # a directory holding only a leftover counts as empty
     assert cli.main(["plan", str(scen), "-o", str(fresh), "--workers", "1"]) == 0
     assert sorted(f.name for f in fresh.iterdir()) == sorted(before)
+
+
+POWER = """
+[[compute]]
+group = "cluster"
+accelerators_per_satellite = 4
+battery_wh = 300
+solar_array_w = 800
+initial_soc_pct = 60
+throttle_below_soc_pct = 50
+refuse_below_soc_pct = 20
+"""
+
+
+@pytest.fixture(scope="module")
+def powered(tmp_path_factory):
+    """small.toml with a [[compute]] section whose batteries drain through both thresholds over
+    the window (the state of charge carried across every block edge matters)."""
+    tmp = tmp_path_factory.mktemp("power")
+    p = tmp / "power.toml"
+    p.write_text((DATA / "small.toml").read_text() + POWER)
+    sc = netemu.load_scenario(p)
+    out = tmp / "plan"
+    return sc, out, netemu.write_plan(netemu.make_plan(sc, workers=1), out)
+
+
+@pytest.mark.parametrize("block", [1, 7, 10_000])
+def test_power_streamed_equals_whole(powered, tmp_path, block):
+    sc, out, summary = powered
+    assert not_streamable(sc) is None
+    got = tmp_path / "blocked"
+    got.mkdir()
+    s = stream_plan(sc, got, workers=1, block_steps=block)
+    _same_files(out, got, summary, s)
+    assert (out / "power.parquet").read_bytes() == (got / "power.parquet").read_bytes()
+    p = pd.read_parquet(got / "power.parquet")
+    assert len(p) == 4 * sc.n_steps
+    # The batteries cross both thresholds: 4, then 2 (throttled), then 0 accelerators active.
+    assert {0, 2, 4} <= set(p["active_accelerators"])
+    assert p["soc_pct"].iloc[0] == 60
+
+
+def test_power_carry_matters(powered, tmp_path, monkeypatch):
+    """Each block starting from initial_soc_pct again (the carry dropped) gives another power.parquet."""
+    sc, out, _ = powered
+    real = planner.plan_power
+    monkeypatch.setattr(planner, "plan_power", lambda scenario, track, carry=None: real(scenario, track, {}))
+    got = tmp_path / "blocked"
+    got.mkdir()
+    stream_plan(sc, got, workers=1, block_steps=7)
+    assert (out / "power.parquet").read_bytes() != (got / "power.parquet").read_bytes()
+
+
+FAULTS = """
+[[faults]]
+kind = "node"
+node = "w09-03"
+t_s = 130
+duration_s = 300
+
+[[faults]]
+kind = "reboot"
+node = "c01"
+t_s = 455.5
+reboot_s = 45
+
+[[faults]]
+kind = "link"
+node = "g-paris"
+terminal = "gsl"
+t_s = 500
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """small.toml with a relay on the Beijing-c00 path dying at 130 s for 300 s, a reboot of a
+    compute satellite starting between steps, Paris' ground terminal failing for good at 500 s
+    (more steps with a fault than the detour samples), and 25 s to detect a failure (2-3 steps
+    of 10 s: the detection crosses block edges)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    p = tmp / "faults.toml"
+    p.write_text((DATA / "small.toml").read_text().replace(
+        "[gsl]", "[routing]\nfailure_detection_s = 25\n\n[gsl]", 1) + FAULTS)
+    sc = netemu.load_scenario(p)
+    out = tmp / "plan"
+    return sc, out, netemu.write_plan(netemu.make_plan(sc, workers=1), out)
+
+
+@pytest.mark.parametrize("block", [1, 7, 10_000])
+def test_faults_streamed_equal_whole(faulty, tmp_path, block):
+    sc, out, summary = faulty
+    assert not_streamable(sc) is None
+    got = tmp_path / "blocked"
+    got.mkdir()
+    _same_files(out, got, summary, stream_plan(sc, got, workers=1, block_steps=block))
+    f = summary["faults"]
+    # What is carried did matter: pair-steps lost before detection at and after an edge, the
+    # detour measured at sampled steps (fewer than the steps with a fault).
+    assert f["blackholed_pair_steps"] > 0 and f["link_steps_down"] > 0
+    assert f["detour"]["sampled_steps"] == planner.DETOUR_SAMPLED_STEPS and f["detour"]["pair_steps_detoured"] > 0
+    ev = pd.read_csv(got / "events.csv")
+    assert {"fault_start", "fault_end", "reroute"} <= set(ev["event"])
+    assert 455.5 in set(ev["t_s"])
+
+
+def test_fault_carry_matters(faulty, tmp_path, monkeypatch):
+    """Routing's view forgetting the links of the block before (a failure at a block's first
+    steps known at once) loses fewer pair-steps: the summary differs."""
+    from netemu.plan import stream
+    sc, out, summary = faulty
+    real = stream._believed
+
+    def forgetful(flt, *a):
+        flt["tail"] = None
+        return real(flt, *a)
+
+    monkeypatch.setattr(stream, "_believed", forgetful)
+    got = tmp_path / "blocked"
+    got.mkdir()
+    s = stream_plan(sc, got, workers=1, block_steps=1)
+    assert s["faults"]["blackholed_pair_steps"] < summary["faults"]["blackholed_pair_steps"]
+    assert (out / "paths.parquet").read_bytes() != (got / "paths.parquet").read_bytes()

@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import PlanError
 from .orbits import (Track, formation_satrecs, propagate, station_ecef_km, sun_ecef_km, time_grid_s,
                      walker_satrecs)
-from .power import energy_balance, power_table, sunlit_fraction
+from .power import energy_balance, energy_balance_from, power_table, sunlit_fraction
 from .routing import Routes, compute_routes, path_events, routing_pool
 from .scenario import Formation, Scenario, TLEGroup, WalkerShell, group_node_names
 from .faults import believed_up, blackholed, expand_group_faults, fault_events
@@ -119,9 +119,13 @@ def satellite_track(scenario: Scenario, t_s: np.ndarray | None = None) -> Track:
     return propagate(satrecs, names, scenario.epoch, t_s)
 
 
-def plan_power(scenario: Scenario, track: Track) -> pd.DataFrame | None:
+def plan_power(scenario: Scenario, track: Track, carry: dict | None = None) -> pd.DataFrame | None:
     """Sunlight, state of charge, power and active accelerators of every satellite of the
-    scenario's [[compute]] groups over the track's steps (None without [[compute]])."""
+    scenario's [[compute]] groups over the track's steps (None without [[compute]]).
+
+    With `carry` (a dict, empty before the first block), the track holds one block of the
+    window's steps: each [[compute]] section's state of charge after the block is kept there and
+    the next block starts from it (`netemu.plan.stream`)."""
     if not scenario.compute:
         return None
     offs, off = {}, 0
@@ -130,10 +134,14 @@ def plan_power(scenario: Scenario, track: Track) -> pd.DataFrame | None:
         off += g.count
     sun = sun_ecef_km(track.epoch, track.t_s)
     parts = []
-    for c in scenario.compute:
+    for i, c in enumerate(scenario.compute):
         lo, hi = offs[c.group]
         f = sunlit_fraction(track.xyz_km[:, lo:hi], sun)
-        soc, power, active = energy_balance(c, f, scenario.step_s)
+        if carry is None:
+            soc, power, active = energy_balance(c, f, scenario.step_s)
+        else:
+            start = carry.get(i, np.full(hi - lo, c.initial_soc_pct))
+            soc, power, active, carry[i] = energy_balance_from(c, f, scenario.step_s, start)
         parts.append((list(track.names[lo:hi]), f, soc, power, active))
     names = [n for p in parts for n in p[0]]
     cat = [np.concatenate([p[i] for p in parts], axis=1) for i in range(1, 5)]
@@ -290,10 +298,7 @@ def _make_plan(scenario: Scenario, workers: int | None, progress: Callable[[str]
     if believed is not None:
         lost = blackholed(routes.routes, schedule.links, believed)
         if len(lost):
-            p = routes.paths
-            drop = p[["step", "src", "dst"]].astype({"src": str, "dst": str}).merge(
-                lost.astype({"step": p["step"].dtype}), how="left", indicator=True)["_merge"].eq("both").to_numpy()
-            routes = Routes(routes.endpoints, p[~drop].reset_index(drop=True), routes.routes)
+            routes = Routes(routes.endpoints, drop_blackholed(routes.paths, lost), routes.routes)
     detour = detour_penalty(scenario, schedule, routes, workers=workers) if faults else None
     timings["routing"] = time.perf_counter() - t0
     say(f"routing: {len(routes.paths):,} pair-steps, {len(routes.routes):,} route rows "
@@ -320,6 +325,13 @@ def _make_plan(scenario: Scenario, workers: int | None, progress: Callable[[str]
             f"({timings['power']:.1f} s)")
     return Plan(scenario, track, xyz, schedule, routes, events, timings, tuple(warnings), power, lost, faults, detour,
                 view if believed is not None else None)
+
+
+def drop_blackholed(paths: pd.DataFrame, lost: pd.DataFrame) -> pd.DataFrame:
+    """The paths without the pair-steps `lost` (`netemu.plan.faults.blackholed`)."""
+    drop = paths[["step", "src", "dst"]].astype({"src": str, "dst": str}).merge(
+        lost.astype({"step": paths["step"].dtype}), how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    return paths[~drop].reset_index(drop=True)
 
 
 LINK_SHORTFALL = 0.5
@@ -564,19 +576,35 @@ def detour_penalty(scenario: Scenario, schedule: Schedule, routes: Routes, worke
     detoured ones, p99 and max; and pair-steps reachable only without the faults."""
     L = schedule.links
     fault = (L["down_reason"] == "fault").to_numpy()
-    steps = np.unique(L["step"].to_numpy()[fault])
+    pick = detour_steps(L["step"].to_numpy()[fault], samples)
+    return detour_figures(scenario, schedule.nodes, schedule.t_s, pick, L[L["step"].isin(pick)],
+                          routes.paths[routes.paths["step"].isin(pick)], workers)
+
+
+def detour_steps(fault_steps: np.ndarray, samples: int = DETOUR_SAMPLED_STEPS) -> np.ndarray:
+    """The steps `detour_penalty` samples: up to `samples` of the steps where a fault holds a
+    link down (`fault_steps`, any order, repeats allowed), evenly spread."""
+    steps = np.unique(fault_steps)
+    if len(steps) == 0:
+        return steps.astype(np.int64)
+    return np.unique(steps[np.linspace(0, len(steps) - 1, min(len(steps), samples)).round().astype(int)])
+
+
+def detour_figures(scenario: Scenario, nodes: pd.DataFrame, t_s: np.ndarray, pick: np.ndarray,
+                   links: pd.DataFrame, paths: pd.DataFrame, workers: int | None = None) -> dict:
+    """`detour_penalty`'s figures from the links and paths of its sampled steps `pick` only
+    (window steps; the plan's links and paths at those steps, in the plan's order)."""
     out = {"sampled_steps": 0, "pair_steps_compared": 0, "pair_steps_detoured": 0, "added_delay_ms_mean": None,
            "added_delay_ms_p99": None, "added_delay_ms_max": None, "pair_steps_cut_off": 0}
-    if len(steps) == 0:
+    if len(pick) == 0:
         return out
-    pick = np.unique(steps[np.linspace(0, len(steps) - 1, min(len(steps), samples)).round().astype(int)])
-    sub = L[L["step"].isin(pick)]
+    sub = links
     new_step = np.searchsorted(pick, sub["step"].to_numpy()).astype(np.int32)
     healthy_links = sub.assign(step=new_step, up=sub["up"].to_numpy() | (sub["down_reason"] == "fault").to_numpy())
-    healthy = compute_routes(Schedule(schedule.nodes, schedule.t_s[pick], healthy_links.reset_index(drop=True)),
+    healthy = compute_routes(Schedule(nodes, t_s[pick], healthy_links.reset_index(drop=True)),
                              scenario.endpoints, scenario.routing.metric, scenario.routing.ground_relay,
                              workers=min(workers or 1, 2))
-    p = routes.paths[routes.paths["step"].isin(pick)]
+    p = paths
     got = p.assign(step=np.searchsorted(pick, p["step"].to_numpy()))[["step", "src", "dst", "delay_ms"]]
     both = healthy.paths[["step", "src", "dst", "delay_ms"]].merge(got, on=["step", "src", "dst"], how="left",
                                                                    suffixes=("_healthy", ""))
@@ -600,12 +628,22 @@ def _fault_summary(plan: Plan) -> dict:
     """Faults by kind, link-steps they took down, and per endpoint pair the time it spent
     unreachable (from every cause) and the part of it lost to undetected failures."""
     sc, sched, p = plan.scenario, plan.schedule, plan.routes.paths
-    T, E = len(sched.t_s), len(sc.endpoints)
-    kinds = pd.Series([f.source or f.kind for f in plan.faults], dtype=object).value_counts()
+    E = len(sc.endpoints)
     reach = np.bincount(p["src"].cat.codes.to_numpy().astype(np.int64) * E
                         + p["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
     lost = plan.blackholed if plan.blackholed is not None else pd.DataFrame({"src": [], "dst": []})
     lost_n = lost.groupby(["src", "dst"]).size().to_dict() if len(lost) else {}
+    return fault_summary_dict(sc, plan.faults, len(sched.t_s), reach, lost_n, len(lost),
+                              int((sched.links["down_reason"] == "fault").sum()), plan.detour)
+
+
+def fault_summary_dict(sc: Scenario, faults, T: int, reach: np.ndarray, lost_n: dict, n_lost: int,
+                       link_steps_down: int, detour: dict | None) -> dict:
+    """summary.json's faults section from its figures: `reach[src·E + dst]` the pair-steps each
+    endpoint pair (codes) is reachable, `lost_n[(src, dst)]` its blackholed pair-steps (names),
+    `n_lost` their total (`_fault_summary`; `netemu.plan.stream` counts them block by block)."""
+    E = len(sc.endpoints)
+    kinds = pd.Series([f.source or f.kind for f in faults], dtype=object).value_counts()
     rows = []
     for i in range(E):
         for j in range(i + 1, E):
@@ -615,13 +653,13 @@ def _fault_summary(plan: Plan) -> dict:
                 rows.append((down, f"{x}|{y}", lost_n.get((x, y), 0)))
     rows.sort(key=lambda r: (-r[0], r[1]))
     return {
-        "count": len(plan.faults),
+        "count": len(faults),
         "by_kind": {k: int(v) for k, v in kinds.items()},
         "failure_detection_s": sc.routing.failure_detection_s,
-        "link_steps_down": int((sched.links["down_reason"] == "fault").sum()),
-        "blackholed_pair_steps": int(len(lost)),
+        "link_steps_down": int(link_steps_down),
+        "blackholed_pair_steps": int(n_lost),
         "pairs_ever_unreachable": len(rows),
-        "detour": plan.detour,
+        "detour": detour,
         "unreachable_s_by_pair": {
             key: {"unreachable_s": round(down * sc.step_s, 6), "blackholed_s": round(n * sc.step_s, 6)}
             for down, key, n in rows[:FAULT_SUMMARY_PAIRS]},

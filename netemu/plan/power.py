@@ -15,7 +15,7 @@ import pandas as pd
 from ..constants import R_EARTH_KM, R_SUN_KM
 from .scenario import ComputeGroup
 
-__all__ = ["sunlit_fraction", "eclipse_windows", "energy_balance", "power_table"]
+__all__ = ["sunlit_fraction", "eclipse_windows", "energy_balance", "energy_balance_from", "power_table"]
 
 _T_BLOCK = 512
 
@@ -108,6 +108,15 @@ def energy_balance(c: ComputeGroup, sunlit: np.ndarray, step_s: float
     is shed). Returns soc_pct[T, N], power_w[T, N], active[T, N]: vectorised over satellites,
     sequential over steps.
     """
+    soc, power, active, _ = energy_balance_from(c, sunlit, step_s, np.full(np.shape(sunlit)[1], c.initial_soc_pct))
+    return soc, power, active
+
+
+def energy_balance_from(c: ComputeGroup, sunlit: np.ndarray, step_s: float, soc_start_pct: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`energy_balance` from a state of charge `soc_start_pct[N]` at the first step, and the
+    state of charge after the last step (where the next block of steps starts): blocks of steps
+    chained this way give the whole window's figures."""
     f = np.nan_to_num(np.asarray(sunlit, dtype=np.float64), nan=0.0)
     T, N = f.shape
     soc = np.empty((T, N))
@@ -120,14 +129,14 @@ def energy_balance(c: ComputeGroup, sunlit: np.ndarray, step_s: float
     gain_pct = f * (c.solar_array_w * step_s / 3600 / c.battery_wh * 100)   # [T, N]
     per_acc_pct = c.accelerator_w * step_s / 3600 / c.battery_wh * 100
     bus_pct = c.bus_w * step_s / 3600 / c.battery_wh * 100
-    s = np.full(N, c.initial_soc_pct, dtype=np.float64)
+    s = np.array(soc_start_pct, dtype=np.float64)
     for k in range(T):
         soc[k] = s
         a = by_level[np.searchsorted(thresholds, s, side="right")]
         active[k] = a
         s = np.clip(s + gain_pct[k] - bus_pct - a * per_acc_pct, 0.0, 100.0)
     power = c.bus_w + active * c.accelerator_w
-    return soc, power, active
+    return soc, power, active, s
 
 
 def power_table(t_s: np.ndarray, nodes: list[str], sunlit: np.ndarray, soc_pct: np.ndarray,

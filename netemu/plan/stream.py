@@ -16,9 +16,17 @@ same figures (medians and percentiles of path delays found exactly by counting v
 buckets as blocks complete, then reading back only the rows of the buckets that hold them). Its
 `timings_s` are the stages' times summed over blocks.
 
-Not planned in blocks (`not_streamable` says why): faults (detection delays and the detour
-figures look across the whole window) and [[compute]] power (the state of charge is integrated
-over the window); `netemu plan` plans those whole.
+[[compute]] power: each block's batteries start from the state of charge the block before left
+(`plan_power(..., carry=)`). Deterministic faults: each block applies them to its own steps;
+routing's view (`believed_up`) looks back `failure_detection_s` into the links of the blocks before
+(kept: those steps' link states only); blackholed pair-steps are found against the paths
+installed before the block (pair → path, carried); the faults section's counts add up over
+blocks; the detour figures (`detour_figures`) are computed at the end, at the steps the whole
+planner samples (`detour_steps` of the steps found with a fault), their links and paths read
+back from the files.
+
+Not planned in blocks (`not_streamable` says why): group faults (their draws need the whole
+window's Earth-fixed track); `netemu plan` plans those whole.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ import pandas as pd
 from ..errors import PlanError
 from . import planner as _planner
 from .orbits import station_ecef_km, time_grid_s
-from .planner import (LinkCounts, WarningCounts, check_plan_memory, plan_memory_bytes,
-                      satellite_track, summary_dict)
-from .routing import assemble_routes, path_events, route_chunk, route_jobs, routing_pool
+from .planner import (LinkCounts, WarningCounts, check_plan_memory, detour_figures, detour_steps,
+                      drop_blackholed, fault_summary_dict, plan_memory_bytes, satellite_track, summary_dict)
+from .faults import believed_up, blackholed, fault_events
+from .routing import Routes, assemble_routes, path_events, route_chunk, route_jobs, routing_pool
 from .scenario import Scenario
 from .topology import BlockCarry, LinkSet, Schedule, VisibilityRuns, build_schedule, link_events, visible_pairs
 
@@ -70,10 +79,8 @@ class _Done:
 
 def not_streamable(scenario: Scenario) -> str | None:
     """Why `scenario` cannot be planned in blocks, or None if it can."""
-    if scenario.faults or scenario.group_faults:
-        return "faults"
-    if scenario.compute:
-        return "[[compute]] power"
+    if scenario.group_faults:
+        return "group faults"
     return None
 
 
@@ -270,10 +277,19 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     elif scenario.gsl is not None and scenario.gsl.policy == "longest-visible":
         carry = None     # one block: the policy looks ahead within it
     route_carry: dict = {}
+    faults = tuple(scenario.faults)
+    fd = scenario.routing.failure_detection_s
+    # With faults: the links routing's view looks back to (failure_detection_s), the paths
+    # installed after the block before (pair → path), and the faults section's counts.
+    flt = {"tail": None, "installed": {}, "steps": np.zeros(T, bool), "down": 0, "lost": {}, "n_lost": 0,
+           "reach": None} if faults else None
     endpoints = scenario.endpoints
     E = len(endpoints)
     failed = None
     links_w, paths_w, routes_w = (_ParquetStream(out / f) for f in ("links.parquet", "paths.parquet", "routes.parquet"))
+    power_w, power_carry = (_ParquetStream(out / "power.parquet"), {}) if scenario.compute else (None, None)
+    if power_w is not None:
+        timings["power"] = 0.0
     events_f = open(out / "events.csv", "w", newline="")
     nodes = None
     link_counts = LinkCounts(T)
@@ -285,7 +301,7 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     acc = {"prev_links": None, "n_links": 0, "n_paths": 0, "n_routes": 0, "dmin": math.inf, "dmax": -math.inf,
            "hops": np.zeros(0, np.int64)}
 
-    def finish(bi: int, k0: int, k1: int, sched: Schedule, futures: list) -> None:
+    def finish(bi: int, k0: int, k1: int, sched: Schedule, futures: list, believed) -> None:
         """Block bi's routes (from its jobs), events, counts and rows to the files."""
         t0 = time.perf_counter()
         try:
@@ -302,6 +318,9 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
         paths, rrows = routes.paths, routes.routes
         paths["step"] = paths["step"].to_numpy() + np.int32(k0)
         rrows["step"] = rrows["step"].to_numpy() + np.int32(k0)
+        if flt is not None:
+            paths = _fault_block(flt, L, paths, rrows, believed)
+            routes = Routes(routes.endpoints, paths, rrows)
         # Link events of steps [k0, k1): this block's links after the last step of the one before.
         prev = acc["prev_links"]
         both = L if prev is None else pd.concat([prev, L], ignore_index=True)
@@ -311,12 +330,18 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
             tv = lev["t_s"].to_numpy()
             lev = lev[(tv >= t_full[k0]) & (tv <= t_full[k1 - 1])]
         pev = path_events(routes)
-        parts = [x for x in (lev, pev) if len(x)]
+        fev = None
+        if flt is not None:
+            fev = fault_events(faults, t_full, scenario.duration_s, fd, pev)
+            tv = fev["t_s"].to_numpy()
+            fev = fev[((tv >= t_full[k0]) | (bi == 0)) & ((tv < t_full[k1]) if k1 < T else True)]
+        parts = [x for x in (lev, pev, fev) if x is not None and len(x)]
         if parts:
             ev = pd.concat(parts, ignore_index=True).sort_values(["t_s", "event"], kind="stable", ignore_index=True)
             ev.to_csv(events_f, index=False, header=bi == 0, float_format="%.6f")
             for e, c in ev["event"].value_counts().items():
-                ev_counts[e] = ev_counts.get(e, 0) + int(c)
+                if e in ev_counts:
+                    ev_counts[e] += int(c)
         elif bi == 0:
             events_f.write("t_s,event,a,b,detail\n")
         timings["events"] += time.perf_counter() - t0
@@ -357,10 +382,14 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
             bad = (~track.ok).any(axis=0)
             failed = bad if failed is None else failed | bad
             timings["orbits"] += time.perf_counter() - t0
+            if power_w is not None:
+                t0 = time.perf_counter()
+                power_w.add(_planner.plan_power(scenario, track, power_carry))
+                timings["power"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             if carry is not None:
                 carry.k0 = k0
-            sched = build_schedule(scenario, track, xyz, up, carry=carry)
+            sched = build_schedule(scenario, track, xyz, up, carry=carry, faults=faults)
             del track
             timings["topology"] += time.perf_counter() - t0
             if nodes is None:
@@ -369,16 +398,21 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
                 kind_names, kind_of_code = _pair_kind_labels(nodes, endpoints)
                 stats = _OrderStats(1 + len(kind_names))
             t0 = time.perf_counter()
-            jobs = route_jobs(sched, endpoints, scenario.routing.metric, scenario.routing.ground_relay,
+            believed = None
+            view = sched
+            if flt is not None:
+                believed = _believed(flt, sched.links, k0, k1, t_full, len(nodes), fd)
+                view = Schedule(sched.nodes, sched.t_s, sched.links.assign(up=believed))
+            jobs = route_jobs(view, endpoints, scenario.routing.metric, scenario.routing.ground_relay,
                               -(-(k1 - k0) // ROUTE_CHUNK_STEPS))
             futures = [pool.submit(route_chunk, j) for j in jobs] if pool is not None else \
                 [_Done(route_chunk(j)) for j in jobs]
-            del jobs
+            del jobs, view
             timings["routing"] += time.perf_counter() - t0
             if pending is not None:
                 finish(*pending)
-            pending = (bi, k0, k1, sched, futures)
-            del sched, futures
+            pending = (bi, k0, k1, sched, futures, believed)
+            del sched, futures, believed
         finish(*pending)
         pending = None
     finally:
@@ -392,8 +426,9 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
     say(f"topology: {n_links:,} link-steps ({timings['topology']:.1f} s)")
     say(f"routing: {n_paths:,} pair-steps, {n_routes:,} route rows ({timings['routing']:.1f} s)")
     t0 = time.perf_counter()
-    for w in (links_w, paths_w, routes_w):
-        w.close()
+    for w in (links_w, paths_w, routes_w, power_w):
+        if w is not None:
+            w.close()
     nodes.to_csv(out / "nodes.csv", index=False)
     shutil.copyfile(scenario.path, out / "scenario.toml")
     for w in warn.messages():
@@ -401,10 +436,78 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
         warnings.append(w)
     summary = _summary(scenario, nodes, T, out, link_counts, reach, dmin, dmax, hops_hist, stats, kind_names,
                        ev_counts, int(failed.sum()), timings, warnings)
+    if flt is not None:
+        t1 = time.perf_counter()
+        detour = _detour(scenario, nodes, t_full, out, flt["steps"], workers)
+        timings["routing"] += time.perf_counter() - t1
+        t0 += time.perf_counter() - t1
+        reach_pairs = flt["reach"] if flt["reach"] is not None else np.zeros(E * E, np.int64)
+        summary["faults"] = fault_summary_dict(scenario, faults, T, reach_pairs, flt["lost"], flt["n_lost"],
+                                               flt["down"], detour)
     timings["write"] += time.perf_counter() - t0
     summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _believed(flt: dict, L: pd.DataFrame, k0: int, k1: int, t_s: np.ndarray, n_nodes: int, fd: float) -> np.ndarray:
+    """`believed_up` of block [k0, k1)'s links (`L`, steps counted from k0): the failures it
+    detects are looked up in the links of the steps `fd` before, which may lie in earlier blocks
+    (kept in `flt["tail"]`: their step, ends, up and reason only)."""
+    cols = ["step", "a", "b", "up", "down_reason"]
+    here = L[cols].assign(step=L["step"].to_numpy().astype(np.int64) + k0)
+    both = here if flt["tail"] is None else pd.concat([flt["tail"], here], ignore_index=True)
+    believed = believed_up(both, t_s, n_nodes, fd)[len(both) - len(here):]
+    if fd > 0 and k1 < len(t_s):
+        first = max(0, int(np.searchsorted(t_s, t_s[k1] - fd + 1e-9, side="right")) - 1)
+        flt["tail"] = both[both["step"].to_numpy() >= first].reset_index(drop=True)
+    return believed
+
+
+def _fault_block(flt: dict, L: pd.DataFrame, paths: pd.DataFrame, rrows: pd.DataFrame, believed) -> pd.DataFrame:
+    """A block's paths without its blackholed pair-steps (`blackholed`, the paths installed
+    before the block taken from `flt["installed"]`), and the faults section's counts."""
+    dead = believed & ~L["up"].to_numpy()
+    if dead.any():
+        inst = flt["installed"]
+        k0 = int(L["step"].iloc[0])
+        dt = rrows["src"].dtype
+        before = pd.DataFrame({"step": np.full(len(inst), k0 - 1, np.int32),
+                               "src": pd.Categorical([x for x, _ in inst], dtype=dt),
+                               "dst": pd.Categorical([y for _, y in inst], dtype=dt),
+                               "path": list(inst.values())})
+        lost = blackholed(pd.concat([before, rrows[["step", "src", "dst", "path"]]], ignore_index=True), L, believed)
+        if len(lost):
+            paths = drop_blackholed(paths, lost)
+            for key, n in lost.groupby(["src", "dst"]).size().items():
+                flt["lost"][key] = flt["lost"].get(key, 0) + int(n)
+            flt["n_lost"] += len(lost)
+    for x, y, path in zip(rrows["src"].astype(str), rrows["dst"].astype(str), rrows["path"]):
+        flt["installed"][(x, y)] = path
+    fault = (L["down_reason"] == "fault").to_numpy()
+    flt["steps"][L["step"].to_numpy()[fault]] = True
+    flt["down"] += int(fault.sum())
+    E = len(paths["src"].cat.categories)
+    r = np.bincount(paths["src"].cat.codes.to_numpy().astype(np.int64) * E
+                    + paths["dst"].cat.codes.to_numpy().astype(np.int64), minlength=E * E)
+    flt["reach"] = r if flt["reach"] is None else flt["reach"] + r
+    return paths
+
+
+def _detour(sc: Scenario, nodes: pd.DataFrame, t_s: np.ndarray, out: Path, fault_steps: np.ndarray,
+            workers: int | None) -> dict:
+    """`detour_penalty`'s figures, its sampled steps' links and paths read back from the files."""
+    pick = detour_steps(np.nonzero(fault_steps)[0])
+    if len(pick) == 0:
+        return detour_figures(sc, nodes, t_s, pick, None, None, workers)
+    want = [("step", "in", [int(k) for k in pick])]
+    links = pd.read_parquet(out / "links.parquet", filters=want)
+    paths = pd.read_parquet(out / "paths.parquet", filters=want)
+    names = pd.CategoricalDtype(list(nodes["name"]), ordered=True)
+    ep = pd.CategoricalDtype(list(sc.endpoints), ordered=True)
+    links = links.astype({"a": names, "b": names})
+    paths = paths.astype({"src": ep, "dst": ep})
+    return detour_figures(sc, nodes, t_s, pick, links, paths, workers)
 
 
 def _summary(sc, nodes, T, out, link_counts, reach, dmin, dmax, hops_hist, stats, kind_names, ev_counts, failed,

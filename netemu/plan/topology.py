@@ -566,14 +566,12 @@ def build_schedule(scenario: Scenario, track: Track, station_xyz: np.ndarray, st
 
     With `carry` (`BlockCarry`), the track holds one block of the window's steps and the
     schedule is that block's (steps counted from its first): blocks built in order, each with
-    the carry the one before left, join into the whole window's schedule. Faults are not
-    planned in blocks."""
+    the carry the one before left, join into the whole window's schedule (faults hold links
+    down by time alone: each block applies them to its own steps)."""
     nodes = node_table(scenario)
     n_sat = len(track.names)
     t_s = track.t_s
     if carry is not None:
-        if len(scenario.faults if faults is None else faults):
-            raise ValueError("faults are not planned in blocks")
         carry.last = len(t_s) - 1
     grid = t_s if carry is None else carry.t_s
     cat = pd.CategoricalDtype(list(nodes["name"]), ordered=True)
