@@ -149,14 +149,83 @@ def test_default_block_bounds_memory():
     assert not_streamable(netemu.load_scenario(ROOT / "topologies" / "beijing-orbital-dc-eclipse.toml")) is None
 
 
-def test_group_faults_are_planned_whole(tmp_path):
-    p = tmp_path / "g.toml"
-    p.write_text((DATA / "small.toml").read_text()
-                 + '\n[[faults]]\nkind = "random"\ngroup = "shell"\nmtbf_s = 3000\nmttr_s = 200\nseed = 1\n')
+GROUP_FAULTS = """
+[[faults]]
+kind = "random"
+group = "shell"
+mtbf_s = 3000
+mttr_s = 200
+seed = 4
+
+[[faults]]
+kind = "storm"
+group = "shell"
+t_s = 600
+fraction = 0.1
+duration_s = 120
+seed = 4
+
+[[faults]]
+kind = "storm"
+group = "shell"
+t_s = 905
+duration_s = 60
+region = {lat_deg = [-60, 10], lon_deg = [-120, 60]}
+
+[[faults]]
+kind = "radiation"
+group = "shell"
+rate_per_day = 50
+reboot_s = 20
+regions = [{lat_deg = [-50, 0], lon_deg = [-90, 40], multiplier = 10}]
+seed = 4
+"""
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("group")
+    p = tmp / "group.toml"
+    p.write_text((DATA / "small.toml").read_text().replace(
+        "[gsl]", "[routing]\nfailure_detection_s = 25\n\n[gsl]", 1) + GROUP_FAULTS)
     sc = netemu.load_scenario(p)
-    assert not_streamable(sc) == "group faults"
-    with pytest.raises(ValueError, match="group faults are not planned in blocks"):
-        stream_plan(sc, tmp_path, workers=1)
+    out = tmp / "plan"
+    plan = netemu.make_plan(sc, workers=1)
+    return sc, out, netemu.write_plan(plan, out), plan
+
+
+@pytest.mark.parametrize("block", [1, 7])
+def test_group_faults_drawn_in_blocks_are_the_same(grouped, block):
+    """The draws made a block of the track at a time give the whole window's Fault list."""
+    from netemu.plan.faults import expand_group_faults_in_blocks
+    from netemu.plan.scenario import group_node_names
+    sc, _, _, plan = grouped
+    offs, off, by_group = {}, 0, {}
+    for g in sc.satellites:
+        offs[g.name], by_group[g.name] = off, group_node_names(g)
+        off += g.count
+    asked = []
+
+    def xyz(k0, k1):
+        asked.append((k0, k1))
+        return plan.track.xyz_km[k0:k1]
+
+    got = expand_group_faults_in_blocks(sc.group_faults, by_group, offs, plan.track.t_s, xyz, block, sc.duration_s)
+    assert tuple(got) == plan.faults[len(sc.faults):]
+    kinds = {f.source for f in got}
+    assert kinds == {"random shell", "storm shell", "radiation shell"} and len(got) > 20
+    assert any(f.t_s == 905 for f in got)           # the regional storm found satellites in its box
+    assert len(asked) == -(-sc.n_steps // block) and all(k1 - k0 <= block for k0, k1 in asked)
+
+
+@pytest.mark.parametrize("block", [1, 7])
+def test_group_faults_streamed_equal_whole(grouped, tmp_path, block):
+    sc, out, summary, _ = grouped
+    assert not_streamable(sc) is None
+    got = tmp_path / "blocked"
+    got.mkdir()
+    _same_files(out, got, summary, stream_plan(sc, got, workers=1, block_steps=block))
+    assert summary["faults"]["count"] > 20 and summary["faults"]["blackholed_pair_steps"] > 0
 
 
 def test_parquet_stream_writes_what_write_parquet_writes(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ import pandas as pd
 from .scenario import Fault
 
 __all__ = ["fault_reasons", "DOWN_REASONS", "believed_up", "blackholed", "fault_events", "failure_times",
-           "renewal_windows", "region_multiplier", "radiation_resets", "expand_group_faults"]
+           "renewal_windows", "region_multiplier", "radiation_resets", "expand_group_faults",
+           "expand_group_faults_in_blocks"]
 
 DOWN_REASONS = ("", "acquisition", "handover", "fault", "rain", "cloud")
 """Values of the links table's `down_reason` ("" while the link is up)."""
@@ -245,4 +246,68 @@ def expand_group_faults(group_faults, names_by_group: dict[str, list[str]], offs
             else:
                 hit = np.sort(rng.choice(len(names), max(1, round(gf.fraction * len(names))), replace=False))
             out += [Fault("node", gf.t_s, gf.duration_s, node=names[i], source=src) for i in hit.tolist()]
+    return out
+
+
+def expand_group_faults_in_blocks(group_faults, names_by_group: dict[str, list[str]], offsets: dict[str, int],
+                                  t_s: np.ndarray, xyz_block, block_steps: int, duration_s: float) -> list[Fault]:
+    """`expand_group_faults`, the same `Fault`s, with the Earth-fixed track given a block of steps
+    at a time: `xyz_block(k0, k1)` returns its steps [k0, k1) ([k1 − k0, N, 3]), asked for in
+    order, once each, and only when a radiation or regional storm model needs it. The
+    radiation draws come a block at a time from the model's generator (the same numbers in the
+    same order as one draw over the window); only the steps where a reset is drawn are kept."""
+    t = np.asarray(t_s, np.float64)
+    T = len(t)
+    rngs = [np.random.default_rng(gf.seed) for gf in group_faults]
+    drawn: dict[int, list] = {i: [] for i, gf in enumerate(group_faults) if gf.kind == "radiation"}
+    storm_k = {i: int(np.clip(np.searchsorted(t, gf.t_s + _EPS, side="right") - 1, 0, T - 1))
+               for i, gf in enumerate(group_faults) if gf.kind == "storm" and gf.region is not None}
+    storm_hit: dict[int, np.ndarray] = {}
+    if drawn or storm_k:
+        dt = np.diff(t, append=t[-1] + (t[-1] - t[-2] if T > 1 else 1.0))
+        for k0 in range(0, T, block_steps):
+            k1 = min(T, k0 + block_steps)
+            xyz = xyz_block(k0, k1)
+            for i, gf in enumerate(group_faults):
+                lo, n = offsets[gf.group], len(names_by_group[gf.group])
+                if i in drawn:
+                    lat, lon = _lat_lon_deg(xyz[:, lo:lo + n])
+                    rate = np.nan_to_num(gf.rate_per_day / 86_400.0 * region_multiplier(lat, lon, gf.regions))
+                    p = 1.0 - np.exp(-rate * dt[k0:k1, None])
+                    k, u = np.nonzero(rngs[i].random(p.shape) < p)
+                    drawn[i].append((k + k0, u))
+                elif i in storm_k and k0 <= storm_k[i] < k1:
+                    lat, lon = _lat_lon_deg(xyz[storm_k[i] - k0, lo:lo + n])
+                    r = gf.region
+                    storm_hit[i] = np.nonzero((lat >= r.lat_deg[0]) & (lat <= r.lat_deg[1])
+                                              & (lon >= r.lon_deg[0]) & (lon <= r.lon_deg[1]))[0]
+            del xyz
+    out: list[Fault] = []
+    for i, gf in enumerate(group_faults):
+        rng = rngs[i]
+        names = names_by_group[gf.group]
+        src = f"{gf.kind} {gf.group}"
+        if gf.kind == "random":
+            u, start, dur = renewal_windows(rng, len(names), duration_s, gf.mtbf_s, gf.mttr_s,
+                                            gf.distribution, gf.shape)
+            for uu, s0, d in zip(u.tolist(), start.tolist(), dur.tolist()):
+                if gf.terminal:
+                    out.append(Fault("link", s0, d, node=names[uu], terminal=gf.terminal, source=src))
+                else:
+                    out.append(Fault("node", s0, d, node=names[uu], source=src))
+        elif gf.kind == "radiation":
+            k = np.concatenate([x[0] for x in drawn[i]] or [np.zeros(0, np.int64)])
+            u = np.concatenate([x[1] for x in drawn[i]] or [np.zeros(0, np.int64)])
+            order = np.lexsort((k, u))
+            busy_until: dict[int, float] = {}
+            for kk, uu in zip(k[order].tolist(), u[order].tolist()):
+                if t[kk] >= busy_until.get(uu, -math.inf):
+                    out.append(Fault("reboot", float(t[kk]), gf.reboot_s, node=names[uu], source=src))
+                    busy_until[uu] = t[kk] + gf.reboot_s
+        else:  # storm
+            if gf.region is not None:
+                hit = storm_hit[i]
+            else:
+                hit = np.sort(rng.choice(len(names), max(1, round(gf.fraction * len(names))), replace=False))
+            out += [Fault("node", gf.t_s, gf.duration_s, node=names[j], source=src) for j in hit.tolist()]
     return out

@@ -23,10 +23,12 @@ routing's view (`believed_up`) looks back `failure_detection_s` into the links o
 installed before the block (pair → path, carried); the faults section's counts add up over
 blocks; the detour figures (`detour_figures`) are computed at the end, at the steps the whole
 planner samples (`detour_steps` of the steps found with a fault), their links and paths read
-back from the files.
+back from the files. Group faults are drawn before planning by a pass over the window a block of
+steps at a time (`expand_group_faults_in_blocks`: the same Fault list, the track held a block at a
+time); each block is given only the faults that may touch its steps or events.
 
-Not planned in blocks (`not_streamable` says why): group faults (their draws need the whole
-window's Earth-fixed track); `netemu plan` plans those whole.
+Every scenario can be planned in blocks today; `not_streamable` (why one cannot, or None) stays
+for the planner's fallback to `make_plan`.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ from . import planner as _planner
 from .orbits import station_ecef_km, time_grid_s
 from .planner import (LinkCounts, WarningCounts, check_plan_memory, detour_figures, detour_steps,
                       drop_blackholed, fault_summary_dict, plan_memory_bytes, satellite_track, summary_dict)
-from .faults import believed_up, blackholed, fault_events
+from .faults import believed_up, blackholed, expand_group_faults_in_blocks, fault_events
 from .routing import Routes, assemble_routes, path_events, route_chunk, route_jobs, routing_pool
-from .scenario import Scenario
+from .scenario import Scenario, group_node_names
 from .topology import BlockCarry, LinkSet, Schedule, VisibilityRuns, build_schedule, link_events, visible_pairs
 
 __all__ = ["stream_plan", "not_streamable", "default_block_steps", "check_block_memory", "BLOCK_BYTES"]
@@ -79,8 +81,6 @@ class _Done:
 
 def not_streamable(scenario: Scenario) -> str | None:
     """Why `scenario` cannot be planned in blocks, or None if it can."""
-    if scenario.group_faults:
-        return "group faults"
     return None
 
 
@@ -278,7 +278,24 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
         carry = None     # one block: the policy looks ahead within it
     route_carry: dict = {}
     faults = tuple(scenario.faults)
+    if scenario.group_faults:
+        t0 = time.perf_counter()
+        offs, off, by_group = {}, 0, {}
+        for g in scenario.satellites:
+            offs[g.name], by_group[g.name] = off, group_node_names(g)
+            off += g.count
+        faults += tuple(expand_group_faults_in_blocks(
+            scenario.group_faults, by_group, offs, t_full,
+            lambda k0, k1: satellite_track(scenario, t_full[k0:k1]).xyz_km, B, scenario.duration_s))
+        timings["topology"] += time.perf_counter() - t0
+        say(f"faults: {len(faults) - len(scenario.faults):,} drawn from {len(scenario.group_faults)} group fault "
+            f"model(s) ({time.perf_counter() - t0:.1f} s)")
     fd = scenario.routing.failure_detection_s
+    # Each block is given only the faults that may touch its steps or events.
+    f_start = np.array([f.t_s for f in faults], np.float64)
+    f_end = np.array([f.end_s for f in faults], np.float64)
+    acq_max = max([m.acquisition_s for m in scenario.isls]
+                  + ([scenario.gsl.handover_gap_s] if scenario.gsl is not None else []) + [0.0])
     # With faults: the links routing's view looks back to (failure_detection_s), the paths
     # installed after the block before (pair → path), and the faults section's counts.
     flt = {"tail": None, "installed": {}, "steps": np.zeros(T, bool), "down": 0, "lost": {}, "n_lost": 0,
@@ -332,7 +349,10 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
         pev = path_events(routes)
         fev = None
         if flt is not None:
-            fev = fault_events(faults, t_full, scenario.duration_s, fd, pev)
+            lo = -math.inf if bi == 0 else t_full[k0]
+            hi = t_full[k1] if k1 < T else math.inf
+            near = (f_start < hi) & (np.maximum(f_end, f_start + fd + 2 * scenario.step_s) >= lo - 1e-6)
+            fev = fault_events([faults[i] for i in np.nonzero(near)[0]], t_full, scenario.duration_s, fd, pev)
             tv = fev["t_s"].to_numpy()
             fev = fev[((tv >= t_full[k0]) | (bi == 0)) & ((tv < t_full[k1]) if k1 < T else True)]
         parts = [x for x in (lev, pev, fev) if x is not None and len(x)]
@@ -389,7 +409,9 @@ def stream_plan(scenario: Scenario, out_dir: str | Path, workers: int | None = N
             t0 = time.perf_counter()
             if carry is not None:
                 carry.k0 = k0
-            sched = build_schedule(scenario, track, xyz, up, carry=carry, faults=faults)
+            near = (f_start <= t_full[k1 - 1] + 1e-6) & (f_end + acq_max >= t_full[k0] - 1e-6)
+            sched = build_schedule(scenario, track, xyz, up, carry=carry,
+                                   faults=tuple(faults[i] for i in np.nonzero(near)[0]))
             del track
             timings["topology"] += time.perf_counter() - t0
             if nodes is None:
