@@ -192,6 +192,12 @@ def radiation_resets(rng: np.random.Generator, t_s: np.ndarray, rate_per_s: np.n
     dt = np.diff(t, append=t[-1] + (t[-1] - t[-2] if len(t) > 1 else 1.0))
     p = 1.0 - np.exp(-rate_per_s * dt[:, None])
     k, u = np.nonzero(rng.random(p.shape) < p)
+    return _first_resets(t, k, u, reboot_s)
+
+
+def _first_resets(t: np.ndarray, k: np.ndarray, u: np.ndarray, reboot_s: float):
+    """The resets drawn at steps `k` of units `u` that find their unit up (not still rebooting
+    from an earlier one): (unit, t_s) arrays sorted by unit then time."""
     order = np.lexsort((k, u))
     units, times = [], []
     busy_until: dict[int, float] = {}
@@ -215,38 +221,9 @@ def expand_group_faults(group_faults, names_by_group: dict[str, list[str]], offs
                         t_s: np.ndarray, xyz_km: np.ndarray, duration_s: float) -> list[Fault]:
     """The `Fault`s that a scenario's group faults draw (seeded: the same seed, the same faults).
     `offsets[group]` is the group's first column in `xyz_km` [T, N, 3] (Earth-fixed track)."""
-    out: list[Fault] = []
-    t = np.asarray(t_s, np.float64)
-    for gf in group_faults:
-        rng = np.random.default_rng(gf.seed)
-        names = names_by_group[gf.group]
-        lo = offsets[gf.group]
-        src = f"{gf.kind} {gf.group}"
-        if gf.kind == "random":
-            u, start, dur = renewal_windows(rng, len(names), duration_s, gf.mtbf_s, gf.mttr_s,
-                                            gf.distribution, gf.shape)
-            for uu, s0, d in zip(u.tolist(), start.tolist(), dur.tolist()):
-                if gf.terminal:
-                    out.append(Fault("link", s0, d, node=names[uu], terminal=gf.terminal, source=src))
-                else:
-                    out.append(Fault("node", s0, d, node=names[uu], source=src))
-        elif gf.kind == "radiation":
-            lat, lon = _lat_lon_deg(xyz_km[:, lo:lo + len(names)])
-            rate = gf.rate_per_day / 86_400.0 * region_multiplier(lat, lon, gf.regions)
-            u, tt = radiation_resets(rng, t, np.nan_to_num(rate), gf.reboot_s)
-            out += [Fault("reboot", s0, gf.reboot_s, node=names[uu], source=src)
-                    for uu, s0 in zip(u.tolist(), tt.tolist())]
-        else:  # storm
-            if gf.region is not None:
-                k = int(np.clip(np.searchsorted(t, gf.t_s + _EPS, side="right") - 1, 0, len(t) - 1))
-                lat, lon = _lat_lon_deg(xyz_km[k, lo:lo + len(names)])
-                r = gf.region
-                hit = np.nonzero((lat >= r.lat_deg[0]) & (lat <= r.lat_deg[1])
-                                 & (lon >= r.lon_deg[0]) & (lon <= r.lon_deg[1]))[0]
-            else:
-                hit = np.sort(rng.choice(len(names), max(1, round(gf.fraction * len(names))), replace=False))
-            out += [Fault("node", gf.t_s, gf.duration_s, node=names[i], source=src) for i in hit.tolist()]
-    return out
+    T = len(t_s)
+    return expand_group_faults_in_blocks(group_faults, names_by_group, offsets, t_s,
+                                         lambda k0, k1: xyz_km[k0:k1], max(T, 1), duration_s)
 
 
 def expand_group_faults_in_blocks(group_faults, names_by_group: dict[str, list[str]], offsets: dict[str, int],
@@ -298,12 +275,9 @@ def expand_group_faults_in_blocks(group_faults, names_by_group: dict[str, list[s
         elif gf.kind == "radiation":
             k = np.concatenate([x[0] for x in drawn[i]] or [np.zeros(0, np.int64)])
             u = np.concatenate([x[1] for x in drawn[i]] or [np.zeros(0, np.int64)])
-            order = np.lexsort((k, u))
-            busy_until: dict[int, float] = {}
-            for kk, uu in zip(k[order].tolist(), u[order].tolist()):
-                if t[kk] >= busy_until.get(uu, -math.inf):
-                    out.append(Fault("reboot", float(t[kk]), gf.reboot_s, node=names[uu], source=src))
-                    busy_until[uu] = t[kk] + gf.reboot_s
+            units, times = _first_resets(t, k, u, gf.reboot_s)
+            out += [Fault("reboot", s0, gf.reboot_s, node=names[uu], source=src)
+                    for uu, s0 in zip(units.tolist(), times.tolist())]
         else:  # storm
             if gf.region is not None:
                 hit = storm_hit[i]
