@@ -255,7 +255,20 @@ def test_iperf_stage_reports_emulated_goodput(fid_plan, tmp_path):
     the probes beside it see queueing (RTT above the light-time, bounded by the queues) but
     never less than the light-time."""
     # K = 10: the engine carries 100 Mbit/s per link in wall time, well within one core
-    netemu.run(fid_plan, tmp_path, start_s=300, duration_s=4, dilation=10.0, iperf=("g-sanya", "g-beijing"))
+    from netemu.emulate.hostnoise import STEAL_WARN_SHARE, wait_for_quiet
+    for attempt in (1, 2):
+        out = tmp_path / f"attempt{attempt}"
+        info = netemu.run(fid_plan, out, start_s=300, duration_s=4, dilation=10.0, iperf=("g-sanya", "g-beijing"))
+        late = [w for w in info["warnings"] if "frames left more than 0.5 ms late" in w]
+        # An engine left late while the host was noisy (the hypervisor took over STEAL_WARN_SHARE
+        # of the CPUs during the run, or it still pauses them for 5 s after) measured the host:
+        # run once more, and assert on that run whatever it measured.
+        steal = info["host"].get("cpu_steal_pct") or 0.0
+        if not late or attempt == 2 or (steal <= 100 * STEAL_WARN_SHARE
+                                        and wait_for_quiet(max_wait_s=5, sample_s=1.0, cpu=0)["quiet"]):
+            break
+        print(f"attempt {attempt}: {late[0]} while the host was noisy (steal {steal} %); again")
+    tmp_path = out
     iperf = pd.read_csv(tmp_path / "iperf.csv")
     assert len(iperf) >= 3 and iperf["t_s"].between(300, 305).all()
     assert 50 < iperf["mbps"].median() <= 1000 * 1.02, iperf
