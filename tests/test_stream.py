@@ -42,6 +42,18 @@ def _scenario(tmp_path: Path) -> netemu.Scenario:
     return netemu.load_scenario(p)
 
 
+def _small_variant_planned(tmp_path_factory, name: str, text: str):
+    """small.toml made into `text` (a scenario file's text), loaded and planned whole into a
+    directory of its own: (scenario, plan directory, summary, plan)."""
+    tmp = tmp_path_factory.mktemp(name)
+    p = tmp / f"{name}.toml"
+    p.write_text(text)
+    sc = netemu.load_scenario(p)
+    out = tmp / "plan"
+    plan = netemu.make_plan(sc, workers=1)
+    return sc, out, netemu.write_plan(plan, out), plan
+
+
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whole")
@@ -184,14 +196,8 @@ seed = 4
 
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("group")
-    p = tmp / "group.toml"
-    p.write_text((DATA / "small.toml").read_text().replace(
+    return _small_variant_planned(tmp_path_factory, "group", (DATA / "small.toml").read_text().replace(
         "[gsl]", "[routing]\nfailure_detection_s = 25\n\n[gsl]", 1) + GROUP_FAULTS)
-    sc = netemu.load_scenario(p)
-    out = tmp / "plan"
-    plan = netemu.make_plan(sc, workers=1)
-    return sc, out, netemu.write_plan(plan, out), plan
 
 
 @pytest.mark.parametrize("block", [1, 7])
@@ -317,12 +323,7 @@ refuse_below_soc_pct = 20
 def powered(tmp_path_factory):
     """small.toml with a [[compute]] section whose batteries drain through both thresholds over
     the window (the state of charge carried across every block edge matters)."""
-    tmp = tmp_path_factory.mktemp("power")
-    p = tmp / "power.toml"
-    p.write_text((DATA / "small.toml").read_text() + POWER)
-    sc = netemu.load_scenario(p)
-    out = tmp / "plan"
-    return sc, out, netemu.write_plan(netemu.make_plan(sc, workers=1), out)
+    return _small_variant_planned(tmp_path_factory, "power", (DATA / "small.toml").read_text() + POWER)[:3]
 
 
 @pytest.mark.parametrize("block", [1, 7, 10_000])
@@ -379,13 +380,8 @@ def faulty(tmp_path_factory):
     compute satellite starting between steps, Paris' ground terminal failing for good at 500 s
     (more steps with a fault than the detour samples), and 25 s to detect a failure (2-3 steps
     of 10 s: the detection crosses block edges)."""
-    tmp = tmp_path_factory.mktemp("faults")
-    p = tmp / "faults.toml"
-    p.write_text((DATA / "small.toml").read_text().replace(
-        "[gsl]", "[routing]\nfailure_detection_s = 25\n\n[gsl]", 1) + FAULTS)
-    sc = netemu.load_scenario(p)
-    out = tmp / "plan"
-    return sc, out, netemu.write_plan(netemu.make_plan(sc, workers=1), out)
+    return _small_variant_planned(tmp_path_factory, "faults", (DATA / "small.toml").read_text().replace(
+        "[gsl]", "[routing]\nfailure_detection_s = 25\n\n[gsl]", 1) + FAULTS)[:3]
 
 
 @pytest.mark.parametrize("block", [1, 7, 10_000])
